@@ -1,0 +1,186 @@
+"""One helper saves every figure: interactive HTML, static PNG and the plotted data as CSV.
+
+Files go to ``figures/<run>/<name>.{html,png,csv}``. The HTML files share one
+``plotly.min.js`` written beside them, so they open offline. PNGs are rendered by kaleido
+with a Chrome (``BROWSER_PATH``, else Debian's ``chromium`` on the PATH); one browser is
+started per process and reused for every figure. Without a Chrome, the HTML and CSV are
+still written and :func:`png_status` says that the PNGs were skipped and how to enable them.
+
+Figures of a run on synthetic pixels (the phantom) carry :data:`config.PHANTOM_NOTICE`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from . import config, io, paths
+
+log = logging.getLogger(__name__)
+
+#: the renderer that makes figures survive papermill and show in nbconvert's HTML offline
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
+TEMPLATE = "plotly_white"
+
+_CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+_server = {"state": "unstarted", "reason": ""}
+
+
+def setup_notebook() -> None:
+    """Plotly defaults for notebooks executed by papermill and exported by nbconvert."""
+    pio.renderers.default = NOTEBOOK_RENDERER
+    pio.templates.default = TEMPLATE
+
+
+def chrome_path() -> str | None:
+    """The Chrome that static export would use, or None."""
+    env = os.environ.get("BROWSER_PATH")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    for name in _CHROME_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _ensure_server() -> bool:
+    """Start kaleido's browser once per process; False (with a reason) when impossible."""
+    if _server["state"] == "running":
+        return True
+    if _server["state"] == "failed":
+        return False
+    chrome = chrome_path()
+    if chrome is None:
+        _server.update(state="failed", reason="no Chrome/Chromium found")
+        return False
+    os.environ.setdefault("BROWSER_PATH", chrome)
+    try:
+        import kaleido
+
+        # mathjax=False: never reach for a CDN; plotly.js comes from the installed package
+        kaleido.start_sync_server(mathjax=False, silence_warnings=True)
+    except Exception as err:  # kaleido raises several types when a browser cannot start
+        _server.update(state="failed", reason=f"kaleido could not start {chrome}: {err}")
+        return False
+    atexit.register(_stop_server)
+    _server["state"] = "running"
+    return True
+
+
+def _stop_server() -> None:
+    if _server["state"] == "running":
+        try:
+            import kaleido
+
+            kaleido.stop_sync_server(silence_warnings=True)
+        finally:
+            _server["state"] = "unstarted"
+
+
+def png_status() -> str:
+    """A sentence for the notebook: were PNGs written, and if not, how to get them."""
+    if _server["state"] == "running":
+        return f"Static PNGs written with {os.environ.get('BROWSER_PATH', 'Chrome')}."
+    if _server["state"] == "failed":
+        return (
+            f"PNGs were skipped ({_server['reason']}); interactive HTML and CSV were written. "
+            "To enable PNGs install a Chrome (Debian/Ubuntu: `apt-get install -y chromium`) "
+            "or set BROWSER_PATH to one, then re-run."
+        )
+    return "No figure has been saved yet."
+
+
+def notice(run: str) -> str:
+    """The data-provenance line for figures and tables of ``run`` ('' for real data)."""
+    return config.PHANTOM_NOTICE if config.is_synthetic(run) else ""
+
+
+def _stamp(fig: go.Figure, run: str) -> go.Figure:
+    text = notice(run)
+    if text:
+        title = fig.layout.title.text or ""
+        fig.update_layout(
+            title=dict(text=title, subtitle=dict(text=text, font=dict(color="#b00020", size=12))),
+            margin=dict(t=max(fig.layout.margin.t or 0, 90)),
+        )
+    return fig
+
+
+@dataclass(frozen=True)
+class SavedFigure:
+    html: Path
+    png: Path | None
+    csv: Path | None
+
+
+def save_figure(
+    fig: go.Figure,
+    name: str,
+    *,
+    run: str,
+    data: pd.DataFrame | None = None,
+    width: int = 1000,
+    height: int = 560,
+) -> SavedFigure:
+    """Write ``fig`` as ``figures/<run>/<name>.html`` (+ ``.png``, + ``.csv`` of ``data``).
+
+    Parameters
+    ----------
+    fig : the figure; a phantom notice is added to its title for synthetic runs.
+    name : file stem, named after the paper's figure (``fig1_overall``, ...).
+    run : the run whose figure this is.
+    data : the values the figure plots, saved as CSV beside it.
+    width, height : static export size in pixels.
+    """
+    out = paths.run_paths(run).figures
+    out.mkdir(parents=True, exist_ok=True)
+    _stamp(fig, run)
+    fig.update_layout(width=None, height=height)
+
+    html = out / f"{name}.html"
+    with io.atomic_path(html) as tmp:
+        fig.write_html(tmp, include_plotlyjs="directory", full_html=True)
+    csv = None
+    if data is not None:
+        csv = io.write_csv(out / f"{name}.csv", data)
+    png = None
+    if _ensure_server():
+        png = out / f"{name}.png"
+        with io.atomic_path(png) as tmp, warnings.catch_warnings():
+            # plotly warns that per-call browser options are ignored with a shared server
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+            fig.write_image(tmp, format="png", width=width, height=height, scale=1.5)
+    return SavedFigure(html=html, png=png, csv=csv)
+
+
+def styled_table(df: pd.DataFrame, *, run: str, caption: str, precision: int = 3):
+    """A pandas Styler for display in a notebook, captioned with the phantom notice if any."""
+    text = notice(run)
+    full = caption + (f" — {text}" if text else "")
+    return df.style.set_caption(full).format(precision=precision, na_rep="—").hide(axis="index")
+
+
+def banner(run: str):
+    """An HTML banner for the top of a notebook: the run's data provenance."""
+    from IPython.display import HTML
+
+    text = notice(run)
+    if not text:
+        dataset = config.run_dataset(run)
+        return HTML(f"<p><b>Run {run!r}</b>: real data ({dataset}).</p>")
+    return HTML(
+        f'<div style="border:2px solid #b00020;padding:6px 10px;color:#b00020">'
+        f"<b>Run {run!r}: {text}</b> Results show what the pipeline does with a real long-tailed "
+        "label structure; pixel-level findings (which images are hard, what a radiologist would "
+        "see) do not transfer to real X-rays.</div>"
+    )

@@ -1,0 +1,170 @@
+"""Classifiers behind one registry, and the one input transform they all share.
+
+``create_model(name, num_classes, pretrained=...)`` returns a torchvision network whose
+classifier emits ``num_classes`` logits. ImageNet weights come through torchvision's
+weights API from the local torch cache only: when a profile asks for them and they are not
+there, :class:`PretrainedWeightsMissing` says how to get them. Nothing is ever downloaded,
+and nothing falls back silently to random weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+#: ImageNet normalization (the paper's recipe); grayscale is replicated to 3 channels.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PretrainedWeightsMissing(FileNotFoundError):
+    """ImageNet weights were asked for and are not in the local torch cache."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[int, object | None], nn.Module]  # (num_classes, weights) -> model
+    weights: Callable[[], object] | None  # torchvision weights enum member, or None
+    description: str
+
+
+def _replace_fc(model: nn.Module, num_classes: int) -> nn.Module:
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def _resnet50(num_classes, weights):
+    return _replace_fc(torchvision.models.resnet50(weights=weights), num_classes)
+
+
+def _resnet18(num_classes, weights):
+    return _replace_fc(torchvision.models.resnet18(weights=weights), num_classes)
+
+
+def _densenet121(num_classes, weights):
+    model = torchvision.models.densenet121(weights=weights)
+    model.classifier = nn.Linear(model.classifier.in_features, num_classes)
+    return model
+
+
+class SmallResNet(nn.Module):
+    """A compact residual CNN for CPU profiles, built from torchvision's ``BasicBlock``.
+
+    Stem conv (stride 2) → three stages of one BasicBlock each (widths ``w, 2w, 4w``,
+    strides 1, 2, 2) → global average pool → ``fc``. Same module types as the ResNets
+    (Conv2d, BatchNorm2d, Linear), so the pruning code treats it exactly like them.
+    """
+
+    def __init__(self, num_classes: int, width: int = 16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        layers, inplanes = [], width
+        for i, stride in enumerate((1, 2, 2)):
+            planes = width * 2**i
+            down = None
+            if stride != 1 or inplanes != planes:
+                down = nn.Sequential(
+                    nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+                )
+            layers.append(BasicBlock(inplanes, planes, stride=stride, downsample=down))
+            inplanes = planes
+        self.layers = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.avgpool(self.layers(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+def _small_resnet(num_classes, weights):
+    if weights is not None:
+        raise ValueError("model 'small_resnet' has no pretrained weights; set pretrained = false")
+    return SmallResNet(num_classes)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet50": ModelSpec(
+        "resnet50", _resnet50, lambda: torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+        "ResNet-50, the paper's model (ImageNet weights, fc → C outputs)",
+    ),
+    "resnet18": ModelSpec(
+        "resnet18", _resnet18, lambda: torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+        "ResNet-18 (ImageNet weights, fc → C outputs)",
+    ),
+    "densenet121": ModelSpec(
+        "densenet121", _densenet121, lambda: torchvision.models.DenseNet121_Weights.IMAGENET1K_V1,
+        "DenseNet-121, CheXNet's model (ImageNet weights, classifier → C outputs)",
+    ),
+    "small_resnet": ModelSpec(
+        "small_resnet", _small_resnet, None,
+        "compact residual CNN (3 BasicBlocks, width 16) for CPU profiles; random init",
+    ),
+}
+
+
+def weights_file(weights) -> Path:
+    """Where torchvision keeps ``weights`` in the local torch cache."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def create_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn.Module:
+    """Build model ``name`` with a ``num_classes``-output classifier.
+
+    Parameters
+    ----------
+    name : a key of :data:`MODELS`.
+    num_classes : number of outputs (one logit per class).
+    pretrained : load ImageNet weights from the local torch cache (never downloaded).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    spec = MODELS[name]
+    weights = None
+    if pretrained:
+        if spec.weights is None:
+            raise ValueError(f"model {name!r} has no pretrained weights; set pretrained = false")
+        weights = spec.weights()
+        path = weights_file(weights)
+        if not path.exists():
+            raise PretrainedWeightsMissing(
+                f"ImageNet weights for {name!r} are not in the local torch cache ({path}). "
+                f"This project never downloads them. On a machine with internet access run\n"
+                f"    python -c \"import torchvision; torchvision.models.get_model('{name}', "
+                f"weights='{weights}')\"\n"
+                f"and copy {path.name} to {path.parent}/ (or set TORCH_HOME), "
+                "or set pretrained = false to train from random initialization."
+            )
+    return spec.build(num_classes, weights)
+
+
+def preprocess(images: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
+    """uint8 grayscale ``[B, H, W]`` → float ``[B, 3, H, W]``, ImageNet-normalized.
+
+    The one input transform of every model: training, evaluation and pruning share it.
+    Works on any device; the output has the dtype float32.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 3:
+        raise ValueError(f"expected uint8 images [B, H, W], got {images.dtype} {tuple(images.shape)}")
+    x = images.to(torch.float32).div_(255.0).unsqueeze(1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std  # broadcast 1 → 3 channels
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -1,0 +1,14 @@
+"""Every test writes under a temporary PRUNECXR_HOME, never into the checkout."""
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def prunecxr_home(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("PRUNECXR_HOME", str(home))
+    monkeypatch.setenv("PRUNECXR_CACHE", str(home / "cache"))
+    return home
