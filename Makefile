@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 
 reproduce: $(VENV)/.installed
 	$(PY) -m prunecxr run --profile $(PROFILE) $(if $(RUN),--run $(RUN)) \
-		$(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS)) $(foreach p,$(PARAMS),-p $(p))
+		$(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS)) $(foreach p,$(PARAMS),-p "$(p)")
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -184,3 +184,10 @@ def test_styled_table_caption_names_the_phantom():
     config.start_stage("01_data", run="r", params={"dataset": "nih-phantom"})
     html = figures.styled_table(pd.DataFrame({"a": [1.23456]}), run="r", caption="T").to_html()
     assert "PHANTOM IMAGES" in html and "1.235" in html
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = io.write_text(tmp_path / "f.txt", "x")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

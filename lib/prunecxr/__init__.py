@@ -10,3 +10,18 @@ from .paths import run_paths
 
 __all__ = ["finish_stage", "load_profile", "run_paths", "start_stage"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Import a submodule on first use, so notebooks can write ``px.figures`` after
+    ``import prunecxr as px`` without importing plotly, torch, ... up front (PEP 562)."""
+    import importlib
+
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

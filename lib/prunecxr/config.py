@@ -137,6 +137,28 @@ def finish_stage(stage: str, *, run: str) -> None:
     _update_run(run, update)
 
 
+def record_data(run: str, data: dict[str, Any], *, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Record what notebook 01 prepared: ``run.json["data"]`` (dataset, classes, image
+    cache entries) and the data parameters it was prepared with."""
+
+    def update(record):
+        record.setdefault("parameters", {}).update(parameters)
+        record["data"] = data
+
+    return _update_run(run, update)
+
+
+def run_data(run: str) -> dict[str, Any]:
+    """``run.json["data"]``: the dataset, classes and image cache of ``run``."""
+    record = read_run(run)
+    if "data" not in record:
+        raise FileNotFoundError(
+            f"run {run!r} has no prepared data in {paths.run_paths(run).run_json}: "
+            "run notebook 01_data first"
+        )
+    return record["data"]
+
+
 def run_dataset(run: str) -> str:
     """The dataset name a run was made from (recorded by notebook 01)."""
     return read_run(run).get("parameters", {}).get("dataset", "unknown")
@@ -145,3 +167,22 @@ def run_dataset(run: str) -> str:
 def is_synthetic(run: str) -> bool:
     """Whether the run's pixels are synthetic (the phantom)."""
     return run_dataset(run) in SYNTHETIC_DATASETS
+
+
+#: values of the ``embed_images`` parameter (notebooks 01 and 06)
+EMBED_CHOICES = ("auto", "yes", "no")
+
+
+def resolve_embed(embed_images, *, run: str) -> bool:
+    """``embed_images`` as a bool: "auto" embeds for synthetic (phantom) runs only.
+
+    Real chest X-rays stay out of notebooks and reports unless asked for ("yes"), because the
+    datasets' use agreements restrict redistribution.
+    """
+    if isinstance(embed_images, bool):
+        return embed_images
+    if embed_images not in EMBED_CHOICES:
+        raise ValueError(f"unknown embed_images {embed_images!r}; choose one of {list(EMBED_CHOICES)}")
+    if embed_images == "auto":
+        return is_synthetic(run)
+    return embed_images == "yes"

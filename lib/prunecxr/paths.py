@@ -20,6 +20,8 @@ from pathlib import Path
 
 HOME_ENV = "PRUNECXR_HOME"
 CACHE_ENV = "PRUNECXR_CACHE"
+#: the one variable that points at real datasets when the ``data_root`` parameter is empty
+DATA_ENV = "PRUNECXR_DATA"
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _METHOD_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -40,6 +42,28 @@ def cache_root() -> Path:
     """Where image caches live: ``PRUNECXR_CACHE`` or ``<home>/cache``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser().resolve() if env else home() / "cache"
+
+
+def data_root(value: str | os.PathLike = "") -> Path:
+    """The folder of real datasets: the ``data_root`` parameter, else ``PRUNECXR_DATA``.
+
+    Raises FileNotFoundError (pointing to ``data_access.md``) when neither is set or the
+    folder does not exist.
+    """
+    raw = str(value) if value else os.environ.get(DATA_ENV, "")
+    if not raw:
+        raise FileNotFoundError(
+            f"no data directory: set the parameter data_root or the environment variable "
+            f"{DATA_ENV} to the folder holding the dataset (see data_access.md)"
+        )
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        origin = "parameter data_root" if value else f"environment variable {DATA_ENV}"
+        raise FileNotFoundError(
+            f"data directory {path} ({origin}) does not exist; see data_access.md for how to "
+            "obtain the data and where to put it"
+        )
+    return path
 
 
 def notebooks_dir() -> Path:
@@ -99,6 +123,11 @@ class RunPaths:
         """Resume point of an unfinished seed (removed once the seed is final)."""
         return self.seed_dir(seed) / "last.pt"
 
+    @property
+    def train_config(self) -> Path:
+        """The population's training configuration and plan (written by ``02_train``)."""
+        return self.models / "train.json"
+
     # -- pruning --------------------------------------------------------------
     def prune_dir(self, method: str) -> Path:
         return self.root / "prune" / check_method_name(method)
@@ -111,6 +140,10 @@ class RunPaths:
 
     def metrics(self, method: str) -> Path:
         return self.prune_dir(method) / "metrics.parquet"
+
+    def prune_work(self, method: str) -> Path:
+        """Notebook 03's per-seed partial results and their provenance (not an artifact)."""
+        return self.prune_dir(method) / "work"
 
     # -- analyses -------------------------------------------------------------
     def analysis_dir(self, method: str) -> Path:
@@ -131,6 +164,37 @@ class RunPaths:
     @property
     def reader_study(self) -> Path:
         return self.root / "reader_study"
+
+    def reader_packet(self, reader: str) -> Path:
+        """The HTML form of one reader (``reader`` is an id such as ``reader-1``)."""
+        return self.reader_study / "packets" / f"{reader}.html"
+
+    @property
+    def reader_key(self) -> Path:
+        """Code → image id and PIE status; never given to readers."""
+        return self.reader_study / "key.csv"
+
+    @property
+    def reader_manifest(self) -> Path:
+        return self.reader_study / "study.json"
+
+    @property
+    def reader_responses(self) -> Path:
+        """Where the readers' exported CSVs go (real answers only)."""
+        return self.reader_study / "responses"
+
+    @property
+    def reader_simulated(self) -> Path:
+        """Simulated answers, kept apart from real ones."""
+        return self.reader_study / "simulated"
+
+    @property
+    def reader_answers(self) -> Path:
+        return self.reader_study / "answers.parquet"
+
+    @property
+    def reader_tests(self) -> Path:
+        return self.reader_study / "tests.parquet"
 
     # -- products ---------------------------------------------------------------
     @property

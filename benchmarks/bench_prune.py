@@ -1,0 +1,120 @@
+"""Benchmark of notebook 03's sweep: evaluation throughput against raw forward throughput,
+and the time global L1 needs to rank ResNet-50's weights for all 20 sparsities.
+
+    .venv/bin/python benchmarks/bench_prune.py [--model small_resnet] [--resolution 64]
+        [--n-images 2048] [--batch-size 256] [--device auto] [--repeats 3]
+
+1. **Evaluation / raw forward.** The sweep's evaluation of one model at one sparsity is
+   ``Pruner.apply`` (dense weights copied back, mask written as zeros) followed by
+   ``predict_probs`` over the test images (uint8 on the device → preprocessing → forward →
+   sigmoid → one host copy at the end). Its throughput, in images per second, is divided by
+   that of the same model's bare ``model(x)`` on already-preprocessed batches of the same size
+   on the same device. The goal is ≥ 0.9: the sweep adds little to the forward passes.
+   Timings alternate (raw, sweep, raw, ...) and the median of ``--repeats`` rounds is shown.
+2. **Thresholds.** Wall time of :func:`prunecxr.prune.magnitude_thresholds` on a ResNet-50
+   (20 classes): collect the 25.5 M magnitudes of the pruned set, sort them once, read the 20
+   thresholds; and of ``create_pruner("global_l1", ...)`` plus one ``mask`` per sparsity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from prunecxr import models, prune, train
+
+PAPER_SPARSITIES = [round(0.05 * i, 2) for i in range(20)]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def raw_forward_seconds(model, batches, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for x in batches:
+        model(x)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def sweep_seconds(pruner, model, images, sparsities, batch_size, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for s in sparsities:
+        pruner.apply(s)
+        prune.predict_probs(model, images, batch_size=batch_size, device=device)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def throughput_ratio(args) -> None:
+    device = train.resolve_device(args.device)
+    torch.manual_seed(0)
+    model = models.create_model(args.model, 20).to(device).eval()
+    images = torch.randint(0, 256, (args.n_images, args.resolution, args.resolution), dtype=torch.uint8)
+    images = images.to(device)
+    batches = [models.preprocess(images[i : i + args.batch_size]) for i in range(0, args.n_images, args.batch_size)]
+    pruner = prune.create_pruner("global_l1", model)
+    sparsities = [0.0, 0.5, 0.9]
+
+    raw_forward_seconds(model, batches[:2], device)  # warm-up (cuDNN autotuning, allocator)
+    sweep_seconds(pruner, model, images[: args.batch_size], [0.5], args.batch_size, device)
+    raw, swept = [], []
+    for _ in range(args.repeats):
+        raw.append(args.n_images / raw_forward_seconds(model, batches, device))
+        swept.append(len(sparsities) * args.n_images / sweep_seconds(
+            pruner, model, images, sparsities, args.batch_size, device))
+    r, s = statistics.median(raw), statistics.median(swept)
+    print(f"device: {device} ({torch.get_num_threads()} CPU threads)" if device.type == "cpu" else f"device: {device}")
+    print(f"model {args.model}, {args.n_images} images {args.resolution}x{args.resolution}, batch {args.batch_size}")
+    print(f"  raw forward        : {r:10.1f} images/s   (rounds: {', '.join(f'{v:.0f}' for v in raw)})")
+    print(f"  sweep evaluation   : {s:10.1f} images/s   (rounds: {', '.join(f'{v:.0f}' for v in swept)})")
+    print(f"  sweep / raw forward: {s / r:10.3f}   (goal >= 0.9)")
+
+
+def threshold_time(args) -> None:
+    torch.manual_seed(0)
+    model = models.create_model("resnet50", 20)
+    n = sum(p.numel() for _, p in prune.prunable_parameters(model))
+    prune.magnitude_thresholds(model, PAPER_SPARSITIES)  # warm-up
+    times, mask_times = [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        prune.magnitude_thresholds(model, PAPER_SPARSITIES)
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        pruner = prune.create_pruner("global_l1", model)
+        for s in PAPER_SPARSITIES:
+            pruner.mask(s)
+        mask_times.append(time.perf_counter() - start)
+    tied = [s for s in PAPER_SPARSITIES if pruner.plan.select.tied(prune.n_to_prune(s, n))]
+    print(f"ResNet-50 pruned set: {n:,} weights (every Conv2d and Linear weight)")
+    print(f"  20 thresholds (gather |w|, one sort): {statistics.median(times):.3f} s (median of {args.repeats})")
+    print(f"  create_pruner + 20 masks            : {statistics.median(mask_times):.3f} s "
+          f"({len(tied)} sparsities tie at the threshold and take torch.topk: {tied})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="small_resnet")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--n-images", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    np.set_printoptions(precision=4)
+    throughput_ratio(args)
+    threshold_time(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Command line: ``python -m prunecxr {run,report,profiles,check-data}`` (also ``prunecxr``).
+
+Examples::
+
+    python -m prunecxr run                                  # the default profile, 01 → 07
+    python -m prunecxr run --profile smoke --run try1 -p n_seeds=2 --notebooks 02-04
+    python -m prunecxr report --run try1
+    python -m prunecxr profiles
+    python -m prunecxr check-data --dataset nih-cxr-lt --data-root /data/nih-cxr-lt
+
+``make reproduce PROFILE=... RUN=... PARAMS="k=v k=v" NOTEBOOKS=03-05`` maps onto ``run``.
+Exit status: 0 on success, 1 when a notebook fails (or check-data finds problems),
+2 for a usage error (an unknown parameter, a bad value, an unknown notebook or profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m prunecxr",
+        description="Run the prunecxr notebooks and build their report.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="execute the notebooks (01 → 07) with papermill",
+        description="Execute the selected notebooks in order with a profile's parameters plus "
+        "overrides; stop at the first failing notebook. Run again to continue: finished "
+        "stages skip their work. Executed notebooks and the report go to reports/<run>/.",
+    )
+    run.add_argument("--profile", default="default",
+                     help="a profile of lib/prunecxr/profiles.toml (default: %(default)s); "
+                          "see `python -m prunecxr profiles`")
+    run.add_argument("--run", default=None,
+                     help="run name (folders runs/, figures/, reports/); default: the profile's")
+    run.add_argument("--notebooks", default=None, metavar="SPEC",
+                     help="which notebooks: 03, 03-05, 01_data,04 (default: all)")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter (repeatable): -p n_seeds=3 "
+                          "-p \"methods=['global_l1']\" -p dataset=nih-cxr-lt")
+    run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
+    run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: %(default)s)")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="stream the notebooks' printed output")
+
+    rep = sub.add_parser("report", help="(re)build reports/<run>/index.html and notebook exports")
+    rep.add_argument("--run", required=True, help="the run's name")
+
+    sub.add_parser("profiles", help="list the profiles and their parameters")
+
+    chk = sub.add_parser("check-data", help="check a real dataset's folder layout")
+    chk.add_argument("--dataset", required=True, help="nih-cxr-lt or mimic-cxr-lt")
+    chk.add_argument("--data-root", required=True, help="the dataset's root folder")
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from . import runner
+
+    try:
+        result = runner.run_notebooks(
+            profile=args.profile,
+            run=args.run,
+            notebooks=args.notebooks,
+            overrides=args.param,
+            report=not args.no_report,
+            kernel=args.kernel,
+            log_output=args.verbose,
+        )
+    except runner.NotebookFailed as err:
+        print(f"\nerror: {err.describe()}", file=sys.stderr)
+        print("\nFix the cause and run the same command again: finished stages are skipped.",
+              file=sys.stderr)
+        return 1
+    except (runner.ParameterError, runner.NotebookError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    total = sum(nb.seconds for nb in result.notebooks)
+    print(f"done: run {result.run!r}, {len(result.notebooks)} notebook(s) in {total:.1f} s")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from . import paths, report
+
+    try:
+        paths.check_run_name(args.run)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not paths.run_paths(args.run).reports.is_dir() and not paths.run_paths(args.run).root.is_dir():
+        print(f"error: run {args.run!r} has no runs/ or reports/ folder under {paths.home()}",
+              file=sys.stderr)
+        return 2
+    print(report.build_report(args.run))
+    return 0
+
+
+def _cmd_profiles(args) -> int:
+    from . import runner
+
+    print(runner.describe_profiles())
+    return 0
+
+
+def _cmd_check_data(args) -> int:
+    try:
+        from . import data
+    except ImportError as err:
+        print(f"error: prunecxr.data is not available ({err})", file=sys.stderr)
+        return 2
+    try:
+        problems = data.check_layout(args.dataset, args.data_root)
+    except ValueError as err:  # an unknown dataset name
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(data.format_layout_report(args.dataset, args.data_root, problems))
+    return 1 if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m prunecxr`` and the ``prunecxr`` script."""
+    args = _parser().parse_args(argv)
+    handler = {
+        "run": _cmd_run,
+        "report": _cmd_report,
+        "profiles": _cmd_profiles,
+        "check-data": _cmd_check_data,
+    }[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,562 @@
+"""Class forgettability (notebook 04): Eq. 1, Fig. 2 and Fig. 3 of Holste et al. (2023).
+
+The forgettability curve of class ``c`` is the median over seeds of the relative change in
+average precision, ``(AP_{i,k,c} - AP_{i,0,c}) / AP_{i,0,c}``, at each sparsity ``k``. From
+the curves this module derives, per class, the first sparsity at which the curve falls below
+``-drop_threshold`` and the change at 95% sparsity, and correlates both with the log training
+frequency (Fig. 3).
+
+Inputs are the run's artifacts (``labels.parquet``, ``prune/<method>/{meta.json,metrics.parquet}``);
+outputs are ``analysis/<method>/forgettability.parquet`` and ``class_summary.parquet``
+(columns fixed by ``ARTIFACTS.md``). The readers of run inputs used by notebooks 05 and 06
+live here too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import fmt, io, paths, stats
+
+#: the method whose results the paper's figures show (unstructured global L1 pruning)
+PAPER_METHOD = "global_l1"
+#: the sparsity of ``class_summary.rel_change_at_095`` (Fig. 3, right column)
+EXTREME_SPARSITY = 0.95
+#: the paper's threshold: the first sparsity with a 20% drop in AP (Fig. 3, left column)
+DEFAULT_DROP_THRESHOLD = 0.2
+#: classes drawn in Fig. 2 when none are chosen, spread from commonest to rarest (the paper shows six)
+N_FIG2_CLASSES = 6
+
+CURVE_COLUMNS = ["class", "sparsity", "median_rel_ap_change", "n_seeds"]
+SUMMARY_COLUMNS = [
+    "class", "train_count", "test_count", "first_20pct_drop", "rel_change_at_095", "drop_threshold",
+]
+_SPARSITY_ATOL = 1e-9
+
+
+# -- reading the run -----------------------------------------------------------------------
+def methods_present(run: str) -> list[str]:
+    """The methods with pruning results in ``runs/<run>/prune/`` (a ``meta.json``).
+
+    In figure order, as :func:`prunecxr.prune.figure_order`: ``global_l1`` first, then by name
+    (not imported from there, so notebooks 04-05 need not load torch).
+    """
+    root = paths.run_paths(run).root / "prune"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: run notebook 03_prune for run {run!r} first")
+    found = sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file())
+    if not found:
+        raise FileNotFoundError(f"no method under {root} has a meta.json: run notebook 03_prune first")
+    return sorted(found, key=lambda m: m != PAPER_METHOD)
+
+
+def figure_method(run: str, preferred: str = PAPER_METHOD) -> str:
+    """The method the paper's figures are drawn for: ``preferred`` if present, else the first.
+
+    Falling back warns, naming the methods that are present.
+    """
+    present = methods_present(run)
+    if preferred in present:
+        return preferred
+    warnings.warn(
+        f"method {preferred!r} has no results in run {run!r}; paper figures show "
+        f"{present[0]!r} instead (present: {present})",
+        stacklevel=2,
+    )
+    return present[0]
+
+
+def read_meta(run: str, method: str) -> dict:
+    """``prune/<method>/meta.json``, checked for the keys of ``ARTIFACTS.md``."""
+    path = paths.run_paths(run).prune_meta(method)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebook 03_prune for method {method!r} first")
+    meta = io.read_json(path)
+    missing = [k for k in ("method", "seeds", "sparsities", "classes") if k not in meta]
+    if missing:
+        raise ValueError(f"{path} lacks the keys {missing}")
+    return meta
+
+
+def read_metrics(run: str, method: str) -> pd.DataFrame:
+    """``prune/<method>/metrics.parquet`` (long format: seed, sparsity, class, ap, auroc, n_pos)."""
+    return io.read_parquet(paths.run_paths(run).metrics(method), what="notebook 03_prune")
+
+
+def read_labels(run: str, classes: list[str] | None = None) -> pd.DataFrame:
+    """``labels.parquet``, checked to hold ``image_id``, ``split`` and every class in ``classes``."""
+    path = paths.run_paths(run).labels
+    labels = io.read_parquet(path, what="notebook 01_data")
+    need = ["image_id", "split"] + list(classes or [])
+    missing = [c for c in need if c not in labels.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}")
+    return labels
+
+
+def label_counts(labels: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Positive images per class and split.
+
+    Returns one row per class (in the order of ``classes``) with ``train_count`` and
+    ``test_count``: the number of images of that split whose label for the class is 1.
+    """
+    missing = [c for c in ["split", *classes] if c not in labels.columns]
+    if missing:
+        raise ValueError(f"labels lack the columns {missing}")
+    y = labels[classes].astype("int64")
+    out = pd.DataFrame({"class": list(classes)})
+    for split in ("train", "test"):
+        mask = (labels["split"] == split).to_numpy()
+        out[f"{split}_count"] = y[mask].sum(axis=0).to_numpy(dtype=np.int64)
+    return out
+
+
+# -- Eq. 1 ---------------------------------------------------------------------------------
+def _check_metrics(metrics: pd.DataFrame) -> None:
+    missing = [c for c in ("seed", "sparsity", "class", "ap") if c not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics lack the columns {missing}; see ARTIFACTS.md (metrics.parquet)")
+    dup = metrics.duplicated(["seed", "sparsity", "class"])
+    if dup.any():
+        row = metrics[dup].iloc[0]
+        raise ValueError(
+            f"metrics hold more than one row for seed={row['seed']}, sparsity={row['sparsity']}, "
+            f"class={row['class']!r}"
+        )
+
+
+def relative_ap_change(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per seed relative change in AP against the same seed's dense model (inside Eq. 1).
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        Long format with columns ``seed``, ``sparsity``, ``class``, ``ap`` (one row per
+        seed, sparsity and class); every seed needs a row at sparsity 0.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``seed``, ``sparsity``, ``class``, ``rel_ap_change`` with
+        ``rel_ap_change = (AP_{i,k,c} - AP_{i,0,c}) / AP_{i,0,c}``, sorted by class, sparsity
+        and seed. NaN where ``AP_{i,0,c}`` is 0 or NaN (no positive test image: the change is
+        undefined) or where ``AP_{i,k,c}`` is NaN. At sparsity 0 the value is exactly 0
+        wherever ``AP_{i,0,c}`` is valid.
+    """
+    _check_metrics(metrics)
+    m = metrics[["seed", "sparsity", "class", "ap"]].copy()
+    m["sparsity"] = m["sparsity"].astype(float)
+    m["ap"] = m["ap"].astype(float)
+    is_dense = np.isclose(m["sparsity"].to_numpy(), 0.0, atol=_SPARSITY_ATOL)
+    dense = m[is_dense].rename(columns={"ap": "ap0"})[["seed", "class", "ap0"]]
+    seeds_without = sorted(set(m["seed"]) - set(dense["seed"]))
+    if seeds_without:
+        raise ValueError(f"metrics have no sparsity-0 (dense) rows for seeds {seeds_without}")
+    m = m.merge(dense, on=["seed", "class"], how="left", validate="many_to_one")
+    is_dense = np.isclose(m["sparsity"].to_numpy(), 0.0, atol=_SPARSITY_ATOL)
+    ap0 = m["ap0"].to_numpy()
+    valid = np.isfinite(ap0) & (ap0 > 0)
+    rel = np.full(len(m), np.nan)
+    rel[valid] = (m["ap"].to_numpy()[valid] - ap0[valid]) / ap0[valid]
+    rel[valid & is_dense] = 0.0
+    m["rel_ap_change"] = rel
+    m = m.sort_values(["class", "sparsity", "seed"], kind="mergesort").reset_index(drop=True)
+    return m[["seed", "sparsity", "class", "rel_ap_change"]]
+
+
+def forgettability_curves(metrics: pd.DataFrame, *, classes: list[str] | None = None) -> pd.DataFrame:
+    """Forgettability curves: the median over seeds of the relative change in AP (Eq. 1).
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        Long-format AP per ``seed``, ``sparsity`` and ``class`` (``prune/<method>/metrics.parquet``).
+    classes : list of str, optional
+        Canonical class order of the output (default: sorted names). Every class must appear
+        in ``metrics``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``class``, ``sparsity``, ``median_rel_ap_change``, ``n_seeds``: one row per
+        class and sparsity, classes in canonical order and sparsities ascending.
+        ``median_rel_ap_change = median_i (AP_{i,k,c} - AP_{i,0,c}) / AP_{i,0,c}`` over the
+        seeds ``i`` where that change is defined (a NaN median, i.e. ``nanmedian``);
+        ``n_seeds`` counts them. It is 0 at sparsity 0. A class whose dense AP is undefined
+        for every seed (no positive test image) is left out with a warning.
+    """
+    rel = relative_ap_change(metrics)
+    present = sorted(set(rel["class"]))
+    if classes is None:
+        classes = present
+    unknown = [c for c in classes if c not in set(present)]
+    if unknown:
+        raise ValueError(f"classes {unknown} have no rows in metrics")
+    extra = sorted(set(present) - set(classes))
+    if extra:
+        raise ValueError(f"metrics hold classes {extra} that are not among the classes {list(classes)}")
+    grouped = rel.groupby(["class", "sparsity"], sort=False)["rel_ap_change"]
+    curves = grouped.agg(median_rel_ap_change="median", n_seeds="count").reset_index()
+    dense = curves[np.isclose(curves["sparsity"], 0.0, atol=_SPARSITY_ATOL)]
+    undefined = set(dense.loc[dense["n_seeds"] == 0, "class"])
+    excluded = [c for c in classes if c in undefined]
+    if excluded:
+        warnings.warn(
+            f"classes {excluded} have no positive test image (dense AP undefined for every seed); "
+            "excluded from the forgettability analysis",
+            stacklevel=2,
+        )
+    keep = [c for c in classes if c not in undefined]
+    curves = curves[curves["class"].isin(keep)].copy()
+    curves["class"] = pd.Categorical(curves["class"], categories=keep, ordered=True)
+    curves = curves.sort_values(["class", "sparsity"]).reset_index(drop=True)
+    curves["class"] = curves["class"].astype(str)
+    curves["n_seeds"] = curves["n_seeds"].astype(np.int64)
+    return curves[CURVE_COLUMNS]
+
+
+def curve_matrix(curves: pd.DataFrame, *, classes: list[str] | None = None) -> pd.DataFrame:
+    """Curves as a wide table: one row per class, one column per sparsity (ascending).
+
+    Rows follow ``classes`` (canonical order; default: sorted names), never the row order of
+    ``curves``. A class of ``classes`` without curve rows raises.
+    """
+    present = set(curves["class"])
+    classes = sorted(present) if classes is None else list(classes)
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise ValueError(f"classes {missing} have no forgettability curve")
+    wide = curves.pivot(index="class", columns="sparsity", values="median_rel_ap_change")
+    return wide.loc[classes].sort_index(axis=1)
+
+
+def canonical_classes(labels: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
+    """The classes of ``curves`` in canonical order: the order of their columns in ``labels``."""
+    present = set(curves["class"])
+    order = [c for c in labels.columns if c in present]
+    missing = sorted(present - set(order))
+    if missing:
+        raise ValueError(f"classes {missing} of the curves are not columns of labels.parquet")
+    return order
+
+
+def first_drop(
+    curves: pd.DataFrame,
+    *,
+    threshold: float = DEFAULT_DROP_THRESHOLD,
+    classes: list[str] | None = None,
+) -> pd.Series:
+    """Per class, the first sparsity at which the curve falls below ``-threshold``.
+
+    Returns a Series indexed by class (``classes``, default sorted): ``min {k > 0 : curve_c(k) < -threshold}``,
+    NaN when the curve never falls that low (or is NaN wherever it is below it). The paper's
+    ``threshold`` is 0.2, "the first sparsity ratio with a 20% drop in AP" (Fig. 3, left).
+    """
+    if not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        raise ValueError(f"drop_threshold must be a fraction in (0, 1]; got {threshold!r}")
+    wide = curve_matrix(curves, classes=classes)
+    sparsities = wide.columns.to_numpy(dtype=float)
+    below = (wide.to_numpy() < -threshold) & (sparsities > _SPARSITY_ATOL)[None, :]
+    first = np.where(below.any(axis=1), sparsities[np.argmax(below, axis=1)], np.nan)
+    return pd.Series(first, index=wide.index, name="first_drop")
+
+
+def change_at(
+    curves: pd.DataFrame,
+    sparsity: float = EXTREME_SPARSITY,
+    *,
+    classes: list[str] | None = None,
+) -> pd.Series:
+    """Per class, the median relative change in AP at ``sparsity`` (NaN, with a warning, if absent)."""
+    wide = curve_matrix(curves, classes=classes)
+    cols = wide.columns.to_numpy(dtype=float)
+    hit = np.flatnonzero(np.isclose(cols, sparsity, atol=_SPARSITY_ATOL))
+    if hit.size == 0:
+        warnings.warn(
+            f"sparsity {sparsity} is not among the run's sparsities {cols.tolist()}; "
+            "its relative change is NaN",
+            stacklevel=2,
+        )
+        return pd.Series(np.nan, index=wide.index, name="change")
+    return pd.Series(wide.iloc[:, hit[0]].to_numpy(dtype=float), index=wide.index, name="change")
+
+
+def class_summary(
+    curves: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    drop_threshold: float = DEFAULT_DROP_THRESHOLD,
+) -> pd.DataFrame:
+    """Per class: label counts, first 20%-drop sparsity and change at 95% sparsity (Fig. 3).
+
+    Parameters
+    ----------
+    curves : output of :func:`forgettability_curves`.
+    labels : ``labels.parquet`` (``split`` and one 0/1 column per class).
+    drop_threshold : the relative drop that defines ``first_20pct_drop`` (paper: 0.2).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``class``, ``train_count``, ``test_count``, ``first_20pct_drop`` (see
+        :func:`first_drop`; NaN if the curve never falls below ``-drop_threshold``),
+        ``rel_change_at_095`` (the curve at sparsity 0.95; NaN if the run lacks it) and
+        ``drop_threshold``; one row per class of ``curves``, in canonical order (the order
+        of the class columns of ``labels``).
+    """
+    classes = canonical_classes(labels, curves)
+    out = label_counts(labels, classes)
+    out["first_20pct_drop"] = first_drop(curves, threshold=drop_threshold, classes=classes).to_numpy()
+    out["rel_change_at_095"] = change_at(curves, EXTREME_SPARSITY, classes=classes).to_numpy()
+    out["drop_threshold"] = float(drop_threshold)
+    return out[SUMMARY_COLUMNS]
+
+
+def frequency_correlations(summary: pd.DataFrame) -> pd.DataFrame:
+    """Correlations of log training frequency with both per-class quantities (Fig. 3).
+
+    Returns the :func:`prunecxr.stats.correlation_table` of ``log_train_count = ln(train_count)``
+    with ``first_20pct_drop`` and with ``rel_change_at_095``, one row each. A class with no
+    training image (log undefined) or a NaN quantity (e.g. a curve that never drops 20%) is
+    left out of that correlation; ``n`` counts the classes used.
+    """
+    data = summary.copy()
+    with np.errstate(divide="ignore"):
+        data["log_train_count"] = np.log(data["train_count"].astype(float))
+    data.loc[data["train_count"] <= 0, "log_train_count"] = np.nan
+    return stats.correlation_table(
+        data, [("log_train_count", "first_20pct_drop"), ("log_train_count", "rel_change_at_095")]
+    )
+
+
+# -- the stage -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Forgetting:
+    """Notebook 04's results for one method."""
+
+    method: str
+    curves: pd.DataFrame
+    summary: pd.DataFrame
+    correlations: pd.DataFrame
+
+
+def analyze(run: str, method: str, *, drop_threshold: float = DEFAULT_DROP_THRESHOLD) -> Forgetting:
+    """Compute the forgettability curves and class summary of ``method`` from the run's artifacts."""
+    meta = read_meta(run, method)
+    classes = list(meta["classes"])
+    labels = read_labels(run, classes)
+    metrics = read_metrics(run, method)
+    curves = forgettability_curves(metrics, classes=classes)
+    summary = class_summary(curves, labels, drop_threshold=drop_threshold)
+    return Forgetting(method, curves, summary, frequency_correlations(summary))
+
+
+def write(run: str, result: Forgetting) -> list:
+    """Write ``forgettability.parquet`` and ``class_summary.parquet`` of ``result.method``."""
+    rp = paths.run_paths(run)
+    return [
+        io.write_parquet(rp.forgettability(result.method), result.curves),
+        io.write_parquet(rp.class_summary(result.method), result.summary),
+    ]
+
+
+def run_stage(run: str, *, drop_threshold: float = DEFAULT_DROP_THRESHOLD) -> dict[str, Forgetting]:
+    """Analyze and write every method present in the run; results by method."""
+    results = {}
+    for method in methods_present(run):
+        results[method] = analyze(run, method, drop_threshold=drop_threshold)
+        write(run, results[method])
+    return results
+
+
+def read_curves(run: str, method: str) -> pd.DataFrame:
+    """``analysis/<method>/forgettability.parquet``, written by notebook 04."""
+    return io.read_parquet(paths.run_paths(run).forgettability(method), what="notebook 04_class_forgetting")
+
+
+def read_results(run: str, method: str) -> Forgetting:
+    """Notebook 04's written tables of ``method`` (for notebooks 05 and 06)."""
+    curves = read_curves(run, method)
+    summary = io.read_parquet(paths.run_paths(run).class_summary(method), what="notebook 04_class_forgetting")
+    return Forgetting(method, curves, summary, frequency_correlations(summary))
+
+
+def overview(results: dict[str, Forgetting]) -> pd.DataFrame:
+    """One row per method and Fig. 3 quantity: the correlations with log training frequency."""
+    frames = []
+    for method, res in results.items():
+        frame = res.correlations.copy()
+        frame.insert(0, "method", method)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- figures -------------------------------------------------------------------------------
+def spread_classes(summary: pd.DataFrame, n: int = N_FIG2_CLASSES) -> list[str]:
+    """``n`` classes evenly spaced in rank of training frequency, commonest to rarest.
+
+    Ties in training count are broken by the class's canonical position.
+    """
+    ranked = summary.assign(_pos=np.arange(len(summary))).sort_values(
+        ["train_count", "_pos"], ascending=[False, True], kind="mergesort"
+    )
+    names = list(ranked["class"])
+    if n >= len(names):
+        return names
+    idx = np.unique(np.round(np.linspace(0, len(names) - 1, n)).astype(int))
+    return [names[i] for i in idx]
+
+
+def figure_2(
+    result: Forgetting,
+    *,
+    classes: list[str] | None = None,
+) -> tuple[go.Figure, pd.DataFrame]:
+    """Fig. 2: forgettability curves, every class as a trace; ``classes`` visible at first.
+
+    Parameters
+    ----------
+    result : one method's results.
+    classes : classes shown when the figure opens; the others are one legend click away.
+        Empty or None: :func:`spread_classes` (commonest to rarest).
+
+    Returns
+    -------
+    (figure, plotted data): the data are the curve rows with ``train_count`` and a
+    ``shown`` flag.
+    """
+    summary = result.summary
+    chosen = list(classes) if classes else spread_classes(summary)
+    unknown = [c for c in chosen if c not in set(summary["class"])]
+    if unknown:
+        raise ValueError(
+            f"fig2_classes {unknown} are not classes of this run; choose from {list(summary['class'])}"
+        )
+    order = list(summary.sort_values("train_count", ascending=False, kind="mergesort")["class"])
+    data = result.curves.merge(summary[["class", "train_count"]], on="class", how="left")
+    data["shown"] = data["class"].isin(chosen)
+    fig = go.Figure()
+    for cls in order:
+        sub = data[data["class"] == cls]
+        n_train = int(summary.loc[summary["class"] == cls, "train_count"].iloc[0])
+        fig.add_trace(
+            go.Scatter(
+                x=sub["sparsity"],
+                y=sub["median_rel_ap_change"],
+                mode="lines+markers",
+                name=f"{cls} (n={n_train})",
+                visible=True if cls in chosen else "legendonly",
+                hovertemplate=f"{cls}<br>sparsity %{{x:.0%}}<br>median relative ΔAP %{{y:.3f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=f"Forgettability curves (Eq. 1), {result.method}",
+        xaxis=dict(title="Sparsity", tickformat=".0%"),
+        yaxis=dict(title="Median relative change in AP"),
+        legend=dict(title="Class (training images); click to show"),
+    )
+    return fig, data
+
+
+def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 2 or np.ptp(x[keep]) == 0:
+        return None
+    slope, intercept = np.polyfit(x[keep], y[keep], 1)
+    xs = np.array([x[keep].min(), x[keep].max()])
+    return xs, intercept + slope * xs
+
+
+def figure_3(result: Forgetting) -> tuple[go.Figure, pd.DataFrame]:
+    """Fig. 3: log training frequency against the first 20%-drop sparsity and the change at 95%.
+
+    Each panel shows one point per class, the least-squares line and the Pearson r and
+    Spearman ρ with their p-values, computed by :func:`frequency_correlations`.
+    Returns the figure and the plotted per-class data.
+    """
+    summary = result.summary
+    data = summary.copy()
+    with np.errstate(divide="ignore"):
+        data["log_train_count"] = np.where(
+            data["train_count"] > 0, np.log(data["train_count"].astype(float)), np.nan
+        )
+    corr = result.correlations.set_index("y")
+    threshold = float(summary["drop_threshold"].iloc[0]) if len(summary) else DEFAULT_DROP_THRESHOLD
+    panels = [
+        ("first_20pct_drop", f"First sparsity with a {fmt.pct(threshold)} drop in AP"),
+        ("rel_change_at_095", f"Relative change in AP at {fmt.pct(EXTREME_SPARSITY)} sparsity"),
+    ]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06)
+    for col, (quantity, label) in enumerate(panels, start=1):
+        x = data[quantity].to_numpy(dtype=float)
+        y = data["log_train_count"].to_numpy(dtype=float)
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=y, mode="markers", text=data["class"], name=label, showlegend=False,
+                marker=dict(size=10, color="#1f77b4"),
+                hovertemplate="%{text}<br>x %{x:.3f}<br>log frequency %{y:.2f}<extra></extra>",
+            ),
+            row=1, col=col,
+        )
+        line = _fit_line(x, y)
+        if line is not None:
+            fig.add_trace(
+                go.Scatter(x=line[0], y=line[1], mode="lines", showlegend=False,
+                           line=dict(dash="dash", color="orange"), hoverinfo="skip"),
+                row=1, col=col,
+            )
+        c = corr.loc[quantity]
+        text = (
+            f"{fmt.corr('r', c['pearson_r'], c['pearson_p'])}<br>"
+            f"{fmt.corr('ρ', c['spearman_rho'], c['spearman_p'])}<br>n = {int(c['n'])} classes"
+        )
+        fig.add_annotation(
+            text=text, xref=f"x{'' if col == 1 else col} domain", yref="y domain",
+            x=0.02, y=0.98, showarrow=False, align="left", bgcolor="rgba(255,255,255,0.8)",
+        )
+        fig.update_xaxes(title_text=label, row=1, col=col)
+    fig.update_xaxes(tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(title_text="Log training frequency (ln images)", row=1, col=1)
+    fig.update_layout(title=f"Class frequency and forgettability (Fig. 3), {result.method}")
+    return fig, data[["class", "train_count", "log_train_count", "first_20pct_drop", "rel_change_at_095"]]
+
+
+def correlation_display(correlations: pd.DataFrame) -> pd.DataFrame:
+    """Correlations formatted for a table: ``r (P)`` and ``ρ (P)`` as text via :mod:`prunecxr.fmt`."""
+    out = correlations.copy()
+    out["pearson"] = [fmt.corr("r", r, p) for r, p in zip(out["pearson_r"], out["pearson_p"])]
+    out["spearman"] = [fmt.corr("ρ", r, p) for r, p in zip(out["spearman_rho"], out["spearman_p"])]
+    keep = [c for c in ("method", "x", "y", "n", "pearson", "spearman") if c in out.columns]
+    return out[keep]
+
+
+
+def save_method_figures(
+    run: str,
+    results: dict[str, Forgetting],
+    *,
+    skip: str,
+    classes: list[str] | None = None,
+) -> pd.DataFrame:
+    """Figs. 2 and 3 for every method but ``skip``, as ``fig2_forgettability_<method>`` and
+    ``fig3_frequency_<method>``; returns the files written (one row per figure)."""
+    from . import figures
+
+    rows = []
+    for method, res in results.items():
+        if method == skip:
+            continue
+        for name, (fig, data) in (
+            (f"fig2_forgettability_{method}", figure_2(res, classes=classes)),
+            (f"fig3_frequency_{method}", figure_3(res)),
+        ):
+            saved = figures.save_figure(fig, name, run=run, data=data)
+            rows.append({"method": method, "figure": name, "html": str(saved.html),
+                         "png": str(saved.png) if saved.png else ""})
+    return pd.DataFrame(rows, columns=["method", "figure", "html", "png"])

@@ -1,0 +1,342 @@
+"""The paper's published numbers, and this run's values of the same quantities.
+
+:data:`PUBLISHED` is data: each value Holste et al. (MICCAI 2023) report for the analyses of
+notebooks 03–06, with the dataset it was measured on and where in the paper it appears.
+Nothing here is drawn into a figure; :func:`comparison_values` computes "this run" for each
+row from the run's artifacts with the same lib functions the notebooks use, and
+:func:`comparison_table` formats both with :mod:`prunecxr.fmt`.
+
+Like is compared with like: a run on NIH data (``nih-cxr-lt``, or the ``nih-phantom`` whose 15
+classes are the NIH ChestX-ray14 labels rather than NIH-CXR-LT's 20) is set beside the
+NIH-CXR-LT values, a ``mimic-cxr-lt`` run beside MIMIC-CXR-LT's where the paper gives them
+(else NIH-CXR-LT's, said so in the ``note``). Phantom runs are labelled as such.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import config, cooccurrence, fmt, forgetting, io, paths, pies
+
+NIH, MIMIC = "NIH-CXR-LT", "MIMIC-CXR-LT"
+
+#: The paper's dataset each run dataset is compared with, and a caveat when not identical.
+DATASET_MATCH = {
+    "nih-cxr-lt": (NIH, ""),
+    "mimic-cxr-lt": (MIMIC, ""),
+    "nih-phantom": (
+        NIH,
+        "phantom run: synthetic pixels, and the 15 NIH ChestX-ray14 labels, not NIH-CXR-LT's 20 classes",
+    ),
+}
+
+#: How each kind of value is formatted (a function name of prunecxr.fmt).
+KINDS = {"sparsity": "pct", "corr": "num", "coef": "num", "p": "pvalue", "ratio": "ratio"}
+
+_ROWS = [
+    # key, quantity, kind, dataset, value, source
+    ("first_significant_drop", "First sparsity with a significant drop in mean AP", "sparsity", NIH, 0.65,
+     "Results, overall effect of pruning; Fig. 1"),
+    ("first_significant_drop", "First sparsity with a significant drop in mean AP", "sparsity", MIMIC, 0.60,
+     "Results, overall effect of pruning; Fig. 1"),
+    ("rho_freq_first_drop", "Spearman ρ: log training frequency vs first sparsity with a 20% AP drop", "corr",
+     NIH, 0.61, "Fig. 3 and text"),
+    ("rho_freq_first_drop", "Spearman ρ: log training frequency vs first sparsity with a 20% AP drop", "corr",
+     MIMIC, 0.93, "Fig. 3 and text"),
+    ("r_freq_first_drop", "Pearson r: log training frequency vs first sparsity with a 20% AP drop", "corr",
+     NIH, 0.64, "Fig. 3 (annotation)"),
+    ("r_freq_first_drop", "Pearson r: log training frequency vs first sparsity with a 20% AP drop", "corr",
+     MIMIC, 0.82, "Fig. 3 (annotation)"),
+    ("rho_freq_change_095", "Spearman ρ: log training frequency vs relative AP change at 95% sparsity", "corr",
+     NIH, 0.75, "Fig. 3 and text"),
+    ("rho_freq_change_095", "Spearman ρ: log training frequency vs relative AP change at 95% sparsity", "corr",
+     MIMIC, 0.75, "Fig. 3 and text"),
+    ("r_freq_change_095", "Pearson r: log training frequency vs relative AP change at 95% sparsity", "corr",
+     NIH, 0.80, "Fig. 3 (annotation)"),
+    ("r_freq_change_095", "Pearson r: log training frequency vs relative AP change at 95% sparsity", "corr",
+     MIMIC, 0.76, "Fig. 3 (annotation)"),
+    ("rho_fcd_freq_diff", "Spearman ρ: FCD vs |Δ log frequency|", "corr", NIH, 0.64, "Fig. 4 and text"),
+    ("r_fcd_freq_diff", "Pearson r: FCD vs |Δ log frequency|", "corr", NIH, 0.71, "Fig. 4 (annotation)"),
+    ("rho_fcd_iou", "Spearman ρ: FCD vs IoU", "corr", NIH, -0.47, "Fig. 4 and text"),
+    ("r_fcd_iou_quarter", "Pearson r: FCD vs IoU^¼", "corr", NIH, -0.43, "Fig. 4 (annotation)"),
+    ("eq2_intercept", "Eq. 2 intercept", "coef", NIH, 0.27, "Eq. 2"),
+    ("eq2_abs_log_freq_diff", "Eq. 2 coefficient of |Δ log F|", "coef", NIH, 0.21, "Eq. 2"),
+    ("eq2_iou_quarter", "Eq. 2 coefficient of IoU^¼", "coef", NIH, -0.05, "Eq. 2"),
+    ("eq2_interaction", "Eq. 2 coefficient of |Δ log F| × IoU^¼", "coef", NIH, -0.31, "Eq. 2"),
+    ("eq2_interaction_p", "Eq. 2 interaction p-value", "p", NIH, 0.005, "Eq. 2 and text"),
+    ("pie_rarest_ratio_min", "PIE:non-PIE prevalence ratio, five rarest classes: smallest", "ratio", NIH, 3.0,
+     "Fig. 5 and text (\"3–15×\")"),
+    ("pie_rarest_ratio_max", "PIE:non-PIE prevalence ratio, five rarest classes: largest", "ratio", NIH, 15.0,
+     "Fig. 5 and text (\"3–15×\")"),
+    ("pie_4plus_ratio", "PIE:non-PIE ratio of images with 4+ findings", "ratio", NIH, 3.2, "Fig. 5 and text"),
+]
+
+#: The published values, one row per (quantity, dataset): ``key``, ``quantity``, ``kind``,
+#: ``dataset``, ``value``, ``source`` (where in the paper).
+PUBLISHED = pd.DataFrame(_ROWS, columns=["key", "quantity", "kind", "dataset", "value", "source"])
+
+#: The settings behind the published values (Methods), noted where a run differs.
+PAPER_SETTINGS = {
+    "drop_threshold": 0.2,
+    "fcd_definition": "euclidean",
+    "cooccurrence": "counts",
+    "dense_sparsity": 0.0,
+    "pie_sparsity": 0.9,
+    "pie_fraction": 0.05,
+}
+
+#: The class pairs the paper's Fig. 4 names (NIH-CXR-LT class names).
+FIG4_PAIRS = (
+    ("Emphysema", "Subcutaneous Emphysema"),
+    ("Emphysema", "Pneumomediastinum"),
+    ("Infiltration", "Hernia"),
+)
+
+VALUE_COLUMNS = [
+    "key", "quantity", "kind", "source", "published_dataset", "published_value", "this_run_value",
+    "this_run_data", "method", "note",
+]
+
+
+def dataset_match(run: str) -> tuple[str, str]:
+    """The paper's dataset that ``run`` is compared with, and the caveat ('' when like for like)."""
+    dataset = config.run_dataset(run)
+    return DATASET_MATCH.get(dataset, (NIH, f"dataset {dataset!r} has no published counterpart"))
+
+
+def run_data(run: str) -> str:
+    """The run's dataset as the table names it; synthetic pixels are said so."""
+    dataset = config.run_dataset(run)
+    return f"{dataset} (PHANTOM: synthetic pixels)" if config.is_synthetic(run) else dataset
+
+
+def caption(run: str) -> str:
+    """A caption for the paper-versus-run table: what is compared with what."""
+    paper_dataset, caveat = dataset_match(run)
+    text = f"Published values ({paper_dataset} unless noted) beside run {run!r} ({run_data(run)})"
+    return text + (f"; {caveat}" if caveat else "")
+
+
+def published(key: str, dataset: str) -> float:
+    """The published value of ``key`` on ``dataset`` (KeyError naming what exists)."""
+    rows = PUBLISHED[(PUBLISHED["key"] == key) & (PUBLISHED["dataset"] == dataset)]
+    if rows.empty:
+        have = PUBLISHED.loc[PUBLISHED["key"] == key, "dataset"].tolist()
+        raise KeyError(f"no published {key!r} for {dataset!r}; published for {have}")
+    return float(rows["value"].iloc[0])
+
+
+def _published_for(key: str, dataset: str) -> tuple[str, float, str]:
+    rows = PUBLISHED[PUBLISHED["key"] == key]
+    match = rows[rows["dataset"] == dataset]
+    if not match.empty:
+        return dataset, float(match["value"].iloc[0]), ""
+    other = rows.iloc[0]
+    return other["dataset"], float(other["value"]), f"published for {other['dataset']} only"
+
+
+@dataclass
+class _Measured:
+    value: float
+    note: str = ""
+
+
+def _missing(stage: str, err: Exception) -> _Measured:
+    return _Measured(np.nan, f"not computed yet: run notebook {stage} ({type(err).__name__})")
+
+
+def _differs(name: str, value) -> str:
+    expect = PAPER_SETTINGS[name]
+    same = value == expect if isinstance(expect, str) else np.isclose(float(value), expect)
+    return "" if same else f"{name} = {value} here, {expect} in the paper"
+
+
+def _first_drop(run: str, method: str) -> _Measured:
+    """Fig. 1's first significant drop (Welch's t-test, alpha 0.001, as the paper), by :mod:`prunecxr.prune`."""
+    from . import prune
+
+    try:
+        metrics = forgetting.read_metrics(run, method)
+    except FileNotFoundError as err:
+        return _missing("03_prune", err)
+    value = prune.first_significant_drop(prune.overall_table(metrics))
+    note = "" if np.isfinite(value) else "no sparsity of this run has a significant drop"
+    return _Measured(float(value), note)
+
+
+def _forgetting_values(run: str, method: str) -> dict[str, _Measured]:
+    keys = ("rho_freq_first_drop", "r_freq_first_drop", "rho_freq_change_095", "r_freq_change_095")
+    try:
+        res = forgetting.read_results(run, method)
+    except FileNotFoundError as err:
+        return {k: _missing("04_class_forgetting", err) for k in keys}
+    corr = res.correlations.set_index("y")
+    note = _differs("drop_threshold", float(res.summary["drop_threshold"].iloc[0])) if len(res.summary) else ""
+    drop, change = corr.loc["first_20pct_drop"], corr.loc["rel_change_at_095"]
+    n_drop = f"{int(drop['n'])} of {len(res.summary)} classes drop 20%" if drop["n"] < len(res.summary) else ""
+    drop_note = "; ".join(x for x in (note, n_drop) if x)
+    return {
+        "rho_freq_first_drop": _Measured(drop["spearman_rho"], drop_note),
+        "r_freq_first_drop": _Measured(drop["pearson_r"], drop_note),
+        "rho_freq_change_095": _Measured(change["spearman_rho"]),
+        "r_freq_change_095": _Measured(change["pearson_r"]),
+    }
+
+
+def _cooccurrence_values(run: str, method: str) -> dict[str, _Measured]:
+    keys = ("rho_fcd_freq_diff", "r_fcd_freq_diff", "rho_fcd_iou", "r_fcd_iou_quarter", "eq2_intercept",
+            "eq2_abs_log_freq_diff", "eq2_iou_quarter", "eq2_interaction", "eq2_interaction_p")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = cooccurrence.read_results(run, method)
+    except FileNotFoundError as err:
+        return {k: _missing("05_cooccurrence", err) for k in keys}
+    notes = []
+    if len(res.pairs):
+        notes = [_differs(c, res.pairs[c].iloc[0]) for c in ("fcd_definition", "cooccurrence")]
+    note = "; ".join(n for n in notes if n)
+    corr = res.correlations.set_index("x")
+    out = {
+        "rho_fcd_freq_diff": _Measured(corr.loc["abs_log_freq_diff", "spearman_rho"], note),
+        "r_fcd_freq_diff": _Measured(corr.loc["abs_log_freq_diff", "pearson_r"], note),
+        "rho_fcd_iou": _Measured(corr.loc["iou", "spearman_rho"], note),
+        "r_fcd_iou_quarter": _Measured(corr.loc["iou_quarter", "pearson_r"], note),
+    }
+    terms = {"eq2_intercept": "Intercept", "eq2_abs_log_freq_diff": "abs_log_freq_diff",
+             "eq2_iou_quarter": "iou_quarter", "eq2_interaction": "abs_log_freq_diff:iou_quarter"}
+    for key, term in terms.items():
+        out[key] = _Measured(res.eq2.coef(term), note) if res.eq2 else _Measured(np.nan, "Eq. 2 not fitted")
+    out["eq2_interaction_p"] = (
+        _Measured(res.eq2.p_value("abs_log_freq_diff:iou_quarter"), note) if res.eq2
+        else _Measured(np.nan, "Eq. 2 not fitted")
+    )
+    return out
+
+
+def _pie_values(run: str, method: str) -> dict[str, _Measured]:
+    keys = ("pie_rarest_ratio_min", "pie_rarest_ratio_max", "pie_4plus_ratio")
+    rp = paths.run_paths(run)
+    try:
+        table = io.read_parquet(rp.pies(method), what="notebook 06_pies")
+    except FileNotFoundError as err:
+        return {k: _missing("06_pies", err) for k in keys}
+    meta = forgetting.read_meta(run, method)
+    classes = list(meta["classes"])
+    labels = forgetting.read_labels(run, classes)
+    test = labels[(labels["split"] == "test").to_numpy()]
+    merged = test[["image_id"]].merge(table[["image_id", "is_pie"]], on="image_id", how="left", validate="one_to_one")
+    if merged["is_pie"].isna().any():
+        raise ValueError(f"{rp.pies(method)} lacks {int(merged['is_pie'].isna().sum())} test images of labels.parquet")
+    is_pie = merged["is_pie"].to_numpy(dtype=bool)
+    counts = forgetting.label_counts(labels, classes)
+    ratios = pies.class_ratios(test, is_pie, classes, train_counts=counts["train_count"])
+    lo, hi, rare = pies.rarest_ratio_range(ratios)
+    bins = pies.findings_ratios(test, is_pie, classes).set_index("n_findings")
+    notes = [_differs(c, table[c].iloc[0]) for c in ("dense_sparsity", "pie_sparsity", "pie_fraction")
+             if c in table.columns and len(table)]
+    note = "; ".join(n for n in notes if n)
+    by_class = ratios.set_index("class")["ratio"]
+    listed = ", ".join(f"{c} {fmt.ratio(by_class[c])}" for c in rare)
+    rare_note = "; ".join(x for x in (note, f"rarest in training here: {listed} (— undefined, ignored)") if x)
+    return {
+        "pie_rarest_ratio_min": _Measured(lo, rare_note),
+        "pie_rarest_ratio_max": _Measured(hi, rare_note),
+        "pie_4plus_ratio": _Measured(bins.loc[pies.FINDING_BINS[-1], "ratio"], note),
+    }
+
+
+def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
+    """Each published value beside this run's value of the same quantity (numbers).
+
+    Parameters
+    ----------
+    run : the run; its artifacts are read, nothing is recomputed from scratch.
+    method : the compression method (default: ``global_l1``, else the first present, as the
+        paper's figures).
+
+    Returns
+    -------
+    DataFrame
+        One row per quantity of :data:`PUBLISHED`: ``key``, ``quantity``, ``kind``,
+        ``source``, ``published_dataset``, ``published_value``, ``this_run_value``,
+        ``this_run_data`` (the run's dataset, marked when synthetic), ``method`` and
+        ``note`` (why a value is missing, or how the comparison differs: another dataset,
+        other settings). ``this_run_value`` is NaN when the notebook that produces it has not
+        run, or when the quantity is undefined on this run (the note says which).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the run has no pruning results at all.
+    """
+    method = method or forgetting.figure_method(run)
+    paper_dataset, _ = dataset_match(run)
+    data = run_data(run)
+    measured = {"first_significant_drop": _first_drop(run, method)}
+    measured.update(_forgetting_values(run, method))
+    measured.update(_cooccurrence_values(run, method))
+    measured.update(_pie_values(run, method))
+    rows = []
+    for key in dict.fromkeys(PUBLISHED["key"]):
+        first = PUBLISHED[PUBLISHED["key"] == key].iloc[0]
+        pub_dataset, pub_value, pub_note = _published_for(key, paper_dataset)
+        m = measured[key]
+        note = "; ".join(x for x in (pub_note, m.note) if x)
+        rows.append({
+            "key": key, "quantity": first["quantity"], "kind": first["kind"],
+            "source": PUBLISHED.loc[(PUBLISHED["key"] == key) & (PUBLISHED["dataset"] == pub_dataset), "source"].iloc[0],
+            "published_dataset": pub_dataset, "published_value": pub_value,
+            "this_run_value": float(m.value) if m.value is not None else np.nan,
+            "this_run_data": data, "method": method, "note": note,
+        })
+    return pd.DataFrame(rows, columns=VALUE_COLUMNS)
+
+
+def format_value(value, kind: str) -> str:
+    """A value as text in its kind's format (:data:`KINDS`, via :mod:`prunecxr.fmt`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; choose one of {sorted(KINDS)}")
+    if kind == "p":
+        text = fmt.pvalue(value)
+        return text[len("P = "):] if text.startswith("P = ") else text
+    return getattr(fmt, KINDS[kind])(value)
+
+
+def comparison_table(run: str, *, method: str | None = None, keys: list[str] | None = None) -> pd.DataFrame:
+    """The paper-versus-run table as text, for notebooks and the report.
+
+    Columns ``quantity``, ``published``, ``published_dataset``, ``this_run``,
+    ``this_run_data``, ``source``, ``note``; rows of :func:`comparison_values` (only
+    ``keys`` if given), every number formatted by :mod:`prunecxr.fmt`.
+    """
+    values = comparison_values(run, method=method)
+    if keys is not None:
+        unknown = sorted(set(keys) - set(values["key"]))
+        if unknown:
+            raise KeyError(f"unknown keys {unknown}; choose from {list(values['key'])}")
+        values = values[values["key"].isin(keys)]
+    return pd.DataFrame({
+        "quantity": values["quantity"],
+        "published": [format_value(v, k) for v, k in zip(values["published_value"], values["kind"])],
+        "published_dataset": values["published_dataset"],
+        "this_run": [format_value(v, k) for v, k in zip(values["this_run_value"], values["kind"])],
+        "this_run_data": values["this_run_data"] + " / " + values["method"],
+        "source": values["source"],
+        "note": values["note"],
+    }).reset_index(drop=True)
+
+
+#: The rows each analysis notebook shows (its own findings); the report shows them all.
+SECTIONS = {
+    "04_class_forgetting": ["first_significant_drop", "rho_freq_first_drop", "r_freq_first_drop",
+                            "rho_freq_change_095", "r_freq_change_095"],
+    "05_cooccurrence": ["rho_fcd_freq_diff", "r_fcd_freq_diff", "rho_fcd_iou", "r_fcd_iou_quarter",
+                        "eq2_intercept", "eq2_abs_log_freq_diff", "eq2_iou_quarter", "eq2_interaction",
+                        "eq2_interaction_p"],
+    "06_pies": ["pie_rarest_ratio_min", "pie_rarest_ratio_max", "pie_4plus_ratio"],
+}

@@ -1,0 +1,791 @@
+"""Run the notebooks 01 → 07 with papermill: the engine behind ``make reproduce``.
+
+``python -m prunecxr run`` (and :func:`run_notebooks`) resolves a profile of
+``profiles.toml`` plus command-line overrides, checks every key against the parameters the
+notebooks declare, records the resolved parameters in ``runs/<run>/run.json``, executes the
+selected notebooks in order into ``reports/<run>/<nb>.ipynb``, exports each to HTML and
+finally builds the run's report (``reports/<run>/index.html``).
+
+Parameters are declared by each notebook in its first code cell, tagged ``parameters``, as
+literals with a type and a comment::
+
+    run: str = "default"  # names runs/<run>/, figures/<run>/ and reports/<run>/
+    n_seeds: int = 10  # models in the population
+
+Each notebook receives exactly the subset of (profile ∪ overrides) it declares. A key that
+no notebook declares is refused, as is a value of the wrong type: papermill itself only
+warns, and a typo would silently run with the defaults.
+
+The first failing notebook stops the run (:class:`NotebookFailed` names the notebook, the
+cell and the error; the partial notebook stays in ``reports/<run>/<nb>.failed.ipynb``).
+Running again continues: the stages themselves skip work that is already finished.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import io as _io
+import json
+import logging
+import os
+import re
+import sys
+import time
+import tokenize
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from . import config, io, paths
+
+#: notebooks are files ``NN_name.ipynb`` in the notebooks folder, run in the order of NN
+_NOTEBOOK_FILE = re.compile(r"^(\d{2})_[A-Za-z0-9_]+\.ipynb$")
+PARAMETERS_TAG = "parameters"
+#: the one parameter every notebook declares and the runner always passes
+RUN_PARAMETER = "run"
+TIMINGS_FILE = "timings.json"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class ParameterError(ValueError):
+    """A profile key or override that the notebooks do not declare, or of the wrong type."""
+
+
+class NotebookError(ValueError):
+    """A notebook that the runner cannot use (no ``parameters`` cell, a non-literal, ...)."""
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised while it ran; the run stopped there.
+
+    Attributes
+    ----------
+    notebook : str
+        The notebook's name (``03_prune``).
+    cell_index : int or None
+        0-based position of the failing cell in the stored notebook (``nb.cells[i]``).
+    execution_count : int or None
+        The ``In [n]`` number of the failing cell in the executed notebook.
+    ename, evalue : str
+        The exception's type and message.
+    traceback : list of str
+        The traceback lines, ANSI colours removed.
+    source : str
+        The failing cell's code.
+    output : Path or None
+        The partially executed notebook (``reports/<run>/<nb>.failed.ipynb``).
+    """
+
+    def __init__(
+        self,
+        notebook: str,
+        *,
+        cell_index: int | None,
+        execution_count: int | None,
+        ename: str,
+        evalue: str,
+        traceback: Sequence[str] = (),
+        source: str = "",
+        output: Path | None = None,
+    ):
+        self.notebook = notebook
+        self.cell_index = cell_index
+        self.execution_count = execution_count
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = [_ANSI.sub("", line) for line in traceback]
+        self.source = source
+        self.output = output
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        """One line: notebook, cell and error."""
+        where = f"cell {self.cell_index}" if self.cell_index is not None else "an unknown cell"
+        if self.execution_count is not None:
+            where += f" (In [{self.execution_count}])"
+        return f"notebook {self.notebook} failed in {where}: {self.ename}: {self.evalue}"
+
+    def describe(self, *, tail: int = 25) -> str:
+        """The summary, the failing cell's first lines, the traceback's last ``tail`` lines."""
+        lines = [self.summary()]
+        if self.source:
+            code = self.source.strip().splitlines()
+            shown = code[:6] + (["    ..."] if len(code) > 6 else [])
+            lines += ["", "failing cell:"] + [f"    {line}" for line in shown]
+        tb = "\n".join(self.traceback).splitlines()
+        if tb:
+            lines += ["", "traceback (last lines):"] + tb[-tail:]
+        if self.output is not None:
+            lines += ["", f"partially executed notebook: {self.output}"]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared parameters
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One assignment of a notebook's ``parameters`` cell.
+
+    Attributes
+    ----------
+    name : str
+    annotation : str or None
+        The declared type as written (``"int"``, ``"list[str]"``), None when unannotated.
+    default : Any
+        The literal value.
+    help : str
+        The trailing comment, without ``#``.
+    """
+
+    name: str
+    annotation: str | None
+    default: Any
+    help: str = ""
+
+    def check(self, value: Any, *, source: str) -> Any:
+        """``value`` converted to the declared type (an int for a float is widened).
+
+        Raises
+        ------
+        ParameterError
+            Naming the parameter, ``source`` (where the value came from) and the type.
+        """
+        ok, converted = _conform(value, self._type_node(), self.default)
+        if not ok:
+            raise ParameterError(
+                f"parameter {self.name!r} from {source} is {value!r} "
+                f"({type(value).__name__}); it is declared as {self.type_name}"
+            )
+        return converted
+
+    @property
+    def type_name(self) -> str:
+        return self.annotation or f"{type(self.default).__name__} (the type of its default)"
+
+    def _type_node(self) -> ast.expr | None:
+        if self.annotation is None:
+            return None
+        return ast.parse(self.annotation, mode="eval").body
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """A notebook of the pipeline and the parameters it declares."""
+
+    name: str
+    path: Path
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+    parameters_cell: int = 0
+
+    @property
+    def number(self) -> int:
+        return int(self.name[:2])
+
+
+def _literal(node: ast.expr, *, notebook: str, name: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise NotebookError(
+            f"{notebook}: parameter {name!r} is not a literal ({ast.unparse(node)}); the "
+            "parameters cell holds literals only (papermill inserts overrides after it, so a "
+            "derived value would keep its old value) — derive it in the next cell"
+        ) from None
+
+
+def _comments(source: str) -> dict[int, str]:
+    """Line number → trailing comment text of a cell's source."""
+    out: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(_io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                out[tok.start[0]] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError):
+        pass
+    return out
+
+
+def parse_parameters_cell(source: str, *, notebook: str = "notebook") -> dict[str, Parameter]:
+    """The parameters declared in the source of a ``parameters`` cell.
+
+    Every statement must assign a literal to one name, optionally annotated with a type:
+    ``n_seeds: int = 10  # models in the population``.
+
+    Raises
+    ------
+    NotebookError
+        On a syntax error, a statement that is not such an assignment, or a non-literal.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise NotebookError(f"{notebook}: the parameters cell does not parse: {err}") from None
+    comments = _comments(source)
+    params: dict[str, Parameter] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
+            name, annotation, value = stmt.target.id, ast.unparse(stmt.annotation), stmt.value
+        elif (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+        ):
+            name, annotation, value = stmt.targets[0].id, None, stmt.value
+        else:
+            raise NotebookError(
+                f"{notebook}: line {stmt.lineno} of the parameters cell is not "
+                f"`name: type = literal` ({ast.unparse(stmt)[:80]!r})"
+            )
+        if name in params:
+            raise NotebookError(f"{notebook}: parameter {name!r} is declared twice")
+        default = _literal(value, notebook=notebook, name=name)
+        params[name] = Parameter(name, annotation, default, comments.get(stmt.lineno, ""))
+    return params
+
+
+def read_notebook(path: str | os.PathLike) -> Notebook:
+    """A notebook and its declared parameters (the first code cell, tagged ``parameters``).
+
+    Raises
+    ------
+    NotebookError
+        When the first code cell is missing, not tagged ``parameters``, or not literal-only.
+    """
+    path = Path(path)
+    name = path.stem
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if PARAMETERS_TAG not in cell.get("metadata", {}).get("tags", []):
+            raise NotebookError(
+                f"{name}: the first code cell (cell {index}) is not tagged {PARAMETERS_TAG!r}; "
+                "tag it in JupyterLab (property inspector → cell tags)"
+            )
+        params = parse_parameters_cell(cell.source, notebook=name)
+        if RUN_PARAMETER not in params:
+            raise NotebookError(
+                f"{name}: the parameters cell does not declare {RUN_PARAMETER!r} "
+                f'(`run: str = "default"  # the run to read and write`)'
+            )
+        return Notebook(name=name, path=path, parameters=params, parameters_cell=index)
+    raise NotebookError(f"{name}: no code cell, so no {PARAMETERS_TAG!r} cell")
+
+
+def discover_notebooks(notebooks_dir: str | os.PathLike | None = None) -> list[Notebook]:
+    """The pipeline's notebooks (``NN_name.ipynb``), in order."""
+    folder = Path(notebooks_dir) if notebooks_dir is not None else paths.notebooks_dir()
+    files = sorted(p for p in folder.glob("*.ipynb") if _NOTEBOOK_FILE.match(p.name))
+    if not files:
+        raise FileNotFoundError(f"no notebooks named NN_name.ipynb in {folder}")
+    numbers = [p.name[:2] for p in files]
+    dupes = sorted({n for n in numbers if numbers.count(n) > 1})
+    if dupes:
+        raise NotebookError(f"several notebooks share the number(s) {dupes} in {folder}")
+    return [read_notebook(p) for p in files]
+
+
+def select_notebooks(spec: str | None, notebooks: Sequence[Notebook]) -> list[Notebook]:
+    """The notebooks named by ``spec``, in pipeline order.
+
+    ``spec`` is None or ``"all"`` (every notebook), a number (``"03"``), a range
+    (``"03-05"``, inclusive), a name (``"01_data"``) or a comma-separated list of these.
+    """
+    if spec is None or spec.strip().lower() in {"", "all"}:
+        return list(notebooks)
+    by_number = {nb.number: nb for nb in notebooks}
+    by_name = {nb.name: nb for nb in notebooks}
+    available = ", ".join(nb.name for nb in notebooks)
+    chosen: set[str] = set()
+
+    def number(token: str) -> int:
+        token = token.strip()
+        if token in by_name:
+            return by_name[token].number
+        if token.isdigit() and int(token) in by_number:
+            return int(token)
+        raise ValueError(f"--notebooks {spec!r}: no notebook {token!r}; available: {available}")
+
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part and part not in by_name:
+            lo, _, hi = part.partition("-")
+            a, b = number(lo), number(hi)
+            if a > b:
+                raise ValueError(f"--notebooks {spec!r}: range {part!r} runs backwards")
+            chosen |= {nb.name for nb in notebooks if a <= nb.number <= b}
+        else:
+            chosen.add(by_number[number(part)].name)
+    return [nb for nb in notebooks if nb.name in chosen]
+
+
+# ---------------------------------------------------------------------------------------------
+# Types and overrides
+# ---------------------------------------------------------------------------------------------
+
+_SCALARS: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+}
+
+
+def _conform(value: Any, node: ast.expr | None, default: Any) -> tuple[bool, Any]:
+    """(matches, converted value) of ``value`` against a type annotation's AST."""
+    if node is None:  # unannotated: the default's type decides
+        if default is None:
+            return True, value
+        name = type(default).__name__
+        node = ast.Name(id=name) if name in _SCALARS or name in {"list", "dict"} else None
+        if node is None:
+            return isinstance(value, type(default)), value
+    if isinstance(node, ast.Constant) and node.value is None:
+        return value is None, value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # X | Y
+        for side in (node.left, node.right):
+            ok, out = _conform(value, side, default)
+            if ok:
+                return ok, out
+        return False, value
+    if isinstance(node, ast.Name):
+        if node.id in _SCALARS:
+            ok = _SCALARS[node.id](value)
+            return ok, (float(value) if ok and node.id == "float" else value)
+        if node.id == "list":
+            return isinstance(value, (list, tuple)), list(value) if isinstance(value, tuple) else value
+        if node.id == "dict":
+            return isinstance(value, dict), value
+        if node.id in {"Any", "object"}:
+            return True, value
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+        outer, inner = node.value.id, node.slice
+        if outer == "Optional":
+            return _conform(value, ast.BinOp(inner, ast.BitOr(), ast.Constant(None)), default)
+        if outer in {"list", "List", "Sequence"}:
+            if not isinstance(value, (list, tuple)):
+                return False, value
+            items = []
+            for item in value:
+                ok, out = _conform(item, inner, None)
+                if not ok:
+                    return False, value
+                items.append(out)
+            return True, items
+        if outer in {"dict", "Dict", "Mapping"} and isinstance(inner, ast.Tuple):
+            if not isinstance(value, dict):
+                return False, value
+            k_node, v_node = inner.elts
+            out = {}
+            for k, v in value.items():
+                ok_k, k2 = _conform(k, k_node, None)
+                ok_v, v2 = _conform(v, v_node, None)
+                if not (ok_k and ok_v):
+                    return False, value
+                out[k2] = v2
+            return True, out
+    # an annotation this checker does not know: fall back to the default's type
+    if default is not None and node is not None:
+        return _conform(value, None, default)
+    return True, value
+
+
+def parse_value(text: str) -> Any:
+    """An override's value: a Python or TOML literal, else the text itself (a bare string).
+
+    ``"3"`` → 3, ``"1e-3"`` → 0.001, ``"true"``/``"True"`` → True, ``"['a','b']"`` → list,
+    ``"nih-cxr-lt"`` → ``"nih-cxr-lt"``.
+    """
+    text = text.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    """Split ``key=value`` (the value stays text until its declared type is known)."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise ParameterError(f"override {item!r} is not key=value (e.g. -p n_seeds=3)")
+    return key, value
+
+
+def _coerce_override(key: str, text: str, declared: Parameter, *, notebook: str) -> Any:
+    """The override text as a value of the declared type (a str parameter takes bare text)."""
+    value = parse_value(text)
+    ok, out = _conform(value, declared._type_node(), declared.default)
+    if ok:
+        return out
+    ok, out = _conform(text.strip(), declared._type_node(), declared.default)
+    if ok:  # e.g. data_root=1999 for a str parameter: keep the text
+        return out
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):  # [global_l1,random]: quotes lost to a shell
+        items = [parse_value(item) for item in inner[1:-1].split(",") if item.strip()]
+        ok, out = _conform(items, declared._type_node(), declared.default)
+        if ok:
+            return out
+    raise ParameterError(
+        f"override {key}={text} does not match the type {declared.type_name} that notebook "
+        f"{notebook} declares for {key!r} (e.g. -p {key}={declared.default!r})"
+    )
+
+
+def _declarers(key: str, notebooks: Iterable[Notebook]) -> list[Notebook]:
+    return [nb for nb in notebooks if key in nb.parameters]
+
+
+def _unknown(key: str, *, source: str, selected, everyone) -> ParameterError:
+    declared = sorted({k for nb in everyone for k in nb.parameters})
+    names = ", ".join(nb.name for nb in selected)
+    elsewhere = [nb.name for nb in _declarers(key, everyone)]
+    if elsewhere:
+        hint = f"it is declared by {', '.join(elsewhere)}, which is not selected"
+    else:
+        close = difflib.get_close_matches(key, declared, n=3)
+        hint = f"did you mean {' or '.join(map(repr, close))}?" if close else (
+            f"declared parameters: {', '.join(declared)}"
+        )
+    scope = "no notebook declares it (notebooks" if selected is everyone else (
+        "no selected notebook declares it (selected")
+    return ParameterError(f"unknown parameter {key!r} ({source}): {scope}: {names}); {hint}")
+
+
+def resolve_parameters(
+    profile_values: Mapping[str, Any],
+    overrides: Mapping[str, str] | Sequence[str] = (),
+    *,
+    selected: Sequence[Notebook],
+    notebooks: Sequence[Notebook],
+    profile: str = "profile",
+    run: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The run name and the resolved parameters: the profile, then the overrides.
+
+    Parameters
+    ----------
+    profile_values : the profile's table (``config.load_profile``).
+    overrides : ``key=value`` texts, or a mapping key → text; checked against ``selected``.
+    selected : the notebooks about to run.
+    notebooks : all notebooks; every profile key must be declared by one of them.
+    profile : the profile's name, for messages.
+    run : the run name (``--run``); default the ``run`` override, else the profile's.
+
+    Raises
+    ------
+    ParameterError
+        A key no notebook declares (naming the key and the notebooks), a value of the wrong
+        type (naming the notebook that declares it), or a ``--run`` that contradicts ``-p run=``.
+    """
+    if not isinstance(overrides, Mapping):
+        pairs = [parse_override(item) for item in overrides]
+        keys = [k for k, _ in pairs]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ParameterError(f"override(s) given twice: {', '.join(repeated)}")
+        overrides = dict(pairs)
+
+    resolved: dict[str, Any] = {}
+    for key, value in profile_values.items():
+        owners = _declarers(key, notebooks)
+        if not owners:
+            raise _unknown(key, source=f"profile {profile!r}", selected=notebooks,
+                           everyone=notebooks)
+        for nb in owners:
+            value = nb.parameters[key].check(value, source=f"profile {profile!r} ({nb.name})")
+        resolved[key] = value
+
+    for key, text in overrides.items():
+        owners = _declarers(key, selected)
+        if not owners:
+            raise _unknown(key, source=f"override {key}={text}", selected=selected,
+                           everyone=notebooks)
+        value = _coerce_override(key, text, owners[0].parameters[key], notebook=owners[0].name)
+        for nb in owners[1:]:
+            value = nb.parameters[key].check(value, source=f"override {key}={text} ({nb.name})")
+        resolved[key] = value
+
+    if run is not None:
+        if RUN_PARAMETER in overrides and resolved[RUN_PARAMETER] != run:
+            raise ParameterError(
+                f"--run {run!r} contradicts -p run={overrides[RUN_PARAMETER]}; give one of them"
+            )
+        resolved[RUN_PARAMETER] = run
+    if RUN_PARAMETER not in resolved:
+        raise ParameterError(f"profile {profile!r} has no 'run' and no --run was given")
+    paths.check_run_name(resolved[RUN_PARAMETER])
+    return resolved[RUN_PARAMETER], resolved
+
+
+def notebook_parameters(nb: Notebook, resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``resolved`` that ``nb`` declares."""
+    return {k: resolved[k] for k in nb.parameters if k in resolved}
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NotebookRun:
+    """The outcome of one notebook."""
+
+    name: str
+    status: str  # "ok" | "failed"
+    seconds: float
+    ipynb: Path
+    html: Path | None = None
+    external_resources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_notebooks` did."""
+
+    run: str
+    profile: str
+    parameters: dict[str, Any]
+    notebooks: list[NotebookRun]
+    report: Path | None = None
+
+
+def timings_path(run: str) -> Path:
+    return paths.run_paths(run).reports / TIMINGS_FILE
+
+
+def read_timings(run: str) -> dict[str, Any]:
+    """``reports/<run>/timings.json``: notebook → status, seconds, start and end times."""
+    path = timings_path(run)
+    return io.read_json(path) if path.exists() else {}
+
+
+def _record_timing(run: str, name: str, entry: dict[str, Any]) -> None:
+    timings = read_timings(run)
+    timings[name] = entry
+    io.write_json(timings_path(run), dict(sorted(timings.items())))
+
+
+def _source_cell_index(nb: Notebook, err) -> int | None:
+    """Map papermill's index (in the executed notebook, after its injected cell) back."""
+    index = err.cell_index
+    if index is None:
+        return None
+    stored = nbformat.read(nb.path, as_version=4).cells
+    guess = index - 1 if index > nb.parameters_cell else index
+    if 0 <= guess < len(stored) and stored[guess].source == err.source:
+        return guess
+    matches = [i for i, c in enumerate(stored) if c.source == err.source]
+    return matches[0] if len(matches) == 1 else guess
+
+
+class _DropPapermillInspection(logging.Filter):
+    """papermill re-inspects the parameters cell with a line parser of its own, which
+    misreads a comment holding an '=' and then warns that a declared parameter is
+    unknown. The runner has already checked every parameter against the cell's syntax
+    tree, so those two warnings are noise, and misleading."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("Unable to parse line", "Passed unknown parameter"))
+
+
+@contextlib.contextmanager
+def _quiet_papermill_inspection():
+    loggers = [logging.getLogger("papermill"), logging.getLogger("papermill.translators")]
+    drop = _DropPapermillInspection()
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
+def execute_notebook(
+    nb: Notebook,
+    *,
+    run: str,
+    parameters: Mapping[str, Any],
+    kernel: str = "python3",
+    log_output: bool = False,
+    export_html: bool = True,
+) -> NotebookRun:
+    """Execute ``nb`` into ``reports/<run>/<nb>.ipynb`` and export it to ``<nb>.html``.
+
+    The notebook executes into a hidden file that is renamed when it finishes, so
+    ``<nb>.ipynb`` is always a complete run. On failure it is renamed ``<nb>.failed.ipynb``.
+
+    Raises
+    ------
+    NotebookFailed
+        When a cell raises (or the kernel dies).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    reports = paths.run_paths(run).reports
+    reports.mkdir(parents=True, exist_ok=True)
+    final = reports / f"{nb.name}.ipynb"
+    failed = reports / f"{nb.name}.failed.ipynb"
+    partial = reports / f".{nb.name}.running.ipynb"
+    started, t0 = config.now(), time.perf_counter()
+    entry = {"started": started, "parameters": dict(parameters)}
+    try:
+        with _quiet_papermill_inspection():
+            papermill.execute_notebook(
+                str(nb.path),
+                str(partial),
+                parameters=dict(parameters),
+                kernel_name=kernel,
+                cwd=str(nb.path.parent),
+                progress_bar=False,
+                stdout_file=sys.stdout if log_output else None,
+                stderr_file=sys.stderr if log_output else None,
+            )
+    except BaseException as err:
+        seconds = time.perf_counter() - t0
+        output = None
+        if partial.exists():
+            os.replace(partial, failed)
+            output = failed
+        _record_timing(run, nb.name, entry | {
+            "status": "failed", "seconds": round(seconds, 2), "finished": config.now(),
+        })
+        if isinstance(err, PapermillExecutionError):
+            raise NotebookFailed(
+                nb.name,
+                cell_index=_source_cell_index(nb, err),
+                execution_count=err.exec_count,
+                ename=err.ename,
+                evalue=err.evalue,
+                traceback=err.traceback,
+                source=err.source,
+                output=output,
+            ) from None
+        if isinstance(err, Exception):  # a dead kernel, a timeout, a kernel that will not start
+            raise NotebookFailed(
+                nb.name, cell_index=None, execution_count=None, ename=type(err).__name__,
+                evalue=str(err), output=output,
+            ) from err
+        raise  # KeyboardInterrupt: stop, keeping the partial notebook
+    seconds = time.perf_counter() - t0
+    os.replace(partial, final)
+    failed.unlink(missing_ok=True)
+    result = NotebookRun(nb.name, "ok", seconds, final)
+    if export_html:
+        from . import report
+
+        t1 = time.perf_counter()
+        result.html, result.external_resources = report.export_notebook(final)
+        entry["export_seconds"] = round(time.perf_counter() - t1, 2)
+    _record_timing(run, nb.name, entry | {
+        "status": "ok", "seconds": round(seconds, 2), "finished": config.now(),
+    })
+    return result
+
+
+def run_notebooks(
+    *,
+    profile: str = "default",
+    run: str | None = None,
+    notebooks: str | None = None,
+    overrides: Mapping[str, str] | Sequence[str] = (),
+    notebooks_dir: str | os.PathLike | None = None,
+    profile_values: Mapping[str, Any] | None = None,
+    kernel: str = "python3",
+    report: bool = True,
+    log_output: bool = False,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Execute the selected notebooks in order; stop at the first failure.
+
+    Parameters
+    ----------
+    profile : a profile of ``profiles.toml``.
+    run : the run name; default the ``run`` override, else the profile's ``run``.
+    notebooks : which notebooks (see :func:`select_notebooks`); default all.
+    overrides : ``key=value`` texts (``["n_seeds=3", "methods=['global_l1']"]``).
+    notebooks_dir : where the notebooks are; default ``notebooks/`` of the checkout.
+    profile_values : the profile's parameters, to use instead of ``profiles.toml`` (tests).
+    kernel : the Jupyter kernel to execute with.
+    report : build ``reports/<run>/index.html`` at the end.
+    log_output : stream the notebooks' outputs to this process's stdout/stderr.
+    echo : where progress lines go.
+
+    Raises
+    ------
+    ParameterError, NotebookError
+        Before anything runs.
+    NotebookFailed
+        When a notebook fails; the notebooks before it are complete.
+    """
+    all_nbs = discover_notebooks(notebooks_dir)
+    selected = select_notebooks(notebooks, all_nbs)
+    values = dict(profile_values) if profile_values is not None else config.load_profile(profile)
+    run_name, resolved = resolve_parameters(
+        values, overrides, selected=selected, notebooks=all_nbs, profile=profile, run=run
+    )
+    rp = paths.run_paths(run_name)
+    if rp.run_json.exists():
+        previous = io.read_json(rp.run_json).get("profile")
+        if previous is not None and previous != profile:
+            echo(f"warning: run {run_name!r} was made with profile {previous!r}; "
+                 f"now running with {profile!r}")
+    config.init_run(run_name, profile=profile, parameters=resolved)
+
+    echo(f"run {run_name!r} (profile {profile!r}): {', '.join(nb.name for nb in selected)}")
+    done: list[NotebookRun] = []
+    for i, nb in enumerate(selected, 1):
+        echo(f"[{i}/{len(selected)}] {nb.name} ...")
+        result = execute_notebook(
+            nb, run=run_name, parameters=notebook_parameters(nb, resolved), kernel=kernel,
+            log_output=log_output,
+        )
+        done.append(result)
+        extra = f", HTML {result.html.name}" if result.html else ""
+        echo(f"[{i}/{len(selected)}] {nb.name} finished in {result.seconds:.1f} s{extra}")
+        for url in result.external_resources:
+            echo(f"warning: {result.html.name} refers to an external resource: {url}")
+    out = RunResult(run_name, profile, resolved, done)
+    if report:
+        from . import report as _report
+
+        out.report = _report.build_report(run_name, notebooks_dir=notebooks_dir)
+        echo(f"report: {out.report}")
+    return out
+
+
+def describe_profiles() -> str:
+    """A table of every profile's parameters (one row per key, one column per profile)."""
+    table = config.profiles()
+    names = list(table)
+    keys: list[str] = []
+    for values in table.values():
+        keys += [k for k in values if k not in keys]
+    rows = [["parameter", *names]] + [
+        [k, *(json.dumps(table[n].get(k, "—")) if k in table[n] else "—" for n in names)]
+        for k in keys
+    ]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""The whole pipeline: the seven notebooks through the runner's CLI on the smoke profile.
+
+Checks every artifact of ARTIFACTS.md for the smoke run, the figures (HTML + CSV, and PNG
+where a Chrome exists), the executed notebooks and their offline HTML exports, the run
+record, the timings and the report index. The wall time is printed, never asserted (machines
+are noisy); benchmarks and the README report it.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from prunecxr import config, figures, io, paths, report
+
+NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
+             "06_pies", "07_reader_study"]
+PROFILE = config.load_profile("smoke")
+RUN = PROFILE["run"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Run `python -m prunecxr run --profile smoke` once into a fresh PRUNECXR_HOME."""
+    home = tmp_path_factory.mktemp("e2e-home")
+    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
+    missing = [n for n in NOTEBOOKS if not (paths.notebooks_dir() / f"{n}.ipynb").exists()]
+    assert not missing, f"notebooks missing: {missing}"
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke"],
+        cwd=paths.project_root(), env=env, capture_output=True, text=True, timeout=900,
+    )
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, (
+        f"the smoke run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+        f"{proc.stderr[-6000:]}")
+    return {"home": home, "elapsed": elapsed, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+@pytest.fixture
+def rp(smoke_run, monkeypatch):
+    monkeypatch.setenv("PRUNECXR_HOME", str(smoke_run["home"]))
+    return paths.run_paths(RUN)
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_notebook_timed(smoke_run, rp):
+    timings = io.read_json(rp.reports / "timings.json")
+    assert {k: v["status"] for k, v in timings.items()} == dict.fromkeys(NOTEBOOKS, "ok")
+    total = sum(v["seconds"] for v in timings.values())
+    per_notebook = {k: v["seconds"] for k, v in timings.items()}
+    print(f"\nsmoke run: {smoke_run['elapsed']:.1f} s wall, notebooks {total:.1f} s: "
+          f"{per_notebook}")
+    assert all(seconds > 0 for seconds in per_notebook.values())
+
+
+def test_run_record(rp):
+    record = config.read_run(RUN)
+    assert record["profile"] == "smoke"
+    for key, value in PROFILE.items():
+        assert record["parameters"][key] == value, key
+    for name in NOTEBOOKS:
+        stage = record["stages"][name]
+        assert stage["finished"] and stage["finished"] >= stage["started"], name
+
+
+def test_data_and_models(rp):
+    labels = pd.read_parquet(rp.labels)
+    assert list(labels.columns[:3]) == ["image_id", "patient_id", "split"]
+    assert set(labels["split"]) == {"train", "val", "test"}
+    classes = list(labels.columns[3:])
+    assert classes and all(labels[c].dtype == np.int8 for c in classes)
+    seeds = sorted(p.name for p in rp.models.glob("seed-*"))
+    assert len(seeds) == PROFILE["n_seeds"], seeds
+    for seed_dir in rp.models.glob("seed-*"):
+        seed = int(seed_dir.name.split("-")[1])
+        assert rp.checkpoint(seed).exists()
+        history = pd.read_csv(rp.history(seed))
+        assert list(history.columns[:5]) == ["epoch", "train_loss", "val_loss", "val_mean_ap",
+                                             "seconds"]
+        assert 1 <= len(history) <= PROFILE["max_epochs"]
+
+
+@pytest.mark.parametrize("method", PROFILE["methods"])
+def test_pruning_artifacts(rp, method):
+    labels = pd.read_parquet(rp.labels)
+    n_test = int((labels["split"] == "test").sum())
+    meta = io.read_json(rp.prune_meta(method))
+    assert meta["method"] == method
+    assert len(meta["seeds"]) == PROFILE["n_seeds"]
+    assert meta["sparsities"] == PROFILE["sparsities"]
+    assert meta["classes"] == list(labels.columns[3:])
+    probs = io.load_npy(rp.probs(method), mmap=True)
+    assert probs.shape == (PROFILE["n_seeds"], len(PROFILE["sparsities"]), n_test,
+                           len(meta["classes"]))
+    assert probs.dtype in (np.float32, np.float16)
+    metrics = pd.read_parquet(rp.metrics(method))
+    assert {"seed", "sparsity", "class", "ap", "auroc", "n_pos"} <= set(metrics.columns)
+    assert len(metrics) == PROFILE["n_seeds"] * len(PROFILE["sparsities"]) * len(meta["classes"])
+
+
+@pytest.mark.parametrize("method", PROFILE["methods"])
+def test_analysis_artifacts(rp, method):
+    expected = {
+        rp.forgettability(method): {"class", "sparsity", "median_rel_ap_change"},
+        rp.class_summary(method): {"class", "train_count", "test_count", "first_20pct_drop",
+                                   "rel_change_at_095"},
+        rp.pairs(method): {"class_a", "class_b", "fcd", "abs_log_freq_diff", "iou",
+                           "iou_quarter"},
+        rp.pies(method): {"image_id", "spearman", "is_pie"},
+    }
+    for path, columns in expected.items():
+        assert path.exists(), f"{path.relative_to(rp.root)} missing"
+        df = pd.read_parquet(path)
+        assert columns <= set(df.columns), f"{path.name}: lacks {columns - set(df.columns)}"
+        assert len(df) > 0, path
+
+
+def test_reader_study(rp):
+    files = [p for p in rp.reader_study.rglob("*") if p.is_file()]
+    assert files, "reader_study/ is empty"
+
+
+def test_figures(rp):
+    saved = sorted(p.stem for p in rp.figures.glob("*.html"))
+    for n in range(1, 7):
+        assert any(name.startswith(f"fig{n}_") for name in saved), f"no fig{n}_* in {saved}"
+    png = figures.chrome_path() is not None
+    for name in saved:
+        assert (rp.figures / f"{name}.csv").exists(), f"{name}.csv missing"
+        if png:
+            assert (rp.figures / f"{name}.png").stat().st_size > 0, f"{name}.png missing"
+    assert (rp.figures / "plotly.min.js").exists()  # the figures' HTML opens offline
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_executed_notebook_and_export(rp, name):
+    executed = nbformat.read(rp.reports / f"{name}.ipynb", as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    assert executed.metadata["papermill"]["parameters"]["run"] == RUN
+    assert not (rp.reports / f"{name}.failed.ipynb").exists()
+    html = (rp.reports / f"{name}.html").read_text(encoding="utf-8")
+    assert report.external_resources(html) == [], f"{name}.html fetches from the network"
+    assert 'class="prunecxr-code' in html
+
+
+def test_report_index(rp):
+    text = (rp.reports / "index.html").read_text(encoding="utf-8")
+    for name in NOTEBOOKS:
+        assert f'data-notebook="{name}"' in text and f'href="{name}.html"' in text
+    assert config.PHANTOM_NOTICE in text
+    assert f"profile <b>smoke</b>" in text
+    section = text[text.index('id="paper"'):text.index('id="figures"')]
+    assert "<table" in section, f"no paper-versus-run table: {re.sub('<[^>]+>', ' ', section)}"
+    key = [p.stem for p in rp.figures.glob("fig*.html")]
+    for name in key:
+        assert f'data-figure="{name}"' in text, name
+    assert text.count("plotly.js v") == 1
+    assert report.external_resources(text) == []
+    assert "<img" not in text or all(
+        m.startswith('<img class="figure-png"') for m in re.findall(r"<img[^>]*>", text))
