@@ -6,9 +6,10 @@
     the raw forward+backward images/s of the same model and batch on a preprocessed
     in-memory tensor. Goal: at least 0.9.
 (b) Population speed-up: ten small models trained one after another divided by the same ten
-    trained the way the code picks for this device (``population="auto"``; its one-time
-    measurement is done first and reported apart). Goal: never below 1.0x on a CPU, at least
-    3x on a GPU.
+    trained the way the code picks for this device (``population="auto"``: sequential,
+    grouped, or parallel processes on a CPU; its per-run measurements are timed with it, the
+    per-machine measurement of a stack is done first and reported apart). Goal: never below
+    1.0x on a CPU, at least 3x on a GPU.
 
 Each measurement is repeated (``--repeats``), alternating the two sides, and the fastest run
 of each side is kept, so a burst of load from other processes hurts both sides alike.
@@ -86,14 +87,14 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def fit_seconds(data, cfg, *, seeds, population, device, workdir: Path, tag: str) -> float:
+def fit_seconds(data, cfg, *, seeds, population, device, threads, tag: str) -> float:
     out = paths.run_paths(tag)
     shutil.rmtree(out.root, ignore_errors=True)
     tx, ty, vx, vy = data
     sync(device)
     t0 = time.perf_counter()
     T.fit_population(tx, ty, vx, vy, seeds=seeds, config=cfg, out=out, device=device,
-                     population=population, progress=False)
+                     population=population, threads=threads, progress=False)
     sync(device)
     return time.perf_counter() - t0
 
@@ -122,6 +123,11 @@ def main(argv=None) -> int:
         data = (tx, ty, vx, vy)
         cfg = T.TrainConfig(model=args.model, pretrained=False, max_epochs=args.epochs,
                             patience=args.epochs, batch_size=args.batch_size, lr=prof["lr"])
+        threads = None
+        if device.type == "cpu":  # both sides of every ratio run with the count training picks
+            threads = T.measure_cpu_threads(args.model, args.classes, (args.resolution, args.resolution),
+                                            batch_size=args.batch_size)["threads"]
+            torch.set_num_threads(threads)
         print(f"device: {T._device_name(device)}; torch {torch.__version__}; model {args.model}, "
               f"{args.resolution} px, batch {args.batch_size}, {args.images} training images, "
               f"{args.epochs} epochs per timed training")
@@ -131,7 +137,7 @@ def main(argv=None) -> int:
         for r in range(args.repeats):
             raw.append(raw_images_per_s(args.model, args.classes, args.resolution, args.batch_size, device))
             secs = fit_seconds(data, cfg, seeds=[0], population="sequential", device=device,
-                               workdir=workdir, tag=f"eff{r}")
+                               threads=threads, tag=f"eff{r}")
             e2e.append(args.epochs * args.images / secs)
         eff = max(e2e) / max(raw)
         print("\n(a) pipeline efficiency")
@@ -142,26 +148,30 @@ def main(argv=None) -> int:
 
         # (b) population speed-up
         t0 = time.perf_counter()
-        choice = T._choose_mode(cfg, args.classes, (args.resolution, args.resolution),
-                                min(args.models, T.MAX_GROUP), device)
+        stacked = T._grouped_speedup(cfg, args.classes, (args.resolution, args.resolution),
+                                     min(args.models, T.MAX_GROUP), device)  # cached per machine
         calib = time.perf_counter() - t0
         seq, auto = [], []
         for r in range(args.repeats):
             seq.append(fit_seconds(data, cfg, seeds=args.models, population="sequential", device=device,
-                                   workdir=workdir, tag=f"seq{r}"))
+                                   threads=threads, tag=f"seq{r}"))
             auto.append(fit_seconds(data, cfg, seeds=args.models, population="auto", device=device,
-                                    workdir=workdir, tag=f"auto{r}"))
+                                    threads=threads, tag=f"auto{r}"))
+        plan = T.io.read_json(paths.run_paths(f"auto{args.repeats - 1}").train_config)["plan"]
         speedup = min(seq) / min(auto)
         goal = 3.0 if device.type == "cuda" else 1.0
+        est = ", ".join(f"{k} {v:.0f} s" for k, v in (plan.get("estimates_s") or {}).items())
         print(f"\n(b) population speed-up, {args.models} models")
-        print(f"    the code's pick on this device: {choice['mode']} (a measured step of "
-              f"{choice['n_models']} stacked models ran {fmt.ratio(choice['speedup'], 2)} the speed of "
-              f"one after another; measuring took {calib:.1f} s, once per machine)")
+        print(f"    the code's pick on this device: {plan['mode']}"
+              + (f" ({plan['workers']} processes)" if plan["mode"] == "parallel" else "")
+              + f"; its estimates: {est}")
+        print(f"    (a step of {stacked['n_models']} stacked models ran {fmt.ratio(stacked['speedup'], 2)} "
+              f"the speed of one after another; measured once per machine in {calib:.1f} s, not timed below)")
         print(f"    one after another : {min(seq):7.1f} s")
-        print(f"    the code's pick   : {min(auto):7.1f} s")
+        print(f"    the code's pick   : {min(auto):7.1f} s   (its measurements included)")
+        ok = speedup >= goal - (0.05 if goal == 1.0 else 0.0)
         print(f"    speed-up = {fmt.ratio(speedup, 2)}   (goal >= {fmt.ratio(goal, 1)}: "
-              f"{'met' if speedup >= goal - 0.05 * (goal == 1.0) else 'NOT met'}"
-              f"{'; a 1.0x goal allows 5% timing noise' if goal == 1.0 else ''})")
+              f"{'met' if ok else 'NOT met'}{'; 5% timing noise allowed' if goal == 1.0 else ''})")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

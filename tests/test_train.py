@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import numpy as np
@@ -50,7 +51,8 @@ def _config(**kw):
 def _fit(arrays, run, *, seeds=2, population="sequential", **kw):
     tr_x, tr_y, va_x, va_y = arrays
     return T.fit_population(tr_x, tr_y, va_x, va_y, seeds=seeds, config=_config(**kw),
-                            out=paths.run_paths(run), device="cpu", population=population, progress=False)
+                            out=paths.run_paths(run), device="cpu", population=population, threads=1,
+                            progress=False)
 
 
 def _weights(run, seed):
@@ -198,6 +200,17 @@ def test_the_same_seed_gives_identical_weights(arrays, population):
     assert list(again["status"]) == ["already trained", "already trained"]
 
 
+def test_parallel_processes_train_exactly_as_one_thread_sequentially(arrays):
+    summary = _fit(arrays, "par", seeds=3, population="parallel", max_epochs=2)
+    _fit(arrays, "seq", seeds=3, population="sequential", max_epochs=2)
+    assert list(summary["seed"]) == [0, 1, 2]
+    for s in range(3):
+        assert _same(_weights("par", s), _weights("seq", s))
+        assert _history("par", s).equals(_history("seq", s))
+    plan = T.io.read_json(paths.run_paths("par").train_config)["plan"]
+    assert plan["mode"] == "parallel" and plan["threads"] == 1 and plan["workers"] >= 1
+
+
 def test_grouped_training_is_sequential_training_up_to_rounding(arrays):
     _fit(arrays, "seq", population="sequential", max_epochs=2)
     _fit(arrays, "grp", population="grouped", max_epochs=2)
@@ -215,64 +228,92 @@ def test_grouped_training_is_sequential_training_up_to_rounding(arrays):
 _KILLER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np, torch
-    torch.set_num_threads({threads})
     from prunecxr import paths, train as T
-
-    data = np.load({data!r})
-    kind, at = {kind!r}, {at}
-    count = [0]
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if kind == "batch":  # in the middle of an epoch
-        take = T._Images.take
-        def counted(self, *args):
-            count[0] += 1
-            if count[0] == at:
-                die()
-            return take(self, *args)
-        T._Images.take = counted
-    elif kind == "write":  # a resume point written, not yet renamed into place
-        replace = os.replace
-        def counted(src, dst):
-            if str(dst).endswith("last.pt"):
+    def main():
+        torch.set_num_threads({threads})
+        data = np.load({data!r})
+        kind, at = {kind!r}, {at}
+        count = [0]
+        if kind == "batch":  # in the middle of an epoch
+            take = T._Images.take
+            def counted(self, *args):
                 count[0] += 1
                 if count[0] == at:
                     die()
-            return replace(src, dst)
-        os.replace = counted
-    T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=2,
-                     config=T.TrainConfig(**{config!r}), out=paths.run_paths("killed"),
-                     device="cpu", population={population!r}, progress=False)
+                return take(self, *args)
+            T._Images.take = counted
+        elif kind == "parent":  # the parent of worker processes, after `at` epochs were reported
+            epoch = T._Report.epoch
+            def counted(self, *args):
+                count[0] += 1
+                if count[0] == at:
+                    die()
+                return epoch(self, *args)
+            T._Report.epoch = counted
+        elif kind == "write":  # a resume point written, not yet renamed into place
+            replace = os.replace
+            def counted(src, dst):
+                if str(dst).endswith("last.pt"):
+                    count[0] += 1
+                    if count[0] == at:
+                        die()
+                return replace(src, dst)
+            os.replace = counted
+        T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=2,
+                         config=T.TrainConfig(**{config!r}), out=paths.run_paths("killed"),
+                         device="cpu", population={population!r}, threads=1, progress=False)
+
+    if __name__ == "__main__":  # worker processes import this file again
+        main()
 """)
 
 
 @pytest.mark.parametrize("population,kind,at", [
     ("sequential", "batch", 22),  # 4 batches an epoch (3 train, 1 val): seed 1, epoch 2
     ("grouped", "write", 4),  # seed 0's epoch 2 saved, seed 1's not: they resume apart
+    ("parallel", "parent", 1),  # the parent dies; its workers must not write on
 ])
 def test_a_killed_run_resumes_to_the_uninterrupted_weights(arrays, tmp_path, population, kind, at):
-    cfg = dict(model="small_resnet", pretrained=False, max_epochs=4, patience=4, batch_size=32, lr=1e-3)
+    # the parent sees workers' epochs late: more epochs, so that it dies while they train
+    epochs = 12 if kind == "parent" else 4
+    cfg = dict(model="small_resnet", pretrained=False, max_epochs=epochs, patience=epochs, batch_size=32,
+               lr=1e-3)
     tx, ty, vx, vy = arrays
     np.savez(tmp_path / "data.npz", tx=tx, ty=ty, vx=vx, vy=vy)
     script = tmp_path / "killer.py"
-    script.write_text(_KILLER.format(threads=torch.get_num_threads(), data=str(tmp_path / "data.npz"),
+    script.write_text(_KILLER.format(threads=1, data=str(tmp_path / "data.npz"),
                                      kind=kind, at=at, config=cfg, population=population))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
     rp = paths.run_paths("killed")
-    assert rp.train_state(1).exists()
-    state = torch.load(rp.train_state(1), weights_only=True)  # the resume point loads safely
-    assert state["seed"] == 1 and 1 <= state["epoch"] < 4
+    if kind == "parent":  # no orphaned worker goes on writing
+        time.sleep(1.0)
+        before = {f: f.stat().st_mtime_ns for f in rp.models.rglob("*") if f.is_file()}
+        time.sleep(2.0)
+        assert before == {f: f.stat().st_mtime_ns for f in rp.models.rglob("*") if f.is_file()}
+    unfinished = [s for s in (0, 1) if rp.train_state(s).exists()]
+    if kind == "parent":  # a worker may not have finished its first epoch yet
+        assert unfinished and not any(rp.checkpoint(s).exists() for s in (0, 1))
+    else:
+        assert unfinished == ([1] if kind == "batch" else [0, 1])  # sequential: seed 0 is final
+    state = torch.load(rp.train_state(unfinished[-1]), weights_only=True)  # it loads safely
+    assert state["seed"] == unfinished[-1] and 1 <= state["epoch"] < epochs
     if kind == "write":
         assert list(rp.seed_dir(1).glob(".*.tmp"))  # the interrupted write left its temporary
         assert torch.load(rp.train_state(0), weights_only=True)["epoch"] == state["epoch"] + 1
 
-    resumed = _fit(arrays, "killed", population="auto", max_epochs=4, patience=4)
-    assert set(resumed["status"]) <= {"resumed", "already trained"} and "resumed" in set(resumed["status"])
-    _fit(arrays, "whole", population=population, max_epochs=4, patience=4)
+    # "auto" keeps the recorded way (parallel resumes one thread sequentially: the same bits, faster here)
+    resumed = _fit(arrays, "killed", population="sequential" if kind == "parent" else "auto",
+                   max_epochs=epochs, patience=epochs)
+    assert "resumed" in set(resumed["status"])
+    # parallel trains each seed exactly as sequential with one thread does
+    _fit(arrays, "whole", population="sequential" if population == "parallel" else population,
+         max_epochs=epochs, patience=epochs)
     for s in (0, 1):
         assert _same(_weights("killed", s), _weights("whole", s)), f"seed {s}"
         assert _history("killed", s).equals(_history("whole", s))
@@ -342,8 +383,8 @@ def test_a_population_keeps_one_configuration(arrays):
     with pytest.raises(ValueError, match="uint8"):
         T.fit_population(tr_x.astype(np.float32), tr_y, va_x, va_y, seeds=1, config=_config(),
                          out=paths.run_paths("bad"), progress=False)
-    with pytest.raises(ValueError, match="unknown population mode"):
-        _fit(arrays, "bad", population="parallel")
+    with pytest.raises(ValueError, match="unknown population mode 'threads'"):
+        _fit(arrays, "bad", population="threads")
     with pytest.raises(ValueError, match="distinct"):
         _fit(arrays, "bad", seeds=[1, 1])
 
@@ -370,6 +411,8 @@ def test_a_run_trains_loads_predicts_and_plots(monkeypatch):
     record = paths.run_paths("tiny").train_config
     plan = T.io.read_json(record)["plan"]
     assert plan["mode"] in MODES and plan["calibration"]["speedup"] > 0  # "auto" measured
+    assert plan["threads"] in (1, torch.get_num_threads(), os.cpu_count())  # measured as well
+    assert "Trained" in T.plan_text("tiny")
     assert T.trained_seeds("tiny") == [0, 1]
 
     model = T.load_model("tiny", 1)

@@ -255,15 +255,19 @@ def import_predictions(
             )
 
     check_rows(first, first_path)
-    bar = tqdm(total=len(seeds) * len(sparsities), desc=f"import {dataset}", unit="file", disable=not progress)
+    bar = tqdm(total=len(seeds) * len(sparsities), desc=f"import {dataset}", unit="file",
+               disable=not progress, mininterval=5)
 
     def blocks():
         for seed in seeds:
             block = np.empty((len(sparsities), n_test, len(classes)), dtype=np.float32)
             for j, sparsity in enumerate(sparsities):
                 path = lookup[(seed, sparsity)]
-                frame = first if path == first_path else _read_frame(path, classes)
-                check_rows(frame, path)
+                if path == first_path:
+                    frame = first  # read and checked above
+                else:
+                    frame = _read_frame(path, classes)
+                    check_rows(frame, path)
                 block[j] = _probabilities(frame, classes, path)
                 bar.update(1)
             yield block

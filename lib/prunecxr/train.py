@@ -12,13 +12,17 @@ weights of the lowest validation loss. :class:`TrainConfig` holds these settings
 Population. A seed alone decides a model's initialization (``torch.manual_seed(seed)``
 around :func:`prunecxr.models.create_model`), its data order and its augmentation (a
 ``torch.Generator`` of its own, derived from the seed and saved with every epoch). Seeds
-are trained either *sequentially*, one model after another, or *grouped*: several seeds as
-one stacked network (:func:`prunecxr.models.stack_models`: grouped convolutions), each
-with its own data order, augmentation, Adam step count (:class:`StackedAdam`) and early
-stopping, which keeps a GPU busy with small models. Both ways compute the same training up
-to floating-point rounding. ``population="auto"`` times one training step each way on the
-device (:func:`measure_population_speedup`, cached per machine) and takes the faster; the
-run records its choice in ``models/train.json`` and keeps it when resumed.
+are trained *sequentially*, one model after another; *grouped*, several seeds as one
+stacked network (:func:`prunecxr.models.stack_models`: grouped convolutions), each with its
+own data order, augmentation, Adam step count (:class:`StackedAdam`) and early stopping,
+which keeps a GPU busy with small models; or, on a CPU, in *parallel* worker processes of
+one thread each (a process per core, each seed trained as in ``sequential`` with one thread,
+so bit for bit alike). All ways compute the same training up to floating-point rounding.
+``population="auto"`` measures on the device (one training step with one thread and with
+all cores, :func:`measure_cpu_threads`; one step of a stack,
+:func:`measure_population_speedup`, cached per machine), estimates each way's time and
+takes the fastest; the run records its choice in ``models/train.json`` and keeps it when
+resumed.
 
 Files (``ARTIFACTS.md``), per seed ``s`` under ``runs/<run>/models/seed-<s>/``:
 
@@ -55,7 +59,10 @@ import copy
 import hashlib
 import math
 import os
+import platform
 import re
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -86,6 +93,7 @@ __all__ = [
     "load_model",
     "mean_average_precision",
     "measure_population_speedup",
+    "measure_cpu_threads",
     "per_class_average_precision",
     "plan_text",
     "predict",
@@ -95,14 +103,19 @@ __all__ = [
     "test_average_precision",
     "train_population",
     "trained_seeds",
+    "training_threads",
 ]
 
-#: how a population is trained: ``auto`` measures the other two on the device
-POPULATION_MODES = ("auto", "sequential", "grouped")
+#: how a population is trained: ``auto`` measures the others on the device and picks
+POPULATION_MODES = ("auto", "sequential", "grouped", "parallel")
 #: most seeds in one stacked network (memory grows linearly with it)
 MAX_GROUP = 16
-#: ``grouped`` must be at least this much faster than ``sequential`` for ``auto`` to pick it
+#: another way must be estimated at least this much faster than ``sequential`` for ``auto``
 MIN_GROUPED_SPEEDUP = 1.1
+#: start-up of the worker processes of ``parallel`` (spawn, imports), seconds; measured 5-8 s
+WORKER_START_S = 10.0
+#: ``parallel`` copies the images to every worker: only for data up to this size
+PARALLEL_MAX_BYTES = 1 << 30
 #: columns of ``history.csv`` (ARTIFACTS.md)
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mean_ap", "seconds"]
 #: the recipe's RandomRotation(15)
@@ -226,9 +239,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ValueError(f"unknown device {name!r}: {err}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use 'auto' or 'cpu'")
+            raise ValueError(
+                f"device {name!r} asked for, but CUDA is not available here; use 'auto' or 'cpu'"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist")
+            raise ValueError(
+                f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist"
+            )
     elif device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -268,14 +285,60 @@ def _deterministic(device: torch.device):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old
 
 
-def _limit_cpu_threads() -> None:
-    """Never run more intra-op threads than the cores this process may use."""
+def _usable_cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS, Windows
-        cores = os.cpu_count() or 1
-    if torch.get_num_threads() > cores:
-        torch.set_num_threads(cores)
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _num_threads(n: int | None):
+    """Run with ``n`` intra-op threads (None: leave as is), then restore the previous count."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_cpu_threads(
+    model: str, num_classes: int, image_shape: tuple[int, int], *, batch_size: int, repeats: int = 2
+) -> dict[str, Any]:
+    """The faster intra-op thread count for training ``model`` on this CPU now: 1 or all cores.
+
+    Small models run many short parallel regions, and on a shared machine a second thread
+    that the scheduler has parked stalls every one of them: on 2 busy cores one thread was
+    measured 20x faster than two, on 2 idle cores two were 1.7x faster than one. So the
+    count is measured (one training step each, alternating, fastest of ``repeats``), not
+    assumed. Returns ``{"threads": n, "step_s": {count: seconds}}``.
+    """
+    cores = _usable_cores()
+    if cores < 2:
+        return {"threads": 1, "step_s": {}}
+    h, w = image_shape
+    with torch.random.fork_rng(devices=[]), _num_threads(None):
+        torch.manual_seed(0)
+        net = _models.create_model(model, num_classes)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        x = _models.preprocess(torch.randint(0, 256, (batch_size, h, w), dtype=torch.uint8))
+        y = torch.randint(0, 2, (batch_size, num_classes)).float()
+        cpu = torch.device("cpu")
+        times: dict[int, float] = {}
+        for r in range(repeats):
+            for n in (1, cores):
+                torch.set_num_threads(n)
+                first = _time_step(net, opt, x, y, 1, cpu, 1)  # a warm-up on the first round
+                if r == 0 and n == cores and first > 3 * times[1]:
+                    times[n] = first  # clearly slower even counting its warm-up: stop here
+                    break
+                times[n] = min(times.get(n, math.inf), first if r else _time_step(net, opt, x, y, 1, cpu, 1))
+            else:
+                continue
+            break
+    return {"threads": min(times, key=times.get), "step_s": {str(k): v for k, v in times.items()}}
 
 
 # -- metrics ---------------------------------------------------------------------------
@@ -546,7 +609,9 @@ class _Images:
     def __len__(self) -> int:
         return self.n
 
-    def take(self, idx: torch.Tensor, dev_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(
+        self, idx: torch.Tensor, dev_idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images ``[len(idx), H, W]`` and float labels ``[len(idx), C]`` on the device.
 
         ``idx`` is a CPU index tensor; ``dev_idx``, if given, the same on the device.
@@ -727,16 +792,79 @@ def _finalize(rp, rec: _Seed) -> None:
 # -- one group of seeds ----------------------------------------------------------------
 
 
-def _progress(progress: bool, **kwargs):
+def _interactive() -> bool:
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _progress(progress: bool, *, transient: bool = False, **kwargs):
+    """A tqdm bar. In a terminal, ``transient`` bars vanish when done; elsewhere (notebooks,
+    logs) each such bar stays as one final line, and redraws are rarer."""
     from tqdm.auto import tqdm
 
+    tty = _interactive()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
-        return tqdm(disable=not progress, mininterval=0.5, dynamic_ncols=True, **kwargs)
+        return tqdm(disable=not progress, mininterval=0.5 if tty else 5.0, dynamic_ncols=True,
+                    leave=not (transient and tty), **kwargs)
 
 
 def _bn_modules(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return [
+        m for m in net.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+class _Report:
+    """Progress of a population as tqdm bars: one for the seeds, one per group in training."""
+
+    def __init__(self, progress: bool, *, total: int, done: int, max_epochs: int):
+        self.progress, self.max_epochs = progress, max_epochs
+        self.seeds = _progress(progress, total=total, initial=done, desc="seeds", unit="seed")
+        self.groups: dict[str, Any] = {}
+
+    def start(self, label: str, epoch: int) -> None:
+        self.groups[label] = _progress(self.progress, total=self.max_epochs, initial=epoch, desc=label,
+                                       unit="epoch", transient=True)
+
+    def epoch(self, label: str, train_loss: float, val_loss: float, val_ap: float) -> None:
+        bar = self.groups[label]
+        bar.update(1)
+        bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
+                        val_mAP="n/a" if math.isnan(val_ap) else f"{val_ap:.3f}")
+
+    def final(self, seed: int, best_loss: float, best_epoch: int) -> None:
+        self.seeds.update(1)
+        self.seeds.set_postfix(seed=seed, best_val_loss=f"{best_loss:.4f}", best_epoch=best_epoch,
+                               refresh=False)
+
+    def stop(self, label: str) -> None:
+        bar = self.groups.pop(label, None)
+        if bar is not None:
+            bar.close()
+
+    def close(self) -> None:
+        for label in list(self.groups):
+            self.stop(label)
+        self.seeds.close()
+
+
+class _QueueReport:
+    """A worker process's :class:`_Report`: the events go to the parent through a queue."""
+
+    def __init__(self, queue, parent: int):
+        self.queue, self.parent = queue, parent
+
+    def __getattr__(self, name):
+        if name not in ("start", "epoch", "final", "stop"):
+            raise AttributeError(name)
+
+        def send(*args):
+            if os.getppid() != self.parent:  # the parent died: stop at this epoch boundary
+                os._exit(1)
+            self.queue.put((name, args))
+
+        return send
 
 
 def _train_group(
@@ -749,7 +877,7 @@ def _train_group(
     rp: paths.RunPaths,
     device: torch.device,
     progress: bool,
-    seed_bar,
+    report,
 ) -> list[_Seed]:
     """Train the seeds of one group (``None`` marks an unused slot) until each is final."""
     n = len(seeds)
@@ -780,7 +908,8 @@ def _train_group(
     if _channels_last(device):
         net = net.to(memory_format=torch.channels_last)
     if n == 1:
-        optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, fused=True if device.type == "cuda" else None)
+        fused = True if device.type == "cuda" else None
+        optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, fused=fused)
         if optim_states[0] is not None:
             fresh = optimizer.state_dict()
             fresh["state"] = optim_states[0]["state"]
@@ -793,8 +922,7 @@ def _train_group(
 
     label = f"seed {seeds[0]}" if n == 1 else f"seeds {','.join(str(s) for s in seeds if s is not None)}"
     active = {k for k, rec in enumerate(records) if rec is not None}
-    first = min(records[k].epoch for k in active)
-    epoch_bar = _progress(progress, total=config.max_epochs, initial=first, desc=label, unit="epoch", leave=False)
+    report.start(label, min(records[k].epoch for k in active))
     try:
         while active:
             epoch = min(records[k].epoch for k in active)
@@ -831,25 +959,17 @@ def _train_group(
                 if rec.stopper.should_stop or rec.epoch >= config.max_epochs:
                     _finalize(rp, rec)
                     active.discard(k)
-                    seed_bar.update(1)
-                    seed_bar.set_postfix(
-                        seed=rec.seed, best_val_loss=f"{rec.stopper.best_loss:.4f}",
-                        best_epoch=rec.stopper.best_epoch, refresh=False,
-                    )
+                    report.final(rec.seed, rec.stopper.best_loss, rec.stopper.best_epoch)
                 else:
                     opt_state = (
                         _to_cpu(optimizer.state_dict()) if n == 1 else optimizer.model_state_dict(k)
                     )
                     _save_progress(rp, rec, state, opt_state, meta)
-            epoch_bar.update(1)
             aps = [val_ap[k] for k in cohort if np.isfinite(val_ap[k])]
-            epoch_bar.set_postfix(
-                train_loss=f"{np.mean(train_loss):.4f}",
-                val_loss=f"{np.mean([val_loss[k] for k in cohort]):.4f}",
-                val_mAP=f"{np.mean(aps):.3f}" if aps else "n/a",
-            )
+            report.epoch(label, float(np.mean(train_loss)), float(np.mean([val_loss[k] for k in cohort])),
+                         float(np.mean(aps)) if aps else math.nan)
     finally:
-        epoch_bar.close()
+        report.stop(label)
     return [r for r in records if r is not None]
 
 
@@ -861,10 +981,11 @@ def _unstack_net_state(net: nn.Module, n: int) -> list[dict[str, torch.Tensor]]:
     return _models.unstack_state_dict(state, n)
 
 
-def _snapshot_bn(net: nn.Module, n: int, slots: list[int]) -> list[tuple[nn.Module, int, torch.Tensor, torch.Tensor]]:
+def _snapshot_bn(net: nn.Module, n: int, slots: list[int]):
     """BatchNorm running statistics of the models ``slots`` of a stack (to undo an epoch)."""
     return [
-        (m, k, m.running_mean.unflatten(0, (n, -1))[k].clone(), m.running_var.unflatten(0, (n, -1))[k].clone())
+        (m, k, m.running_mean.unflatten(0, (n, -1))[k].clone(),
+         m.running_var.unflatten(0, (n, -1))[k].clone())
         for m in _bn_modules(net) for k in slots
     ]
 
@@ -897,7 +1018,9 @@ def _train_epoch(net, optimizer, train: _Images, records: list[_Seed], cohort: l
     cl = _channels_last(device)
     total = torch.zeros(c, dtype=_sum_dtype(device), device=device)
     steps = math.ceil(size / bsz)
-    bar = _progress(progress and steps > 1, total=steps, desc=desc, unit="batch", leave=False)
+    # batches: in a terminal only (a notebook would store every redraw)
+    bar = _progress(progress and steps > 1 and _interactive(), total=steps, desc=desc, unit="batch",
+                    transient=True)
     try:
         for step in range(steps):
             sl = slice(step * bsz, min((step + 1) * bsz, size))
@@ -954,7 +1077,8 @@ def _validate(net, val: _Images, n: int, *, batch_size: int, device: torch.devic
             logits = net(x)
         logits = logits.float().view(b, n, -1)
         target = y.unsqueeze(1).expand_as(logits)
-        loss_sum += F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(dim=(0, 2)).to(loss_sum.dtype)
+        losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        loss_sum += losses.sum(dim=(0, 2)).to(loss_sum.dtype)
         probs.append(torch.sigmoid(logits))
         labels.append(y)
     p = torch.cat(probs).cpu().numpy()  # [N, n, C]
@@ -964,7 +1088,83 @@ def _validate(net, val: _Images, n: int, *, batch_size: int, device: torch.devic
     return val_loss, val_ap
 
 
-# -- choosing sequential or grouped ----------------------------------------------------
+# -- seeds in worker processes (CPU) ---------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker die with its parent, so a killed run leaves no writer behind."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_init(queue, arrays, parent: int) -> None:
+    torch.set_num_threads(1)
+    _die_with_parent(parent)
+    tx, ty, vx, vy = arrays
+    cpu = torch.device("cpu")
+    _WORKER.update(queue=queue, parent=parent, train=_Images(tx, ty, cpu), val=_Images(vx, vy, cpu))
+    queue.put(("_pid", (os.getpid(),)))
+
+
+def _worker_train(group, config: TrainConfig, meta: dict[str, Any], rp: paths.RunPaths) -> None:
+    _train_group(
+        group, _WORKER["train"], _WORKER["val"], config=config, meta=meta, rp=rp,
+        device=torch.device("cpu"), progress=False, report=_QueueReport(_WORKER["queue"], _WORKER["parent"]),
+    )
+
+
+def _train_parallel(groups, arrays, *, config, meta, rp, workers: int, report: _Report) -> None:
+    """Train the groups in ``workers`` processes of one thread each (CPU)."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import multiprocessing
+    import queue as queue_module
+
+    ctx = multiprocessing.get_context("spawn")
+    events = ctx.Queue()
+    plain = tuple(np.array(a) for a in arrays)  # memory maps travel as their data
+    pids: list[int] = []
+
+    def drain():
+        while True:
+            try:
+                name, args = events.get_nowait()
+            except queue_module.Empty:
+                return
+            if name == "_pid":
+                pids.append(args[0])
+            else:
+                getattr(report, name)(*args)
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(events, plain, os.getpid()))
+    try:
+        waiting = {pool.submit(_worker_train, group, config, meta, rp) for group in groups}
+        while waiting:
+            done, waiting = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain()
+            for future in done:
+                future.result()  # a worker's error is raised here
+        drain()
+    except BaseException:
+        # interrupted, or a worker failed: stop the others now (writes are atomic)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+# -- choosing how to train the population ----------------------------------------------
 
 
 def _time_step(net, optimizer, x, y, n, device, repeats: int) -> float:
@@ -1060,11 +1260,11 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
-def _choose_mode(config: TrainConfig, num_classes, image_shape, group_size, device) -> dict[str, Any]:
-    """Measure (or recall, per machine) which way trains ``group_size`` seeds faster."""
+def _grouped_speedup(config: TrainConfig, num_classes, image_shape, group_size, device) -> dict[str, Any]:
+    """How much faster ``group_size`` seeds train stacked: measured once per machine and setup."""
     key = "|".join(str(x) for x in (
-        _device_name(device), torch.__version__, config.model, num_classes, *image_shape,
-        config.batch_size, group_size,
+        platform.node(), _device_name(device), torch.__version__, config.model, num_classes,
+        *image_shape, config.batch_size, group_size,
     ))
     cache = paths.cache_root() / _CALIBRATION_FILE
     known = {}
@@ -1080,9 +1280,7 @@ def _choose_mode(config: TrainConfig, num_classes, image_shape, group_size, devi
         )
         known[key]["measured"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         io.write_json(cache, known)
-    found = dict(known[key])
-    found["mode"] = "grouped" if found["speedup"] >= MIN_GROUPED_SPEEDUP else "sequential"
-    return found
+    return dict(known[key])
 
 
 def _chunk(seeds: list[int], size: int) -> list[list[int]]:
@@ -1096,37 +1294,77 @@ def _chunk(seeds: list[int], size: int) -> list[list[int]]:
 
 def _plan(
     pending: list[int], *, population: str, config: TrainConfig, num_classes: int,
-    image_shape: tuple[int, int], device: torch.device, rp: paths.RunPaths, previous: dict | None,
+    image_shape: tuple[int, int], n_train: int, data_bytes: int, device: torch.device,
+    rp: paths.RunPaths, previous: dict | None, threads: int | None,
 ) -> dict[str, Any]:
+    """How to train the pending seeds: mode, groups, thread count, and the measurements."""
     spec = _models.MODELS[config.model]
+    previous = previous or {}
     in_progress = [s for s in pending if rp.train_state(s).exists()]
-    prev_mode = (previous or {}).get("mode")
-    calibration = None
     if population == "grouped" and not spec.stackable:
-        raise ValueError(f"model {config.model!r} cannot be trained grouped; use population='sequential' or 'auto'")
-    if population == "auto":
-        if in_progress and prev_mode in ("sequential", "grouped"):
-            mode = prev_mode
-        elif len(pending) < 2 or not spec.stackable:
-            mode = "sequential"
-        else:
+        raise ValueError(
+            f"model {config.model!r} cannot be trained grouped; use population='sequential' or 'auto'"
+        )
+    if population == "parallel" and device.type != "cpu":
+        raise ValueError(f"population='parallel' trains seeds in CPU processes; the device is {device}")
+    resume = bool(in_progress) and previous.get("mode") in POPULATION_MODES[1:]
+    mode = previous["mode"] if population == "auto" and resume else population
+    cpu = device.type == "cpu"
+    cores = _usable_cores()
+    measured = calibration = estimates = None
+    if cpu and (mode == "auto" or (threads is None and mode != "parallel" and not (resume and previous.get("threads")))):
+        measured = measure_cpu_threads(config.model, num_classes, image_shape, batch_size=config.batch_size)
+    if not cpu:
+        threads = None
+    elif mode == "parallel":
+        threads = 1
+    elif threads is None:
+        threads = int(previous["threads"]) if resume and previous.get("threads") else measured["threads"]
+
+    if mode == "auto":
+        # whole-population estimates from measured step times (validation scales alike)
+        steps = len(pending) * config.max_epochs * math.ceil(n_train / config.batch_size)
+        estimates = {}
+        step_s = None
+        if cpu:
+            step_s = measured["step_s"].get(str(threads)) or measured["step_s"].get("1")
+            estimates["sequential"] = steps * step_s
+            workers = min(cores, len(pending))
+            if workers > 1 and data_bytes <= PARALLEL_MAX_BYTES and "1" in measured["step_s"]:
+                estimates["parallel"] = steps * measured["step_s"]["1"] / workers + WORKER_START_S
+        if spec.stackable and len(pending) > 1:
             size = len(_chunk(pending, MAX_GROUP)[0])  # the largest group
-            calibration = _choose_mode(config, num_classes, image_shape, size, device)
-            mode = calibration["mode"]
-    else:
-        mode = population
-    if mode == "sequential":
+            with _num_threads(threads):
+                calibration = _grouped_speedup(config, num_classes, image_shape, size, device)
+            if step_s is None:
+                step_s = calibration["single_s"]
+                estimates["sequential"] = steps * step_s
+            if calibration["speedup"] > 0:
+                estimates["grouped"] = steps * step_s / calibration["speedup"]
+        estimates.setdefault("sequential", 0.0)
+        mode = "sequential"  # unless another way is clearly faster
+        for other in ("parallel", "grouped"):
+            if other in estimates and estimates[other] * MIN_GROUPED_SPEEDUP <= estimates[mode]:
+                mode = other
+        if mode == "parallel":
+            threads = 1
+
+    if mode in ("sequential", "parallel"):
         groups = [[s] for s in pending]
     else:
         groups, placed = [], set()
-        if prev_mode == "grouped" and in_progress:
+        if previous.get("mode") == "grouped" and in_progress:
             # keep the slots of unfinished groups, so a resumed group is the same network
             for old in previous.get("groups", []):
                 if any(s in in_progress for s in old):
                     groups.append([s if s in pending else None for s in old])
                     placed.update(s for s in old if s in pending)
         groups += _chunk([s for s in pending if s not in placed], MAX_GROUP)
-    return {"mode": mode, "groups": groups, "calibration": calibration}
+    return {
+        "mode": mode, "groups": groups, "threads": threads,
+        "workers": min(cores, len(pending)) if mode == "parallel" else None,
+        "threads_measured": measured, "calibration": calibration, "estimates_s": estimates,
+    }
 
 
 # -- the population --------------------------------------------------------------------
@@ -1159,6 +1397,7 @@ def fit_population(
     classes: Sequence[str] | None = None,
     device: str | torch.device = "auto",
     population: str = "auto",
+    threads: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Train (or resume) one model per seed on in-memory or memory-mapped arrays.
@@ -1173,8 +1412,12 @@ def fit_population(
         (:func:`prunecxr.paths.run_paths`).
     classes : class names, recorded in ``models/train.json``.
     device : ``"auto"`` (CUDA, then MPS, then CPU) or a device name.
-    population : ``"sequential"``, ``"grouped"``, or ``"auto"`` (the faster on this device,
-        measured; see :func:`measure_population_speedup`).
+    population : ``"sequential"``, ``"grouped"``, ``"parallel"`` (CPU worker processes, one
+        thread each), or ``"auto"``: the fastest on this device, measured (see the module
+        docstring).
+    threads : intra-op threads on a CPU; None measures the faster of 1 and all cores
+        (:func:`measure_cpu_threads`). The count changes the floating-point rounding, so it
+        is recorded, and a resumed run reuses it. Ignored on a GPU.
     progress : show tqdm bars (seeds, epochs, batches) with the losses.
 
     Returns
@@ -1197,8 +1440,8 @@ def fit_population(
         raise ValueError(f"{len(classes)} class names for {train_labels.shape[1]} label columns")
     rp = out
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
-    if dev.type == "cpu":
-        _limit_cpu_threads()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     num_classes = int(train_labels.shape[1])
     image_shape = (int(train_images.shape[1]), int(train_images.shape[2]))
     meta = _meta(config, num_classes, image_shape)
@@ -1220,31 +1463,39 @@ def fit_population(
     for s in final_before:  # a kill between writing model.pt and removing last.pt
         rp.train_state(s).unlink(missing_ok=True)
 
-    plan = _plan(
-        pending, population=population, config=config, num_classes=num_classes,
-        image_shape=image_shape, device=dev, rp=rp, previous=(previous or {}).get("plan"),
-    )
-    record = dict(meta)
-    record["classes"] = list(classes) if classes is not None else (previous or {}).get("classes")
-    record["plan"] = {"mode": plan["mode"], "groups": plan["groups"], "device": str(dev),
-                      "calibration": plan["calibration"] or (previous or {}).get("plan", {}).get("calibration")}
-    if pending or previous is None:
+    plan = None
+    if pending:
+        plan = _plan(
+            pending, population=population, config=config, num_classes=num_classes,
+            image_shape=image_shape, n_train=int(train_images.shape[0]),
+            data_bytes=int(train_images.nbytes + val_images.nbytes), device=dev, rp=rp,
+            previous=(previous or {}).get("plan"), threads=threads,
+        )
+    if plan is not None or previous is None:
+        record = dict(meta)
+        record["classes"] = list(classes) if classes is not None else (previous or {}).get("classes")
+        record["plan"] = None if plan is None else {"device": str(dev), **plan}
         io.write_json(config_path, record)
 
     resumed = {s for s in pending if rp.train_state(s).exists()}
-    seed_bar = _progress(progress, total=len(seeds), initial=len(final_before), desc="seeds", unit="seed")
+    report = _Report(progress, total=len(seeds), done=len(final_before), max_epochs=config.max_epochs)
     try:
-        if pending:
+        if pending and plan["mode"] == "parallel":
+            _train_parallel(
+                plan["groups"], (train_images, train_labels, val_images, val_labels),
+                config=config, meta=meta, rp=rp, workers=plan["workers"], report=report,
+            )
+        elif pending:
             train = _Images(train_images, train_labels, dev)
             val = _Images(val_images, val_labels, dev)
-            with _deterministic(dev):
+            with _deterministic(dev), _num_threads(plan["threads"]):
                 for group in plan["groups"]:
                     _train_group(
                         group, train, val, config=config, meta=meta, rp=rp, device=dev,
-                        progress=progress, seed_bar=seed_bar,
+                        progress=progress, report=report,
                     )
     finally:
-        seed_bar.close()
+        report.close()
 
     rows = []
     for s in seeds:
@@ -1283,6 +1534,7 @@ def train_population(
     bn_eval_compat: bool = False,
     device: str = "auto",
     population: str = "auto",
+    threads: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Train (or resume) the population of run ``run`` on its train and val splits.
@@ -1304,7 +1556,7 @@ def train_population(
     return fit_population(
         tr.images, tr.labels, va.images, va.labels, seeds=seeds, config=config,
         out=paths.run_paths(run), classes=list(tr.classes), device=device,
-        population=population, progress=progress,
+        population=population, threads=threads, progress=progress,
     )
 
 
@@ -1321,7 +1573,24 @@ def _training_record(run: str) -> dict[str, Any]:
     rp = paths.run_paths(run)
     if rp.train_config.exists():
         return io.read_json(rp.train_config)
-    raise FileNotFoundError(f"{rp.train_config} does not exist: train run {run!r} with notebook 02_train first")
+    raise FileNotFoundError(
+        f"{rp.train_config} does not exist: train run {run!r} with notebook 02_train first"
+    )
+
+
+def training_threads(run: str) -> int | None:
+    """The intra-op CPU thread count that training measured and used for ``run``.
+
+    On a shared 2-core machine this can be 1: a second thread then slows small models down
+    by an order of magnitude (see :func:`measure_cpu_threads`), in inference as well. None
+    when the run was trained on a GPU or has no record.
+    """
+    try:
+        plan = _training_record(run).get("plan") or {}
+    except FileNotFoundError:
+        return None
+    threads = plan.get("threads")
+    return int(threads) if threads else None
 
 
 def load_model(run: str, seed: int, *, device: str | torch.device = "cpu") -> nn.Module:
@@ -1350,7 +1619,9 @@ def load_model(run: str, seed: int, *, device: str | torch.device = "cpu") -> nn
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images_uint8: np.ndarray, *, batch_size: int, device: str | torch.device) -> np.ndarray:
+def predict(
+    model: nn.Module, images_uint8: np.ndarray, *, batch_size: int, device: str | torch.device
+) -> np.ndarray:
     """Sigmoid probabilities of ``model`` for uint8 images.
 
     Parameters
@@ -1367,9 +1638,9 @@ def predict(model: nn.Module, images_uint8: np.ndarray, *, batch_size: int, devi
     with bf16 autocast and channels_last.
     """
     if not isinstance(images_uint8, np.ndarray) or images_uint8.dtype != np.uint8 or images_uint8.ndim != 3:
+        kind = getattr(images_uint8, "dtype", type(images_uint8).__name__)
         raise ValueError(
-            f"images must be a uint8 array [N, H, W], got "
-            f"{getattr(images_uint8, 'dtype', type(images_uint8).__name__)} {getattr(images_uint8, 'shape', '')}"
+            f"images must be a uint8 array [N, H, W], got {kind} {getattr(images_uint8, 'shape', '')}"
         )
     if images_uint8.shape[0] == 0:
         raise ValueError("no images to predict")
@@ -1404,7 +1675,9 @@ def read_histories(run: str, seeds: Iterable[int] | None = None) -> pd.DataFrame
     for s in seeds:
         path = rp.history(s)
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: seed {s} of run {run!r} has not trained an epoch")
+            raise FileNotFoundError(
+                f"{path} does not exist: seed {s} of run {run!r} has not trained an epoch"
+            )
         df = pd.read_csv(path)
         missing = set(HISTORY_COLUMNS) - set(df.columns)
         if missing:
@@ -1437,7 +1710,8 @@ def test_average_precision(
     dev = resolve_device(device)
     rows = []
     for s in seeds:
-        probs = predict(load_model(run, s, device=dev), test.images, batch_size=batch_size, device=dev)
+        with _num_threads(training_threads(run) if dev.type == "cpu" else None):
+            probs = predict(load_model(run, s, device=dev), test.images, batch_size=batch_size, device=dev)
         ap = per_class_average_precision(labels, probs)
         for c, name in enumerate(test.classes):
             rows.append({"seed": s, "class": name, "ap": ap[c], "n_pos": int(labels[:, c].sum()),
@@ -1454,10 +1728,14 @@ def summarize_test_ap(ap: pd.DataFrame) -> dict[str, Any]:
     with its ``train_count`` and mean AP over seeds.
     """
     per_seed = ap.groupby("seed")["ap"].mean()
-    per_class = ap.dropna(subset=["ap"]).groupby("class").agg(ap=("ap", "mean"), train_count=("train_count", "first"))
+    per_class = ap.dropna(subset=["ap"]).groupby("class").agg(
+        ap=("ap", "mean"), train_count=("train_count", "first")
+    )
     ordered = per_class.sort_values("train_count")
+
     def row(name):
-        return {"class": name, "train_count": int(ordered.loc[name, "train_count"]), "ap": float(ordered.loc[name, "ap"])}
+        return {"class": name, "train_count": int(ordered.loc[name, "train_count"]),
+                "ap": float(ordered.loc[name, "ap"])}
     return {
         "n_seeds": int(per_seed.size),
         "mean_ap": float(per_seed.mean()),
@@ -1474,15 +1752,26 @@ def plan_text(run: str) -> str:
     record = _training_record(run)
     plan = record.get("plan") or {}
     mode, groups = plan.get("mode", "unknown"), plan.get("groups", [])
-    text = f"Trained {mode}ly on {plan.get('device', 'an unknown device')}"
+    way = {"sequential": "one seed after another", "grouped": "in stacked groups",
+           "parallel": f"in {plan.get('workers')} worker processes"}.get(mode, mode)
+    text = f"Trained {way} on {plan.get('device', 'an unknown device')}"
+    if plan.get("threads"):
+        text += f" with {plan['threads']} thread(s)"
+        measured = (plan.get("threads_measured") or {}).get("step_s") or {}
+        if len(measured) > 1:
+            shown = ", ".join(f"{k} thread(s) {v * 1000:.0f} ms" for k, v in measured.items())
+            text += f" (one training step: {shown})"
     if mode == "grouped":
-        text += f" in {len(groups)} group(s) of up to {max(len(g) for g in groups)} seeds"
+        text += f", {len(groups)} group(s) of up to {max(len(g) for g in groups)} seeds"
     cal = plan.get("calibration")
     if cal:
         text += (
-            f"; a measured training step of {cal['n_models']} stacked models ran "
+            f"; a step of {cal['n_models']} stacked models ran "
             f"{fmt.ratio(cal['speedup'], 2)} the speed of one model after another"
         )
+    est = plan.get("estimates_s")
+    if est:
+        text += "; estimated: " + ", ".join(f"{k} {v:.0f} s" for k, v in est.items())
     return text + "."
 
 
