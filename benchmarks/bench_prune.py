@@ -26,7 +26,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from prunecxr import models, prune, train
@@ -116,7 +115,6 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    np.set_printoptions(precision=4)
     throughput_ratio(args)
     threshold_time(args)
 

@@ -15,7 +15,7 @@ Each measurement is repeated (``--repeats``), alternating the two sides, and the
 of each side is kept, so a burst of load from other processes hurts both sides alike.
 Defaults follow the ``default`` profile (model, resolution, batch size, learning rate).
 
-    python benchmarks/bench_train.py [--device auto] [--images 1024] [--epochs 2]
+    python benchmarks/bench_train.py [--device auto] [--images 2048] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=prof["model"])
     ap.add_argument("--resolution", type=int, default=prof["resolution"])
     ap.add_argument("--batch-size", type=int, default=prof["batch_size"])
-    ap.add_argument("--images", type=int, default=1024, help="training images (val: a tenth)")
+    ap.add_argument("--images", type=int, default=2048, help="training images (val: a tenth)")
     ap.add_argument("--classes", type=int, default=15)
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each timed training")
     ap.add_argument("--models", type=int, default=10, help="population size for (b)")

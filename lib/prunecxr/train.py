@@ -63,6 +63,7 @@ import platform
 import re
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -112,8 +113,6 @@ POPULATION_MODES = ("auto", "sequential", "grouped", "parallel")
 MAX_GROUP = 16
 #: another way must be estimated at least this much faster than ``sequential`` for ``auto``
 MIN_GROUPED_SPEEDUP = 1.1
-#: start-up of the worker processes of ``parallel`` (spawn, imports), seconds; measured 5-8 s
-WORKER_START_S = 10.0
 #: ``parallel`` copies the images to every worker: only for data up to this size
 PARALLEL_MAX_BYTES = 1 << 30
 #: columns of ``history.csv`` (ARTIFACTS.md)
@@ -1118,20 +1117,50 @@ def _worker_init(queue, arrays, parent: int) -> None:
 def _worker_train(group, config: TrainConfig, meta: dict[str, Any], rp: paths.RunPaths) -> None:
     _train_group(
         group, _WORKER["train"], _WORKER["val"], config=config, meta=meta, rp=rp,
-        device=torch.device("cpu"), progress=False, report=_QueueReport(_WORKER["queue"], _WORKER["parent"]),
+        device=torch.device("cpu"), progress=False,
+        report=_QueueReport(_WORKER["queue"], _WORKER["parent"]),
     )
 
 
+class _LockedReport:
+    """A :class:`_Report` shared by this process's training and the worker events."""
+
+    def __init__(self, report: _Report):
+        self.report, self.lock = report, threading.Lock()
+
+    def __getattr__(self, name):
+        method = getattr(self.report, name)
+
+        def call(*args):
+            with self.lock:
+                return method(*args)
+
+        return call
+
+
 def _train_parallel(groups, arrays, *, config, meta, rp, workers: int, report: _Report) -> None:
-    """Train the groups in ``workers`` processes of one thread each (CPU)."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    """Train the groups in this process and ``workers - 1`` helper processes, one thread each.
+
+    Whoever is free takes the next group, so this process trains from the start while the
+    helpers start up (spawn, imports), and a slow start costs nothing but their share.
+    """
     import multiprocessing
     import queue as queue_module
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    remaining, lock = deque(groups), threading.Lock()
+
+    def take():
+        with lock:
+            return remaining.popleft() if remaining else None
+
+    shared = _LockedReport(report)
     ctx = multiprocessing.get_context("spawn")
     events = ctx.Queue()
-    plain = tuple(np.array(a) for a in arrays)  # memory maps travel as their data
     pids: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
 
     def drain():
         while True:
@@ -1142,26 +1171,62 @@ def _train_parallel(groups, arrays, *, config, meta, rp, workers: int, report: _
             if name == "_pid":
                 pids.append(args[0])
             else:
-                getattr(report, name)(*args)
+                getattr(shared, name)(*args)
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(events, plain, os.getpid()))
-    try:
-        waiting = {pool.submit(_worker_train, group, config, meta, rp) for group in groups}
-        while waiting:
-            done, waiting = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
+    pool = None
+    if workers > 1:
+        plain = tuple(np.array(a) for a in arrays)  # memory maps travel as their data
+        pool = ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(events, plain, os.getpid()))
+
+    def feed():  # keeps every helper busy, relays their progress, notes their errors
+        running = set()
+        try:
+            while not stop.is_set():
+                while len(running) < workers - 1:
+                    group = take()
+                    if group is None:
+                        break
+                    running.add(pool.submit(_worker_train, group, config, meta, rp))
+                if not running:
+                    return
+                done, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                drain()
+                for future in done:
+                    future.result()
+        except BaseException as err:  # a helper failed: this process stops at its next group
+            errors.append(err)
+        finally:
             drain()
-            for future in done:
-                future.result()  # a worker's error is raised here
-        drain()
+
+    feeder = threading.Thread(target=feed, name="prunecxr-train-feeder", daemon=True)
+    if pool is not None:
+        feeder.start()
+    try:
+        cpu = torch.device("cpu")
+        with _num_threads(1):
+            train, val = _Images(arrays[0], arrays[1], cpu), _Images(arrays[2], arrays[3], cpu)
+            while not errors:
+                group = take()
+                if group is None:
+                    break
+                _train_group(group, train, val, config=config, meta=meta, rp=rp, device=cpu,
+                             progress=False, report=shared)
+        if pool is not None:
+            feeder.join()
+        if errors:
+            raise errors[0]
     except BaseException:
-        # interrupted, or a worker failed: stop the others now (writes are atomic)
+        # interrupted, or a helper failed: stop the helpers now (every write is atomic)
+        stop.set()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)
+    if pool is not None:
+        pool.shutdown(wait=True)
 
 
 # -- choosing how to train the population ----------------------------------------------
@@ -1312,14 +1377,15 @@ def _plan(
     cpu = device.type == "cpu"
     cores = _usable_cores()
     measured = calibration = estimates = None
-    if cpu and (mode == "auto" or (threads is None and mode != "parallel" and not (resume and previous.get("threads")))):
+    recorded = resume and previous.get("threads")
+    if cpu and (mode == "auto" or (threads is None and mode != "parallel" and not recorded)):
         measured = measure_cpu_threads(config.model, num_classes, image_shape, batch_size=config.batch_size)
     if not cpu:
         threads = None
     elif mode == "parallel":
         threads = 1
     elif threads is None:
-        threads = int(previous["threads"]) if resume and previous.get("threads") else measured["threads"]
+        threads = int(previous["threads"]) if recorded else measured["threads"]
 
     if mode == "auto":
         # whole-population estimates from measured step times (validation scales alike)
@@ -1331,7 +1397,10 @@ def _plan(
             estimates["sequential"] = steps * step_s
             workers = min(cores, len(pending))
             if workers > 1 and data_bytes <= PARALLEL_MAX_BYTES and "1" in measured["step_s"]:
-                estimates["parallel"] = steps * measured["step_s"]["1"] / workers + WORKER_START_S
+                # this process starts at once; the helpers join after their start-up, and the
+                # last seeds may leave a core idle for about half a seed
+                per_seed = steps * measured["step_s"]["1"] / len(pending)
+                estimates["parallel"] = steps * measured["step_s"]["1"] / workers + per_seed / 2
         if spec.stackable and len(pending) > 1:
             size = len(_chunk(pending, MAX_GROUP)[0])  # the largest group
             with _num_threads(threads):
@@ -1419,6 +1488,10 @@ def fit_population(
         (:func:`measure_cpu_threads`). The count changes the floating-point rounding, so it
         is recorded, and a resumed run reuses it. Ignored on a GPU.
     progress : show tqdm bars (seeds, epochs, batches) with the losses.
+
+    ``parallel`` starts its helper processes with ``spawn``, which imports the calling
+    script again: call it from a notebook, or from a script under
+    ``if __name__ == "__main__":``.
 
     Returns
     -------
