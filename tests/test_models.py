@@ -12,6 +12,15 @@ STACKABLE = sorted(name for name, spec in models.MODELS.items() if spec.stackabl
 WITH_WEIGHTS = sorted(name for name, spec in models.MODELS.items() if spec.weights is not None)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: on a busy machine a second intra-op thread mostly waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _seeded(name, num_classes, seed):
     torch.manual_seed(seed)
     return models.create_model(name, num_classes)

@@ -21,8 +21,9 @@ so bit for bit alike). All ways compute the same training up to floating-point r
 ``population="auto"`` measures on the device (one training step with one thread and with
 all cores, :func:`measure_cpu_threads`; one step of a stack,
 :func:`measure_population_speedup`, cached per machine), estimates each way's time and
-takes the fastest; the run records its choice in ``models/train.json`` and keeps it when
-resumed.
+takes the fastest (worker processes only where more threads measured faster, that is where
+cores are free: on a busy machine they would only compete); the run records its choice in
+``models/train.json`` and keeps it when resumed.
 
 Files (``ARTIFACTS.md``), per seed ``s`` under ``runs/<run>/models/seed-<s>/``:
 
@@ -1227,6 +1228,8 @@ def _train_parallel(groups, arrays, *, config, meta, rp, workers: int, report: _
         raise
     if pool is not None:
         pool.shutdown(wait=True)
+    events.close()
+    events.join_thread()
 
 
 # -- choosing how to train the population ----------------------------------------------
@@ -1396,7 +1399,9 @@ def _plan(
             step_s = measured["step_s"].get(str(threads)) or measured["step_s"].get("1")
             estimates["sequential"] = steps * step_s
             workers = min(cores, len(pending))
-            if workers > 1 and data_bytes <= PARALLEL_MAX_BYTES and "1" in measured["step_s"]:
+            # only where more threads measured faster: then cores are free now; on a busy
+            # machine a second process would only compete with the first
+            if workers > 1 and data_bytes <= PARALLEL_MAX_BYTES and measured["threads"] > 1:
                 # this process starts at once; the helpers join after their start-up, and the
                 # last seeds may leave a core idle for about half a seed
                 per_seed = steps * measured["step_s"]["1"] / len(pending)
