@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import numpy as np
@@ -15,7 +16,6 @@ import pytest
 import scipy.stats
 import torch
 import torchvision
-from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 from torch.nn.utils import prune as tprune
 
@@ -199,41 +199,6 @@ def test_nan_weights_are_named():
 
 
 # -- metrics ---------------------------------------------------------------------------------
-def test_ranking_metrics_hand_computed():
-    y = np.array([[1], [0], [1], [0]])
-    s = np.array([[0.9], [0.8], [0.7], [0.1]])
-    ap, auc = prune.ranking_metrics(y, s)
-    assert ap[0] == pytest.approx((1 / 1 + 2 / 3) / 2)
-    assert auc[0] == pytest.approx(3 / 4)
-    ap, auc = prune.ranking_metrics(np.array([[1], [0]]), np.array([[0.5], [0.5]]))  # one tie
-    assert ap[0] == pytest.approx(0.5) and auc[0] == pytest.approx(0.5)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_ranking_metrics_equal_scikit_learn(seed):
-    rng = np.random.default_rng(seed)
-    n, c = 300, 6
-    y = (rng.random((n, c)) < np.linspace(0.01, 0.5, c)).astype(np.uint8)
-    scores = np.round(rng.random((n, c)) + 0.3 * y, 1 + seed % 3).astype(np.float32)  # many ties
-    ap, auc = prune.ranking_metrics(y, scores)
-    for j in range(c):
-        assert ap[j] == pytest.approx(average_precision_score(y[:, j], scores[:, j]), abs=1e-12)
-        assert auc[j] == pytest.approx(roc_auc_score(y[:, j], scores[:, j]), abs=1e-12)
-
-
-def test_ranking_metrics_are_invariant_to_monotone_rescaling_and_class_order():
-    rng = np.random.default_rng(0)
-    y = (rng.random((200, 5)) < 0.2).astype(np.uint8)
-    s = rng.random((200, 5))
-    ap, auc = prune.ranking_metrics(y, s)
-    ap2, auc2 = prune.ranking_metrics(y, 3 * s**2 + 1)
-    np.testing.assert_allclose(ap, ap2, rtol=1e-12)
-    np.testing.assert_allclose(auc, auc2, rtol=1e-12)
-    perm = [4, 2, 0, 1, 3]
-    ap3, _ = prune.ranking_metrics(y[:, perm], s[:, perm])
-    np.testing.assert_allclose(ap3, ap[perm], rtol=1e-12)
-
-
 def test_class_without_positives_gets_nan_and_is_left_out_of_means():
     rng = np.random.default_rng(1)
     n = 50
@@ -250,12 +215,6 @@ def test_class_without_positives_gets_nan_and_is_left_out_of_means():
         per_seed = prune.seed_mean_ap(metrics)
     expected = metrics[metrics["class"] != "B"].groupby(["seed", "sparsity"])["ap"].mean().to_numpy()
     np.testing.assert_allclose(per_seed["mean_ap"].to_numpy(), expected)
-
-
-def test_all_positive_class_has_ap_but_no_auroc():
-    y = np.ones((4, 1), dtype=np.uint8)
-    ap, auc = prune.ranking_metrics(y, np.array([[0.1], [0.2], [0.3], [0.4]]))
-    assert ap[0] == 1.0 and np.isnan(auc[0])
 
 
 # -- Fig. 1 statistics -----------------------------------------------------------------------
@@ -630,11 +589,28 @@ def phantom_run(tmp_path_factory):
     return home
 
 
+def test_inference_threads_are_measured_and_restored(monkeypatch):
+    from prunecxr import train
+
+    model = models.create_model("small_resnet", 3).eval()
+    images = torch.randint(0, 256, (40, 16, 16), dtype=torch.uint8)
+    before = torch.get_num_threads()
+    assert prune.inference_threads(model, images, batch_size=8) in (1, train._usable_cores())
+    assert torch.get_num_threads() == before
+    calls = []  # slower with more threads (a busy machine): one thread wins
+    monkeypatch.setattr(prune, "predict_probs", lambda *a, **k: (calls.append(torch.get_num_threads()),
+                                                                 time.sleep(0.02 * torch.get_num_threads())))
+    monkeypatch.setattr(train, "_usable_cores", lambda: 2)
+    assert prune.inference_threads(model, images, batch_size=8) == 1 and calls == [1, 2, 1, 2]
+
+
 def test_run_sweep_on_a_trained_run(phantom_run, monkeypatch):
     from prunecxr import data, train
 
     monkeypatch.setenv("PRUNECXR_HOME", str(phantom_run))
     monkeypatch.setenv("PRUNECXR_CACHE", str(phantom_run / "cache"))
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        prune.run_sweep("ph", methods=["random"], sparsities=[0.0], device="cpu", threads=0)
     out = prune.run_sweep("ph", methods=["global_l1", "random"], sparsities=[0.0, 0.5, 0.95],
                           device="cpu", batch_size=32, progress=False)
     assert set(out) == {"global_l1", "random"}

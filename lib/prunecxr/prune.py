@@ -11,7 +11,7 @@ module does the same for every compression method of :data:`METHODS`:
   copy: the registry's "function of a model and a sparsity");
 * **sweep** — :func:`run_sweep`: every seed × sparsity → ``prune/<method>/probs.npy`` and
   ``meta.json`` (``ARTIFACTS.md``), resumable per seed;
-* **metrics** — :func:`ranking_metrics` (AP and AUROC, equal to scikit-learn's),
+* **metrics** — :func:`prunecxr.metrics.ranking_metrics` (AP and AUROC, equal to scikit-learn's),
   :func:`write_metrics` → ``metrics.parquet``;
 * **Fig. 1** — :func:`overall_table` (median and interquartile range over seeds of the
   class-mean AP, Welch's t-test against the dense models, Holm's correction),
@@ -28,6 +28,7 @@ import copy
 import hashlib
 import math
 import numbers
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 
 from . import fmt, io, paths
+from .metrics import ranking_metrics
 from .models import preprocess
 
 if TYPE_CHECKING:  # plotly is imported where a figure is drawn
@@ -756,6 +758,30 @@ def sweep_method(
     return rp.probs(method)
 
 
+def inference_threads(model: nn.Module, images: torch.Tensor, *, batch_size: int) -> int:
+    """The faster intra-op CPU thread count for evaluating ``model`` now: 1 or all cores.
+
+    Times :func:`predict_probs` on up to four batches of ``images`` with each count,
+    alternating, best of two. On 2 idle cores two threads evaluated the default profile's
+    sweep 1.5x faster than one; on 2 cores shared with another job, two threads made the same
+    sweep several times slower (a parked second thread stalls every parallel region).
+    """
+    from . import train
+
+    cores = train._usable_cores()
+    if cores < 2:
+        return 1
+    sample = images[: min(len(images), 4 * batch_size)]
+    times: dict[int, float] = {}
+    with train._num_threads(None):
+        for n in (1, cores, 1, cores):
+            torch.set_num_threads(n)
+            start = time.perf_counter()
+            predict_probs(model, sample, batch_size=batch_size, device="cpu")
+            times[n] = min(times.get(n, math.inf), time.perf_counter() - start)
+    return min(times, key=times.get)
+
+
 def run_sweep(
     run: str,
     *,
@@ -764,6 +790,7 @@ def run_sweep(
     device: str = "auto",
     batch_size: int = 256,
     seeds: Sequence[int] | None = None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Prune every trained seed of ``run`` with each method at each sparsity; store the probs.
@@ -783,6 +810,9 @@ def run_sweep(
         Test images per forward pass.
     seeds : list of int, optional
         Defaults to every trained seed.
+    threads : int, optional
+        CPU threads for the forward passes; by default measured (:func:`inference_threads`).
+        Ignored on a GPU.
 
     Returns
     -------
@@ -811,66 +841,28 @@ def run_sweep(
     torch_device = _resolve_device(device)
     images = _test_images(run, classes, len(image_ids)).to(torch_device)
     load = dense_model_loader(run, torch_device)
-    return {
-        method: sweep_method(
-            run, method, seeds=seeds, sparsities=sparsities, load_model=load, images=images,
-            classes=classes, image_ids=image_ids, device=torch_device, batch_size=batch_size,
-            progress=progress,
-        )
-        for method in methods
-    }
+    if torch_device.type != "cpu":
+        threads = None
+    elif threads is None:
+        threads = inference_threads(load(seeds[0]), images, batch_size=batch_size)
+    elif not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    from .train import _num_threads
+
+    with _num_threads(threads):
+        return {
+            method: sweep_method(
+                run, method, seeds=seeds, sparsities=sparsities, load_model=load, images=images,
+                classes=classes, image_ids=image_ids, device=torch_device, batch_size=batch_size,
+                progress=progress,
+            )
+            for method in methods
+        }
 
 
 # =========================================================================================
 # Metrics
 # =========================================================================================
-def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AP and AUROC of every column at once; equal to scikit-learn's (tested against it).
-
-    Parameters
-    ----------
-    y : array, shape ``(N, C)``, values 0/1
-    scores : array, shape ``(N, C)``, finite
-
-    Returns
-    -------
-    ap, auroc : float64 arrays, shape ``(C,)``
-        ``AP = Σ_t (R_t − R_{t−1}) P_t`` over the distinct scores ``t`` in decreasing order,
-        with ``P_t`` and ``R_t`` the precision and recall of "score ≥ t" (scikit-learn's
-        ``average_precision_score``; tied scores enter together). ``AUROC = (Σ_{i: y_i=1}
-        r_i − n₊(n₊+1)/2) / (n₊ n₋)`` with ``r_i`` the average rank of ``scores_i`` (ties get
-        the mean rank): the Mann–Whitney form of ``roc_auc_score``. AP is NaN for a column
-        without a positive; AUROC is NaN for one without a positive or without a negative.
-    """
-    y = np.asarray(y)
-    scores = np.asarray(scores)
-    if y.shape != scores.shape or y.ndim != 2:
-        raise ValueError(f"y and scores must both be [N, C]; got {y.shape} and {scores.shape}")
-    n, c = y.shape
-    order = np.argsort(-scores, axis=0, kind="stable")
-    s = np.take_along_axis(scores, order, axis=0)
-    t = np.take_along_axis(y, order, axis=0).astype(np.float64)
-    rows = np.arange(n)[:, None]
-    last = np.ones((n, c), dtype=bool)  # last position of each run of equal scores
-    last[:-1] = s[:-1] != s[1:]
-    first = np.ones((n, c), dtype=bool)
-    first[1:] = last[:-1]
-    end = np.minimum.accumulate(np.where(last, rows, n)[::-1], axis=0)[::-1]
-    start = np.maximum.accumulate(np.where(first, rows, -1), axis=0)
-    tp = np.cumsum(t, axis=0)
-    precision_at_end = np.take_along_axis(tp, end, axis=0) / (end + 1)
-    n_pos = t.sum(axis=0)
-    n_neg = n - n_pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ap = (t * precision_at_end).sum(axis=0) / n_pos
-        ascending_rank = n - (start + end) / 2.0  # 1-based average rank among ascending scores
-        u = (t * ascending_rank).sum(axis=0) - n_pos * (n_pos + 1) / 2.0
-        auroc = u / (n_pos * n_neg)
-    ap[n_pos == 0] = np.nan
-    auroc[(n_pos == 0) | (n_neg == 0)] = np.nan
-    return ap, auroc
-
-
 def compute_metrics(
     probs: np.ndarray,
     y: np.ndarray,

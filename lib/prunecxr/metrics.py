@@ -1,0 +1,64 @@
+"""Ranking metrics: AP and AUROC of many score columns at once, in NumPy.
+
+The one implementation of average precision in the project: training's validation AP
+(:mod:`prunecxr.train`), the dense models' test AP and the pruning sweep's metrics
+(:mod:`prunecxr.prune`) all call :func:`ranking_metrics`. It equals scikit-learn's
+``average_precision_score`` and ``roc_auc_score`` (tested against them) without importing
+scikit-learn, whose import alone costs a second in every training process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ranking_metrics"]
+
+
+def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AP and AUROC of every column at once; equal to scikit-learn's (tested against it).
+
+    Parameters
+    ----------
+    y : array, shape ``(N, C)``, values 0/1
+    scores : array, shape ``(N, C)``, finite
+
+    Returns
+    -------
+    ap, auroc : float64 arrays, shape ``(C,)``
+        ``AP = Σ_t (R_t − R_{t−1}) P_t`` over the distinct scores ``t`` in decreasing order,
+        with ``P_t`` and ``R_t`` the precision and recall of "score ≥ t" (scikit-learn's
+        ``average_precision_score``; tied scores enter together). ``AUROC = (Σ_{i: y_i=1}
+        r_i − n₊(n₊+1)/2) / (n₊ n₋)`` with ``r_i`` the average rank of ``scores_i`` (ties get
+        the mean rank): the Mann–Whitney form of ``roc_auc_score``. AP is NaN for a column
+        without a positive; AUROC is NaN for one without a positive or without a negative.
+    """
+    y = np.asarray(y)
+    scores = np.asarray(scores)
+    if y.shape != scores.shape or y.ndim != 2:
+        raise ValueError(f"y and scores must both be [N, C]; got {y.shape} and {scores.shape}")
+    if not np.isfinite(scores).all():
+        r, col = np.argwhere(~np.isfinite(scores))[0]
+        raise ValueError(f"scores must be finite; row {r}, column {col} is {scores[r, col]}")
+    n, c = y.shape
+    order = np.argsort(-scores, axis=0, kind="stable")
+    s = np.take_along_axis(scores, order, axis=0)
+    t = np.take_along_axis(y, order, axis=0).astype(np.float64)
+    rows = np.arange(n)[:, None]
+    last = np.ones((n, c), dtype=bool)  # last position of each run of equal scores
+    last[:-1] = s[:-1] != s[1:]
+    first = np.ones((n, c), dtype=bool)
+    first[1:] = last[:-1]
+    end = np.minimum.accumulate(np.where(last, rows, n)[::-1], axis=0)[::-1]
+    start = np.maximum.accumulate(np.where(first, rows, -1), axis=0)
+    tp = np.cumsum(t, axis=0)
+    precision_at_end = np.take_along_axis(tp, end, axis=0) / (end + 1)
+    n_pos = t.sum(axis=0)
+    n_neg = n - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (t * precision_at_end).sum(axis=0) / n_pos
+        ascending_rank = n - (start + end) / 2.0  # 1-based average rank among ascending scores
+        u = (t * ascending_rank).sum(axis=0) - n_pos * (n_pos + 1) / 2.0
+        auroc = u / (n_pos * n_neg)
+    ap[n_pos == 0] = np.nan
+    auroc[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return ap, auroc
