@@ -2,7 +2,7 @@
 and the time global L1 needs to rank ResNet-50's weights for all 20 sparsities.
 
     .venv/bin/python benchmarks/bench_prune.py [--model small_resnet] [--resolution 64]
-        [--n-images 2048] [--batch-size 256] [--device auto] [--repeats 3]
+        [--n-images 2048] [--batch-size 128] [--device auto] [--repeats 3]
 
 1. **Evaluation / raw forward.** The sweep's evaluation of one model at one sparsity is
    ``Pruner.apply`` (dense weights copied back, mask written as zeros) followed by
@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from prunecxr import models, prune, train
+from prunecxr import config, models, prune, train
 
 PAPER_SPARSITIES = [round(0.05 * i, 2) for i in range(20)]
 
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--model", default="small_resnet")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--n-images", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=config.load_profile("default")["eval_batch_size"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()

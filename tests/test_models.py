@@ -12,13 +12,7 @@ STACKABLE = sorted(name for name, spec in models.MODELS.items() if spec.stackabl
 WITH_WEIGHTS = sorted(name for name, spec in models.MODELS.items() if spec.weights is not None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: on a busy machine a second intra-op thread mostly waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _seeded(name, num_classes, seed):
