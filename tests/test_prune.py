@@ -666,3 +666,12 @@ def test_import_reads_a_pickle_written_by_the_authors_pandas(tmp_path):
     np.testing.assert_array_equal(probs[0, 1], np.random.default_rng(0).random((5, 3)).astype(np.float32))
     y, _, _ = prune.read_test_labels("old")
     assert y.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_the_analysis_stages_read_the_sweep_without_importing_torch():
+    """Notebooks 04-07 use prune's store and statistics; torch's import cost each 4-7 s."""
+    code = ("import sys\n"
+            "from prunecxr import cooccurrence, forgetting, paper, pies, prune, reader_study\n"
+            "assert prune.PAPER_METHOD and 'torch' not in sys.modules, 'torch was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -35,20 +35,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import importlib
+
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from . import fmt, io, paths
 from .metrics import ranking_metrics
-from .models import preprocess
 
 if TYPE_CHECKING:  # plotly is imported where a figure is drawn
     import plotly.graph_objects as go
 
-#: module types whose ``weight`` is pruned (the paper's set; biases and BatchNorm never are)
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+
+class _OnFirstUse:
+    """A module imported when one of its attributes is first used.
+
+    The analysis notebooks (04-07) read the sweep's stored probabilities and metrics through
+    this module; importing torch and torchvision for that cost them 4-7 s each.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+torch = _OnFirstUse("torch")
+nn = _OnFirstUse("torch.nn")
+_models = _OnFirstUse(f"{__package__}.models")
+
+#: names of the ``torch.nn`` module types whose ``weight`` is pruned (the paper's set; biases
+#: and BatchNorm never are)
+PRUNABLE_TYPES = ("Conv2d", "Linear")
 #: the method of the paper's figures
 PAPER_METHOD = "global_l1"
 #: the paper's significance level for the first significant drop in mean AP (Fig. 1)
@@ -111,7 +130,7 @@ def prunable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """
     out = []
     for name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_TYPES):
+        if isinstance(module, tuple(getattr(nn, t) for t in PRUNABLE_TYPES)):
             weight = getattr(module, "weight", None)
             if not isinstance(weight, nn.Parameter):
                 raise ValueError(
@@ -363,22 +382,22 @@ class Pruner:
             for name, part, p in zip(self.names, flat.split(self.sizes), self.params)
         }
 
-    @torch.no_grad()
     def apply(self, sparsity: float) -> int:
         """Dense weights with the mask's entries set to 0; returns how many the mask holds."""
         flat = self.mask(sparsity)
         device = self.params[0].device
         parts = torch.from_numpy(flat).to(device).split(self.sizes)
-        for p, dense, m in zip(self.params, self.dense, parts):
-            p.copy_(dense)
-            p.masked_fill_(m.view_as(p), 0)
+        with torch.no_grad():
+            for p, dense, m in zip(self.params, self.dense, parts):
+                p.copy_(dense)
+                p.masked_fill_(m.view_as(p), 0)
         return int(flat.sum())
 
-    @torch.no_grad()
     def restore(self) -> None:
         """Put the dense weights back."""
-        for p, dense in zip(self.params, self.dense):
-            p.copy_(dense)
+        with torch.no_grad():
+            for p, dense in zip(self.params, self.dense):
+                p.copy_(dense)
 
 
 def magnitude_thresholds(model: nn.Module, sparsities: Sequence[float]) -> np.ndarray:
@@ -414,7 +433,6 @@ def prune_model(
 # =========================================================================================
 # Inference
 # =========================================================================================
-@torch.inference_mode()
 def predict_probs(
     model: nn.Module, images: torch.Tensor, *, batch_size: int, device: torch.device | str
 ) -> np.ndarray:
@@ -437,12 +455,13 @@ def predict_probs(
     device = torch.device(device)
     n = images.shape[0]
     out = None
-    for start in range(0, n, batch_size):
-        x = preprocess(images[start : start + batch_size].to(device, non_blocking=True))
-        logits = model(x)
-        if out is None:
-            out = torch.empty((n, logits.shape[1]), dtype=torch.float32, device=device)
-        out[start : start + logits.shape[0]] = torch.sigmoid(logits.float())
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            x = _models.preprocess(images[start : start + batch_size].to(device, non_blocking=True))
+            logits = model(x)
+            if out is None:
+                out = torch.empty((n, logits.shape[1]), dtype=torch.float32, device=device)
+            out[start : start + logits.shape[0]] = torch.sigmoid(logits.float())
     if out is None:
         raise ValueError("images is empty")
     return out.cpu().numpy()
@@ -763,8 +782,8 @@ def inference_threads(model: nn.Module, images: torch.Tensor, *, batch_size: int
 
     Times :func:`predict_probs` on up to four batches of ``images`` with each count,
     alternating, best of two. On 2 idle cores two threads evaluated the default profile's
-    sweep 1.5x faster than one; on 2 cores shared with another job, two threads made the same
-    sweep several times slower (a parked second thread stalls every parallel region).
+    sweep 1.5x faster than one; on 2 cores shared with a test suite, the same sweep with two
+    threads took 909 s instead of 135 s (a parked second thread stalls every parallel region).
     """
     from . import train
 

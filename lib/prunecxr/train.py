@@ -432,8 +432,9 @@ def augment(images: torch.Tensor, *, flip: torch.Tensor, angle: torch.Tensor) ->
     # input point = Flip · Rotation · output point, in pixel units about the centre; the
     # sampling grid is in units of half the width/height, hence the aspect factors:
     # grid[k, i, j] = ax[k] · gx[j] + ay[k] · gy[i], computed plane by plane ([n, 2, H, W])
-    # and handed over as a permuted view: 3-6x faster than F.affine_grid's batched matrix
-    # product or an interleaved [n, H, W, 2] broadcast on 1-2 CPU threads
+    # and handed over as a permuted view. On 64 px batches of 64 this made the function 2.4x
+    # (2 CPU threads) to 5x (1 thread) faster than F.affine_grid's batched matrix product;
+    # an interleaved [n, H, W, 2] broadcast is 3x slower than planes.
     ax = torch.stack((sx * cos, sin * (w / h)), dim=1).view(n, 2, 1, 1)
     ay = torch.stack((-sx * sin * (h / w), cos), dim=1).view(n, 2, 1, 1)
     gx = torch.linspace(-1, 1, w, device=dev).mul_(w - 1).div_(w).view(1, 1, 1, w)  # pixel centres
