@@ -13,14 +13,18 @@
 
 Shared machines are noisy (on the 2-core VM this was written on, the same measurement
 varies by 30% from minute to minute), so every ratio compares measurements taken back to
-back. (a) runs ``--rounds`` rounds, each timing the raw step and then the pipeline, after an
-untimed warm-up training (a process's one-off costs are not part of a pipeline's rate), and
-prints the median of the rounds' ratios; on a CPU with one thread it counts CPU time of this
-process, which other processes' load does not inflate. (b) alternates its two sides
-``--repeats`` times and keeps the fastest run of each.
-Defaults follow the ``default`` profile (model, resolution, batch size, learning rate).
+back. (a) runs ``--rounds`` rounds after an untimed warm-up training (a process's one-off
+costs are not part of a pipeline's rate); each round times a raw step beside each
+pipeline measurement, in the order raw, pipeline, pipeline, raw and reversed in the next
+round, so that a drift in the machine's speed does not favour one side; it prints the
+median of the rounds' ratios and their spread. On a CPU with one thread it counts CPU
+time of this process, which other processes' load does not inflate. (b) alternates its
+two sides ``--repeats`` times and keeps the fastest run of each.
+Defaults follow the ``default`` profile: model, resolution, batch size, learning rate,
+and its training set's size (2,690 images; validation a tenth). Both sides run with the
+tuned ``malloc`` of :mod:`prunecxr.allocator`, as training does.
 
-    python benchmarks/bench_train.py [--device auto] [--images 2048] [--epochs 2]
+    python benchmarks/bench_train.py [--device auto] [--images 2690] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from prunecxr import config, fmt, models, paths  # noqa: E402
+from prunecxr import allocator, config, fmt, models, paths  # noqa: E402
 from prunecxr import train as T  # noqa: E402
 
 
@@ -70,7 +74,8 @@ def raw_images_per_s(model_name, classes, size, batch, device, threads, *, optim
 
     One batch, used over and over, sits in the CPU's caches as a batch that the pipeline has
     just made does. (Cycling through many batches made beforehand ran 20% slower than the
-    whole pipeline here: they come from memory, not from the cache.)
+    whole pipeline here, with glibc's default ``malloc``: they come from memory, not from the
+    cache.)
     """
     torch.manual_seed(0)
     model = models.create_model(model_name, classes).to(device).train()
@@ -126,17 +131,19 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=prof["model"])
     ap.add_argument("--resolution", type=int, default=prof["resolution"])
     ap.add_argument("--batch-size", type=int, default=prof["batch_size"])
-    ap.add_argument("--images", type=int, default=2048, help="training images (val: a tenth)")
+    ap.add_argument("--images", type=int, default=2690, help="training images (val: a tenth)")
     ap.add_argument("--classes", type=int, default=15)
-    ap.add_argument("--epochs", type=int, default=2, help="epochs of each timed training")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of each timed training")
     ap.add_argument("--models", type=int, default=10, help="population size for (b)")
     ap.add_argument("--repeats", type=int, default=2, help="timed trainings of each side in (b)")
-    ap.add_argument("--rounds", type=int, default=5, help="paired rounds of (a)")
+    ap.add_argument("--rounds", type=int, default=6, help="paired rounds of (a)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads; 0: measured, as training does")
     ap.add_argument("--part", choices=("a", "b", "both"), default="both")
     args = ap.parse_args(argv)
 
     device = T.resolve_device(args.device)
+    if device.type == "cpu":
+        allocator.keep_freed_memory()  # as training does; before either side is timed
     workdir = Path(tempfile.mkdtemp(prefix="bench_train-"))
     os.environ[paths.HOME_ENV] = str(workdir / "home")
     os.environ[paths.CACHE_ENV] = str(workdir / "cache")
@@ -164,18 +171,23 @@ def main(argv=None) -> int:
             # untimed warm-up: one-off costs of a process (first checkpoint write, lazy imports)
             fit_seconds(data, cfg, seeds=[0], population="sequential", device=device,
                         threads=threads, tag="warm", now=now)
-            rounds = []  # each round times the raw step and the pipeline back to back
+
+            def measure(side, r):
+                if side == "raw":
+                    return raw_images_per_s(*shape, optimizer_step=False, seconds=2.0)
+                if side == "raw_opt":
+                    return raw_images_per_s(*shape, optimizer_step=True, seconds=2.0)
+                return args.epochs * args.images / fit_seconds(
+                    data if side == "e2e" else tiny_val, cfg, seeds=[0], population="sequential",
+                    device=device, threads=threads, tag=f"{side}{r}", now=now)
+
+            order = ("raw", "e2e", "loop", "raw_opt")  # each pipeline beside its raw step
+            rounds = []
             for r in range(args.rounds):
-                raw = raw_images_per_s(*shape, optimizer_step=False, seconds=2.0)
-                raw_opt = raw_images_per_s(*shape, optimizer_step=True, seconds=2.0)
-                e2e = args.epochs * args.images / fit_seconds(
-                    data, cfg, seeds=[0], population="sequential", device=device, threads=threads,
-                    tag=f"eff{r}", now=now)
-                loop = args.epochs * args.images / fit_seconds(
-                    tiny_val, cfg, seeds=[0], population="sequential", device=device,
-                    threads=threads, tag=f"loop{r}", now=now)
-                rounds.append((raw, raw_opt, e2e, loop))
-            raw, raw_opt, e2e, loop = (np.array(col) for col in zip(*rounds))
+                got = {side: measure(side, r) for side in (order if r % 2 == 0 else order[::-1])}
+                rounds.append(tuple(got[side] for side in order))
+                print(f"    round {r + 1}: end-to-end / raw {got['e2e'] / got['raw']:.3f}", flush=True)
+            raw, e2e, loop, raw_opt = (np.array(col) for col in zip(*rounds))
             eff, pipe = np.median(e2e / raw), np.median(loop / raw_opt)
             unit = "CPU-second, one thread" if now is time.process_time else "second"
             print(f"\n(a) pipeline efficiency: images per {unit}, median of {args.rounds} rounds "

@@ -400,27 +400,36 @@ def test_helper_processes_reopen_arrays_instead_of_receiving_them(tmp_path):
 
 
 @pytest.mark.skipif(T._usable_cores() < 2, reason="parallel training needs two cores")
-def test_parallel_training_from_an_unguarded_script_fails_with_advice(arrays, tmp_path):
-    """Spawned helpers import the script again; without a main guard they die. The run must
-    say why rather than wait for them for ever (as it once did)."""
+@pytest.mark.parametrize("guarded", [False, True])
+def test_parallel_training_from_a_script(arrays, tmp_path, guarded):
+    """Spawned helpers import the script again. Without a main guard they die, and the run
+    must say why rather than wait for them for ever (as it once did). With one, the run
+    ends cleanly: its helpers exit on their own (they were once killed with the thread that
+    started them, which left a semaphore for the resource tracker to complain about)."""
     tx, ty, vx, vy = arrays
     np.savez(tmp_path / "data.npz", tx=tx[:32], ty=ty[:32], vx=vx, vy=vy)
-    script = tmp_path / "unguarded.py"
-    script.write_text(textwrap.dedent(f"""
-        import os
-        import numpy as np
-        from prunecxr import paths, train as T
+    script = tmp_path / "script.py"
+    body = textwrap.dedent(f"""
         data = np.load({str(tmp_path / "data.npz")!r})
         T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=2,
                          config=T.TrainConfig(model="small_resnet", pretrained=False, max_epochs=1,
                                               patience=1, batch_size=32, lr=1e-3),
-                         out=paths.run_paths(f"unguarded-{{os.getpid()}}"), device="cpu",
+                         out=paths.run_paths(f"script-{{os.getpid()}}"), device="cpu",
                          population="parallel",
                          progress=False)
-    """))
+        print("trained")
+    """)
+    header = "import os\nimport numpy as np\nfrom prunecxr import paths, train as T\n"
+    if guarded:
+        body = 'if __name__ == "__main__":\n' + textwrap.indent(body, "    ")
+    script.write_text(header + body)
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1
-    assert "if __name__ == '__main__':" in proc.stderr.splitlines()[-1]
+    if guarded:
+        assert proc.returncode == 0 and proc.stdout.strip() == "trained", proc.stderr
+        assert "leaked" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+    else:
+        assert proc.returncode == 1
+        assert "if __name__ == '__main__':" in proc.stderr.splitlines()[-1]
 
 
 def test_missing_pretrained_weights_stop_training_before_it_starts(arrays, tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ import importlib
 import numpy as np
 import pandas as pd
 
-from . import fmt, io, paths
+from . import allocator, fmt, io, paths
 from .metrics import ranking_metrics
 
 if TYPE_CHECKING:  # plotly is imported where a figure is drawn
@@ -858,6 +858,8 @@ def run_sweep(
         raise FileNotFoundError(f"run {run!r} has no trained model for seeds {missing}")
     _, classes, image_ids = read_test_labels(run)
     torch_device = _resolve_device(device)
+    if torch_device.type == "cpu":
+        allocator.keep_freed_memory()
     images = _test_images(run, classes, len(image_ids)).to(torch_device)
     load = dense_model_loader(run, torch_device)
     if torch_device.type != "cpu":

@@ -80,7 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import io, paths
+from . import allocator, io, paths
 from . import models as _models
 from .metrics import ranking_metrics
 
@@ -326,6 +326,7 @@ def measure_cpu_threads(
     cores = _usable_cores()
     if cores < 2:
         return {"threads": 1, "step_s": {}}
+    allocator.keep_freed_memory()  # measure the steps as training will run them
     h, w = image_shape
     with torch.random.fork_rng(devices=[]), _num_threads(None):
         torch.manual_seed(0)
@@ -806,11 +807,11 @@ def _interactive() -> bool:
 def _progress(progress: bool, *, transient: bool = False, **kwargs):
     """A tqdm bar. In a terminal, ``transient`` bars vanish when done; elsewhere (notebooks,
     logs) each such bar stays as one final line, and redraws are rarer."""
-    from tqdm.auto import tqdm
-
     tty = _interactive()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # tqdm.auto warns on import when ipywidgets is absent
         warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.auto import tqdm
+
         return tqdm(disable=not progress, mininterval=0.5 if tty else 5.0, dynamic_ncols=True,
                     leave=not (transient and tty), **kwargs)
 
@@ -905,13 +906,17 @@ def _train_group(
     states = [s if s is not None else filler for s in states]
 
     template = _models.create_model(config.model, num_classes, pretrained=False)
-    members = []
-    for state in states:
-        member = copy.deepcopy(template)
-        member.load_state_dict(state)
-        members.append(member)
-    net = _models.stack_models(members).to(device)
-    del members
+    if n == 1:  # one model trains as itself (stacking one would only copy it)
+        template.load_state_dict(states[0])
+        net = template.to(device)
+    else:
+        members = []
+        for state in states:
+            member = copy.deepcopy(template)
+            member.load_state_dict(state)
+            members.append(member)
+        net = _models.stack_models(members).to(device)
+        del members
     if _channels_last(device):
         net = net.to(memory_format=torch.channels_last)
     if n == 1:
@@ -1150,6 +1155,7 @@ def _open_array(handle: tuple) -> np.ndarray:
 
 def _worker_init(queue, handles, parent: int) -> None:
     torch.set_num_threads(1)
+    allocator.keep_freed_memory()
     _die_with_parent(parent)
     tx, ty, vx, vy = (_open_array(h) for h in handles)
     cpu = torch.device("cpu")
@@ -1205,6 +1211,11 @@ def _train_parallel(groups, arrays, *, config, meta, rp, workers: int, report: _
     pids: list[int] = []
     errors: list[BaseException] = []
     stop = threading.Event()
+    fed = threading.Event()  # the feeder has nothing more to hand out, or stopped
+    # The helpers are started by the feeder thread (ProcessPoolExecutor spawns them in
+    # submit), and PR_SET_PDEATHSIG kills them when the thread that started them ends, not
+    # the process: so the feeder stays until the pool has shut its helpers down cleanly.
+    release = threading.Event()
 
     def drain():
         while True:
@@ -1250,6 +1261,8 @@ def _train_parallel(groups, arrays, *, config, meta, rp, workers: int, report: _
             errors.append(err)
         finally:
             drain()
+            fed.set()
+            release.wait()
 
     feeder = threading.Thread(target=feed, name="prunecxr-train-feeder", daemon=True)
     if pool is not None:
@@ -1265,9 +1278,11 @@ def _train_parallel(groups, arrays, *, config, meta, rp, workers: int, report: _
                 _train_group(group, train, val, config=config, meta=meta, rp=rp, device=cpu,
                              progress=False, report=shared)
         if pool is not None:
-            feeder.join()
+            fed.wait()
         if errors:
             raise errors[0]
+        if pool is not None:
+            pool.shutdown(wait=True)  # the helpers exit on their own
     except BaseException:
         # interrupted, or a helper failed: stop the helpers now (every write is atomic)
         stop.set()
@@ -1278,9 +1293,10 @@ def _train_parallel(groups, arrays, *, config, meta, rp, workers: int, report: _
             pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
+        release.set()
         scratch.cleanup()
     if pool is not None:
-        pool.shutdown(wait=True)
+        feeder.join()
     events.close()
     events.join_thread()
 
@@ -1571,6 +1587,8 @@ def fit_population(
         raise ValueError(f"{len(classes)} class names for {train_labels.shape[1]} label columns")
     rp = out
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cpu":
+        allocator.keep_freed_memory()
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     num_classes = int(train_labels.shape[1])
@@ -1778,6 +1796,8 @@ def predict(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cpu":
+        allocator.keep_freed_memory()
     was_training = model.training
     model.to(dev).eval()
     cl = _channels_last(dev)
