@@ -356,6 +356,23 @@ def sweep(rp, images, loader, method="global_l1", seeds=(0, 1, 2)):
     )
 
 
+def test_sweep_inputs_are_preprocessed_once_where_they_fit():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (23, 16, 16), dtype=torch.uint8)
+    model = models.create_model("small_resnet", 4).eval()
+    x = prune.sweep_inputs(images)
+    assert x.shape == (23, 3, 16, 16) and x.dtype == torch.float32
+    assert torch.equal(x, models.preprocess(images))
+    # the model sees the same numbers either way
+    want = prune.predict_probs(model, images, batch_size=5, device="cpu")
+    assert np.array_equal(prune.predict_probs(model, x, batch_size=5, device="cpu"), want)
+    assert prune.sweep_inputs(images, budget_bytes=x.numel() * 4 - 1) is images  # too big: per batch
+    with pytest.raises(ValueError, match="uint8"):
+        prune.sweep_inputs(x)
+    with pytest.raises(ValueError, match=r"float32 \[N, 3, H, W\], got torch.float32 \(23, 1, 16, 16\)"):
+        prune.predict_probs(model, x[:, :1], batch_size=5, device="cpu")
+
+
 def test_sweep_writes_the_store_of_artifacts_md():
     rp, images = make_run()
     loader = Loader(rp)
