@@ -449,8 +449,8 @@ def predict_probs(
     pruned models (``predict`` uses bf16 autocast on CUDA). On the CPU both give the same
     probabilities.
     """
-    raw = images.dtype == torch.uint8 and images.ndim == 3
-    if not raw and not (images.dtype == torch.float32 and images.ndim == 4 and images.shape[1] == 3):
+    uint8 = images.dtype == torch.uint8 and images.ndim == 3
+    if not uint8 and not (images.dtype == torch.float32 and images.ndim == 4 and images.shape[1] == 3):
         raise ValueError(
             "images must be uint8 [N, H, W] or preprocessed float32 [N, 3, H, W], got "
             f"{images.dtype} {tuple(images.shape)}"
@@ -463,7 +463,7 @@ def predict_probs(
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             x = images[start : start + batch_size].to(device, non_blocking=True)
-            logits = model(_models.preprocess(x) if raw else x)
+            logits = model(_models.preprocess(x) if uint8 else x)
             if out is None:
                 out = torch.empty((n, logits.shape[1]), dtype=torch.float32, device=device)
             out[start : start + logits.shape[0]] = torch.sigmoid(logits.float())
