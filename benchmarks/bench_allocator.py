@@ -1,4 +1,4 @@
-"""CPU tensor work with glibc's default ``malloc`` and with :mod:`prunecxr.allocator`'s tuning.
+"""CPU tensor work with glibc's default ``malloc`` and with :mod:`prunecxr.runtime`'s tuning.
 
 Two workloads of the ``default`` profile, each in fresh child processes (``malloc``
 settings are per process): ``train``, training steps of its model (forward, backward,
@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from prunecxr import allocator, config  # noqa: E402
+from prunecxr import config, runtime  # noqa: E402
 
 TEST_IMAGES = 932  # the default run's test split
 
@@ -37,10 +37,11 @@ def child(workload: str, threads: int, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from prunecxr import models, prune
-    from prunecxr import train as T
+    from prunecxr import models
+    from prunecxr.compress import prune
+    from prunecxr.train import core as T
 
-    tuned = allocator.keep_freed_memory()
+    tuned = runtime.keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     prof = config.load_profile("default")
@@ -75,7 +76,7 @@ def child(workload: str, threads: int, steps: int) -> dict:
 
 
 def run_child(workload: str, threads: int, steps: int, mode: str) -> dict:
-    env = dict(os.environ, **{allocator.ENV: mode})
+    env = dict(os.environ, **{runtime.MALLOC_ENV: mode})
     out = subprocess.run(
         [sys.executable, __file__, "--child", workload, "--threads", str(threads), "--steps", str(steps)],
         env=env, check=True, capture_output=True, text=True,

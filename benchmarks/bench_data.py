@@ -27,7 +27,7 @@ from PIL import Image
 
 
 def _phantom_throughput(resolution: int, n: int) -> float:
-    from prunecxr import phantom
+    from prunecxr.data import phantom
 
     rows = phantom.load_table().iloc[:n]
     phantom.render(rows.iloc[:8], resolution=resolution)  # warm-up
@@ -37,7 +37,7 @@ def _phantom_throughput(resolution: int, n: int) -> float:
 
 
 def _make_pngs(folder: Path, n: int, size: int = 1024) -> list[str]:
-    from prunecxr import phantom
+    from prunecxr.data import phantom
 
     rows = phantom.load_table().iloc[: max(1, n // 4)]
     base = phantom.render(rows, resolution=size // 4)
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         os.environ["PRUNECXR_HOME"] = str(tmp / "home")
         os.environ["PRUNECXR_CACHE"] = str(tmp / "cache")
-        from prunecxr import images
+        from prunecxr.data import images
 
         r64 = _phantom_throughput(64, args.render)
         print(f"phantom rendering   64×64: {r64:8.0f} images/s")

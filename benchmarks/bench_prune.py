@@ -14,7 +14,7 @@ and the time global L1 needs to rank ResNet-50's weights for all 20 sparsities.
    Each of ``--repeats`` rounds times one raw pass and, right after it, one sweep step (the
    sparsity cycling through 0, 0.5, 0.9); the ratio shown is the median of the rounds' ratios,
    so that load from other processes on a shared machine affects both sides of each ratio.
-   On a CPU both sides run with the sweep's tuned ``malloc`` (:mod:`prunecxr.allocator`).
+   On a CPU both sides run with the sweep's tuned ``malloc`` (:mod:`prunecxr.runtime`).
 2. **Thresholds.** Wall time of :func:`prunecxr.prune.magnitude_thresholds` on a ResNet-50
    (20 classes): collect the 23.5 M magnitudes of the pruned set, sort them once, read the 20
    thresholds; and of ``create_pruner("global_l1", ...)`` plus one ``mask`` per sparsity
@@ -30,7 +30,9 @@ import time
 
 import torch
 
-from prunecxr import allocator, config, models, prune, train
+from prunecxr import config, models, runtime
+from prunecxr.compress import prune
+from prunecxr.train import core as train
 
 PAPER_SPARSITIES = [round(0.05 * i, 2) for i in range(20)]
 
@@ -63,7 +65,7 @@ def sweep_seconds(pruner, model, images, sparsities, batch_size, device) -> floa
 def throughput_ratio(args) -> None:
     device = train.resolve_device(args.device)
     if device.type == "cpu":
-        allocator.keep_freed_memory()  # as run_sweep does; both sides run with it
+        runtime.keep_freed_memory()  # as run_sweep does; both sides run with it
     torch.manual_seed(0)
     model = models.create_model(args.model, 20).to(device).eval()
     images = torch.randint(0, 256, (args.n_images, args.resolution, args.resolution), dtype=torch.uint8)

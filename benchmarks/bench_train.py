@@ -22,7 +22,7 @@ time of this process, which other processes' load does not inflate. (b) alternat
 two sides ``--repeats`` times and keeps the fastest run of each.
 Defaults follow the ``default`` profile: model, resolution, batch size, learning rate,
 and its training set's size (2,690 images; validation a tenth). Both sides run with the
-tuned ``malloc`` of :mod:`prunecxr.allocator`, as training does.
+tuned ``malloc`` of :mod:`prunecxr.runtime`, as training does.
 
     python benchmarks/bench_train.py [--device auto] [--images 2690] [--epochs 3]
 """
@@ -44,8 +44,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from prunecxr import allocator, config, fmt, models, paths  # noqa: E402
-from prunecxr import train as T  # noqa: E402
+from prunecxr import config, fmt, models, paths, runtime  # noqa: E402
+from prunecxr.train import core as T  # noqa: E402
 
 
 def make_cache(folder: Path, n: int, size: int, classes: int, seed: int):
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
 
     device = T.resolve_device(args.device)
     if device.type == "cpu":
-        allocator.keep_freed_memory()  # as training does; before either side is timed
+        runtime.keep_freed_memory()  # as training does; before either side is timed
     workdir = Path(tempfile.mkdtemp(prefix="bench_train-"))
     os.environ[paths.HOME_ENV] = str(workdir / "home")
     os.environ[paths.CACHE_ENV] = str(workdir / "cache")
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
                                        threads=threads, tag=f"seq{r}"))
                 auto.append(fit_seconds(data, cfg, seeds=args.models, population="auto", device=device,
                                         threads=threads, tag=f"auto{r}"))
-            plan = T.io.read_json(paths.run_paths(f"auto{args.repeats - 1}").train_config)["plan"]
+            plan = T.artifacts.read_json(paths.run_paths(f"auto{args.repeats - 1}").train_config)["plan"]
             speedup = min(seq) / min(auto)
             goal = 3.0 if device.type == "cuda" else 1.0
             est = ", ".join(f"{k} {v:.0f} s" for k, v in (plan.get("estimates_s") or {}).items())

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.metrics import jaccard_score, mean_squared_error
 
-from prunecxr import config, cooccurrence, io, paths
+from prunecxr import artifacts, config, paths
+from prunecxr.analysis import cooccurrence
 
 SETTINGS = settings(max_examples=40, deadline=None)
 curve = hnp.arrays(float, 5, elements=st.floats(-1, 1))
@@ -216,12 +217,12 @@ def test_labelled_pairs_paper_pairs_then_extremes():
 def write_run(run: str) -> None:
     rp = paths.run_paths(run)
     cf, labels = random_pairs(seed=3)
-    io.write_parquet(rp.labels, labels)
-    config.init_run(run, profile=None, parameters={"dataset": "nih-phantom"})
+    artifacts.write_parquet(rp.labels, labels)
+    config.record_data(run, {"dataset": "nih-phantom", "synthetic": True})
     for method in ("global_l1", "random"):
-        io.write_json(rp.prune_meta(method), {"method": method, "seeds": [0], "sparsities": SPARS,
+        artifacts.write_json(rp.prune_meta(method), {"method": method, "seeds": [0], "sparsities": SPARS,
                                               "classes": sorted(set(cf["class"]))})
-        io.write_parquet(rp.forgettability(method), cf)
+        artifacts.write_parquet(rp.forgettability(method), cf)
 
 
 def test_run_stage_writes_pairs_and_figure_4():

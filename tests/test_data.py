@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from prunecxr import config, data, images, paths
+from prunecxr import config, paths
+from prunecxr.data import datasets as data, images
 
 pytestmark = pytest.mark.filterwarnings("ignore::prunecxr.data.EmptyClassWarning")
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunecxr import config, figures, io, paths, report
+from prunecxr import artifacts, config, figures, paths, report
 
 NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
              "06_pies", "07_reader_study"]
@@ -54,7 +54,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_notebook_timed(smoke_run, rp):
-    timings = io.read_json(rp.reports / "timings.json")
+    timings = artifacts.read_json(rp.reports / "timings.json")
     assert {k: v["status"] for k, v in timings.items()} == dict.fromkeys(NOTEBOOKS, "ok")
     total = sum(v["seconds"] for v in timings.values())
     per_notebook = {k: v["seconds"] for k, v in timings.items()}
@@ -94,12 +94,12 @@ def test_data_and_models(rp):
 def test_pruning_artifacts(rp, method):
     labels = pd.read_parquet(rp.labels)
     n_test = int((labels["split"] == "test").sum())
-    meta = io.read_json(rp.prune_meta(method))
+    meta = artifacts.read_json(rp.prune_meta(method))
     assert meta["method"] == method
     assert len(meta["seeds"]) == PROFILE["n_seeds"]
     assert meta["sparsities"] == PROFILE["sparsities"]
     assert meta["classes"] == list(labels.columns[3:])
-    probs = io.load_npy(rp.probs(method), mmap=True)
+    probs = artifacts.load_npy(rp.probs(method), mmap=True)
     assert probs.shape == (PROFILE["n_seeds"], len(PROFILE["sparsities"]), n_test,
                            len(meta["classes"]))
     assert probs.dtype in (np.float32, np.float16)

@@ -9,7 +9,8 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunecxr import config, forgetting, io, paths
+from prunecxr import artifacts, config, paths
+from prunecxr.analysis import forgetting
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -205,11 +206,11 @@ def write_run(run: str, methods=("global_l1", "random")) -> None:
     classes = ["A", "B", "C"]
     ap = dict(HAND, C=[[0.3, 0.1, 0.05, 0.01]] * 3)
     rp = paths.run_paths(run)
-    io.write_parquet(rp.labels, labels_frame(classes, train={"A": 9, "B": 3, "C": 1}, test={"A": 4, "B": 2, "C": 1}))
-    config.init_run(run, profile=None, parameters={"dataset": "nih-phantom"})
+    artifacts.write_parquet(rp.labels, labels_frame(classes, train={"A": 9, "B": 3, "C": 1}, test={"A": 4, "B": 2, "C": 1}))
+    config.record_data(run, {"dataset": "nih-phantom", "synthetic": True})
     for method in methods:
-        io.write_json(rp.prune_meta(method), {"method": method, "seeds": SEEDS, "sparsities": SPARS, "classes": classes})
-        io.write_parquet(rp.metrics(method), metrics_frame(ap, SPARS, SEEDS))
+        artifacts.write_json(rp.prune_meta(method), {"method": method, "seeds": SEEDS, "sparsities": SPARS, "classes": classes})
+        artifacts.write_parquet(rp.metrics(method), metrics_frame(ap, SPARS, SEEDS))
 
 
 def test_run_stage_writes_artifacts_for_every_method():

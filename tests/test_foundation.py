@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from prunecxr import config, figures, fmt, io, paths
+from prunecxr import artifacts, config, figures, fmt, paths
 
 
 # -- paths ------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ def test_bad_method_name_is_refused():
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "sub" / "out.txt"
     with pytest.raises(RuntimeError):
-        with io.atomic_path(target) as tmp:
+        with artifacts.atomic_path(target) as tmp:
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert not target.exists()
@@ -53,9 +53,9 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 
 def test_atomic_path_keeps_old_content_on_failure(tmp_path):
     target = tmp_path / "out.txt"
-    io.write_text(target, "old")
+    artifacts.write_text(target, "old")
     with pytest.raises(RuntimeError):
-        with io.atomic_path(target) as tmp:
+        with artifacts.atomic_path(target) as tmp:
             tmp.write_text("new")
             raise RuntimeError
     assert target.read_text() == "old"
@@ -63,11 +63,11 @@ def test_atomic_path_keeps_old_content_on_failure(tmp_path):
 
 def test_round_trips(tmp_path):
     df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
-    pd.testing.assert_frame_equal(io.read_parquet(io.write_parquet(tmp_path / "d.parquet", df)), df)
+    pd.testing.assert_frame_equal(artifacts.read_parquet(artifacts.write_parquet(tmp_path / "d.parquet", df)), df)
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
-    np.testing.assert_array_equal(io.load_npy(io.save_npy(tmp_path / "a.npy", arr)), arr)
+    np.testing.assert_array_equal(artifacts.load_npy(artifacts.save_npy(tmp_path / "a.npy", arr)), arr)
     obj = {"x": np.float32(0.5), "y": np.arange(2), "nan": float("nan")}
-    back = io.read_json(io.write_json(tmp_path / "o.json", obj))
+    back = artifacts.read_json(artifacts.write_json(tmp_path / "o.json", obj))
     assert back["x"] == 0.5 and back["y"] == [0, 1] and np.isnan(back["nan"])
 
 
@@ -75,19 +75,19 @@ def test_npy_never_unpickles(tmp_path):
     path = tmp_path / "obj.npy"
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="allow_pickle"):
-        io.load_npy(path)
+        artifacts.load_npy(path)
 
 
 def test_missing_artifact_names_its_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="written by 03_prune"):
-        io.read_parquet(tmp_path / "nope.parquet", "03_prune")
+        artifacts.read_parquet(tmp_path / "nope.parquet", "03_prune")
 
 
 def test_bad_json_names_the_file(tmp_path):
     path = tmp_path / "run.json"
     path.write_text("{not json")
     with pytest.raises(ValueError, match="run.json is not valid JSON"):
-        io.read_json(path)
+        artifacts.read_json(path)
 
 
 # -- config -----------------------------------------------------------------------------
@@ -104,21 +104,6 @@ def test_profiles_share_one_set_of_keys():
         assert set(values) == keys, f"profile {name!r} differs from 'default' in {set(values) ^ keys}"
 
 
-def test_stage_records_accumulate_in_run_json():
-    rp = config.start_stage("01_data", run="r", params={"dataset": "nih-phantom", "resolution": 32})
-    config.finish_stage("01_data", run="r")
-    config.start_stage("02_train", run="r", params={"n_seeds": 2})
-    record = json.loads(rp.run_json.read_text())
-    assert record["parameters"] == {"dataset": "nih-phantom", "resolution": 32, "n_seeds": 2}
-    assert record["stages"]["01_data"]["finished"] is not None
-    assert record["stages"]["02_train"]["finished"] is None
-    assert {"package_version", "git_commit", "created", "updated"} <= set(record)
-    assert config.is_synthetic("r")
-
-
-def test_later_stage_needs_the_run():
-    with pytest.raises(FileNotFoundError, match="run notebook 01_data for run 'missing' first"):
-        config.start_stage("03_prune", run="missing", params={})
 
 
 # -- fmt --------------------------------------------------------------------------------
@@ -145,7 +130,7 @@ def _fig():
 
 
 def test_save_figure_writes_html_csv_and_stamps_the_phantom(monkeypatch):
-    config.start_stage("01_data", run="r", params={"dataset": "nih-phantom"})
+    config.record_data("r", {"dataset": "nih-phantom", "synthetic": True})
     monkeypatch.setattr(figures, "_server", {"state": "failed", "reason": "no Chrome/Chromium found"})
     saved = figures.save_figure(_fig(), "fig0", run="r", data=pd.DataFrame({"x": [0, 1]}))
     assert saved.png is None
@@ -158,7 +143,7 @@ def test_save_figure_writes_html_csv_and_stamps_the_phantom(monkeypatch):
 
 
 def test_real_data_figures_carry_no_phantom_notice(monkeypatch):
-    config.start_stage("01_data", run="real", params={"dataset": "nih-cxr-lt"})
+    config.record_data("real", {"dataset": "nih-cxr-lt", "synthetic": False})
     monkeypatch.setattr(figures, "_server", {"state": "failed", "reason": "test"})
     saved = figures.save_figure(_fig(), "fig0", run="real")
     assert "PHANTOM" not in saved.html.read_text()
@@ -175,13 +160,13 @@ def test_missing_chrome_is_reported(monkeypatch):
 
 @pytest.mark.skipif(figures.chrome_path() is None, reason="no Chrome/Chromium for static export")
 def test_png_export_with_chrome():
-    config.start_stage("01_data", run="r", params={"dataset": "nih-phantom"})
+    config.record_data("r", {"dataset": "nih-phantom", "synthetic": True})
     saved = figures.save_figure(_fig(), "fig0", run="r")
     assert saved.png is not None and saved.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_styled_table_caption_names_the_phantom():
-    config.start_stage("01_data", run="r", params={"dataset": "nih-phantom"})
+    config.record_data("r", {"dataset": "nih-phantom", "synthetic": True})
     html = figures.styled_table(pd.DataFrame({"a": [1.23456]}), run="r", caption="T").to_html()
     assert "PHANTOM IMAGES" in html and "1.235" in html
 
@@ -189,5 +174,5 @@ def test_styled_table_caption_names_the_phantom():
 def test_atomic_writes_respect_the_umask(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
-    path = io.write_text(tmp_path / "f.txt", "x")
+    path = artifacts.write_text(tmp_path / "f.txt", "x")
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask

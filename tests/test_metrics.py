@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from prunecxr import prune, train
+from prunecxr.compress import prune
+from prunecxr.train import core as train
 from prunecxr.metrics import ranking_metrics
 
 

@@ -9,7 +9,8 @@ import scipy.stats
 import statsmodels.formula.api as smf
 from sklearn.metrics import average_precision_score
 
-from prunecxr import config, cooccurrence, forgetting, io, paper, paths, pies
+from prunecxr import artifacts, config, paper, paths
+from prunecxr.analysis import cooccurrence, forgetting, pies
 
 CLASSES = ["No Finding", "Infiltration", "Effusion", "Mass", "Nodule", "Emphysema", "Fibrosis", "Hernia"]
 SPARSITIES = [0.0, 0.5, 0.9, 0.95]
@@ -26,8 +27,8 @@ def write_run(run: str, *, dataset: str = "nih-phantom", n_test: int = 80, seed:
     for j, c in enumerate(CLASSES):
         labels[c] = y[:, j]
     rp = paths.run_paths(run)
-    io.write_parquet(rp.labels, labels)
-    config.init_run(run, profile=None, parameters={"dataset": dataset})
+    artifacts.write_parquet(rp.labels, labels)
+    config.record_data(run, {"dataset": dataset, "synthetic": dataset == "nih-phantom"})
     yt = y[200:].astype(float)
     seeds = [0, 1, 2]
     probs = np.zeros((3, len(SPARSITIES), n_test, len(CLASSES)), np.float32)
@@ -39,10 +40,10 @@ def write_run(run: str, *, dataset: str = "nih-phantom", n_test: int = 80, seed:
             probs[i, k] = 1 / (1 + np.exp(-logits))
             for j, c in enumerate(CLASSES):
                 rows.append((s, sp, c, average_precision_score(yt[:, j], probs[i, k, :, j]), 0.5, int(yt[:, j].sum())))
-    io.save_npy(rp.probs("global_l1"), probs)
-    io.write_json(rp.prune_meta("global_l1"), {"method": "global_l1", "seeds": seeds,
+    artifacts.save_npy(rp.probs("global_l1"), probs)
+    artifacts.write_json(rp.prune_meta("global_l1"), {"method": "global_l1", "seeds": seeds,
                                                "sparsities": SPARSITIES, "classes": CLASSES})
-    io.write_parquet(rp.metrics("global_l1"),
+    artifacts.write_parquet(rp.metrics("global_l1"),
                      pd.DataFrame(rows, columns=["seed", "sparsity", "class", "ap", "auroc", "n_pos"]))
 
 
@@ -89,7 +90,7 @@ def test_this_run_values_equal_direct_computations():
     run_analyses("full")
     values = paper.comparison_values("full").set_index("key")
     assert list(paper.comparison_values("full").columns) == paper.VALUE_COLUMNS
-    from prunecxr import prune
+    from prunecxr.compress import prune
 
     metrics = pd.read_parquet(paths.run_paths("full").metrics("global_l1"))
     assert values.loc["first_significant_drop", "this_run_value"] == pytest.approx(

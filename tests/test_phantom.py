@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunecxr import data, phantom
+from prunecxr.data import datasets as data, phantom
 
 RES = 48
 

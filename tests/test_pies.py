@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from prunecxr import config, io, paths, pies
+from prunecxr import artifacts, config, paths
+from prunecxr.analysis import pies
 
 SETTINGS = settings(max_examples=50, deadline=None)
 
@@ -166,13 +167,13 @@ def write_run(run: str, *, dataset="nih-phantom", n_test=40, methods=("global_l1
     for j, c in enumerate(classes):
         labels[c] = y[:, j]
     rp = paths.run_paths(run)
-    io.write_parquet(rp.labels, labels)
-    config.init_run(run, profile=None, parameters={"dataset": dataset})
+    artifacts.write_parquet(rp.labels, labels)
+    config.record_data(run, {"dataset": dataset, "synthetic": dataset == "nih-phantom"})
     sparsities = [0.0, 0.5, 0.9]
     for method in methods:
         probs = rng.random((3, 3, n_test, len(classes))).astype(np.float32)
-        io.save_npy(rp.probs(method), probs)
-        io.write_json(rp.prune_meta(method), {"method": method, "seeds": [0, 1, 2], "sparsities": sparsities,
+        artifacts.save_npy(rp.probs(method), probs)
+        artifacts.write_json(rp.prune_meta(method), {"method": method, "seeds": [0, 1, 2], "sparsities": sparsities,
                                               "classes": classes})
     return labels
 
@@ -185,7 +186,7 @@ def test_run_stage_writes_pies_for_every_method():
     assert list(table.columns) == pies.PIE_COLUMNS
     assert list(table["image_id"]) == list(labels.loc[labels["split"] == "test", "image_id"])
     assert table["is_pie"].sum() == 4
-    probs = io.load_npy(paths.run_paths("p1").probs("global_l1"))
+    probs = artifacts.load_npy(paths.run_paths("p1").probs("global_l1"))
     rho = scipy.stats.spearmanr(probs[:, 0, 5].mean(0), probs[:, 2, 5].mean(0)).statistic
     assert table["spearman"][5] == pytest.approx(rho)
     ov = pies.overview(results)
@@ -230,6 +231,6 @@ def test_resolve_embed():
 def test_probs_and_labels_disagree():
     write_run("p5")
     rp = paths.run_paths("p5")
-    io.save_npy(rp.probs("global_l1"), np.zeros((3, 3, 39, 7), np.float32))
+    artifacts.save_npy(rp.probs("global_l1"), np.zeros((3, 3, 39, 7), np.float32))
     with pytest.raises(ValueError, match="holds 39 test images; labels.parquet has 40"):
         pies.analyze("p5", "global_l1")

@@ -19,7 +19,8 @@ import torchvision
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from prunecxr import importer, io, models, paths, prune
+from prunecxr import artifacts, models, paths
+from prunecxr.compress import importer, prune
 
 SPARSITIES = [0.0, 0.05, 0.25, 0.5, 0.65, 0.9, 0.95, 1.0]
 CLASSES = ["Effusion", "No Finding", "Hernia", "Pneumothorax"]
@@ -324,8 +325,8 @@ def make_run(name="r", seeds=(0, 1, 2), n_test=N_TEST):
     })
     for j, c in enumerate(CLASSES):
         labels[c] = (rng.random(n) < 0.3 + 0.1 * j).astype(np.int8)
-    io.write_parquet(rp.labels, labels)
-    io.write_json(rp.run_json, {"run": name, "parameters": {"model": "small_resnet"}, "stages": {}})
+    artifacts.write_parquet(rp.labels, labels)
+    artifacts.write_json(rp.run_json, {"run": name, "parameters": {"model": "small_resnet"}, "stages": {}})
     for seed in seeds:
         torch.manual_seed(seed)
         model = models.create_model("small_resnet", len(CLASSES))
@@ -418,7 +419,8 @@ KILLED_SWEEP = textwrap.dedent(
     """
     import os, signal
     import numpy as np, torch
-    from prunecxr import models, paths, prune
+    from prunecxr import models, paths
+    from prunecxr.compress import prune
 
     rp = paths.run_paths("r")
     images = torch.from_numpy(np.load({images!r}))
@@ -590,7 +592,8 @@ def test_import_refuses_other_methods():
 @pytest.fixture(scope="module")
 def phantom_run(tmp_path_factory):
     """A phantom run with two trained seeds, built once for the tests below."""
-    from prunecxr import data, train
+    from prunecxr.data import datasets as data
+    from prunecxr.train import core as train
 
     home = tmp_path_factory.mktemp("phantom_home")
     with pytest.MonkeyPatch.context() as mp:
@@ -607,7 +610,7 @@ def phantom_run(tmp_path_factory):
 
 
 def test_inference_threads_are_measured_and_restored(monkeypatch):
-    from prunecxr import train
+    from prunecxr.train import core as train
 
     model = models.create_model("small_resnet", 3).eval()
     images = torch.randint(0, 256, (40, 16, 16), dtype=torch.uint8)
@@ -622,7 +625,8 @@ def test_inference_threads_are_measured_and_restored(monkeypatch):
 
 
 def test_run_sweep_on_a_trained_run(phantom_run, monkeypatch):
-    from prunecxr import data, train
+    from prunecxr.data import datasets as data
+    from prunecxr.train import core as train
 
     monkeypatch.setenv("PRUNECXR_HOME", str(phantom_run))
     monkeypatch.setenv("PRUNECXR_CACHE", str(phantom_run / "cache"))
@@ -688,7 +692,7 @@ def test_import_reads_a_pickle_written_by_the_authors_pandas(tmp_path):
 def test_the_analysis_stages_read_the_sweep_without_importing_torch():
     """Notebooks 04-07 use prune's store and statistics; torch's import cost each 4-7 s."""
     code = ("import sys\n"
-            "from prunecxr import cooccurrence, forgetting, paper, pies, prune, reader_study\n"
+            "from prunecxr import analysis, compress, paper, reader_study\n"
             "assert prune.PAPER_METHOD and 'torch' not in sys.modules, 'torch was imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunecxr import io, paths
-from prunecxr import reader_study as rs
+from prunecxr import artifacts, paths
+from prunecxr.reader_study import core as rs
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +60,10 @@ def make_study(n_readers=2, images_per_reader=6):
     labels["Effusion"] = (np.arange(n) % 2).astype("int8")
     labels["Nodule"] = (np.arange(n) % 3 == 0).astype("int8")
     rp = paths.run_paths(RUN)
-    io.write_parquet(rp.labels, labels)
-    io.write_json(rp.run_json, {"run": RUN, "parameters": {"dataset": "nih-phantom"}, "stages": {}})
-    io.write_parquet(rp.pies("global_l1"), pd.DataFrame({"image_id": ids, "is_pie": np.arange(n) % 4 == 0}))
+    artifacts.write_parquet(rp.labels, labels)
+    artifacts.write_json(rp.run_json, {"run": RUN, "parameters": {}, "stages": {},
+                                     "data": {"dataset": "nih-phantom", "synthetic": True}})
+    artifacts.write_parquet(rp.pies("global_l1"), pd.DataFrame({"image_id": ids, "is_pie": np.arange(n) % 4 == 0}))
     split = SimpleNamespace(images=rng.integers(0, 256, (n, 32, 32), dtype=np.uint8), image_ids=ids)
     key = rs.assign_images(rs.load_pies(RUN), n_readers=n_readers, images_per_reader=images_per_reader,
                            seed=3, study=RUN)

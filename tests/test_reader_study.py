@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from prunecxr import config, fmt, io, paths
-from prunecxr import reader_study as rs
+from prunecxr import artifacts, config, fmt, paths
+from prunecxr.reader_study import core as rs
 
 RUN = "rs"
 CLASSES = ["Atelectasis", "Effusion", "No Finding"]
@@ -28,10 +28,11 @@ def make_run(n=120, *, pie_every=4, run=RUN, dataset="nih-phantom", size=16):
     for c in CLASSES:
         labels[c] = rng.integers(0, 2, n).astype("int8")
     rp = paths.run_paths(run)
-    io.write_parquet(rp.labels, labels)
-    io.write_json(rp.run_json, {"run": run, "parameters": {"dataset": dataset}, "stages": {}})
+    artifacts.write_parquet(rp.labels, labels)
+    artifacts.write_json(rp.run_json, {"run": run, "parameters": {}, "stages": {},
+                                     "data": {"dataset": dataset, "synthetic": dataset == "nih-phantom"}})
     pies = pd.DataFrame({"image_id": ids, "spearman": rng.random(n), "is_pie": np.arange(n) % pie_every == 0})
-    io.write_parquet(rp.pies("global_l1"), pies)
+    artifacts.write_parquet(rp.pies("global_l1"), pies)
     images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
     return SimpleNamespace(images=images, image_ids=ids)
 
@@ -190,7 +191,7 @@ def test_packets_are_self_contained_and_hide_pie_status():
         assert ("(no label)" if not shown else ", ".join(shown)) in section
         assert "PHANTOM images" in bare  # the run is on synthetic pixels
     pd.testing.assert_frame_equal(rs.read_key(RUN), key)
-    manifest = io.read_json(paths.run_paths(RUN).reader_manifest)
+    manifest = artifacts.read_json(paths.run_paths(RUN).reader_manifest)
     assert manifest["parameters"] == {"seed": 1}
     assert manifest["n_distinct_images"] == 24 and manifest["max_readers_per_image"] == 1
     assert manifest["readers"]["reader-2"]["packet_id"] == key[key["reader"] == "reader-2"]["packet_id"].iloc[0]
@@ -541,12 +542,12 @@ def test_lower_case_codes_and_short_rows(study, tmp_path):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_packets_from_the_run_image_cache():
     """With no split given, the images come from prunecxr.data.open_split (phantom run)."""
-    from prunecxr import data
+    from prunecxr.data import datasets as data
 
     data.prepare_run("ph", dataset="nih-phantom", resolution=32, max_patients=120)
     test = data.open_split("ph", "test")
     is_pie = np.arange(len(test.image_ids)) % 5 == 0
-    io.write_parquet(paths.run_paths("ph").pies("global_l1"),
+    artifacts.write_parquet(paths.run_paths("ph").pies("global_l1"),
                      pd.DataFrame({"image_id": test.image_ids, "spearman": 0.0, "is_pie": is_pie}))
     key = rs.assign_images(rs.load_pies("ph"), n_readers=2, images_per_reader=6, seed=0, study="ph")
     packets = rs.write_study("ph", key)

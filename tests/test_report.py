@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from prunecxr import config, figures, io, paths, report
+from prunecxr import artifacts, config, figures, paths, report
 
 NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence", "06_pies",
              "07_reader_study"]
@@ -41,9 +41,12 @@ def fabricate_run(run="fab", *, dataset="nih-phantom", n_figures=3, executed=("0
                   "03_prune"), notebooks_dir=None):
     """A run directory with run.json, figures saved by the figure helper, executed notebooks
     and timings — what the report reads, without running the pipeline."""
-    config.init_run(run, profile="smoke", parameters={
-        "run": run, "dataset": dataset, "n_seeds": 3, "lr": 0.001,
-        "methods": ["global_l1", "random"], "sparsities": [0.0, 0.5, 0.9]})
+    config.init_run(run, profile="smoke")
+    config.record_data(run, {"dataset": dataset, "synthetic": dataset == "nih-phantom"})
+    record = artifacts.read_run(run)
+    record["parameters"] = {"dataset": dataset, "n_seeds": 3, "lr": 0.001,
+                            "methods": ["global_l1", "random"], "sparsities": [0.0, 0.5, 0.9]}
+    artifacts.write_json(paths.run_paths(run).run_json, record)
     figs = []
     for i in range(n_figures):
         fig = go.Figure(go.Scatter(x=[0, 0.5, 0.9], y=[1, 0.8 - i / 10, 0.3], name=f"curve {i}"))
@@ -57,7 +60,7 @@ def fabricate_run(run="fab", *, dataset="nih-phantom", n_figures=3, executed=("0
     for name in executed:
         executed_notebook(reports / f"{name}.ipynb", run=run, figures_=figs[:2], title=name)
         timings[name] = {"status": "ok", "seconds": 12.5, "finished": "2026-01-01T00:00:00+00:00"}
-    io.write_json(reports / "timings.json", timings)
+    artifacts.write_json(reports / "timings.json", timings)
     if notebooks_dir is not None:
         from test_runner import write_notebook
 

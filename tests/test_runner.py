@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from prunecxr import __main__ as cli
-from prunecxr import config, paths, runner
+from prunecxr import artifacts, config, paths, runner
 from prunecxr.runner import NotebookError, NotebookFailed, ParameterError
 
 
@@ -33,7 +33,7 @@ def write_notebook(path, parameters: str, cells=(), *, tag=True, markdown="# A s
 STAGE = '''\
 from pathlib import Path
 from prunecxr import config
-rp = config.start_stage(STAGE, run=run, params={"run": run, "size": size})
+rp = config.start_stage(STAGE, globals())
 marker = rp.root / f"{STAGE}.done"
 log = rp.root / f"{STAGE}.log"
 log.write_text(log.read_text() + "executed\\n" if log.exists() else "executed\\n")
@@ -342,7 +342,7 @@ def test_failure_stops_the_run_and_a_second_run_completes_without_redoing(
     assert not list(reports.glob(".*running*"))  # no half-written notebook left behind
     assert _count(rp.root / "01_first.log") == 1 and _count(rp.root / "01_first.work") == 1
     assert not (rp.root / "03_third.log").exists()
-    timings = runner.read_timings("fake")
+    timings = artifacts.read_timings("fake")
     assert timings["02_second"]["status"] == "failed"
     assert timings["01_first"]["status"] == "ok"
 
@@ -359,7 +359,7 @@ def test_failure_stops_the_run_and_a_second_run_completes_without_redoing(
     assert record["profile"] == "t"
     assert record["parameters"]["size"] == 2 and record["parameters"]["flag"] == str(flag)
     assert all(record["stages"][s]["finished"] for s in ["01_first", "02_second", "03_third"])
-    timings = runner.read_timings("fake")
+    timings = artifacts.read_timings("fake")
     assert {k: v["status"] for k, v in timings.items()} == dict.fromkeys(
         ["01_first", "02_second", "03_third"], "ok")
     assert all(v["seconds"] > 0 for v in timings.values())

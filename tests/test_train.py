@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from prunecxr import models, paths
-from prunecxr import train as T
+from prunecxr.train import core as T
 
 MODES = ["sequential", "grouped"]
 
@@ -211,7 +211,8 @@ def test_grouped_training_is_sequential_training_up_to_rounding(arrays):
 _KILLER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np, torch
-    from prunecxr import paths, train as T
+    from prunecxr import paths
+    from prunecxr.train import core as T
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -276,7 +277,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(arrays, tmp_path, pop
 
     rp = paths.run_paths("killed")
     if kind == "parent":  # no orphaned worker goes on writing
-        plan = T.io.read_json(rp.train_config)["plan"]
+        plan = T.artifacts.read_json(rp.train_config)["plan"]
         assert plan["mode"] == "parallel" and plan["threads"] == 1 and plan["workers"] >= 1
         time.sleep(1.0)
         before = {f: f.stat().st_mtime_ns for f in rp.models.rglob("*") if f.is_file()}
@@ -443,7 +444,7 @@ def test_missing_pretrained_weights_stop_training_before_it_starts(arrays, tmp_p
 
 
 def test_a_run_trains_loads_predicts_and_plots(monkeypatch):
-    from prunecxr import data
+    from prunecxr.data import datasets as data
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -452,7 +453,7 @@ def test_a_run_trains_loads_predicts_and_plots(monkeypatch):
                                  patience=2, batch_size=64, lr=1e-3, device="cpu", progress=False)
     assert list(summary["seed"]) == [0, 1] and (summary["epochs"] == 2).all()
     record = paths.run_paths("tiny").train_config
-    plan = T.io.read_json(record)["plan"]
+    plan = T.artifacts.read_json(record)["plan"]
     # "auto" measured the ways and picked one (parallel where 2 idle cores beat 2 threads)
     assert plan["mode"] in T.POPULATION_MODES[1:] and plan["calibration"]["speedup"] > 0
     assert plan["threads"] in (1, torch.get_num_threads(), os.cpu_count())  # measured as well

@@ -23,7 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from . import config, io, paths
+from . import artifacts, config, paths
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +148,15 @@ def save_figure(
     fig.update_layout(width=None, height=height)
 
     html = out / f"{name}.html"
-    with io.atomic_path(html) as tmp:
+    with artifacts.atomic_path(html) as tmp:
         fig.write_html(tmp, include_plotlyjs="directory", full_html=True)
     csv = None
     if data is not None:
-        csv = io.write_csv(out / f"{name}.csv", data)
+        csv = artifacts.write_csv(out / f"{name}.csv", data)
     png = None
     if _ensure_server():
         png = out / f"{name}.png"
-        with io.atomic_path(png) as tmp, warnings.catch_warnings():
+        with artifacts.atomic_path(png) as tmp, warnings.catch_warnings():
             # plotly warns that per-call browser options are ignored with a shared server
             warnings.filterwarnings("ignore", message="The kopts argument is ignored")
             fig.write_image(tmp, format="png", width=width, height=height, scale=1.5)

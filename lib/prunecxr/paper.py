@@ -20,81 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import config, cooccurrence, fmt, forgetting, io, paths, pies
-
-NIH, MIMIC = "NIH-CXR-LT", "MIMIC-CXR-LT"
-
-#: The paper's dataset each run dataset is compared with, and a caveat when not identical.
-DATASET_MATCH = {
-    "nih-cxr-lt": (NIH, ""),
-    "mimic-cxr-lt": (MIMIC, ""),
-    "nih-phantom": (
-        NIH,
-        "phantom run: synthetic pixels, and the 15 NIH ChestX-ray14 labels, not NIH-CXR-LT's 20 classes",
-    ),
-}
-
-#: How each kind of value is formatted (a function name of prunecxr.fmt).
-KINDS = {"sparsity": "pct", "corr": "num", "coef": "num", "p": "pvalue", "ratio": "ratio"}
-
-_ROWS = [
-    # key, quantity, kind, dataset, value, source
-    ("first_significant_drop", "First sparsity with a significant drop in mean AP", "sparsity", NIH, 0.65,
-     "Results, overall effect of pruning; Fig. 1"),
-    ("first_significant_drop", "First sparsity with a significant drop in mean AP", "sparsity", MIMIC, 0.60,
-     "Results, overall effect of pruning; Fig. 1"),
-    ("rho_freq_first_drop", "Spearman ρ: log training frequency vs first sparsity with a 20% AP drop", "corr",
-     NIH, 0.61, "Fig. 3 and text"),
-    ("rho_freq_first_drop", "Spearman ρ: log training frequency vs first sparsity with a 20% AP drop", "corr",
-     MIMIC, 0.93, "Fig. 3 and text"),
-    ("r_freq_first_drop", "Pearson r: log training frequency vs first sparsity with a 20% AP drop", "corr",
-     NIH, 0.64, "Fig. 3 (annotation)"),
-    ("r_freq_first_drop", "Pearson r: log training frequency vs first sparsity with a 20% AP drop", "corr",
-     MIMIC, 0.82, "Fig. 3 (annotation)"),
-    ("rho_freq_change_095", "Spearman ρ: log training frequency vs relative AP change at 95% sparsity", "corr",
-     NIH, 0.75, "Fig. 3 and text"),
-    ("rho_freq_change_095", "Spearman ρ: log training frequency vs relative AP change at 95% sparsity", "corr",
-     MIMIC, 0.75, "Fig. 3 and text"),
-    ("r_freq_change_095", "Pearson r: log training frequency vs relative AP change at 95% sparsity", "corr",
-     NIH, 0.80, "Fig. 3 (annotation)"),
-    ("r_freq_change_095", "Pearson r: log training frequency vs relative AP change at 95% sparsity", "corr",
-     MIMIC, 0.76, "Fig. 3 (annotation)"),
-    ("rho_fcd_freq_diff", "Spearman ρ: FCD vs |Δ log frequency|", "corr", NIH, 0.64, "Fig. 4 and text"),
-    ("r_fcd_freq_diff", "Pearson r: FCD vs |Δ log frequency|", "corr", NIH, 0.71, "Fig. 4 (annotation)"),
-    ("rho_fcd_iou", "Spearman ρ: FCD vs IoU", "corr", NIH, -0.47, "Fig. 4 and text"),
-    ("r_fcd_iou_quarter", "Pearson r: FCD vs IoU^¼", "corr", NIH, -0.43, "Fig. 4 (annotation)"),
-    ("eq2_intercept", "Eq. 2 intercept", "coef", NIH, 0.27, "Eq. 2"),
-    ("eq2_abs_log_freq_diff", "Eq. 2 coefficient of |Δ log F|", "coef", NIH, 0.21, "Eq. 2"),
-    ("eq2_iou_quarter", "Eq. 2 coefficient of IoU^¼", "coef", NIH, -0.05, "Eq. 2"),
-    ("eq2_interaction", "Eq. 2 coefficient of |Δ log F| × IoU^¼", "coef", NIH, -0.31, "Eq. 2"),
-    ("eq2_interaction_p", "Eq. 2 interaction p-value", "p", NIH, 0.005, "Eq. 2 and text"),
-    ("pie_rarest_ratio_min", "PIE:non-PIE prevalence ratio, five rarest classes: smallest", "ratio", NIH, 3.0,
-     "Fig. 5 and text (\"3–15×\")"),
-    ("pie_rarest_ratio_max", "PIE:non-PIE prevalence ratio, five rarest classes: largest", "ratio", NIH, 15.0,
-     "Fig. 5 and text (\"3–15×\")"),
-    ("pie_4plus_ratio", "PIE:non-PIE ratio of images with 4+ findings", "ratio", NIH, 3.2, "Fig. 5 and text"),
-]
-
-#: The published values, one row per (quantity, dataset): ``key``, ``quantity``, ``kind``,
-#: ``dataset``, ``value``, ``source`` (where in the paper).
-PUBLISHED = pd.DataFrame(_ROWS, columns=["key", "quantity", "kind", "dataset", "value", "source"])
-
-#: The settings behind the published values (Methods), noted where a run differs.
-PAPER_SETTINGS = {
-    "drop_threshold": 0.2,
-    "fcd_definition": "euclidean",
-    "cooccurrence": "counts",
-    "dense_sparsity": 0.0,
-    "pie_sparsity": 0.9,
-    "pie_fraction": 0.05,
-}
-
-#: The class pairs the paper's Fig. 4 names (NIH-CXR-LT class names).
-FIG4_PAIRS = (
-    ("Emphysema", "Subcutaneous Emphysema"),
-    ("Emphysema", "Pneumomediastinum"),
-    ("Infiltration", "Hernia"),
-)
+from . import artifacts, config, fmt, paths
+from .analysis import cooccurrence, forgetting, pies
+from .published import DATASET_MATCH, FIG4_PAIRS, KINDS, MIMIC, NIH, PAPER_SETTINGS, PUBLISHED  # noqa: F401
 
 VALUE_COLUMNS = [
     "key", "quantity", "kind", "source", "published_dataset", "published_value", "this_run_value",
@@ -157,7 +85,7 @@ def _differs(name: str, value) -> str:
 
 def _first_drop(run: str, method: str) -> _Measured:
     """Fig. 1's first significant drop (Welch's t-test, alpha 0.001, as the paper), by :mod:`prunecxr.prune`."""
-    from . import prune
+    from . import compress as prune
 
     try:
         metrics = forgetting.read_metrics(run, method)
@@ -222,7 +150,7 @@ def _pie_values(run: str, method: str) -> dict[str, _Measured]:
     keys = ("pie_rarest_ratio_min", "pie_rarest_ratio_max", "pie_4plus_ratio")
     rp = paths.run_paths(run)
     try:
-        table = io.read_parquet(rp.pies(method), what="notebook 06_pies")
+        table = artifacts.read_parquet(rp.pies(method), what="notebook 06_pies")
     except FileNotFoundError as err:
         return {k: _missing("06_pies", err) for k in keys}
     meta = forgetting.read_meta(run, method)

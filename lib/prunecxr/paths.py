@@ -1,6 +1,6 @@
 """Every path of the project is built here, and nowhere else.
 
-Layout (see ``ARTIFACTS.md`` and the README)::
+Layout (see ``docs/artifacts.md``)::
 
     <home>/runs/<run>/...       run artifacts (git-ignored)
     <home>/figures/<run>/...    figures: interactive HTML, static PNG, plotted data CSV
@@ -66,8 +66,15 @@ def data_root(value: str | os.PathLike = "") -> Path:
     return path
 
 
+#: where the runner executes notebooks from, when not the checkout's ``notebooks/`` (set for
+#: the kernels it starts, so that a stage reads its parameters cell from the notebook it runs)
+NOTEBOOKS_ENV = "PRUNECXR_NOTEBOOKS"
+
+
 def notebooks_dir() -> Path:
-    return project_root() / "notebooks"
+    """The pipeline's notebooks: ``PRUNECXR_NOTEBOOKS`` when set, else ``notebooks/``."""
+    env = os.environ.get(NOTEBOOKS_ENV)
+    return Path(env).expanduser().resolve() if env else project_root() / "notebooks"
 
 
 def check_run_name(run: str) -> str:
@@ -87,7 +94,7 @@ def check_method_name(method: str) -> str:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """The files of one run, as fixed by ``ARTIFACTS.md``."""
+    """The files of one run, as fixed by ``docs/artifacts.md``."""
 
     name: str
     home: Path
@@ -204,6 +211,11 @@ class RunPaths:
     @property
     def reports(self) -> Path:
         return self.home / "reports" / self.name
+
+    @property
+    def timings(self) -> Path:
+        """The runner's record of each notebook's status and duration."""
+        return self.reports / "timings.json"
 
 
 def run_paths(run: str) -> RunPaths:

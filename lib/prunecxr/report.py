@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import config, fmt, io, paths
+from . import artifacts, config, fmt, paths
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 TEMPLATE_NAME = "prunecxr"
@@ -133,7 +133,7 @@ def export_notebook(
     html = Path(html) if html is not None else ipynb.with_suffix(".html")
     body, _ = _exporter().from_filename(str(ipynb))
     body = strip_external_scripts(body)
-    io.write_text(html, body)
+    artifacts.write_text(html, body)
     return html, external_resources(body)
 
 
@@ -265,10 +265,11 @@ img.figure-png { max-width: 100%; border: 1px solid #eee; }
 
 
 def _provenance(run: str, record: dict[str, Any]) -> str:
-    dataset = record.get("parameters", {}).get("dataset")
+    data = record.get("data") or {}
+    dataset = data.get("dataset")
     if dataset is None:
-        return '<p class="note">No dataset is recorded in run.json: data provenance unknown.</p>'
-    if dataset in config.SYNTHETIC_DATASETS:
+        return '<p class="note">No data record in run.json (notebook 01_data has not run): data provenance unknown.</p>'
+    if data.get("synthetic"):
         return f'<p class="phantom" id="provenance">{_esc(config.PHANTOM_NOTICE)}</p>'
     return (f'<p class="real" id="provenance">Real data: {_esc(dataset)} '
             "(figures and tables below are computed from real chest X-rays).</p>")
@@ -378,14 +379,9 @@ def _paper_section(run: str) -> str:
     head = '<h2 id="paper">Paper versus this run</h2>'
     if df is None:
         return head + f'<p class="note">{_esc(why)}</p>'
-    notice = config.PHANTOM_NOTICE if _dataset_or_none(run) in config.SYNTHETIC_DATASETS else ""
+    notice = config.PHANTOM_NOTICE if config.is_synthetic(run) else ""
     caption = f'<p class="phantom">{_esc(notice)}</p>' if notice else ""
     return head + caption + _table(df)
-
-
-def _dataset_or_none(run: str) -> str | None:
-    path = paths.run_paths(run).run_json
-    return io.read_json(path).get("parameters", {}).get("dataset") if path.exists() else None
 
 
 def build_report(
@@ -414,9 +410,8 @@ def build_report(
             if _NOTEBOOK_FILE.match(ipynb.stem) and _stale(ipynb.with_suffix(".html"), ipynb):
                 export_notebook(ipynb)
 
-    record = io.read_json(rp.run_json) if rp.run_json.exists() else {}
-    timings_file = reports / "timings.json"
-    timings = io.read_json(timings_file) if timings_file.exists() else {}
+    record = artifacts.read_json(rp.run_json) if rp.run_json.exists() else {}
+    timings = artifacts.read_timings(run)
     names = notebook_names(notebooks_dir, run)
 
     figures_html, interactive = _figures_section(run, reports)
@@ -459,4 +454,4 @@ nothing is fetched from the network.</p>
 </body>
 </html>
 """
-    return io.write_text(reports / INDEX_FILE, page)
+    return artifacts.write_text(reports / INDEX_FILE, page)

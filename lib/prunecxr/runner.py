@@ -26,14 +26,12 @@ from __future__ import annotations
 import ast
 import contextlib
 import difflib
-import io as _io
 import json
 import logging
 import os
 import re
 import sys
 import time
-import tokenize
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,23 +40,13 @@ from typing import Any
 
 import nbformat
 
-from . import config, io, paths
+from . import artifacts, config, paths
+from .stages import (  # noqa: F401 (the runner's vocabulary)
+    RUN_PARAMETER, Notebook, NotebookError, Parameter, ParameterError, conform, discover_notebooks,
+    parse_parameters_cell, read_notebook, select_notebooks,
+)
 
-#: notebooks are files ``NN_name.ipynb`` in the notebooks folder, run in the order of NN
-_NOTEBOOK_FILE = re.compile(r"^(\d{2})_[A-Za-z0-9_]+\.ipynb$")
-PARAMETERS_TAG = "parameters"
-#: the one parameter every notebook declares and the runner always passes
-RUN_PARAMETER = "run"
-TIMINGS_FILE = "timings.json"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-class ParameterError(ValueError):
-    """A profile key or override that the notebooks do not declare, or of the wrong type."""
-
-
-class NotebookError(ValueError):
-    """A notebook that the runner cannot use (no ``parameters`` cell, a non-literal, ...)."""
 
 
 class NotebookFailed(RuntimeError):
@@ -126,281 +114,6 @@ class NotebookFailed(RuntimeError):
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# Declared parameters
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One assignment of a notebook's ``parameters`` cell.
-
-    Attributes
-    ----------
-    name : str
-    annotation : str or None
-        The declared type as written (``"int"``, ``"list[str]"``), None when unannotated.
-    default : Any
-        The literal value.
-    help : str
-        The trailing comment, without ``#``.
-    """
-
-    name: str
-    annotation: str | None
-    default: Any
-    help: str = ""
-
-    def check(self, value: Any, *, source: str) -> Any:
-        """``value`` converted to the declared type (an int for a float is widened).
-
-        Raises
-        ------
-        ParameterError
-            Naming the parameter, ``source`` (where the value came from) and the type.
-        """
-        ok, converted = _conform(value, self._type_node(), self.default)
-        if not ok:
-            raise ParameterError(
-                f"parameter {self.name!r} from {source} is {value!r} "
-                f"({type(value).__name__}); it is declared as {self.type_name}"
-            )
-        return converted
-
-    @property
-    def type_name(self) -> str:
-        return self.annotation or f"{type(self.default).__name__} (the type of its default)"
-
-    def _type_node(self) -> ast.expr | None:
-        if self.annotation is None:
-            return None
-        return ast.parse(self.annotation, mode="eval").body
-
-
-@dataclass(frozen=True)
-class Notebook:
-    """A notebook of the pipeline and the parameters it declares."""
-
-    name: str
-    path: Path
-    parameters: dict[str, Parameter] = field(default_factory=dict)
-    parameters_cell: int = 0
-
-    @property
-    def number(self) -> int:
-        return int(self.name[:2])
-
-
-def _literal(node: ast.expr, *, notebook: str, name: str) -> Any:
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        raise NotebookError(
-            f"{notebook}: parameter {name!r} is not a literal ({ast.unparse(node)}); the "
-            "parameters cell holds literals only (papermill inserts overrides after it, so a "
-            "derived value would keep its old value) — derive it in the next cell"
-        ) from None
-
-
-def _comments(source: str) -> dict[int, str]:
-    """Line number → trailing comment text of a cell's source."""
-    out: dict[int, str] = {}
-    try:
-        for tok in tokenize.generate_tokens(_io.StringIO(source).readline):
-            if tok.type == tokenize.COMMENT:
-                out[tok.start[0]] = tok.string.lstrip("#").strip()
-    except (tokenize.TokenError, IndentationError):
-        pass
-    return out
-
-
-def parse_parameters_cell(source: str, *, notebook: str = "notebook") -> dict[str, Parameter]:
-    """The parameters declared in the source of a ``parameters`` cell.
-
-    Every statement must assign a literal to one name, optionally annotated with a type:
-    ``n_seeds: int = 10  # models in the population``.
-
-    Raises
-    ------
-    NotebookError
-        On a syntax error, a statement that is not such an assignment, or a non-literal.
-    """
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as err:
-        raise NotebookError(f"{notebook}: the parameters cell does not parse: {err}") from None
-    comments = _comments(source)
-    params: dict[str, Parameter] = {}
-    for stmt in tree.body:
-        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value:
-            name, annotation, value = stmt.target.id, ast.unparse(stmt.annotation), stmt.value
-        elif (
-            isinstance(stmt, ast.Assign)
-            and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Name)
-        ):
-            name, annotation, value = stmt.targets[0].id, None, stmt.value
-        else:
-            raise NotebookError(
-                f"{notebook}: line {stmt.lineno} of the parameters cell is not "
-                f"`name: type = literal` ({ast.unparse(stmt)[:80]!r})"
-            )
-        if name in params:
-            raise NotebookError(f"{notebook}: parameter {name!r} is declared twice")
-        default = _literal(value, notebook=notebook, name=name)
-        params[name] = Parameter(name, annotation, default, comments.get(stmt.lineno, ""))
-    return params
-
-
-def read_notebook(path: str | os.PathLike) -> Notebook:
-    """A notebook and its declared parameters (the first code cell, tagged ``parameters``).
-
-    Raises
-    ------
-    NotebookError
-        When the first code cell is missing, not tagged ``parameters``, or not literal-only.
-    """
-    path = Path(path)
-    name = path.stem
-    nb = nbformat.read(path, as_version=4)
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        if PARAMETERS_TAG not in cell.get("metadata", {}).get("tags", []):
-            raise NotebookError(
-                f"{name}: the first code cell (cell {index}) is not tagged {PARAMETERS_TAG!r}; "
-                "tag it in JupyterLab (property inspector → cell tags)"
-            )
-        params = parse_parameters_cell(cell.source, notebook=name)
-        if RUN_PARAMETER not in params:
-            raise NotebookError(
-                f"{name}: the parameters cell does not declare {RUN_PARAMETER!r} "
-                f'(`run: str = "default"  # the run to read and write`)'
-            )
-        return Notebook(name=name, path=path, parameters=params, parameters_cell=index)
-    raise NotebookError(f"{name}: no code cell, so no {PARAMETERS_TAG!r} cell")
-
-
-def discover_notebooks(notebooks_dir: str | os.PathLike | None = None) -> list[Notebook]:
-    """The pipeline's notebooks (``NN_name.ipynb``), in order."""
-    folder = Path(notebooks_dir) if notebooks_dir is not None else paths.notebooks_dir()
-    files = sorted(p for p in folder.glob("*.ipynb") if _NOTEBOOK_FILE.match(p.name))
-    if not files:
-        raise FileNotFoundError(f"no notebooks named NN_name.ipynb in {folder}")
-    numbers = [p.name[:2] for p in files]
-    dupes = sorted({n for n in numbers if numbers.count(n) > 1})
-    if dupes:
-        raise NotebookError(f"several notebooks share the number(s) {dupes} in {folder}")
-    return [read_notebook(p) for p in files]
-
-
-def select_notebooks(spec: str | None, notebooks: Sequence[Notebook]) -> list[Notebook]:
-    """The notebooks named by ``spec``, in pipeline order.
-
-    ``spec`` is None or ``"all"`` (every notebook), a number (``"03"``), a range
-    (``"03-05"``, inclusive), a name (``"01_data"``) or a comma-separated list of these.
-    """
-    if spec is None or spec.strip().lower() in {"", "all"}:
-        return list(notebooks)
-    by_number = {nb.number: nb for nb in notebooks}
-    by_name = {nb.name: nb for nb in notebooks}
-    available = ", ".join(nb.name for nb in notebooks)
-    chosen: set[str] = set()
-
-    def number(token: str) -> int:
-        token = token.strip()
-        if token in by_name:
-            return by_name[token].number
-        if token.isdigit() and int(token) in by_number:
-            return int(token)
-        raise ValueError(f"--notebooks {spec!r}: no notebook {token!r}; available: {available}")
-
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part and part not in by_name:
-            lo, _, hi = part.partition("-")
-            a, b = number(lo), number(hi)
-            if a > b:
-                raise ValueError(f"--notebooks {spec!r}: range {part!r} runs backwards")
-            chosen |= {nb.name for nb in notebooks if a <= nb.number <= b}
-        else:
-            chosen.add(by_number[number(part)].name)
-    return [nb for nb in notebooks if nb.name in chosen]
-
-
-# ---------------------------------------------------------------------------------------------
-# Types and overrides
-# ---------------------------------------------------------------------------------------------
-
-_SCALARS: dict[str, Callable[[Any], bool]] = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "bool": lambda v: isinstance(v, bool),
-}
-
-
-def _conform(value: Any, node: ast.expr | None, default: Any) -> tuple[bool, Any]:
-    """(matches, converted value) of ``value`` against a type annotation's AST."""
-    if node is None:  # unannotated: the default's type decides
-        if default is None:
-            return True, value
-        name = type(default).__name__
-        node = ast.Name(id=name) if name in _SCALARS or name in {"list", "dict"} else None
-        if node is None:
-            return isinstance(value, type(default)), value
-    if isinstance(node, ast.Constant) and node.value is None:
-        return value is None, value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # X | Y
-        for side in (node.left, node.right):
-            ok, out = _conform(value, side, default)
-            if ok:
-                return ok, out
-        return False, value
-    if isinstance(node, ast.Name):
-        if node.id in _SCALARS:
-            ok = _SCALARS[node.id](value)
-            return ok, (float(value) if ok and node.id == "float" else value)
-        if node.id == "list":
-            return isinstance(value, (list, tuple)), list(value) if isinstance(value, tuple) else value
-        if node.id == "dict":
-            return isinstance(value, dict), value
-        if node.id in {"Any", "object"}:
-            return True, value
-    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
-        outer, inner = node.value.id, node.slice
-        if outer == "Optional":
-            return _conform(value, ast.BinOp(inner, ast.BitOr(), ast.Constant(None)), default)
-        if outer in {"list", "List", "Sequence"}:
-            if not isinstance(value, (list, tuple)):
-                return False, value
-            items = []
-            for item in value:
-                ok, out = _conform(item, inner, None)
-                if not ok:
-                    return False, value
-                items.append(out)
-            return True, items
-        if outer in {"dict", "Dict", "Mapping"} and isinstance(inner, ast.Tuple):
-            if not isinstance(value, dict):
-                return False, value
-            k_node, v_node = inner.elts
-            out = {}
-            for k, v in value.items():
-                ok_k, k2 = _conform(k, k_node, None)
-                ok_v, v2 = _conform(v, v_node, None)
-                if not (ok_k and ok_v):
-                    return False, value
-                out[k2] = v2
-            return True, out
-    # an annotation this checker does not know: fall back to the default's type
-    if default is not None and node is not None:
-        return _conform(value, None, default)
-    return True, value
-
-
 def parse_value(text: str) -> Any:
     """An override's value: a Python or TOML literal, else the text itself (a bare string).
 
@@ -430,16 +143,16 @@ def parse_override(item: str) -> tuple[str, str]:
 def _coerce_override(key: str, text: str, declared: Parameter, *, notebook: str) -> Any:
     """The override text as a value of the declared type (a str parameter takes bare text)."""
     value = parse_value(text)
-    ok, out = _conform(value, declared._type_node(), declared.default)
+    ok, out = conform(value, declared._type_node(), declared.default)
     if ok:
         return out
-    ok, out = _conform(text.strip(), declared._type_node(), declared.default)
+    ok, out = conform(text.strip(), declared._type_node(), declared.default)
     if ok:  # e.g. data_root=1999 for a str parameter: keep the text
         return out
     inner = text.strip()
     if inner.startswith("[") and inner.endswith("]"):  # [global_l1,random]: quotes lost to a shell
         items = [parse_value(item) for item in inner[1:-1].split(",") if item.strip()]
-        ok, out = _conform(items, declared._type_node(), declared.default)
+        ok, out = conform(items, declared._type_node(), declared.default)
         if ok:
             return out
     raise ParameterError(
@@ -567,20 +280,10 @@ class RunResult:
     report: Path | None = None
 
 
-def timings_path(run: str) -> Path:
-    return paths.run_paths(run).reports / TIMINGS_FILE
-
-
-def read_timings(run: str) -> dict[str, Any]:
-    """``reports/<run>/timings.json``: notebook → status, seconds, start and end times."""
-    path = timings_path(run)
-    return io.read_json(path) if path.exists() else {}
-
-
 def _record_timing(run: str, name: str, entry: dict[str, Any]) -> None:
-    timings = read_timings(run)
+    timings = artifacts.read_timings(run)
     timings[name] = entry
-    io.write_json(timings_path(run), dict(sorted(timings.items())))
+    artifacts.write_json(paths.run_paths(run).timings, dict(sorted(timings.items())))
 
 
 def _source_cell_index(nb: Notebook, err) -> int | None:
@@ -620,6 +323,21 @@ def _quiet_papermill_inspection():
             logger.removeFilter(drop)
 
 
+@contextlib.contextmanager
+def _notebooks_env(folder: Path):
+    """Tell the kernel which notebooks it runs (``paths.NOTEBOOKS_ENV``), so that
+    ``start_stage`` reads the parameters cell of the notebook being executed."""
+    before = os.environ.get(paths.NOTEBOOKS_ENV)
+    os.environ[paths.NOTEBOOKS_ENV] = str(Path(folder).resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(paths.NOTEBOOKS_ENV, None)
+        else:
+            os.environ[paths.NOTEBOOKS_ENV] = before
+
+
 def execute_notebook(
     nb: Notebook,
     *,
@@ -650,7 +368,7 @@ def execute_notebook(
     started, t0 = config.now(), time.perf_counter()
     entry = {"started": started, "parameters": dict(parameters)}
     try:
-        with _quiet_papermill_inspection():
+        with _quiet_papermill_inspection(), _notebooks_env(nb.path.parent):
             papermill.execute_notebook(
                 str(nb.path),
                 str(partial),
@@ -671,6 +389,7 @@ def execute_notebook(
             "status": "failed", "seconds": round(seconds, 2), "finished": config.now(),
         })
         if isinstance(err, PapermillExecutionError):
+            config.fail_stage(nb.name, run=run, error=f"{err.ename}: {err.evalue}")
             raise NotebookFailed(
                 nb.name,
                 cell_index=_source_cell_index(nb, err),
@@ -682,6 +401,7 @@ def execute_notebook(
                 output=output,
             ) from None
         if isinstance(err, Exception):  # a dead kernel, a timeout, a kernel that will not start
+            config.fail_stage(nb.name, run=run, error=f"{type(err).__name__}: {err}")
             raise NotebookFailed(
                 nb.name, cell_index=None, execution_count=None, ename=type(err).__name__,
                 evalue=str(err), output=output,
@@ -746,11 +466,11 @@ def run_notebooks(
     )
     rp = paths.run_paths(run_name)
     if rp.run_json.exists():
-        previous = io.read_json(rp.run_json).get("profile")
+        previous = artifacts.read_json(rp.run_json).get("profile")
         if previous is not None and previous != profile:
             echo(f"warning: run {run_name!r} was made with profile {previous!r}; "
                  f"now running with {profile!r}")
-    config.init_run(run_name, profile=profile, parameters=resolved)
+    config.init_run(run_name, profile=profile)
 
     echo(f"run {run_name!r} (profile {profile!r}): {', '.join(nb.name for nb in selected)}")
     done: list[NotebookRun] = []

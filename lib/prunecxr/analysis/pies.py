@@ -32,7 +32,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import config, fmt, forgetting, io, paths, stats
+from .. import artifacts, config, fmt, paths, stats
+
+#: bins of the number of findings per image (Fig. 5, right); "No Finding" is not a finding
+from . import forgetting
 
 #: bins of the number of findings per image (Fig. 5, right); "No Finding" is not a finding
 FINDING_BINS = ("0", "1", "2", "3", "4+")
@@ -330,7 +333,7 @@ def analyze(
     """PIEs of ``method``: read ``probs.npy`` (memory-mapped, :func:`prunecxr.prune.load_probs`), average seeds, correlate, flag."""
     if np.isclose(dense_sparsity, pie_sparsity, atol=_SPARSITY_ATOL):
         raise ValueError(f"dense_sparsity and pie_sparsity are both {pie_sparsity!r}; choose two different ones")
-    from . import prune
+    from .. import compress as prune
 
     probs, meta = prune.load_probs(run, method, mmap=True)
     classes = list(meta["classes"])
@@ -371,7 +374,7 @@ def run_stage(
     for method in forgetting.methods_present(run):
         results[method] = analyze(run, method, dense_sparsity=dense_sparsity,
                                   pie_sparsity=pie_sparsity, fraction=fraction)
-        io.write_parquet(paths.run_paths(run).pies(method), results[method].table)
+        artifacts.write_parquet(paths.run_paths(run).pies(method), results[method].table)
     return results
 
 
@@ -426,7 +429,7 @@ def gallery_images(run: str, image_ids) -> list[np.ndarray]:
 
     Looked up by id (never by position), so a gallery cannot show the wrong image.
     """
-    from . import data
+    from .. import data
 
     split = data.open_split(run, "test")
     where = {str(i): k for k, i in enumerate(split.image_ids)}
@@ -495,7 +498,7 @@ def gallery(run: str, result: Pies, *, size: int, embed: bool):
 
 def save_method_figures(run: str, results: dict[str, Pies], *, skip: str) -> pd.DataFrame:
     """Fig. 5 for every method but ``skip`` as ``fig5_pies_<method>``; the files written."""
-    from . import figures
+    from .. import figures
 
     rows = []
     for method, res in results.items():

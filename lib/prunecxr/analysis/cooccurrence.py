@@ -37,7 +37,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import fmt, forgetting, io, paths, stats
+from .. import artifacts, fmt, paths, published, stats
+from . import forgetting
 
 FCD_DEFINITIONS = ("euclidean", "mse")
 COOCCURRENCE_DEFINITIONS = ("counts", "released_code")
@@ -295,7 +296,7 @@ def run_stage(run: str, *, fcd: str = "euclidean", cooccurrence: str = "counts")
     results = {}
     for method in forgetting.methods_present(run):
         results[method] = analyze(run, method, fcd=fcd, cooccurrence=cooccurrence)
-        io.write_parquet(paths.run_paths(run).pairs(method), results[method].pairs)
+        artifacts.write_parquet(paths.run_paths(run).pairs(method), results[method].pairs)
     return results
 
 
@@ -308,7 +309,7 @@ def compare_run_definitions(run: str, method: str) -> pd.DataFrame:
 
 def read_results(run: str, method: str) -> Cooccurrence:
     """Notebook 05's written pairs table of ``method``, with its correlations and Eq. 2 fit."""
-    pairs = io.read_parquet(paths.run_paths(run).pairs(method), what="notebook 05_cooccurrence")
+    pairs = artifacts.read_parquet(paths.run_paths(run).pairs(method), what="notebook 05_cooccurrence")
     return summarize(method, pairs)
 
 
@@ -340,11 +341,11 @@ def labelled_pairs(pairs: pd.DataFrame, chosen: list | None = None) -> list[tupl
     """The pairs Fig. 4 names, as ``(class_a, class_b)`` rows of ``pairs``.
 
     ``chosen``: a list of two-class lists (either order). Empty or None: the pairs the paper
-    labels (:data:`prunecxr.paper.FIG4_PAIRS`) that exist in this run, then the pairs with
+    labels (:data:`prunecxr.published.FIG4_PAIRS`) that exist in this run, then the pairs with
     the lowest FCD, the highest FCD and the highest IoU, up to :data:`N_LABELLED_PAIRS`
     pairs (ties broken by class names).
     """
-    from . import paper
+
 
     index = {frozenset((_norm(a), _norm(b))): (a, b) for a, b in zip(pairs["class_a"], pairs["class_b"])}
     if chosen:
@@ -357,7 +358,7 @@ def labelled_pairs(pairs: pd.DataFrame, chosen: list | None = None) -> list[tupl
                 raise ValueError(f"fig4_pairs entry {list(item)} is not a pair of classes of this run")
             out.append(index[key])
         return out
-    out = [index[k] for k in (frozenset((_norm(a), _norm(b))) for a, b in paper.FIG4_PAIRS) if k in index]
+    out = [index[k] for k in (frozenset((_norm(a), _norm(b))) for a, b in published.FIG4_PAIRS) if k in index]
     extremes = []
     for column, ascending in (("fcd", True), ("fcd", False), ("iou", False)):
         ranked = pairs[np.isfinite(pairs[column].to_numpy(dtype=float))].sort_values(
@@ -445,7 +446,7 @@ def figure_4(
 def save_method_figures(run: str, results: dict[str, Cooccurrence], *, skip: str,
                         label_pairs: list | None = None) -> pd.DataFrame:
     """Fig. 4 for every method but ``skip`` as ``fig4_cooccurrence_<method>``; the files written."""
-    from . import figures
+    from .. import figures
 
     rows = []
     for method, res in results.items():

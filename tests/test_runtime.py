@@ -1,4 +1,4 @@
-"""prunecxr.allocator: glibc's malloc kept from returning a step's memory to the kernel."""
+"""prunecxr.runtime: glibc's malloc kept from returning a step's memory to the kernel."""
 
 import json
 import os
@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from prunecxr import allocator
+from prunecxr import runtime
 
-LIB = str(Path(allocator.__file__).resolve().parents[1])
+LIB = str(Path(runtime.__file__).resolve().parents[1])
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # training steps of a small model, counting the page faults of the last ones
 STEPS = """
 import json, resource, sys, torch
 import torch.nn.functional as F
-from prunecxr import allocator, models
-tuned = allocator.keep_freed_memory()
+from prunecxr import models, runtime
+tuned = runtime.keep_freed_memory()
 torch.set_num_threads(1)
 torch.manual_seed(0)
 net = models.create_model("small_resnet", 5)
@@ -38,7 +38,7 @@ print(json.dumps({"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_S
 
 def _run(code: str, **env) -> str:
     clean = {k: v for k, v in os.environ.items()
-             if k not in (allocator.ENV, "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
+             if k not in (runtime.MALLOC_ENV, "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", code], env={**clean, "PYTHONPATH": LIB, **env},
                          check=True, capture_output=True, text=True, timeout=120)
     return out.stdout.strip().splitlines()[-1]
@@ -50,7 +50,7 @@ def _run_steps(**env) -> dict:
 
 @pytest.mark.skipif(not GLIBC, reason="tunes glibc's malloc only")
 def test_tuned_steps_stop_faulting_memory_back_in():
-    default = _run_steps(**{allocator.ENV: "system"})
+    default = _run_steps(**{runtime.MALLOC_ENV: "system"})
     tuned = _run_steps()
     assert not default["tuned"] and tuned["tuned"]
     # glibc's defaults unmap and re-fault a step's activations every step (thousands of
@@ -61,23 +61,23 @@ def test_tuned_steps_stop_faulting_memory_back_in():
 
 @pytest.mark.skipif(not GLIBC, reason="tunes glibc's malloc only")
 def test_environment_settings_win():
-    code = "from prunecxr import allocator; print(allocator.keep_freed_memory())"
+    code = "from prunecxr import runtime; print(runtime.keep_freed_memory())"
     assert _run(code) == "True"
     assert _run(code, MALLOC_TRIM_THRESHOLD_="1000000") == "False"
     assert _run(code, GLIBC_TUNABLES="glibc.malloc.trim_threshold=1000000") == "False"
 
 
 def test_opt_out_and_bad_value(monkeypatch):
-    monkeypatch.setenv(allocator.ENV, "system")
-    assert allocator._apply() is False
-    monkeypatch.setenv(allocator.ENV, "jemalloc")
+    monkeypatch.setenv(runtime.MALLOC_ENV, "system")
+    assert runtime._apply() is False
+    monkeypatch.setenv(runtime.MALLOC_ENV, "jemalloc")
     with pytest.raises(ValueError, match="PRUNECXR_MALLOC='jemalloc'"):
-        allocator._apply()
+        runtime._apply()
 
 
 def test_applies_once(monkeypatch):
     calls = []
-    monkeypatch.setattr(allocator, "_applied", None)
-    monkeypatch.setattr(allocator, "_apply", lambda: calls.append(1) or True)
-    assert allocator.keep_freed_memory() and allocator.keep_freed_memory()
+    monkeypatch.setattr(runtime, "_applied", None)
+    monkeypatch.setattr(runtime, "_apply", lambda: calls.append(1) or True)
+    assert runtime.keep_freed_memory() and runtime.keep_freed_memory()
     assert calls == [1]

@@ -40,8 +40,8 @@ import importlib
 import numpy as np
 import pandas as pd
 
-from . import allocator, fmt, io, paths
-from .metrics import ranking_metrics
+from .. import artifacts, fmt, paths, runtime
+from ..metrics import ranking_metrics
 
 if TYPE_CHECKING:  # plotly is imported where a figure is drawn
     import plotly.graph_objects as go
@@ -63,7 +63,7 @@ class _OnFirstUse:
 
 torch = _OnFirstUse("torch")
 nn = _OnFirstUse("torch.nn")
-_models = _OnFirstUse(f"{__package__}.models")
+_models = _OnFirstUse("prunecxr.models")
 
 #: names of the ``torch.nn`` module types whose ``weight`` is pruned (the paper's set; biases
 #: and BatchNorm never are)
@@ -498,11 +498,11 @@ def load_probs(run: str, method: str, *, mmap: bool = True) -> tuple[np.ndarray,
                 f"{path} does not exist: run notebook 03_prune (sweep or import) for method "
                 f"{method!r} of run {run!r} first"
             )
-    meta = io.read_json(meta_path)
+    meta = artifacts.read_json(meta_path)
     missing = [k for k in ("method", "seeds", "sparsities", "classes") if k not in meta]
     if missing:
         raise ValueError(f"{meta_path} lacks the keys {missing}")
-    probs = io.load_npy(probs_path, mmap=mmap)
+    probs = artifacts.load_npy(probs_path, mmap=mmap)
     expected = (len(meta["seeds"]), len(meta["sparsities"]), None, len(meta["classes"]))
     if probs.ndim != 4 or any(e is not None and e != s for e, s in zip(expected, probs.shape)):
         raise ValueError(
@@ -530,7 +530,7 @@ def write_store(
     """
     rp = paths.run_paths(run)
     shape = (len(seeds), len(sparsities), int(n_test), len(classes))
-    with io.atomic_path(rp.probs(method)) as tmp:
+    with artifacts.atomic_path(rp.probs(method)) as tmp:
         store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
         count = 0
         for i, block in enumerate(blocks):
@@ -550,7 +550,7 @@ def write_store(
         "sparsities": [float(s) for s in sparsities],
         "classes": [str(c) for c in classes],
     }
-    io.write_json(rp.prune_meta(method), meta)
+    artifacts.write_json(rp.prune_meta(method), meta)
     return rp.probs(method)
 
 
@@ -563,7 +563,7 @@ def read_test_labels(run: str) -> tuple[np.ndarray, list[str], list[str]]:
     Rows are those with ``split == "test"`` in file order (the row order of ``probs.npy``);
     classes are the columns after ``image_id``, ``patient_id``, ``split``, in file order.
     """
-    from . import data
+    from .. import data
 
     path = paths.run_paths(run).labels
     labels = data.read_labels(run)
@@ -594,14 +594,14 @@ def _sha256(path: Path) -> str:
 
 
 def _run_seeds(run: str) -> list[int]:
-    from . import train
+    from .. import train
 
     return [int(s) for s in train.trained_seeds(run)]
 
 
 def dense_model_loader(run: str, device: torch.device | str) -> Callable[[int], nn.Module]:
     """``seed → dense model of run on device`` (eval mode), via :func:`prunecxr.train.load_model`."""
-    from . import train
+    from .. import train
 
     def load(seed: int) -> nn.Module:
         return train.load_model(run, seed, device=device).eval()
@@ -610,13 +610,13 @@ def dense_model_loader(run: str, device: torch.device | str) -> Callable[[int], 
 
 
 def _resolve_device(device: str) -> torch.device:
-    from . import train
+    from .. import train
 
     return torch.device(train.resolve_device(device))
 
 
 def _test_images(run: str, classes: list[str], n_test: int) -> torch.Tensor:
-    from . import data
+    from .. import data
 
     split = data.open_split(run, "test")
     if list(split.classes) != list(classes):
@@ -663,12 +663,12 @@ def _finished_block(
     if not record_path.exists():
         return None
     try:
-        if io.read_json(record_path) != record:
+        if artifacts.read_json(record_path) != record:
             return None
     except ValueError:
         return None
     if partial.exists():
-        return io.load_npy(partial, mmap=True)
+        return artifacts.load_npy(partial, mmap=True)
     if final is not None:
         probs, meta = final
         if (
@@ -681,7 +681,7 @@ def _finished_block(
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
-    """Temporary files that a killed process left behind (``io.atomic_path`` names them ``.*.tmp``)."""
+    """Temporary files that a killed process left behind (``artifacts.atomic_path`` names them ``.*.tmp``)."""
     if folder.is_dir():
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -756,8 +756,8 @@ def sweep_method(
                 )
             block[j] = probs
             bar.update(1)
-        io.save_npy(work / f"seed-{seed}.npy", block)
-        io.write_json(work / f"seed-{seed}.json", record)
+        artifacts.save_npy(work / f"seed-{seed}.npy", block)
+        artifacts.write_json(work / f"seed-{seed}.json", record)
         computed += 1
         del model, pruner
     bar.close()
@@ -799,7 +799,7 @@ def sweep_inputs(images: torch.Tensor, *, budget_bytes: int | None = None) -> to
         if images.device.type == "cuda":
             budget_bytes = torch.cuda.mem_get_info(images.device)[0] // 4
         else:
-            from . import train
+            from .. import train
 
             budget_bytes = train._memory_bytes() // 8
     if images.numel() * 3 * 4 > budget_bytes:
@@ -818,7 +818,7 @@ def inference_threads(model: nn.Module, images: torch.Tensor, *, batch_size: int
     sweep 1.5x faster than one; on 2 cores shared with a test suite, the same sweep with two
     threads took 909 s instead of 135 s (a parked second thread stalls every parallel region).
     """
-    from . import train
+    from .. import train
 
     cores = train._usable_cores()
     if cores < 2:
@@ -892,7 +892,7 @@ def run_sweep(
     _, classes, image_ids = read_test_labels(run)
     torch_device = _resolve_device(device)
     if torch_device.type == "cpu":
-        allocator.keep_freed_memory()
+        runtime.keep_freed_memory()
     images = sweep_inputs(_test_images(run, classes, len(image_ids)).to(torch_device))
     load = dense_model_loader(run, torch_device)
     if torch_device.type != "cpu":
@@ -901,7 +901,7 @@ def run_sweep(
         threads = inference_threads(load(seeds[0]), images, batch_size=batch_size)
     elif not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    from .train import _num_threads
+    from ..train import _num_threads
 
     with _num_threads(threads):
         return {
@@ -993,12 +993,12 @@ def write_metrics(run: str, method: str) -> pd.DataFrame:
     metrics = compute_metrics(
         probs, y, seeds=meta["seeds"], sparsities=meta["sparsities"], classes=classes
     )
-    io.write_parquet(paths.run_paths(run).metrics(method), metrics)
+    artifacts.write_parquet(paths.run_paths(run).metrics(method), metrics)
     return metrics
 
 
 def read_metrics(run: str, method: str) -> pd.DataFrame:
-    return io.read_parquet(paths.run_paths(run).metrics(method), what="notebook 03_prune")
+    return artifacts.read_parquet(paths.run_paths(run).metrics(method), what="notebook 03_prune")
 
 
 # =========================================================================================

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from . import io, paths
+from .. import artifacts, paths
 
 #: Bump when decoding or the cache layout changes: it is part of every cache key.
 CACHE_VERSION = 1
@@ -239,7 +239,7 @@ def build_cache(
     if entry.path.exists() and entry.manifest_path.exists():
         return CacheEntry(rel, key, len(ids), resolution, reused=True)
     start = time.perf_counter()
-    with io.atomic_path(entry.path) as tmp:
+    with artifacts.atomic_path(entry.path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(len(ids), resolution, resolution))
         try:
@@ -247,7 +247,7 @@ def build_cache(
             arr.flush()
         finally:
             del arr
-    io.write_json(entry.manifest_path, {**manifest, "key": key, "image_ids": ids})
+    artifacts.write_json(entry.manifest_path, {**manifest, "key": key, "image_ids": ids})
     return CacheEntry(rel, key, len(ids), resolution, seconds=time.perf_counter() - start)
 
 
@@ -263,12 +263,12 @@ def open_cache(record: dict, image_ids=None) -> np.ndarray:
             f"image cache {path} is missing (cache folder moved or cleared?): "
             "re-run notebook 01_data for this run to rebuild it"
         )
-    arr = io.load_npy(path, mmap=True)
+    arr = artifacts.load_npy(path, mmap=True)
     expected = (int(record["n"]), int(record["resolution"]), int(record["resolution"]))
     if arr.dtype != np.uint8 or arr.shape != expected:
         raise ValueError(f"image cache {path} holds {arr.dtype} {arr.shape}, expected uint8 {expected}")
     if image_ids is not None:
-        cached = io.read_json(manifest_path).get("image_ids", [])
+        cached = artifacts.read_json(manifest_path).get("image_ids", [])
         if [str(i) for i in image_ids] != cached:
             raise ValueError(
                 f"image cache {path} was built for other images than labels.parquet lists: "

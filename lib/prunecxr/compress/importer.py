@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io, paths, prune
+from .. import artifacts, paths
+from . import prune
 
 #: a released prediction file; ``dataset`` is e.g. ``nih-cxr-lt``
 RELEASE_FILE = re.compile(
@@ -163,7 +164,7 @@ def _write_test_labels(run: str, y: np.ndarray, classes: Sequence[str], dataset:
     })
     for j, name in enumerate(classes):
         frame[name] = y[:, j].astype(np.int8)
-    io.write_parquet(paths.run_paths(run).labels, frame)
+    artifacts.write_parquet(paths.run_paths(run).labels, frame)
 
 
 def import_predictions(

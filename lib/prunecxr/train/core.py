@@ -80,9 +80,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import allocator, io, paths
-from . import models as _models
-from .metrics import ranking_metrics
+from .. import artifacts, paths, runtime
+from .. import models as _models
+from ..metrics import ranking_metrics
 
 __all__ = [
     "EarlyStopping",
@@ -326,7 +326,7 @@ def measure_cpu_threads(
     cores = _usable_cores()
     if cores < 2:
         return {"threads": 1, "step_s": {}}
-    allocator.keep_freed_memory()  # measure the steps as training will run them
+    runtime.keep_freed_memory()  # measure the steps as training will run them
     h, w = image_shape
     with torch.random.fork_rng(devices=[]), _num_threads(None):
         torch.manual_seed(0)
@@ -684,7 +684,7 @@ def _set_bn_count(state: dict[str, torch.Tensor], count: int) -> None:
 
 
 def _save(path: Path, obj) -> None:
-    with io.atomic_path(path) as tmp:
+    with artifacts.atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
@@ -767,7 +767,7 @@ def _remove_stale_temporaries(folder: Path) -> None:
 
 
 def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    io.write_csv(path, pd.DataFrame(rows, columns=HISTORY_COLUMNS))
+    artifacts.write_csv(path, pd.DataFrame(rows, columns=HISTORY_COLUMNS))
 
 
 def _save_progress(rp, rec: _Seed, model_state, optim_state, meta) -> None:
@@ -1150,12 +1150,12 @@ def _open_array(handle: tuple) -> np.ndarray:
     if handle[0] == "memmap":
         _, filename, dtype, shape, offset = handle
         return np.memmap(filename, dtype=np.dtype(dtype), mode="r", shape=shape, offset=offset)
-    return io.load_npy(handle[1], mmap=True)
+    return artifacts.load_npy(handle[1], mmap=True)
 
 
 def _worker_init(queue, handles, parent: int) -> None:
     torch.set_num_threads(1)
-    allocator.keep_freed_memory()
+    runtime.keep_freed_memory()
     _die_with_parent(parent)
     tx, ty, vx, vy = (_open_array(h) for h in handles)
     cpu = torch.device("cpu")
@@ -1407,7 +1407,7 @@ def _grouped_speedup(config: TrainConfig, num_classes, image_shape, group_size, 
     known = {}
     if cache.exists():
         try:
-            known = io.read_json(cache)
+            known = artifacts.read_json(cache)
         except ValueError:
             known = {}
     if key not in known:
@@ -1416,7 +1416,7 @@ def _grouped_speedup(config: TrainConfig, num_classes, image_shape, group_size, 
             n_models=group_size, device=device,
         )
         known[key]["measured"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        io.write_json(cache, known)
+        artifacts.write_json(cache, known)
     return dict(known[key])
 
 
@@ -1588,7 +1588,7 @@ def fit_population(
     rp = out
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
     if dev.type == "cpu":
-        allocator.keep_freed_memory()
+        runtime.keep_freed_memory()
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     num_classes = int(train_labels.shape[1])
@@ -1599,7 +1599,7 @@ def fit_population(
     started = [s for s in _all_seed_dirs(rp) if rp.checkpoint(s).exists() or rp.train_state(s).exists()]
     previous = None
     if config_path.exists():
-        previous = io.read_json(config_path)
+        previous = artifacts.read_json(config_path)
         if started:
             _check_meta(previous, meta, config_path)
     elif started:
@@ -1624,7 +1624,7 @@ def fit_population(
         record = dict(meta)
         record["classes"] = list(classes) if classes is not None else (previous or {}).get("classes")
         record["plan"] = None if plan is None else {"device": str(dev), **plan}
-        io.write_json(config_path, record)
+        artifacts.write_json(config_path, record)
 
     resumed = {s for s in pending if rp.train_state(s).exists()}
     report = _Report(progress, total=len(seeds), done=len(final_before), max_epochs=config.max_epochs)
@@ -1692,7 +1692,7 @@ def train_population(
     :func:`fit_population` for the parameters and the returned table, and
     :class:`TrainConfig` for the recipe.
     """
-    from . import data
+    from .. import data
 
     config = TrainConfig(
         model=model, pretrained=pretrained, max_epochs=max_epochs, patience=patience,
@@ -1721,7 +1721,7 @@ def trained_seeds(run: str) -> list[int]:
 def _training_record(run: str) -> dict[str, Any]:
     rp = paths.run_paths(run)
     if rp.train_config.exists():
-        return io.read_json(rp.train_config)
+        return artifacts.read_json(rp.train_config)
     raise FileNotFoundError(
         f"{rp.train_config} does not exist: train run {run!r} with notebook 02_train first"
     )
@@ -1797,7 +1797,7 @@ def predict(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
     if dev.type == "cpu":
-        allocator.keep_freed_memory()
+        runtime.keep_freed_memory()
     was_training = model.training
     model.to(dev).eval()
     cl = _channels_last(dev)
@@ -1850,7 +1850,7 @@ def test_average_precision(
     without a positive test image), ``n_pos`` (positive test images), ``train_count``
     (positive training images); classes in the dataset's canonical order.
     """
-    from . import data
+    from .. import data
 
     seeds = trained_seeds(run) if seeds is None else _seed_list(seeds)
     if not seeds:
@@ -1898,7 +1898,7 @@ def summarize_test_ap(ap: pd.DataFrame) -> dict[str, Any]:
 
 def plan_text(run: str) -> str:
     """One sentence on how the run's population was trained (sequential or grouped, why)."""
-    from . import fmt
+    from .. import fmt
 
     record = _training_record(run)
     plan = record.get("plan") or {}
@@ -1928,7 +1928,7 @@ def plan_text(run: str) -> str:
 
 def headline_text(summary: dict[str, Any]) -> str:
     """:func:`summarize_test_ap`'s numbers as one sentence."""
-    from . import fmt
+    from .. import fmt
 
     r, c = summary["rarest"], summary["commonest"]
     return (

@@ -106,7 +106,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from . import config, fmt, io, paths
+from .. import artifacts, config, fmt, paths
 
 #: the method whose PIEs are studied unless told otherwise (the paper's)
 DEFAULT_METHOD = "global_l1"
@@ -121,7 +121,7 @@ PIE, NON_PIE = "PIE", "non-PIE"
 #: the word every figure and table made from simulated answers carries in its title
 SIMULATED = "SIMULATED"
 TEMPLATE_FILE = Path(__file__).with_name("templates") / "reader_packet.html"
-PUBLISHED_FILE = Path(__file__).with_name("reader_study_published.toml")
+PUBLISHED_FILE = Path(__file__).with_name("published.toml")
 
 
 @dataclass(frozen=True)
@@ -505,7 +505,7 @@ def _class_columns(labels: pd.DataFrame) -> list[str]:
 
 def _shown_labels(run: str, image_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
     rp = paths.run_paths(run)
-    labels = io.read_parquet(rp.labels, "notebook 01_data")
+    labels = artifacts.read_parquet(rp.labels, "notebook 01_data")
     labels = labels.assign(image_id=labels["image_id"].astype(str)).set_index("image_id")
     wanted = list(dict.fromkeys(image_ids))
     missing = [i for i in wanted if i not in labels.index]
@@ -520,7 +520,7 @@ def _shown_labels(run: str, image_ids: Iterable[str]) -> dict[str, tuple[str, ..
 
 def _test_images(run: str, split: Any, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
     if split is None:
-        from . import data  # the data engineer's module; imported only when packets are made
+        from .. import data  # the data engineer's module; imported only when packets are made
 
         split = data.open_split(run, "test")
     index = {str(i): k for k, i in enumerate(split.image_ids)}
@@ -586,14 +586,14 @@ def write_study(
             for c, i in zip(group["code"], group["image_id"])
         ]
         text = render_packet(items, reader=reader, packet_id=group["packet_id"].iloc[0], title=title)
-        written[reader] = io.write_text(rp.reader_packet(reader), text)
+        written[reader] = artifacts.write_text(rp.reader_packet(reader), text)
     # packets of readers that are no longer in the design would be mistaken for current ones
     for old in rp.reader_packet("x").parent.glob("reader-*.html"):
         if old.stem not in written:
             old.unlink()
-    io.write_csv(rp.reader_key, key)
+    artifacts.write_csv(rp.reader_key, key)
     counts = key["image_id"].value_counts()
-    io.write_json(
+    artifacts.write_json(
         rp.reader_manifest,
         {
             "run": run,
@@ -696,7 +696,7 @@ def write_simulated(run: str, responses: pd.DataFrame) -> list[Path]:
     folder = paths.run_paths(run).reader_simulated
     written = []
     for reader, group in responses.groupby("reader", sort=False):
-        written.append(io.write_csv(folder / f"{reader}.csv", group))
+        written.append(artifacts.write_csv(folder / f"{reader}.csv", group))
     for old in folder.glob("*.csv"):
         if old not in written:
             old.unlink()
@@ -968,8 +968,8 @@ def write_results(run: str, answers: pd.DataFrame, tests: pd.DataFrame) -> dict[
     """Write ``answers.parquet`` and ``tests.parquet`` of ``run``."""
     rp = paths.run_paths(run)
     return {
-        "answers": io.write_parquet(rp.reader_answers, answers),
-        "tests": io.write_parquet(rp.reader_tests, tests),
+        "answers": artifacts.write_parquet(rp.reader_answers, answers),
+        "tests": artifacts.write_parquet(rp.reader_tests, tests),
     }
 
 

@@ -41,7 +41,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config, images, io, paths, phantom
+from .. import artifacts, config, paths
+from . import images, phantom
 
 SPLITS = ("train", "val", "test")
 #: patient fractions of a generated split (train, val, test)
@@ -714,7 +715,7 @@ def prepare_run(
              for split in SPLITS}
 
     rp = paths.run_paths(run)
-    io.write_parquet(rp.labels, table)
+    artifacts.write_parquet(rp.labels, table)
     record = {
         "dataset": dataset,
         "synthetic": ds.synthetic,
@@ -728,10 +729,7 @@ def prepare_run(
         "cache_reused": {s: e.reused for s, e in cache.items()},
         "cache_seconds": round(sum(e.seconds for e in cache.values()), 3),
     }
-    parameters = {"dataset": dataset, "data_root": data_root, "resolution": resolution,
-                  "split_seed": split_seed, "max_patients": max_patients, "uncertain": uncertain}
-    parameters.update({k: v for k, v in options.items() if k in _CSV_OPTIONS})
-    config.record_data(run, record, parameters=parameters)
+    config.record_data(run, record)
     return table
 
 
@@ -780,7 +778,7 @@ class Split:
 
 def read_labels(run: str) -> pd.DataFrame:
     """``runs/<run>/labels.parquet``."""
-    return io.read_parquet(paths.run_paths(run).labels, what="notebook 01_data")
+    return artifacts.read_parquet(paths.run_paths(run).labels, what="notebook 01_data")
 
 
 def open_split(run: str, split: str) -> Split:

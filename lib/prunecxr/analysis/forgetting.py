@@ -22,7 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import fmt, io, paths, stats
+from .. import artifacts, fmt, paths, stats
 
 #: the method whose results the paper's figures show (unstructured global L1 pruning)
 PAPER_METHOD = "global_l1"
@@ -77,7 +77,7 @@ def read_meta(run: str, method: str) -> dict:
     path = paths.run_paths(run).prune_meta(method)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 03_prune for method {method!r} first")
-    meta = io.read_json(path)
+    meta = artifacts.read_json(path)
     missing = [k for k in ("method", "seeds", "sparsities", "classes") if k not in meta]
     if missing:
         raise ValueError(f"{path} lacks the keys {missing}")
@@ -86,13 +86,13 @@ def read_meta(run: str, method: str) -> dict:
 
 def read_metrics(run: str, method: str) -> pd.DataFrame:
     """``prune/<method>/metrics.parquet`` (long format: seed, sparsity, class, ap, auroc, n_pos)."""
-    return io.read_parquet(paths.run_paths(run).metrics(method), what="notebook 03_prune")
+    return artifacts.read_parquet(paths.run_paths(run).metrics(method), what="notebook 03_prune")
 
 
 def read_labels(run: str, classes: list[str] | None = None) -> pd.DataFrame:
     """``labels.parquet``, checked to hold ``image_id``, ``split`` and every class in ``classes``."""
     path = paths.run_paths(run).labels
-    labels = io.read_parquet(path, what="notebook 01_data")
+    labels = artifacts.read_parquet(path, what="notebook 01_data")
     need = ["image_id", "split"] + list(classes or [])
     missing = [c for c in need if c not in labels.columns]
     if missing:
@@ -361,8 +361,8 @@ def write(run: str, result: Forgetting) -> list:
     """Write ``forgettability.parquet`` and ``class_summary.parquet`` of ``result.method``."""
     rp = paths.run_paths(run)
     return [
-        io.write_parquet(rp.forgettability(result.method), result.curves),
-        io.write_parquet(rp.class_summary(result.method), result.summary),
+        artifacts.write_parquet(rp.forgettability(result.method), result.curves),
+        artifacts.write_parquet(rp.class_summary(result.method), result.summary),
     ]
 
 
@@ -377,13 +377,13 @@ def run_stage(run: str, *, drop_threshold: float = DEFAULT_DROP_THRESHOLD) -> di
 
 def read_curves(run: str, method: str) -> pd.DataFrame:
     """``analysis/<method>/forgettability.parquet``, written by notebook 04."""
-    return io.read_parquet(paths.run_paths(run).forgettability(method), what="notebook 04_class_forgetting")
+    return artifacts.read_parquet(paths.run_paths(run).forgettability(method), what="notebook 04_class_forgetting")
 
 
 def read_results(run: str, method: str) -> Forgetting:
     """Notebook 04's written tables of ``method`` (for notebooks 05 and 06)."""
     curves = read_curves(run, method)
-    summary = io.read_parquet(paths.run_paths(run).class_summary(method), what="notebook 04_class_forgetting")
+    summary = artifacts.read_parquet(paths.run_paths(run).class_summary(method), what="notebook 04_class_forgetting")
     return Forgetting(method, curves, summary, frequency_correlations(summary))
 
 
@@ -546,7 +546,7 @@ def save_method_figures(
 ) -> pd.DataFrame:
     """Figs. 2 and 3 for every method but ``skip``, as ``fig2_forgettability_<method>`` and
     ``fig3_frequency_<method>``; returns the files written (one row per figure)."""
-    from . import figures
+    from .. import figures
 
     rows = []
     for method, res in results.items():
