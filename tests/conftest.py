@@ -1,5 +1,10 @@
 """Every test writes under a temporary PRUNECXR_HOME, never into the checkout."""
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -22,3 +27,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Run `python -m prunecxr run --profile smoke` once per session into a fresh PRUNECXR_HOME.
+
+    Shared by test_end_to_end.py and test_artifacts_contract.py; tests only read it.
+    """
+    from prunecxr import paths
+
+    home = tmp_path_factory.mktemp("e2e-home")
+    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
+    assert any(paths.notebooks_dir().glob("[0-9][0-9]_*.ipynb")), (
+        f"no notebooks in {paths.notebooks_dir()}")
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke"],
+        cwd=paths.project_root(), env=env, capture_output=True, text=True, timeout=900, check=False,
+    )
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, (
+        f"the smoke run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+        f"{proc.stderr[-6000:]}")
+    return {"home": home, "elapsed": elapsed, "stdout": proc.stdout, "stderr": proc.stderr}

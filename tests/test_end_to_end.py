@@ -1,16 +1,13 @@
 """The whole pipeline: the seven notebooks through the runner's CLI on the smoke profile.
 
-Checks every artifact of ARTIFACTS.md for the smoke run, the figures (HTML + CSV, and PNG
+Checks every artifact of docs/artifacts.md for the smoke run, the figures (HTML + CSV, and PNG
 where a Chrome exists), the executed notebooks and their offline HTML exports, the run
 record, the timings and the report index. The wall time is printed, never asserted (machines
-are noisy); benchmarks and the README report it.
+are noisy); benchmarks and the README report it. The run itself is the session fixture
+``smoke_run`` of conftest.py, shared with test_artifacts_contract.py.
 """
 
-import os
 import re
-import subprocess
-import sys
-import time
 
 import nbformat
 import numpy as np
@@ -23,25 +20,6 @@ NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_coocc
              "06_pies", "07_reader_study"]
 PROFILE = config.load_profile("smoke")
 RUN = PROFILE["run"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """Run `python -m prunecxr run --profile smoke` once into a fresh PRUNECXR_HOME."""
-    home = tmp_path_factory.mktemp("e2e-home")
-    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
-    missing = [n for n in NOTEBOOKS if not (paths.notebooks_dir() / f"{n}.ipynb").exists()]
-    assert not missing, f"notebooks missing: {missing}"
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke"],
-        cwd=paths.project_root(), env=env, capture_output=True, text=True, timeout=900,
-    )
-    elapsed = time.perf_counter() - t0
-    assert proc.returncode == 0, (
-        f"the smoke run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-        f"{proc.stderr[-6000:]}")
-    return {"home": home, "elapsed": elapsed, "stdout": proc.stdout, "stderr": proc.stderr}
 
 
 @pytest.fixture

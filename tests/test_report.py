@@ -213,4 +213,4 @@ def test_build_report_without_run_json():
     reports = paths.run_paths("empty").reports
     reports.mkdir(parents=True)
     text = report.build_report("empty").read_text(encoding="utf-8")
-    assert "data provenance unknown" in text and "No run.json parameters" in text
+    assert "data provenance unknown" in text and "no parameters recorded" in text

@@ -181,7 +181,7 @@ def test_the_same_seed_gives_identical_weights(arrays, population):
         assert _same(_weights("a", s), _weights("b", s))
         assert _history("a", s).equals(_history("b", s))
     assert not _same(_weights("a", 0), _weights("a", 1))
-    # records: ARTIFACTS.md's history columns; no resume point left; checkpoints load safely
+    # records: docs/artifacts.md's history columns; no resume point left; checkpoints load safely
     rp = paths.run_paths("a")
     hist = pd.read_csv(rp.history(0))
     assert list(hist.columns) == T.HISTORY_COLUMNS and list(hist["epoch"]) == [1, 2, 3]

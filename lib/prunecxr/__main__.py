@@ -16,6 +16,7 @@ Exit status: 0 on success, 1 when a notebook fails (or check-data finds problems
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from . import runner
+    from . import runlock, runner
 
     try:
         result = runner.run_notebooks(
@@ -77,7 +78,8 @@ def _cmd_run(args) -> int:
         print("\nFix the cause and run the same command again: finished stages are skipped.",
               file=sys.stderr)
         return 1
-    except (runner.ParameterError, runner.NotebookError, ValueError, FileNotFoundError) as err:
+    except (runner.ParameterError, runner.NotebookError, ValueError, FileNotFoundError,
+            runlock.RunLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     total = sum(nb.seconds for nb in result.notebooks)
@@ -123,6 +125,26 @@ def _cmd_check_data(args) -> int:
     return 1 if problems else 0
 
 
+#: what to do about an operating-system error, by errno
+_OS_HINTS = {
+    errno.EROFS: "the file system is read-only: set PRUNECXR_HOME (and PRUNECXR_CACHE) to a writable folder",
+    errno.EACCES: "permission denied: set PRUNECXR_HOME (and PRUNECXR_CACHE) to a folder you can write",
+    errno.EPERM: "permission denied: set PRUNECXR_HOME (and PRUNECXR_CACHE) to a folder you can write",
+    errno.ENOSPC: ("no space left on the device: free space (or set PRUNECXR_HOME / PRUNECXR_CACHE "
+                   "to a larger disk) and run the same command again; finished work is kept"),
+    errno.EDQUOT: "disk quota exceeded: free space and run the same command again; finished work is kept",
+    errno.ENAMETOOLONG: "a file name is too long for the file system: use a shorter run name (--run)",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line: what failed, on which path, and what to do."""
+    where = f" {err.filename}" if err.filename else ""
+    what = err.strerror or str(err)
+    hint = _OS_HINTS.get(err.errno, "")
+    return f"error: cannot write or read{where}: {what}" + (f"; {hint}" if hint else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m prunecxr`` and the ``prunecxr`` script."""
     args = _parser().parse_args(argv)
@@ -132,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profiles": _cmd_profiles,
         "check-data": _cmd_check_data,
     }[args.command]
-    return handler(args)
+    try:
+        return handler(args)
+    except OSError as err:  # a read-only or full disk, a name too long: no traceback
+        print(describe_os_error(err), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, paths, stages
+from . import artifacts, paths, runlock, stages
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 #: the profile that names every key; the others inherit from it
@@ -173,6 +173,10 @@ def start_stage(stage: str, namespace: Mapping[str, Any]) -> paths.RunPaths:
     the parameters the notebook declares are taken from its namespace and recorded under
     ``running.<stage>``. They become the run's parameters only when the stage succeeds
     (:func:`finish_stage`). Stages after ``01_data`` require the run to exist already.
+
+    The stage holds the run's lock (:mod:`prunecxr.runlock`) until :func:`finish_stage`,
+    unless the runner that started this kernel holds it; another process holding it is
+    refused with :class:`prunecxr.runlock.RunLocked`.
     """
     params = declared_parameters(stage, namespace)
     run = params.pop(stages.RUN_PARAMETER)
@@ -181,6 +185,7 @@ def start_stage(stage: str, namespace: Mapping[str, Any]) -> paths.RunPaths:
         raise FileNotFoundError(
             f"{rp.run_json} does not exist: run notebook 01_data for run {run!r} first"
         )
+    runlock.acquire(run)
 
     def update(record):
         record.setdefault("running", {})[stage] = {"parameters": params, "started": now()}
@@ -206,6 +211,7 @@ def finish_stage(stage: str, *, run: str) -> None:
                 record.pop(key, None)
 
     _update_run(run, update)
+    runlock.release(run)
 
 
 def fail_stage(stage: str, *, run: str, error: str) -> None:

@@ -77,10 +77,19 @@ def notebooks_dir() -> Path:
     return Path(env).expanduser().resolve() if env else project_root() / "notebooks"
 
 
+#: the longest run name: it names folders, and file systems cap a name at 255 bytes
+MAX_RUN_NAME = 100
+
+
 def check_run_name(run: str) -> str:
     if not isinstance(run, str) or not _RUN_NAME.match(run):
         raise ValueError(
             f"invalid run name {run!r}: use letters, digits, '.', '_' and '-' "
+            "(it names folders under runs/, figures/ and reports/)"
+        )
+    if len(run) > MAX_RUN_NAME:
+        raise ValueError(
+            f"run name {run[:40]!r}... is {len(run)} characters long; use at most {MAX_RUN_NAME} "
             "(it names folders under runs/, figures/ and reports/)"
         )
     return run

@@ -360,18 +360,34 @@ def _figures_section(run: str, reports: Path) -> tuple[str, bool]:
 
 def _parameters_section(record: dict[str, Any]) -> str:
     params = record.get("parameters", {})
+    head = '<h2 id="parameters">Parameters</h2>'
     if not params:
-        return '<h2 id="parameters">Parameters</h2><p class="note">No run.json parameters.</p>'
-    rows = "".join(
-        f"<tr><td><code>{_esc(k)}</code></td><td><code>{_esc(_value(v))}</code></td></tr>"
-        for k, v in params.items()
-    )
-    return (
-        '<h2 id="parameters">Parameters</h2><p>The resolved parameters of the run (profile '
-        "plus overrides), as recorded in <code>runs/&lt;run&gt;/run.json</code>.</p>"
-        f'<table class="table"><thead><tr><th>parameter</th><th>value</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table>"
-    )
+        body = '<p class="note">No stage of this run has finished: no parameters recorded.</p>'
+    else:
+        rows = "".join(
+            f"<tr><td><code>{_esc(k)}</code></td><td><code>{_esc(_value(v))}</code></td></tr>"
+            for k, v in params.items()
+        )
+        body = (
+            "<p>The parameters the run's files were made with: those of each notebook's last "
+            "successful execution, as recorded in <code>runs/&lt;run&gt;/run.json</code>.</p>"
+            f'<table class="table"><thead><tr><th>parameter</th><th>value</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+        )
+    failed = record.get("failed") or {}
+    if failed:
+        rows = "".join(
+            f"<tr><td>{_esc(stage)}</td><td><code>{_esc(_value(a.get('parameters', {})))}</code></td>"
+            f"<td>{_esc(a.get('error', ''))}</td></tr>"
+            for stage, a in sorted(failed.items())
+        )
+        body += (
+            '<p class="note" id="failed-attempts">Failed attempts (their parameters made none of '
+            "the files above):</p>"
+            '<table class="table"><thead><tr><th>notebook</th><th>parameters (failed)</th>'
+            f"<th>error</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    return head + body
 
 
 def _paper_section(run: str) -> str:

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 import tomllib
@@ -40,7 +41,7 @@ from typing import Any
 
 import nbformat
 
-from . import artifacts, config, paths
+from . import artifacts, config, paths, runlock
 from .stages import (  # noqa: F401 (the runner's vocabulary)
     RUN_PARAMETER, Notebook, NotebookError, Parameter, ParameterError, conform, discover_notebooks,
     parse_parameters_cell, read_notebook, select_notebooks,
@@ -90,6 +91,7 @@ class NotebookFailed(RuntimeError):
         self.traceback = [_ANSI.sub("", line) for line in traceback]
         self.source = source
         self.output = output
+        self.notes: list[str] = []
         super().__init__(self.summary())
 
     def summary(self) -> str:
@@ -111,6 +113,7 @@ class NotebookFailed(RuntimeError):
             lines += ["", "traceback (last lines):"] + tb[-tail:]
         if self.output is not None:
             lines += ["", f"partially executed notebook: {self.output}"]
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -324,18 +327,42 @@ def _quiet_papermill_inspection():
 
 
 @contextlib.contextmanager
-def _notebooks_env(folder: Path):
-    """Tell the kernel which notebooks it runs (``paths.NOTEBOOKS_ENV``), so that
-    ``start_stage`` reads the parameters cell of the notebook being executed."""
-    before = os.environ.get(paths.NOTEBOOKS_ENV)
-    os.environ[paths.NOTEBOOKS_ENV] = str(Path(folder).resolve())
+def _kernel_env(values: Mapping[str, str]):
+    """Environment variables for the kernels started inside the block: which notebooks they
+    run (``paths.NOTEBOOKS_ENV``, so ``start_stage`` reads the parameters cell of the
+    notebook being executed) and that this process holds the run's lock."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(paths.NOTEBOOKS_ENV, None)
-        else:
-            os.environ[paths.NOTEBOOKS_ENV] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+#: free space below which a dead kernel is reported together with the disk's state
+LOW_DISK_BYTES = 64 << 20
+
+
+def _low_disk_notes() -> list[str]:
+    """Why a kernel may have died: a nearly full disk under the run's folders (a write to a
+    memory-mapped file on a full disk kills the process with SIGBUS, before Python can say
+    anything)."""
+    notes, seen = [], set()
+    for folder in dict.fromkeys((paths.home(), paths.cache_root())):
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        device = probe.stat().st_dev
+        free = shutil.disk_usage(probe).free
+        if free < LOW_DISK_BYTES and device not in seen:
+            seen.add(device)
+            notes.append(f"the disk holding {folder} has only {free // 1024} KiB free: a full disk "
+                         "kills the kernel; free space and run the same command again")
+    return notes
 
 
 def execute_notebook(
@@ -368,7 +395,8 @@ def execute_notebook(
     started, t0 = config.now(), time.perf_counter()
     entry = {"started": started, "parameters": dict(parameters)}
     try:
-        with _quiet_papermill_inspection(), _notebooks_env(nb.path.parent):
+        kernel_env = {paths.NOTEBOOKS_ENV: str(nb.path.parent.resolve()), **runlock.holder_env(run)}
+        with _quiet_papermill_inspection(), _kernel_env(kernel_env):
             papermill.execute_notebook(
                 str(nb.path),
                 str(partial),
@@ -381,16 +409,10 @@ def execute_notebook(
             )
     except BaseException as err:
         seconds = time.perf_counter() - t0
-        output = None
-        if partial.exists():
-            os.replace(partial, failed)
-            output = failed
-        _record_timing(run, nb.name, entry | {
-            "status": "failed", "seconds": round(seconds, 2), "finished": config.now(),
-        })
+        if not isinstance(err, Exception):
+            raise  # KeyboardInterrupt: stop, keeping the partial notebook
         if isinstance(err, PapermillExecutionError):
-            config.fail_stage(nb.name, run=run, error=f"{err.ename}: {err.evalue}")
-            raise NotebookFailed(
+            failure = NotebookFailed(
                 nb.name,
                 cell_index=_source_cell_index(nb, err),
                 execution_count=err.exec_count,
@@ -398,15 +420,27 @@ def execute_notebook(
                 evalue=err.evalue,
                 traceback=err.traceback,
                 source=err.source,
-                output=output,
-            ) from None
-        if isinstance(err, Exception):  # a dead kernel, a timeout, a kernel that will not start
-            config.fail_stage(nb.name, run=run, error=f"{type(err).__name__}: {err}")
-            raise NotebookFailed(
+            )
+        else:  # a dead kernel, a timeout, a kernel that will not start, a full disk
+            failure = NotebookFailed(
                 nb.name, cell_index=None, execution_count=None, ename=type(err).__name__,
-                evalue=str(err), output=output,
-            ) from err
-        raise  # KeyboardInterrupt: stop, keeping the partial notebook
+                evalue=str(err),
+            )
+        if failure.ename == "DeadKernelError":
+            failure.notes += _low_disk_notes()
+        # Record the failure; when that fails too (a full disk), the first error is the one
+        # to report, with a note, never the second one's traceback.
+        try:
+            if partial.exists():
+                os.replace(partial, failed)
+                failure.output = failed
+            _record_timing(run, nb.name, entry | {
+                "status": "failed", "seconds": round(seconds, 2), "finished": config.now(),
+            })
+            config.fail_stage(nb.name, run=run, error=f"{failure.ename}: {failure.evalue}")
+        except OSError as second:
+            failure.notes.append(f"the failure could not be recorded either: {second}")
+        raise failure from (None if isinstance(err, PapermillExecutionError) else err)
     seconds = time.perf_counter() - t0
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
@@ -465,33 +499,55 @@ def run_notebooks(
         values, overrides, selected=selected, notebooks=all_nbs, profile=profile, run=run
     )
     rp = paths.run_paths(run_name)
-    if rp.run_json.exists():
-        previous = artifacts.read_json(rp.run_json).get("profile")
-        if previous is not None and previous != profile:
-            echo(f"warning: run {run_name!r} was made with profile {previous!r}; "
-                 f"now running with {profile!r}")
-    config.init_run(run_name, profile=profile)
+    runlock.acquire(run_name)
+    try:
+        if rp.run_json.exists():
+            previous = artifacts.read_json(rp.run_json).get("profile")
+            if previous is not None and previous != profile:
+                echo(f"warning: run {run_name!r} was made with profile {previous!r}; "
+                     f"now running with {profile!r}")
+        removed = remove_leftovers(run_name)
+        if removed:
+            echo(f"removed {removed} temporary file(s) that an interrupted run left behind")
+        config.init_run(run_name, profile=profile)
 
-    echo(f"run {run_name!r} (profile {profile!r}): {', '.join(nb.name for nb in selected)}")
-    done: list[NotebookRun] = []
-    for i, nb in enumerate(selected, 1):
-        echo(f"[{i}/{len(selected)}] {nb.name} ...")
-        result = execute_notebook(
-            nb, run=run_name, parameters=notebook_parameters(nb, resolved), kernel=kernel,
-            log_output=log_output,
-        )
-        done.append(result)
-        extra = f", HTML {result.html.name}" if result.html else ""
-        echo(f"[{i}/{len(selected)}] {nb.name} finished in {result.seconds:.1f} s{extra}")
-        for url in result.external_resources:
-            echo(f"warning: {result.html.name} refers to an external resource: {url}")
-    out = RunResult(run_name, profile, resolved, done)
-    if report:
-        from . import report as _report
+        echo(f"run {run_name!r} (profile {profile!r}): {', '.join(nb.name for nb in selected)}")
+        done: list[NotebookRun] = []
+        for i, nb in enumerate(selected, 1):
+            echo(f"[{i}/{len(selected)}] {nb.name} ...")
+            result = execute_notebook(
+                nb, run=run_name, parameters=notebook_parameters(nb, resolved), kernel=kernel,
+                log_output=log_output,
+            )
+            done.append(result)
+            extra = f", HTML {result.html.name}" if result.html else ""
+            echo(f"[{i}/{len(selected)}] {nb.name} finished in {result.seconds:.1f} s{extra}")
+            for url in result.external_resources:
+                echo(f"warning: {result.html.name} refers to an external resource: {url}")
+        out = RunResult(run_name, profile, resolved, done)
+        if report:
+            from . import report as _report
 
-        out.report = _report.build_report(run_name, notebooks_dir=notebooks_dir)
-        echo(f"report: {out.report}")
-    return out
+            out.report = _report.build_report(run_name, notebooks_dir=notebooks_dir)
+            echo(f"report: {out.report}")
+        return out
+    finally:
+        runlock.release(run_name)
+
+
+def remove_leftovers(run: str) -> int:
+    """Remove what killed writes of ``run`` left behind: temporary files of atomic writes
+    (``.*.tmp``) under ``runs/<run>/``, ``figures/<run>/`` and ``reports/<run>/``, and
+    partially executed notebooks (``reports/<run>/.NN_name.running.ipynb``). Call it only
+    while holding the run's lock (no other process is writing them)."""
+    rp = paths.run_paths(run)
+    count = sum(artifacts.remove_stale_temporaries(folder, recursive=True)
+                for folder in (rp.root, rp.figures, rp.reports))
+    if rp.reports.is_dir():
+        for partial in rp.reports.glob(".*.running.ipynb"):
+            partial.unlink(missing_ok=True)
+            count += 1
+    return count
 
 
 def describe_profiles() -> str:
