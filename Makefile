@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh Linux machine with Python 3.11:
 #   make reproduce [PROFILE=default] [RUN=name] [PARAMS="n_seeds=3 max_epochs=2"] [NOTEBOOKS=03-05]
 #   make test
+# and, to refresh the README's example figures (docs/figures/) from a finished run:
+#   make readme-figures [RUN=default]
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +11,7 @@ RUN ?=
 PARAMS ?=
 NOTEBOOKS ?=
 
-.PHONY: reproduce test install bench clean-venv
+.PHONY: reproduce test install bench readme-figures clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,16 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# The figures the README shows; a run never writes docs/ (runs write figures/<run>/).
+README_FIGURES := fig1_overall fig2_forgettability fig3_frequency fig4_cooccurrence fig5_pies fig6_reader_study
+FIGURES_DIR = $${PRUNECXR_HOME:-.}/figures/$(or $(RUN),default)
+
+readme-figures:
+	@for f in $(README_FIGURES); do test -f "$(FIGURES_DIR)/$$f.png" || \
+		{ echo "$(FIGURES_DIR)/$$f.png is missing: run make reproduce (with a Chrome for PNGs) first"; exit 1; }; done
+	@for f in $(README_FIGURES); do cp "$(FIGURES_DIR)/$$f.png" docs/figures/; done
+	@echo "copied $(words $(README_FIGURES)) figures from $(FIGURES_DIR) to docs/figures/"
 
 bench: $(VENV)/.installed
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -1,0 +1,60 @@
+"""The same command on the same machine gives the same bits, however the seeds are scheduled.
+
+The session's smoke run (``conftest.smoke_run``) is repeated for notebooks 01-03 in two more
+fresh homes: once exactly, once with the seeds trained side by side in worker processes
+(``population=parallel``) instead of one after another. Every prediction store must be
+bit-identical to the first run's. (The smoke profile pins ``threads = 1``: the thread count
+per model is part of the arithmetic, and it is what makes the two schedules comparable on a
+2-core machine.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from prunecxr import config, paths
+
+pytestmark = pytest.mark.slow
+RUN = config.load_profile("smoke")["run"]
+
+
+def _rerun(home, *overrides: str) -> None:
+    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
+    args = [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke", "--notebooks", "01-03",
+            "--no-report"]
+    for item in overrides:
+        args += ["-p", item]
+    proc = subprocess.run(args, cwd=paths.project_root(), env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+
+
+def _stores(home) -> dict[str, str]:
+    """sha256 of every ``probs.npy`` under ``runs/<run>/prune/``, by method."""
+    root = home / "runs" / RUN / "prune"
+    out = {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.glob("*/probs.npy")}
+    assert out, f"no probs.npy under {root}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def first(smoke_run):
+    return _stores(smoke_run["home"])
+
+
+def test_a_second_run_in_a_fresh_home_is_bit_identical(first, tmp_path):
+    _rerun(tmp_path)
+    assert _stores(tmp_path) == first
+
+
+def test_seeds_trained_side_by_side_give_the_same_bits(first, tmp_path):
+    assert config.load_profile("smoke")["population"] == "sequential"
+    _rerun(tmp_path, "population=parallel")
+    train = (tmp_path / "runs" / RUN / "models" / "train.json").read_text()
+    assert '"parallel"' in train
+    assert _stores(tmp_path) == first
