@@ -1,4 +1,4 @@
-"""prunecxr.cooccurrence: FCD, frequencies, IoU, Eq. 2 and Fig. 4."""
+"""prunecxr.analysis.cooccurrence: FCD, frequencies, IoU, Eq. 2 and Fig. 4."""
 
 import itertools
 import warnings
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.metrics import jaccard_score, mean_squared_error
 
-from prunecxr import artifacts, config, paths
+from prunecxr import artifacts, config, paths, stats
 from prunecxr.analysis import cooccurrence
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -62,6 +62,11 @@ def test_counts_iou_is_jaccard():
     assert iou[0, 1] == pytest.approx(2 / 4)  # images 0, 2 share both; union images 0-3
     assert np.isnan(iou[3, 3])  # neither class has a positive: undefined
     assert iou[0, 3] == 0.0
+
+
+def test_counts_iou_is_the_one_of_stats():
+    _, iou = cooccurrence.class_frequencies(Y)
+    np.testing.assert_array_equal(iou, stats.label_iou(Y))
 
 
 def test_released_code_quantities_by_hand():

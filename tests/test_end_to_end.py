@@ -90,7 +90,7 @@ def test_pruning_artifacts(rp, method):
 def test_analysis_artifacts(rp, method):
     expected = {
         rp.forgettability(method): {"class", "sparsity", "median_rel_ap_change"},
-        rp.class_summary(method): {"class", "train_count", "test_count", "first_20pct_drop",
+        rp.class_summary(method): {"class", "train_count", "test_count", "first_drop",
                                    "rel_change_at_095"},
         rp.pairs(method): {"class_a", "class_b", "fcd", "abs_log_freq_diff", "iou",
                            "iou_quarter"},

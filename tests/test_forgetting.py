@@ -1,4 +1,4 @@
-"""prunecxr.forgetting: Eq. 1, the class summary and Figs. 2-3, on hand-built cases."""
+"""prunecxr.analysis.forgetting: Eq. 1, the class summary and Figs. 2-3, on hand-built cases."""
 
 import warnings
 
@@ -9,7 +9,8 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunecxr import artifacts, config, paths
+from prunecxr import artifacts, config, paths, stats
+from prunecxr import analysis
 from prunecxr.analysis import forgetting
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -180,17 +181,17 @@ def test_frequency_correlations_match_scipy():
         "class": list("abcdefgh"),
         "train_count": rng.integers(1, 1000, 8),
         "test_count": 1,
-        "first_20pct_drop": [0.5, 0.6, np.nan, 0.9, 0.95, 0.3, 0.65, 0.7],
+        "first_drop": [0.5, 0.6, np.nan, 0.9, 0.95, 0.3, 0.65, 0.7],
         "rel_change_at_095": rng.uniform(-1, 0, 8),
         "drop_threshold": 0.2,
     })
     corr = forgetting.frequency_correlations(summary).set_index("y")
     logf = np.log(summary["train_count"].to_numpy(float))
-    keep = np.isfinite(summary["first_20pct_drop"].to_numpy())
-    ref = scipy.stats.spearmanr(logf[keep], summary["first_20pct_drop"][keep])
-    assert corr.loc["first_20pct_drop", "n"] == 7
-    assert corr.loc["first_20pct_drop", "spearman_rho"] == pytest.approx(ref.statistic)
-    assert corr.loc["first_20pct_drop", "spearman_p"] == pytest.approx(ref.pvalue)
+    keep = np.isfinite(summary["first_drop"].to_numpy())
+    ref = scipy.stats.spearmanr(logf[keep], summary["first_drop"][keep])
+    assert corr.loc["first_drop", "n"] == 7
+    assert corr.loc["first_drop", "spearman_rho"] == pytest.approx(ref.statistic)
+    assert corr.loc["first_drop", "spearman_p"] == pytest.approx(ref.pvalue)
     ref = scipy.stats.pearsonr(logf, summary["rel_change_at_095"])
     assert corr.loc["rel_change_at_095", "pearson_r"] == pytest.approx(ref.statistic)
 
@@ -222,7 +223,7 @@ def test_run_stage_writes_artifacts_for_every_method():
         curves = pd.read_parquet(rp.forgettability(method))
         summary = pd.read_parquet(rp.class_summary(method))
         assert {"class", "sparsity", "median_rel_ap_change"} <= set(curves.columns)
-        assert list(summary.columns[:5]) == ["class", "train_count", "test_count", "first_20pct_drop", "rel_change_at_095"]
+        assert list(summary.columns[:5]) == ["class", "train_count", "test_count", "first_drop", "rel_change_at_095"]
     again = forgetting.read_results("r1", "global_l1")
     pd.testing.assert_frame_equal(again.summary, results["global_l1"].summary)
     overview = forgetting.overview(results)
@@ -233,8 +234,9 @@ def test_figure_method_falls_back_with_warning():
     write_run("r2", methods=("random",))
     with pytest.warns(UserWarning, match="'global_l1' has no results"):
         assert forgetting.figure_method("r2") == "random"
+    assert analysis.figure_method is forgetting.figure_method  # what notebooks 04-06 call
     with pytest.raises(FileNotFoundError, match="03_prune"):
-        forgetting.methods_present("nothing-here")
+        artifacts.methods_present("nothing-here")
 
 
 def test_figures_2_and_3():
@@ -252,5 +254,5 @@ def test_figures_2_and_3():
     texts = " ".join(a.text for a in fig.layout.annotations)
     assert "ρ = " in texts and "r = " in texts
     assert list(data["class"]) == ["A", "B", "C"]
-    shown = forgetting.correlation_display(res.correlations)
+    shown = stats.correlation_display(res.correlations)
     assert shown["spearman"].str.startswith("ρ = ").all()

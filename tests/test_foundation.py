@@ -165,6 +165,27 @@ def test_png_export_with_chrome():
     assert saved.png is not None and saved.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 1), (5, 7, 3)])
+def test_png_base64_round_trip(shape):
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    text = figures.png_base64(image)
+    assert text.startswith("iVBORw0KGgo")  # base64 of the PNG signature
+    back = np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
+    np.testing.assert_array_equal(back, image.reshape(shape[:2]) if shape[-1] == 1 else image)
+    assert figures.png_base64(image) == text  # lossless and deterministic
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4)), np.zeros((4, 4, 2), np.uint8), np.zeros(4, np.uint8)])
+def test_png_base64_refuses_what_is_not_a_uint8_image(bad):
+    with pytest.raises(ValueError, match=r"uint8 \[H, W\] or \[H, W, 3\]"):
+        figures.png_base64(bad)
+
+
 def test_styled_table_caption_names_the_phantom():
     config.record_data("r", {"dataset": "nih-phantom", "synthetic": True})
     html = figures.styled_table(pd.DataFrame({"a": [1.23456]}), run="r", caption="T").to_html()

@@ -9,7 +9,7 @@ import scipy.stats
 import statsmodels.formula.api as smf
 from sklearn.metrics import average_precision_score
 
-from prunecxr import artifacts, config, paper, paths
+from prunecxr import artifacts, config, paper, paths, published
 from prunecxr.analysis import cooccurrence, forgetting, pies
 
 CLASSES = ["No Finding", "Infiltration", "Effusion", "Mass", "Nodule", "Emphysema", "Fibrosis", "Hernia"]
@@ -57,31 +57,31 @@ def run_analyses(run: str, **kw) -> None:
 
 # -- the published values ------------------------------------------------------------------
 BRIEF = [
-    ("first_significant_drop", paper.NIH, 0.65), ("first_significant_drop", paper.MIMIC, 0.60),
-    ("rho_freq_first_drop", paper.NIH, 0.61), ("rho_freq_first_drop", paper.MIMIC, 0.93),
-    ("rho_freq_change_095", paper.NIH, 0.75), ("rho_freq_change_095", paper.MIMIC, 0.75),
-    ("rho_fcd_freq_diff", paper.NIH, 0.64), ("rho_fcd_iou", paper.NIH, -0.47),
-    ("eq2_intercept", paper.NIH, 0.27), ("eq2_abs_log_freq_diff", paper.NIH, 0.21),
-    ("eq2_iou_quarter", paper.NIH, -0.05), ("eq2_interaction", paper.NIH, -0.31),
-    ("eq2_interaction_p", paper.NIH, 0.005), ("pie_rarest_ratio_min", paper.NIH, 3.0),
-    ("pie_rarest_ratio_max", paper.NIH, 15.0), ("pie_4plus_ratio", paper.NIH, 3.2),
+    ("first_significant_drop", published.NIH, 0.65), ("first_significant_drop", published.MIMIC, 0.60),
+    ("rho_freq_first_drop", published.NIH, 0.61), ("rho_freq_first_drop", published.MIMIC, 0.93),
+    ("rho_freq_change_095", published.NIH, 0.75), ("rho_freq_change_095", published.MIMIC, 0.75),
+    ("rho_fcd_freq_diff", published.NIH, 0.64), ("rho_fcd_iou", published.NIH, -0.47),
+    ("eq2_intercept", published.NIH, 0.27), ("eq2_abs_log_freq_diff", published.NIH, 0.21),
+    ("eq2_iou_quarter", published.NIH, -0.05), ("eq2_interaction", published.NIH, -0.31),
+    ("eq2_interaction_p", published.NIH, 0.005), ("pie_rarest_ratio_min", published.NIH, 3.0),
+    ("pie_rarest_ratio_max", published.NIH, 15.0), ("pie_4plus_ratio", published.NIH, 3.2),
 ]
 
 
 @pytest.mark.parametrize("key, dataset, value", BRIEF)
 def test_published_values_are_data_with_sources(key, dataset, value):
-    assert paper.published(key, dataset) == value
-    row = paper.PUBLISHED[(paper.PUBLISHED["key"] == key) & (paper.PUBLISHED["dataset"] == dataset)]
+    assert paper.published_value(key, dataset) == value
+    row = published.PUBLISHED[(published.PUBLISHED["key"] == key) & (published.PUBLISHED["dataset"] == dataset)]
     assert row["source"].iloc[0].strip()
-    assert row["kind"].iloc[0] in paper.KINDS
+    assert row["kind"].iloc[0] in published.KINDS
 
 
 def test_published_table_is_consistent():
-    assert not paper.PUBLISHED.duplicated(["key", "dataset"]).any()
-    assert set(paper.PUBLISHED["dataset"]) == {paper.NIH, paper.MIMIC}
+    assert not published.PUBLISHED.duplicated(["key", "dataset"]).any()
+    assert set(published.PUBLISHED["dataset"]) == {published.NIH, published.MIMIC}
     with pytest.raises(KeyError, match="published for"):
-        paper.published("rho_fcd_iou", paper.MIMIC)
-    assert set(sum(paper.SECTIONS.values(), [])) == set(paper.PUBLISHED["key"])
+        paper.published_value("rho_fcd_iou", published.MIMIC)
+    assert set(sum(paper.SECTIONS.values(), [])) == set(published.PUBLISHED["key"])
 
 
 # -- this run's values ---------------------------------------------------------------------
@@ -90,18 +90,18 @@ def test_this_run_values_equal_direct_computations():
     run_analyses("full")
     values = paper.comparison_values("full").set_index("key")
     assert list(paper.comparison_values("full").columns) == paper.VALUE_COLUMNS
-    from prunecxr.compress import prune
+    from prunecxr.analysis import overall
 
-    metrics = pd.read_parquet(paths.run_paths("full").metrics("global_l1"))
+    metrics = artifacts.read_metrics("full", "global_l1")
     assert values.loc["first_significant_drop", "this_run_value"] == pytest.approx(
-        prune.first_significant_drop(prune.overall_table(metrics)), nan_ok=True)
+        overall.first_significant_drop(overall.overall_table(metrics)), nan_ok=True)
 
     summary = pd.read_parquet(paths.run_paths("full").class_summary("global_l1"))
     logf = np.log(summary["train_count"].to_numpy(float))
-    keep = summary["first_20pct_drop"].notna().to_numpy()
+    keep = summary["first_drop"].notna().to_numpy()
     assert keep.sum() >= 3  # the fixture's classes do drop 20%
     assert values.loc["rho_freq_first_drop", "this_run_value"] == pytest.approx(
-        scipy.stats.spearmanr(logf[keep], summary["first_20pct_drop"][keep]).statistic)
+        scipy.stats.spearmanr(logf[keep], summary["first_drop"][keep]).statistic)
     assert values.loc["r_freq_change_095", "this_run_value"] == pytest.approx(
         scipy.stats.pearsonr(logf, summary["rel_change_at_095"]).statistic)
 
@@ -127,7 +127,7 @@ def test_this_run_values_equal_direct_computations():
     assert values.loc["pie_rarest_ratio_max", "this_run_value"] == pytest.approx(max(ratios))
 
     assert values["this_run_data"].str.contains("PHANTOM").all()
-    assert (values["published_dataset"] == paper.NIH).all()
+    assert (values["published_dataset"] == published.NIH).all()
     assert "pie_fraction = 0.1 here, 0.05 in the paper" in values.loc["pie_4plus_ratio", "note"]
     assert "15 NIH ChestX-ray14" in paper.caption("full")
 
@@ -150,8 +150,8 @@ def test_mimic_run_compares_with_mimic_values_where_published():
     run_analyses("mimic", drop_threshold=0.3)
     values = paper.comparison_values("mimic").set_index("key")
     assert values.loc["first_significant_drop", "published_value"] == 0.60
-    assert values.loc["rho_freq_first_drop", "published_dataset"] == paper.MIMIC
-    assert values.loc["eq2_intercept", "published_dataset"] == paper.NIH
+    assert values.loc["rho_freq_first_drop", "published_dataset"] == published.MIMIC
+    assert values.loc["eq2_intercept", "published_dataset"] == published.NIH
     assert "published for NIH-CXR-LT only" in values.loc["eq2_intercept", "note"]
     assert "drop_threshold = 0.3 here, 0.2 in the paper" in values.loc["rho_freq_first_drop", "note"]
     assert not values["this_run_data"].str.contains("PHANTOM").any()
@@ -185,7 +185,7 @@ def test_report_shows_the_table():
     write_run("rep")
     run_analyses("rep")
     df, why = report.paper_table("rep")
-    assert why == "" and len(df) == paper.PUBLISHED["key"].nunique()
+    assert why == "" and len(df) == published.PUBLISHED["key"].nunique()
 
 
 # -- the notebooks of this part (static: executing them is the runner's end-to-end test) -----
@@ -221,7 +221,7 @@ def test_notebook_follows_the_conventions(name):
     # the second cell starts the stage; the last finishes it
     setup = code[1].source
     for needle in ("import prunecxr as px", "px.figures.setup_notebook()",
-                   f'px.start_stage(\n    "{name}"', "display(px.figures.banner(run))"):
+                   f'px.start_stage("{name}", globals())', "display(px.figures.banner(run))"):
         assert needle in setup
     assert code[-1].source.strip() == f'px.finish_stage("{name}", run=run)'
     assert sum("px.figures.png_status()" in c.source for c in code) == 1

@@ -1,4 +1,4 @@
-"""prunecxr.pies: seed averaging, Spearman, PIE selection, Fig. 5 ratios and the gallery."""
+"""prunecxr.analysis.pies: seed averaging, Spearman, PIE selection, Fig. 5 ratios and the gallery."""
 
 import warnings
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from prunecxr import artifacts, config, paths
+from prunecxr import artifacts, config, figures, paths
 from prunecxr.analysis import pies
 
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -214,7 +214,7 @@ def test_gallery_embeds_images_only_when_asked():
         pies.gallery_table(res, size=-1)
     with pytest.raises(ValueError, match="2 images for 3 gallery rows"):
         pies.gallery_html(gallery, run="p2", images=images[:2], pie_sparsity=0.9)
-    assert pies.png_base64(images[1]).startswith("iVBORw0KGgo")  # the PNG signature
+    assert figures.png_base64(images[1]).startswith("iVBORw0KGgo")  # the PNG signature
 
 
 def test_resolve_embed():
@@ -234,3 +234,15 @@ def test_probs_and_labels_disagree():
     artifacts.save_npy(rp.probs("global_l1"), np.zeros((3, 3, 39, 7), np.float32))
     with pytest.raises(ValueError, match="holds 39 test images; labels.parquet has 40"):
         pies.analyze("p5", "global_l1")
+
+
+def test_analysis_imports_neither_torch_nor_compress():
+    """The analysis notebooks read the sweep through prunecxr.artifacts, without a deep-learning stack."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, prunecxr.analysis, prunecxr.reader_study; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('prunecxr.compress')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    assert out.stdout.strip() == "[]"

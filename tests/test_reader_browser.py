@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 
 from prunecxr import artifacts, paths
-from prunecxr.reader_study import core as rs
+from prunecxr import reader_study as rs
+from prunecxr.reader_study import answers as rs_answers
+from prunecxr.reader_study import questions as rs_questions
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +65,8 @@ def make_study(n_readers=2, images_per_reader=6):
     artifacts.write_parquet(rp.labels, labels)
     artifacts.write_json(rp.run_json, {"run": RUN, "parameters": {}, "stages": {},
                                      "data": {"dataset": "nih-phantom", "synthetic": True}})
-    artifacts.write_parquet(rp.pies("global_l1"), pd.DataFrame({"image_id": ids, "is_pie": np.arange(n) % 4 == 0}))
+    artifacts.write_parquet(rp.pies("global_l1"), pd.DataFrame({"image_id": ids, "spearman": 0.0,
+                                                                "is_pie": np.arange(n) % 4 == 0}))
     split = SimpleNamespace(images=rng.integers(0, 256, (n, 32, 32), dtype=np.uint8), image_ids=ids)
     key = rs.assign_images(rs.load_pies(RUN), n_readers=n_readers, images_per_reader=images_per_reader,
                            seed=3, study=RUN)
@@ -135,14 +138,14 @@ def test_packet_round_trip_in_chromium(browser, tmp_path):
     assert all(u.startswith(("file://", "data:", "blob:")) for u in requests), requests
 
     exported = pd.read_csv(target, dtype=str)
-    assert list(exported.columns) == list(rs.RESPONSE_COLUMNS)
+    assert list(exported.columns) == list(rs_answers.RESPONSE_COLUMNS)
     assert (exported["reader"] == "reader-1").all()
     assert (exported["packet_id"] == mine["packet_id"].iloc[0]).all()
 
     files = rs.collect_responses(RUN, key)
     assert not files.simulated and files.files == (target,)
     answers = rs.read_responses(files.files, key)
-    assert len(answers) == 6 and answers[list(rs.QUESTION_NAMES)].notna().all().all()
+    assert len(answers) == 6 and answers[list(rs_questions.QUESTION_NAMES)].notna().all().all()
     pie = answers[answers["group"] == "PIE"]
     non = answers[answers["group"] == "non-PIE"]
     assert len(pie) == 3 and len(non) == 3

@@ -13,8 +13,13 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from prunecxr import artifacts, config, fmt, paths
-from prunecxr.reader_study import core as rs
+from prunecxr import artifacts, config, figures, fmt, paths
+from prunecxr import reader_study as rs
+from prunecxr.reader_study import answers as rs_answers
+from prunecxr.reader_study import design as rs_design
+from prunecxr.reader_study import packets as rs_packets
+from prunecxr.reader_study import questions as rs_questions
+from prunecxr.reader_study import results as rs_results
 
 RUN = "rs"
 CLASSES = ["Atelectasis", "Effusion", "No Finding"]
@@ -43,7 +48,7 @@ def small_key(**kw):
     return rs.assign_images(rs.load_pies(RUN), **opts)
 
 
-def write_csv(path, rows, columns=rs.RESPONSE_COLUMNS):
+def write_csv(path, rows, columns=rs_answers.RESPONSE_COLUMNS):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
@@ -65,7 +70,7 @@ def answer_rows(key, reader=None):
 # -- design ------------------------------------------------------------------------------
 def test_each_packet_is_half_pies_without_overlap():
     key = small_key()
-    assert list(key.columns) == list(rs.KEY_COLUMNS)
+    assert list(key.columns) == list(rs_design.KEY_COLUMNS)
     assert key.groupby("reader").size().tolist() == [8, 8, 8]
     assert key.groupby("reader")["is_pie"].sum().tolist() == [4, 4, 4]
     assert key["image_id"].is_unique  # no image shown to two readers
@@ -225,20 +230,9 @@ def test_images_missing_from_the_split_are_named():
         rs.write_study(RUN, key, split=short)
 
 
-def test_png_bytes_round_trip_and_refuse_floats():
-    from PIL import Image
-    import io as bio
-
-    img = np.arange(64, dtype=np.uint8).reshape(8, 8)
-    back = np.asarray(Image.open(bio.BytesIO(rs.png_bytes(img))))
-    assert (back == img).all()
-    with pytest.raises(ValueError, match="uint8"):
-        rs.png_bytes(img.astype(float))
-
-
 def test_packet_metadata_cannot_close_its_script():
-    item = rs.PacketItem(code="AAAA-BBBB", labels=("</script><b>x",), png=rs.png_bytes(np.zeros((4, 4), np.uint8)))
-    text = rs.render_packet([item], reader="r</script>", packet_id="p")
+    item = rs_packets.PacketItem(code="AAAA-BBBB", labels=("</script><b>x",), png=figures.png_base64(np.zeros((4, 4), np.uint8)))
+    text = rs_packets.render_packet([item], reader="r</script>", packet_id="p")
     assert text.count("</script>") == 2  # only the two real script elements close
     assert "&lt;/script&gt;&lt;b&gt;x" in text
 
@@ -376,7 +370,6 @@ def _kruskal_reference(a, b):
 
 
 def _toy_answers(pie, non):
-    n = max(len(pie), len(non))
     rows = []
     for flag, values in ((True, pie), (False, non)):
         for v in values:
@@ -420,13 +413,13 @@ def test_group_labels_come_from_is_pie_not_from_order():
 def test_simulation_is_seeded_in_range_and_follows_its_pie_effect():
     make_run(400)
     key = rs.assign_images(rs.load_pies(RUN), n_readers=5, images_per_reader=40, seed=0)
-    a = rs.simulate_responses(key, seed=3)
-    pd.testing.assert_frame_equal(a, rs.simulate_responses(key, seed=3))
-    assert not a.equals(rs.simulate_responses(key, seed=4))
-    assert list(a.columns) == list(rs.RESPONSE_COLUMNS)
+    a = rs_answers.simulate_responses(key, seed=3)
+    pd.testing.assert_frame_equal(a, rs_answers.simulate_responses(key, seed=3))
+    assert not a.equals(rs_answers.simulate_responses(key, seed=4))
+    assert list(a.columns) == list(rs_answers.RESPONSE_COLUMNS)
     assert set(a["agree"]) <= {"yes", "no"}
     assert a["quality"].between(1, 5).all() and a["difficulty"].between(1, 5).all()
-    strong = rs.simulate_responses(key, seed=3, model=rs.SimulationModel(pie_effect=2.0))
+    strong = rs_answers.simulate_responses(key, seed=3, model=rs.SimulationModel(pie_effect=2.0))
     joined = strong.merge(key[["code", "is_pie"]], on="code")
     means = joined.groupby("is_pie")[["quality", "difficulty"]].mean()
     assert means.at[True, "difficulty"] > means.at[False, "difficulty"] + 1
@@ -451,8 +444,8 @@ def test_collect_responses_prefers_real_answers(study, tmp_path):
 
 # -- presentation ------------------------------------------------------------------------
 def test_published_values_come_from_the_data_table_with_source():
-    pub = rs.published().set_index("question")
-    assert list(pub.index) == list(rs.QUESTION_NAMES)
+    pub = rs_results.published().set_index("question")
+    assert list(pub.index) == list(rs_questions.QUESTION_NAMES)
     assert pub["source"].str.contains("Holste").all()
     assert (pub[["pie", "non_pie", "p_kruskal"]].notna()).all().all()
 
@@ -463,15 +456,17 @@ def test_paper_comparison_and_figure_say_simulated():
     real = rs.paper_comparison(tests, simulated=False)
     assert any(c.startswith("SIMULATED") for c in sim.columns)
     assert not any("SIMULATED" in c for c in real.columns)
-    pub = rs.published().set_index("question")
+    pub = rs_results.published().set_index("question")
     row = real.set_index("Question").loc["Label agreement"]
     assert row["Paper: PIE"] == fmt.pct(pub.at["agree", "pie"], 1)
     assert row["Paper: Kruskal–Wallis"] == fmt.pvalue(pub.at["agree", "p_kruskal"])
     assert row["This study: PIE"] == fmt.pct(0.4, 1)
-    data = rs.figure_data(tests)
+    data = rs_results.figure_data(tests)
     assert set(data["group"]) == {"PIE", "non-PIE"} and len(data) == 6
-    assert rs.fig6(data, simulated=True).layout.title.text.startswith("SIMULATED")
-    assert "SIMULATED" not in rs.fig6(data, simulated=False).layout.title.text
+    fig, plotted = rs.figure_6(tests, simulated=True)
+    assert fig.layout.title.text.startswith("SIMULATED")
+    pd.testing.assert_frame_equal(plotted, data)
+    assert "SIMULATED" not in rs.figure_6(tests, simulated=False)[0].layout.title.text
     assert rs.headline("x", simulated=True).startswith("SIMULATED")
     assert len(rs.tests_table(tests)) == 3
 
@@ -483,7 +478,7 @@ def test_write_results_follows_the_layout(study):
     rp = paths.run_paths(RUN)
     assert out == {"answers": rp.reader_answers, "tests": rp.reader_tests}
     back = pd.read_parquet(rp.reader_tests)
-    assert list(back["question"]) == list(rs.QUESTION_NAMES)
+    assert list(back["question"]) == list(rs_questions.QUESTION_NAMES)
     for col in ("mean_pie", "sd_pie", "mean_non_pie", "sd_non_pie", "kw_h", "kw_p", "mwu_u", "mwu_p",
                 "welch_t", "welch_p", "source"):
         assert col in back.columns
@@ -525,7 +520,7 @@ def test_notebook_follows_the_conventions():
         if cell.cell_type == "code" and cell is not params and "finish_stage" not in cell.source:
             assert before.cell_type == "markdown" or before is params, cell.source[:40]
     text = "\n".join(c.source for c in code)
-    assert 'save_figure(fig, "fig6_reader_study", run=run' in text
+    assert 'save_figure(fig6, "fig6_reader_study", run=run' in text
     assert text.count("png_status()") == 1
 
 

@@ -1,4 +1,4 @@
-"""prunecxr.stats: correlations, OLS and row-wise Spearman against scipy / statsmodels / numpy."""
+"""prunecxr.stats: correlations, lines, OLS, row-wise Spearman and IoU against scipy / statsmodels / numpy."""
 
 import warnings
 
@@ -187,3 +187,64 @@ def test_rowwise_spearman_permutation_invariant_and_bounded(ab, rnd):
     finite = rho[np.isfinite(rho)]
     assert ((finite >= -1) & (finite <= 1)).all()
     np.testing.assert_array_equal(stats.rowwise_spearman(a, a)[np.ptp(a, axis=1) > 0], 1.0)
+
+
+def test_correlation_display_formats_r_and_rho():
+    table = stats.correlation_table(pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0, 3, 2, 5]}), [("a", "b")])
+    shown = stats.correlation_display(table.assign(method="m"))
+    assert list(shown.columns) == ["method", "x", "y", "n", "pearson", "spearman"]
+    assert shown["pearson"].iloc[0].startswith("r = ") and shown["spearman"].iloc[0].startswith("ρ = 0.80 (P = ")
+
+
+# -- least-squares line --------------------------------------------------------------------
+def test_fit_line_by_hand_and_against_scipy():
+    # y = 1 + 2x exactly, plus pairs with a NaN or an infinity that are left out
+    line = stats.fit_line([0.0, 1.0, 2.0, np.nan, 3.0, 5.0], [1.0, 3.0, 5.0, 4.0, np.inf, 11.0])
+    assert (line.slope, line.intercept) == pytest.approx((2.0, 1.0))
+    np.testing.assert_array_equal(line.x, [0.0, 5.0])  # the finite x range
+    np.testing.assert_allclose(line.y, [1.0, 11.0])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    ref = scipy.stats.linregress(x, y)
+    line = stats.fit_line(x, y)
+    assert (line.slope, line.intercept) == pytest.approx((ref.slope, ref.intercept))
+
+
+def test_fit_line_undefined_is_none():
+    assert stats.fit_line([1.0, np.nan], [2.0, 3.0]) is None  # one finite pair
+    assert stats.fit_line([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) is None  # vertical: no slope
+    with pytest.raises(ValueError, match="equal length"):
+        stats.fit_line([1.0, 2.0], [1.0])
+
+
+# -- IoU of label columns ------------------------------------------------------------------
+def test_label_iou_by_hand():
+    y = np.array([
+        [1, 1, 0, 0],
+        [1, 0, 0, 0],
+        [1, 1, 1, 0],
+        [0, 1, 1, 0],
+    ], dtype=np.int8)
+    iou = stats.label_iou(y)
+    # A = {0,1,2}, B = {0,2,3}, C = {2,3}, D = {}
+    assert iou[0, 1] == pytest.approx(2 / 4)  # A ∩ B = {0,2}, A ∪ B = {0,1,2,3}
+    assert iou[0, 2] == pytest.approx(1 / 4)  # {2} / {0,1,2,3}
+    assert iou[1, 2] == pytest.approx(2 / 3)  # {2,3} / {0,2,3}
+    assert iou[0, 3] == 0.0 and np.isnan(iou[3, 3])  # D has no positive: only D with D is undefined
+    np.testing.assert_array_equal(np.diag(iou)[:3], [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(iou, iou.T)
+
+
+def test_label_iou_matches_jaccard_and_does_not_overflow():
+    from sklearn.metrics import jaccard_score
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((300, 5)) < 0.7).astype(np.int8)  # over 127 shared positives: int8 would overflow
+    iou = stats.label_iou(y)
+    for a in range(5):
+        for b in range(5):
+            assert iou[a, b] == pytest.approx(jaccard_score(y[:, a], y[:, b]))
+    with pytest.raises(ValueError, match="0/1"):
+        stats.label_iou(y * 2)
+    with pytest.raises(ValueError, match="2-D"):
+        stats.label_iou(y[:, 0])

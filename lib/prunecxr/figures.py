@@ -1,5 +1,8 @@
 """One helper saves every figure: interactive HTML, static PNG and the plotted data as CSV.
 
+It also holds the one PNG encoder of an image array for HTML (:func:`png_base64`: the PIE
+gallery of notebook 06, the reader packets of notebook 07).
+
 Files go to ``figures/<run>/<name>.{html,png,csv}``. The HTML files share one
 ``plotly.min.js`` written beside them, so they open offline. PNGs are rendered by kaleido
 with a Chrome (``BROWSER_PATH``, else Debian's ``chromium`` on the PATH); one browser is
@@ -12,6 +15,8 @@ Figures of a run on synthetic pixels (the phantom) carry :data:`config.PHANTOM_N
 from __future__ import annotations
 
 import atexit
+import base64
+import io
 import logging
 import os
 import shutil
@@ -19,9 +24,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
+from PIL import Image
 
 from . import artifacts, config, paths
 
@@ -161,6 +168,28 @@ def save_figure(
             warnings.filterwarnings("ignore", message="The kopts argument is ignored")
             fig.write_image(tmp, format="png", width=width, height=height, scale=1.5)
     return SavedFigure(html=html, png=png, csv=csv)
+
+
+def png_base64(image: np.ndarray) -> str:
+    """An image as a base64 PNG string, for an HTML ``<img src="data:image/png;base64,...">``.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape ``[H, W]`` (grey), ``[H, W, 1]`` or ``[H, W, 3]`` (RGB)
+
+    Returns
+    -------
+    str
+        The lossless PNG (no metadata) in base64 ASCII; decoding it gives back ``image``.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+        raise ValueError(f"an image must be uint8 [H, W] or [H, W, 3]; got {arr.dtype} {list(arr.shape)}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def styled_table(df: pd.DataFrame, *, run: str, caption: str, precision: int = 3):

@@ -1,10 +1,11 @@
-"""The paper's published numbers, and this run's values of the same quantities.
+"""This run's values beside the paper's published ones.
 
-:data:`PUBLISHED` is data: each value Holste et al. (MICCAI 2023) report for the analyses of
-notebooks 03–06, with the dataset it was measured on and where in the paper it appears.
-Nothing here is drawn into a figure; :func:`comparison_values` computes "this run" for each
-row from the run's artifacts with the same lib functions the notebooks use, and
-:func:`comparison_table` formats both with :mod:`prunecxr.fmt`.
+The published values are data in :mod:`prunecxr.published` (:data:`PUBLISHED`: each value
+Holste et al. (MICCAI 2023) report for the analyses of notebooks 03–06, with the dataset it
+was measured on and where in the paper it appears). :func:`comparison_values` computes "this
+run" for each row from the run's artifacts (read by :mod:`prunecxr.artifacts`) with the same
+functions the notebooks use (:mod:`prunecxr.analysis`), and :func:`comparison_table` formats
+both with :mod:`prunecxr.fmt`. Nothing here is drawn into a figure.
 
 Like is compared with like: a run on NIH data (``nih-cxr-lt``, or the ``nih-phantom`` whose 15
 classes are the NIH ChestX-ray14 labels rather than NIH-CXR-LT's 20) is set beside the
@@ -21,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from . import artifacts, config, fmt, paths
-from .analysis import cooccurrence, forgetting, pies
-from .published import DATASET_MATCH, FIG4_PAIRS, KINDS, MIMIC, NIH, PAPER_SETTINGS, PUBLISHED  # noqa: F401
+from .analysis import cooccurrence, forgetting, overall, pies
+from .published import DATASET_MATCH, KINDS, NIH, PAPER_SETTINGS, PUBLISHED
 
 VALUE_COLUMNS = [
     "key", "quantity", "kind", "source", "published_dataset", "published_value", "this_run_value",
@@ -49,7 +50,7 @@ def caption(run: str) -> str:
     return text + (f"; {caveat}" if caveat else "")
 
 
-def published(key: str, dataset: str) -> float:
+def published_value(key: str, dataset: str) -> float:
     """The published value of ``key`` on ``dataset`` (KeyError naming what exists)."""
     rows = PUBLISHED[(PUBLISHED["key"] == key) & (PUBLISHED["dataset"] == dataset)]
     if rows.empty:
@@ -84,14 +85,12 @@ def _differs(name: str, value) -> str:
 
 
 def _first_drop(run: str, method: str) -> _Measured:
-    """Fig. 1's first significant drop (Welch's t-test, alpha 0.001, as the paper), by :mod:`prunecxr.prune`."""
-    from . import compress as prune
-
+    """Fig. 1's first significant drop (Welch's t-test at the paper's alpha), by :mod:`prunecxr.analysis.overall`."""
     try:
-        metrics = forgetting.read_metrics(run, method)
+        metrics = artifacts.read_metrics(run, method)
     except FileNotFoundError as err:
         return _missing("03_prune", err)
-    value = prune.first_significant_drop(prune.overall_table(metrics))
+    value = overall.first_significant_drop(overall.overall_table(metrics))
     note = "" if np.isfinite(value) else "no sparsity of this run has a significant drop"
     return _Measured(float(value), note)
 
@@ -103,9 +102,11 @@ def _forgetting_values(run: str, method: str) -> dict[str, _Measured]:
     except FileNotFoundError as err:
         return {k: _missing("04_class_forgetting", err) for k in keys}
     corr = res.correlations.set_index("y")
-    note = _differs("drop_threshold", float(res.summary["drop_threshold"].iloc[0])) if len(res.summary) else ""
-    drop, change = corr.loc["first_20pct_drop"], corr.loc["rel_change_at_095"]
-    n_drop = f"{int(drop['n'])} of {len(res.summary)} classes drop 20%" if drop["n"] < len(res.summary) else ""
+    threshold = float(res.summary["drop_threshold"].iloc[0]) if len(res.summary) else PAPER_SETTINGS["drop_threshold"]
+    note = _differs("drop_threshold", threshold) if len(res.summary) else ""
+    drop, change = corr.loc["first_drop"], corr.loc["rel_change_at_095"]
+    n_drop = (f"{int(drop['n'])} of {len(res.summary)} classes drop {fmt.pct(threshold)}"
+              if drop["n"] < len(res.summary) else "")
     drop_note = "; ".join(x for x in (note, n_drop) if x)
     return {
         "rho_freq_first_drop": _Measured(drop["spearman_rho"], drop_note),
@@ -148,18 +149,19 @@ def _cooccurrence_values(run: str, method: str) -> dict[str, _Measured]:
 
 def _pie_values(run: str, method: str) -> dict[str, _Measured]:
     keys = ("pie_rarest_ratio_min", "pie_rarest_ratio_max", "pie_4plus_ratio")
-    rp = paths.run_paths(run)
     try:
-        table = artifacts.read_parquet(rp.pies(method), what="notebook 06_pies")
+        table = artifacts.read_pies(run, method)
     except FileNotFoundError as err:
         return {k: _missing("06_pies", err) for k in keys}
-    meta = forgetting.read_meta(run, method)
-    classes = list(meta["classes"])
-    labels = forgetting.read_labels(run, classes)
+    classes = list(artifacts.read_meta(run, method)["classes"])
+    labels = artifacts.read_labels(run, classes)
     test = labels[(labels["split"] == "test").to_numpy()]
     merged = test[["image_id"]].merge(table[["image_id", "is_pie"]], on="image_id", how="left", validate="one_to_one")
     if merged["is_pie"].isna().any():
-        raise ValueError(f"{rp.pies(method)} lacks {int(merged['is_pie'].isna().sum())} test images of labels.parquet")
+        raise ValueError(
+            f"{paths.run_paths(run).pies(method)} lacks {int(merged['is_pie'].isna().sum())} test images "
+            "of labels.parquet"
+        )
     is_pie = merged["is_pie"].to_numpy(dtype=bool)
     counts = forgetting.label_counts(labels, classes)
     ratios = pies.class_ratios(test, is_pie, classes, train_counts=counts["train_count"])

@@ -1,4 +1,4 @@
-"""Statistics shared by the analysis notebooks: correlations, OLS and row-wise Spearman.
+"""Statistics shared by the analysis notebooks: correlations, lines, OLS, row-wise Spearman, IoU.
 
 Every correlation and regression the notebooks report is computed here, from arrays that
 lib functions built from the run's artifacts, and formatted by :mod:`prunecxr.fmt`. In the
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.stats
+
+from . import fmt
 
 #: the fewest finite (x, y) pairs for which a correlation and its p-value are reported
 MIN_PAIRS = 3
@@ -89,6 +91,97 @@ def correlation_table(data: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.Da
         c = correlation(data[x].to_numpy(dtype=float), data[y].to_numpy(dtype=float))
         rows.append({"x": x, "y": y, **c.__dict__})
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+
+
+def correlation_display(correlations: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`correlation_table` for display: ``r (P)`` and ``ρ (P)`` as text (:mod:`prunecxr.fmt`).
+
+    Keeps ``method`` (when present), ``x``, ``y`` and ``n``; adds ``pearson`` and ``spearman``.
+    """
+    out = correlations.copy()
+    out["pearson"] = [fmt.corr("r", r, p) for r, p in zip(out["pearson_r"], out["pearson_p"])]
+    out["spearman"] = [fmt.corr("ρ", r, p) for r, p in zip(out["spearman_rho"], out["spearman_p"])]
+    keep = [c for c in ("method", "x", "y", "n", "pearson", "spearman") if c in out.columns]
+    return out[keep]
+
+
+@dataclass(frozen=True)
+class Line:
+    """A least-squares line ``y = intercept + slope · x``, and the x range it was fitted on."""
+
+    slope: float
+    intercept: float
+    #: the smallest and largest finite x of the fit: where a figure draws the line
+    x: np.ndarray
+
+    @property
+    def y(self) -> np.ndarray:
+        """The line's values at :attr:`x` (the two ends of the drawn segment)."""
+        return self.intercept + self.slope * self.x
+
+
+def fit_line(x, y) -> Line | None:
+    """Ordinary least-squares line of ``y`` on ``x`` over their finite pairs.
+
+    Parameters
+    ----------
+    x, y : array-like, shape (n,)
+        Paired observations; a pair in which either value is NaN or infinite is left out.
+
+    Returns
+    -------
+    Line or None
+        ``slope = cov(x, y) / var(x)`` and ``intercept = mean(y) - slope · mean(x)`` over the
+        finite pairs, with ``x = [min x, max x]``. None when fewer than two pairs are finite
+        or every finite ``x`` is equal (the line is undefined).
+
+    Notes
+    -----
+    The dashed lines of Figs. 3 and 4 of Holste et al. (2023); the correlations printed
+    beside them come from :func:`correlation`.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"x and y must be 1-D of equal length; got shapes {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 2 or np.ptp(x[keep]) == 0:
+        return None
+    slope, intercept = np.polyfit(x[keep], y[keep], 1)
+    return Line(float(slope), float(intercept), np.array([x[keep].min(), x[keep].max()]))
+
+
+def label_iou(y) -> np.ndarray:
+    """Intersection over union of the positive rows of every pair of columns of a 0/1 matrix.
+
+    Parameters
+    ----------
+    y : array-like, shape (n_images, n_classes), values 0 or 1
+        One row per image, one column per class (a slice of ``labels.parquet``).
+
+    Returns
+    -------
+    ndarray of float64, shape (n_classes, n_classes)
+        ``IoU[a, b] = |A ∩ B| / |A ∪ B|``, where ``A`` is the set of images positive for class
+        ``a``; symmetric, 1 on the diagonal. NaN where neither class has a positive image
+        (``|A ∪ B| = 0``: undefined).
+
+    Notes
+    -----
+    The co-occurrence measure of Fig. 4 and Eq. 2 of Holste et al. (2023), taken over the
+    test images there; it equals :func:`sklearn.metrics.jaccard_score` of two columns.
+    """
+    y = np.asarray(y)
+    if y.ndim != 2:
+        raise ValueError(f"labels must be 2-D (images × classes); got shape {y.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0/1")
+    y = y.astype(np.int64)  # the products of int8 columns would overflow
+    inter = y.T @ y  # |A ∩ B|; the diagonal holds |A|
+    size = np.diag(inter)
+    union = size[:, None] + size[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
 
 
 @dataclass(frozen=True)

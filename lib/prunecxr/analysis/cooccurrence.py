@@ -6,7 +6,7 @@ the intersection over union (IoU) of their positive test images, then fits the p
 
     FCD = b0 + b1 |Δ log F| + b2 IoU^(1/4) + b3 |Δ log F| · IoU^(1/4),
 
-by OLS. Output: ``analysis/<method>/pairs.parquet`` (``ARTIFACTS.md``).
+by OLS. Output: ``analysis/<method>/pairs.parquet`` (``docs/artifacts.md``).
 
 Definitions (both named in the columns ``fcd_definition`` and ``cooccurrence`` of every
 pairs table, so a file always says what it holds):
@@ -18,7 +18,7 @@ pairs table, so a file always says what it holds):
     ``mean_k (f_a(k) - f_b(k))^2`` over the sparsities ``k > 0``, as the paper's text describes.
 ``cooccurrence="counts"`` (default)
     Frequencies are the numbers of positive test images ``n_a``; ``IoU = |A ∩ B| / |A ∪ B|``
-    over the test images.
+    over the test images (:func:`prunecxr.stats.label_iou`).
 ``cooccurrence="released_code"``
     The released code's quantities, kept to compare with: with ``C = YᵀY`` the test
     co-occurrence matrix, "frequency" is the column sum ``s_a = sum_b C[a, b]`` (the number of
@@ -37,7 +37,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import artifacts, fmt, paths, published, stats
+from .. import artifacts, figures, fmt, published, stats
 from . import forgetting
 
 FCD_DEFINITIONS = ("euclidean", "mse")
@@ -106,25 +106,22 @@ def class_frequencies(y: np.ndarray, *, cooccurrence: str = "counts") -> tuple[n
     freq : ndarray, shape (n_classes,)
         ``n_a`` (positive images) or the released code's column sums ``s_a``.
     iou : ndarray, shape (n_classes, n_classes)
-        ``|A ∩ B| / |A ∪ B|`` (counts) or ``C[a, b] / (s_a + s_b - C[a, b])`` (released
-        code). NaN where the denominator is 0 (neither class has a positive image).
+        ``|A ∩ B| / |A ∪ B|`` (counts: :func:`prunecxr.stats.label_iou`) or
+        ``C[a, b] / (s_a + s_b - C[a, b])`` (released code). NaN where the denominator is 0
+        (neither class has a positive image).
     """
     _check_choice("cooccurrence", cooccurrence, COOCCURRENCE_DEFINITIONS)
-    y = np.asarray(y)
-    if y.ndim != 2:
-        raise ValueError(f"labels must be 2-D (images × classes); got shape {y.shape}")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("labels must be 0/1")
-    y = y.astype(np.int64)
-    inter = y.T @ y  # C[a, b] = |A ∩ B|; its diagonal holds n_a
+    iou = stats.label_iou(y)  # checks that y is a 2-D 0/1 matrix
+    y = np.asarray(y).astype(np.int64)
     if cooccurrence == "counts":
-        freq = np.diag(inter).astype(float)
-    else:
-        freq = inter.sum(axis=0).astype(float)
-    union = freq[:, None] + freq[None, :] - inter
+        return y.sum(axis=0).astype(float), iou
+    # the released code: the column sums s_a of C = YᵀY in place of n_a, in the same ratio
+    inter = y.T @ y
+    freq = inter.sum(axis=0).astype(float)
+    denominator = freq[:, None] + freq[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
-    return freq, iou
+        ratio = np.where(denominator > 0, inter / np.where(denominator > 0, denominator, 1), np.nan)
+    return freq, ratio
 
 
 def pair_table(
@@ -157,7 +154,7 @@ def pair_table(
     _check_choice("cooccurrence", cooccurrence, COOCCURRENCE_DEFINITIONS)
     classes = forgetting.canonical_classes(labels, curves)
     wide = forgetting.curve_matrix(curves, classes=classes)
-    above = wide.columns.to_numpy(dtype=float) > 1e-9
+    above = wide.columns.to_numpy(dtype=float) > published.SPARSITY_ATOL
     if not above.any():
         raise ValueError("the curves have no sparsity above 0; FCD is undefined")
     values = wide.to_numpy(dtype=float)[:, above]
@@ -286,31 +283,30 @@ def summarize(method: str, pairs: pd.DataFrame) -> Cooccurrence:
 
 def analyze(run: str, method: str, *, fcd: str = "euclidean", cooccurrence: str = "counts") -> Cooccurrence:
     """Pairs, correlations and Eq. 2 of ``method`` from notebook 04's curves and the labels."""
-    curves = forgetting.read_curves(run, method)
-    labels = forgetting.read_labels(run, sorted(set(curves["class"])))
+    curves = artifacts.read_forgettability(run, method)
+    labels = artifacts.read_labels(run, sorted(set(curves["class"])))
     return summarize(method, pair_table(curves, labels, fcd=fcd, cooccurrence=cooccurrence))
 
 
 def run_stage(run: str, *, fcd: str = "euclidean", cooccurrence: str = "counts") -> dict[str, Cooccurrence]:
     """Analyze every method present in the run and write its ``pairs.parquet``."""
     results = {}
-    for method in forgetting.methods_present(run):
+    for method in artifacts.methods_present(run):
         results[method] = analyze(run, method, fcd=fcd, cooccurrence=cooccurrence)
-        artifacts.write_parquet(paths.run_paths(run).pairs(method), results[method].pairs)
+        artifacts.write_analysis(run, method, "pairs", results[method].pairs)
     return results
 
 
 def compare_run_definitions(run: str, method: str) -> pd.DataFrame:
     """:func:`compare_definitions` on ``method``'s curves (notebook 04) and the run's labels."""
-    curves = forgetting.read_curves(run, method)
-    labels = forgetting.read_labels(run, sorted(set(curves["class"])))
+    curves = artifacts.read_forgettability(run, method)
+    labels = artifacts.read_labels(run, sorted(set(curves["class"])))
     return compare_definitions(curves, labels)
 
 
 def read_results(run: str, method: str) -> Cooccurrence:
     """Notebook 05's written pairs table of ``method``, with its correlations and Eq. 2 fit."""
-    pairs = artifacts.read_parquet(paths.run_paths(run).pairs(method), what="notebook 05_cooccurrence")
-    return summarize(method, pairs)
+    return summarize(method, artifacts.read_pairs(run, method))
 
 
 def overview(results: dict[str, Cooccurrence]) -> pd.DataFrame:
@@ -345,8 +341,6 @@ def labelled_pairs(pairs: pd.DataFrame, chosen: list | None = None) -> list[tupl
     the lowest FCD, the highest FCD and the highest IoU, up to :data:`N_LABELLED_PAIRS`
     pairs (ties broken by class names).
     """
-
-
     index = {frozenset((_norm(a), _norm(b))): (a, b) for a, b in zip(pairs["class_a"], pairs["class_b"])}
     if chosen:
         out = []
@@ -407,10 +401,10 @@ def figure_4(
             ),
             row=1, col=col,
         )
-        line = forgetting._fit_line(pairs[x].to_numpy(dtype=float), pairs["fcd"].to_numpy(dtype=float))
+        line = stats.fit_line(pairs[x].to_numpy(dtype=float), pairs["fcd"].to_numpy(dtype=float))
         if line is not None:
             fig.add_trace(
-                go.Scatter(x=line[0], y=line[1], mode="lines", showlegend=False,
+                go.Scatter(x=line.x, y=line.y, mode="lines", showlegend=False,
                            line=dict(dash="dash", color="orange"), hoverinfo="skip"),
                 row=1, col=col,
             )
@@ -446,8 +440,6 @@ def figure_4(
 def save_method_figures(run: str, results: dict[str, Cooccurrence], *, skip: str,
                         label_pairs: list | None = None) -> pd.DataFrame:
     """Fig. 4 for every method but ``skip`` as ``fig4_cooccurrence_<method>``; the files written."""
-    from .. import figures
-
     rows = []
     for method, res in results.items():
         if method == skip:

@@ -6,10 +6,9 @@ the curves this module derives, per class, the first sparsity at which the curve
 ``-drop_threshold`` and the change at 95% sparsity, and correlates both with the log training
 frequency (Fig. 3).
 
-Inputs are the run's artifacts (``labels.parquet``, ``prune/<method>/{meta.json,metrics.parquet}``);
-outputs are ``analysis/<method>/forgettability.parquet`` and ``class_summary.parquet``
-(columns fixed by ``ARTIFACTS.md``). The readers of run inputs used by notebooks 05 and 06
-live here too.
+Inputs are the run's artifacts (``labels.parquet``, ``prune/<method>/{meta.json,metrics.parquet}``,
+read by :mod:`prunecxr.artifacts`); outputs are ``analysis/<method>/forgettability.parquet`` and
+``class_summary.parquet`` (columns in ``docs/artifacts.md``).
 """
 
 from __future__ import annotations
@@ -22,46 +21,23 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import artifacts, fmt, paths, stats
+from .. import artifacts, figures, fmt, published, stats
 
-#: the method whose results the paper's figures show (unstructured global L1 pruning)
-PAPER_METHOD = "global_l1"
-#: the sparsity of ``class_summary.rel_change_at_095`` (Fig. 3, right column)
-EXTREME_SPARSITY = 0.95
-#: the paper's threshold: the first sparsity with a 20% drop in AP (Fig. 3, left column)
-DEFAULT_DROP_THRESHOLD = 0.2
 #: classes drawn in Fig. 2 when none are chosen, spread from commonest to rarest (the paper shows six)
 N_FIG2_CLASSES = 6
 
 CURVE_COLUMNS = ["class", "sparsity", "median_rel_ap_change", "n_seeds"]
-SUMMARY_COLUMNS = [
-    "class", "train_count", "test_count", "first_20pct_drop", "rel_change_at_095", "drop_threshold",
-]
-_SPARSITY_ATOL = 1e-9
+SUMMARY_COLUMNS = ["class", "train_count", "test_count", "first_drop", "rel_change_at_095", "drop_threshold"]
 
 
-# -- reading the run -----------------------------------------------------------------------
-def methods_present(run: str) -> list[str]:
-    """The methods with pruning results in ``runs/<run>/prune/`` (a ``meta.json``).
-
-    In figure order, as :func:`prunecxr.prune.figure_order`: ``global_l1`` first, then by name
-    (not imported from there, so notebooks 04-05 need not load torch).
-    """
-    root = paths.run_paths(run).root / "prune"
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist: run notebook 03_prune for run {run!r} first")
-    found = sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file())
-    if not found:
-        raise FileNotFoundError(f"no method under {root} has a meta.json: run notebook 03_prune first")
-    return sorted(found, key=lambda m: m != PAPER_METHOD)
-
-
-def figure_method(run: str, preferred: str = PAPER_METHOD) -> str:
+# -- which method the paper's figures show -------------------------------------------------
+def figure_method(run: str, preferred: str = published.PAPER_METHOD) -> str:
     """The method the paper's figures are drawn for: ``preferred`` if present, else the first.
 
+    The methods are those of :func:`prunecxr.artifacts.methods_present`, in figure order.
     Falling back warns, naming the methods that are present.
     """
-    present = methods_present(run)
+    present = artifacts.methods_present(run)
     if preferred in present:
         return preferred
     warnings.warn(
@@ -70,34 +46,6 @@ def figure_method(run: str, preferred: str = PAPER_METHOD) -> str:
         stacklevel=2,
     )
     return present[0]
-
-
-def read_meta(run: str, method: str) -> dict:
-    """``prune/<method>/meta.json``, checked for the keys of ``ARTIFACTS.md``."""
-    path = paths.run_paths(run).prune_meta(method)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 03_prune for method {method!r} first")
-    meta = artifacts.read_json(path)
-    missing = [k for k in ("method", "seeds", "sparsities", "classes") if k not in meta]
-    if missing:
-        raise ValueError(f"{path} lacks the keys {missing}")
-    return meta
-
-
-def read_metrics(run: str, method: str) -> pd.DataFrame:
-    """``prune/<method>/metrics.parquet`` (long format: seed, sparsity, class, ap, auroc, n_pos)."""
-    return artifacts.read_parquet(paths.run_paths(run).metrics(method), what="notebook 03_prune")
-
-
-def read_labels(run: str, classes: list[str] | None = None) -> pd.DataFrame:
-    """``labels.parquet``, checked to hold ``image_id``, ``split`` and every class in ``classes``."""
-    path = paths.run_paths(run).labels
-    labels = artifacts.read_parquet(path, what="notebook 01_data")
-    need = ["image_id", "split"] + list(classes or [])
-    missing = [c for c in need if c not in labels.columns]
-    if missing:
-        raise ValueError(f"{path} lacks the columns {missing}")
-    return labels
 
 
 def label_counts(labels: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -121,7 +69,7 @@ def label_counts(labels: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 def _check_metrics(metrics: pd.DataFrame) -> None:
     missing = [c for c in ("seed", "sparsity", "class", "ap") if c not in metrics.columns]
     if missing:
-        raise ValueError(f"metrics lack the columns {missing}; see ARTIFACTS.md (metrics.parquet)")
+        raise ValueError(f"metrics lack the columns {missing}; see docs/artifacts.md (metrics.parquet)")
     dup = metrics.duplicated(["seed", "sparsity", "class"])
     if dup.any():
         row = metrics[dup].iloc[0]
@@ -153,13 +101,13 @@ def relative_ap_change(metrics: pd.DataFrame) -> pd.DataFrame:
     m = metrics[["seed", "sparsity", "class", "ap"]].copy()
     m["sparsity"] = m["sparsity"].astype(float)
     m["ap"] = m["ap"].astype(float)
-    is_dense = np.isclose(m["sparsity"].to_numpy(), 0.0, atol=_SPARSITY_ATOL)
+    is_dense = np.isclose(m["sparsity"].to_numpy(), 0.0, atol=published.SPARSITY_ATOL)
     dense = m[is_dense].rename(columns={"ap": "ap0"})[["seed", "class", "ap0"]]
     seeds_without = sorted(set(m["seed"]) - set(dense["seed"]))
     if seeds_without:
         raise ValueError(f"metrics have no sparsity-0 (dense) rows for seeds {seeds_without}")
     m = m.merge(dense, on=["seed", "class"], how="left", validate="many_to_one")
-    is_dense = np.isclose(m["sparsity"].to_numpy(), 0.0, atol=_SPARSITY_ATOL)
+    is_dense = np.isclose(m["sparsity"].to_numpy(), 0.0, atol=published.SPARSITY_ATOL)
     ap0 = m["ap0"].to_numpy()
     valid = np.isfinite(ap0) & (ap0 > 0)
     rel = np.full(len(m), np.nan)
@@ -203,7 +151,7 @@ def forgettability_curves(metrics: pd.DataFrame, *, classes: list[str] | None = 
         raise ValueError(f"metrics hold classes {extra} that are not among the classes {list(classes)}")
     grouped = rel.groupby(["class", "sparsity"], sort=False)["rel_ap_change"]
     curves = grouped.agg(median_rel_ap_change="median", n_seeds="count").reset_index()
-    dense = curves[np.isclose(curves["sparsity"], 0.0, atol=_SPARSITY_ATOL)]
+    dense = curves[np.isclose(curves["sparsity"], 0.0, atol=published.SPARSITY_ATOL)]
     undefined = set(dense.loc[dense["n_seeds"] == 0, "class"])
     excluded = [c for c in classes if c in undefined]
     if excluded:
@@ -249,7 +197,7 @@ def canonical_classes(labels: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
 def first_drop(
     curves: pd.DataFrame,
     *,
-    threshold: float = DEFAULT_DROP_THRESHOLD,
+    threshold: float = published.DROP_THRESHOLD,
     classes: list[str] | None = None,
 ) -> pd.Series:
     """Per class, the first sparsity at which the curve falls below ``-threshold``.
@@ -262,21 +210,21 @@ def first_drop(
         raise ValueError(f"drop_threshold must be a fraction in (0, 1]; got {threshold!r}")
     wide = curve_matrix(curves, classes=classes)
     sparsities = wide.columns.to_numpy(dtype=float)
-    below = (wide.to_numpy() < -threshold) & (sparsities > _SPARSITY_ATOL)[None, :]
+    below = (wide.to_numpy() < -threshold) & (sparsities > published.SPARSITY_ATOL)[None, :]
     first = np.where(below.any(axis=1), sparsities[np.argmax(below, axis=1)], np.nan)
     return pd.Series(first, index=wide.index, name="first_drop")
 
 
 def change_at(
     curves: pd.DataFrame,
-    sparsity: float = EXTREME_SPARSITY,
+    sparsity: float = published.EXTREME_SPARSITY,
     *,
     classes: list[str] | None = None,
 ) -> pd.Series:
     """Per class, the median relative change in AP at ``sparsity`` (NaN, with a warning, if absent)."""
     wide = curve_matrix(curves, classes=classes)
     cols = wide.columns.to_numpy(dtype=float)
-    hit = np.flatnonzero(np.isclose(cols, sparsity, atol=_SPARSITY_ATOL))
+    hit = np.flatnonzero(np.isclose(cols, sparsity, atol=published.SPARSITY_ATOL))
     if hit.size == 0:
         warnings.warn(
             f"sparsity {sparsity} is not among the run's sparsities {cols.tolist()}; "
@@ -291,20 +239,20 @@ def class_summary(
     curves: pd.DataFrame,
     labels: pd.DataFrame,
     *,
-    drop_threshold: float = DEFAULT_DROP_THRESHOLD,
+    drop_threshold: float = published.DROP_THRESHOLD,
 ) -> pd.DataFrame:
-    """Per class: label counts, first 20%-drop sparsity and change at 95% sparsity (Fig. 3).
+    """Per class: label counts, first-drop sparsity and change at 95% sparsity (Fig. 3).
 
     Parameters
     ----------
     curves : output of :func:`forgettability_curves`.
     labels : ``labels.parquet`` (``split`` and one 0/1 column per class).
-    drop_threshold : the relative drop that defines ``first_20pct_drop`` (paper: 0.2).
+    drop_threshold : the relative drop that defines ``first_drop`` (paper: 0.2).
 
     Returns
     -------
     DataFrame
-        Columns ``class``, ``train_count``, ``test_count``, ``first_20pct_drop`` (see
+        Columns ``class``, ``train_count``, ``test_count``, ``first_drop`` (see
         :func:`first_drop`; NaN if the curve never falls below ``-drop_threshold``),
         ``rel_change_at_095`` (the curve at sparsity 0.95; NaN if the run lacks it) and
         ``drop_threshold``; one row per class of ``curves``, in canonical order (the order
@@ -312,26 +260,32 @@ def class_summary(
     """
     classes = canonical_classes(labels, curves)
     out = label_counts(labels, classes)
-    out["first_20pct_drop"] = first_drop(curves, threshold=drop_threshold, classes=classes).to_numpy()
-    out["rel_change_at_095"] = change_at(curves, EXTREME_SPARSITY, classes=classes).to_numpy()
+    out["first_drop"] = first_drop(curves, threshold=drop_threshold, classes=classes).to_numpy()
+    out["rel_change_at_095"] = change_at(curves, published.EXTREME_SPARSITY, classes=classes).to_numpy()
     out["drop_threshold"] = float(drop_threshold)
     return out[SUMMARY_COLUMNS]
+
+
+def _with_log_frequency(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``log_train_count = ln(train_count)``, NaN for a class without training images."""
+    data = summary.copy()
+    counts = data["train_count"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore"):
+        data["log_train_count"] = np.where(counts > 0, np.log(np.where(counts > 0, counts, 1.0)), np.nan)
+    return data
 
 
 def frequency_correlations(summary: pd.DataFrame) -> pd.DataFrame:
     """Correlations of log training frequency with both per-class quantities (Fig. 3).
 
     Returns the :func:`prunecxr.stats.correlation_table` of ``log_train_count = ln(train_count)``
-    with ``first_20pct_drop`` and with ``rel_change_at_095``, one row each. A class with no
-    training image (log undefined) or a NaN quantity (e.g. a curve that never drops 20%) is
-    left out of that correlation; ``n`` counts the classes used.
+    with ``first_drop`` and with ``rel_change_at_095``, one row each. A class with no
+    training image (log undefined) or a NaN quantity (e.g. a curve that never drops as far as
+    ``drop_threshold``) is left out of that correlation; ``n`` counts the classes used.
     """
-    data = summary.copy()
-    with np.errstate(divide="ignore"):
-        data["log_train_count"] = np.log(data["train_count"].astype(float))
-    data.loc[data["train_count"] <= 0, "log_train_count"] = np.nan
     return stats.correlation_table(
-        data, [("log_train_count", "first_20pct_drop"), ("log_train_count", "rel_change_at_095")]
+        _with_log_frequency(summary),
+        [("log_train_count", "first_drop"), ("log_train_count", "rel_change_at_095")],
     )
 
 
@@ -346,45 +300,36 @@ class Forgetting:
     correlations: pd.DataFrame
 
 
-def analyze(run: str, method: str, *, drop_threshold: float = DEFAULT_DROP_THRESHOLD) -> Forgetting:
+def analyze(run: str, method: str, *, drop_threshold: float = published.DROP_THRESHOLD) -> Forgetting:
     """Compute the forgettability curves and class summary of ``method`` from the run's artifacts."""
-    meta = read_meta(run, method)
-    classes = list(meta["classes"])
-    labels = read_labels(run, classes)
-    metrics = read_metrics(run, method)
-    curves = forgettability_curves(metrics, classes=classes)
+    classes = list(artifacts.read_meta(run, method)["classes"])
+    labels = artifacts.read_labels(run, classes)
+    curves = forgettability_curves(artifacts.read_metrics(run, method), classes=classes)
     summary = class_summary(curves, labels, drop_threshold=drop_threshold)
     return Forgetting(method, curves, summary, frequency_correlations(summary))
 
 
 def write(run: str, result: Forgetting) -> list:
     """Write ``forgettability.parquet`` and ``class_summary.parquet`` of ``result.method``."""
-    rp = paths.run_paths(run)
     return [
-        artifacts.write_parquet(rp.forgettability(result.method), result.curves),
-        artifacts.write_parquet(rp.class_summary(result.method), result.summary),
+        artifacts.write_analysis(run, result.method, "forgettability", result.curves),
+        artifacts.write_analysis(run, result.method, "class_summary", result.summary),
     ]
 
 
-def run_stage(run: str, *, drop_threshold: float = DEFAULT_DROP_THRESHOLD) -> dict[str, Forgetting]:
+def run_stage(run: str, *, drop_threshold: float = published.DROP_THRESHOLD) -> dict[str, Forgetting]:
     """Analyze and write every method present in the run; results by method."""
     results = {}
-    for method in methods_present(run):
+    for method in artifacts.methods_present(run):
         results[method] = analyze(run, method, drop_threshold=drop_threshold)
         write(run, results[method])
     return results
 
 
-def read_curves(run: str, method: str) -> pd.DataFrame:
-    """``analysis/<method>/forgettability.parquet``, written by notebook 04."""
-    return artifacts.read_parquet(paths.run_paths(run).forgettability(method), what="notebook 04_class_forgetting")
-
-
 def read_results(run: str, method: str) -> Forgetting:
-    """Notebook 04's written tables of ``method`` (for notebooks 05 and 06)."""
-    curves = read_curves(run, method)
-    summary = artifacts.read_parquet(paths.run_paths(run).class_summary(method), what="notebook 04_class_forgetting")
-    return Forgetting(method, curves, summary, frequency_correlations(summary))
+    """Notebook 04's written tables of ``method`` (for :mod:`prunecxr.paper`)."""
+    summary = artifacts.read_class_summary(run, method)
+    return Forgetting(method, artifacts.read_forgettability(run, method), summary, frequency_correlations(summary))
 
 
 def overview(results: dict[str, Forgetting]) -> pd.DataFrame:
@@ -464,33 +409,20 @@ def figure_2(
     return fig, data
 
 
-def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 2 or np.ptp(x[keep]) == 0:
-        return None
-    slope, intercept = np.polyfit(x[keep], y[keep], 1)
-    xs = np.array([x[keep].min(), x[keep].max()])
-    return xs, intercept + slope * xs
-
-
 def figure_3(result: Forgetting) -> tuple[go.Figure, pd.DataFrame]:
-    """Fig. 3: log training frequency against the first 20%-drop sparsity and the change at 95%.
+    """Fig. 3: log training frequency against the first-drop sparsity and the change at 95%.
 
-    Each panel shows one point per class, the least-squares line and the Pearson r and
-    Spearman ρ with their p-values, computed by :func:`frequency_correlations`.
-    Returns the figure and the plotted per-class data.
+    Each panel shows one point per class, the least-squares line (:func:`prunecxr.stats.fit_line`)
+    and the Pearson r and Spearman ρ with their p-values, computed by
+    :func:`frequency_correlations`. Returns the figure and the plotted per-class data.
     """
     summary = result.summary
-    data = summary.copy()
-    with np.errstate(divide="ignore"):
-        data["log_train_count"] = np.where(
-            data["train_count"] > 0, np.log(data["train_count"].astype(float)), np.nan
-        )
+    data = _with_log_frequency(summary)
     corr = result.correlations.set_index("y")
-    threshold = float(summary["drop_threshold"].iloc[0]) if len(summary) else DEFAULT_DROP_THRESHOLD
+    threshold = float(summary["drop_threshold"].iloc[0]) if len(summary) else published.DROP_THRESHOLD
     panels = [
-        ("first_20pct_drop", f"First sparsity with a {fmt.pct(threshold)} drop in AP"),
-        ("rel_change_at_095", f"Relative change in AP at {fmt.pct(EXTREME_SPARSITY)} sparsity"),
+        ("first_drop", f"First sparsity with a {fmt.pct(threshold)} drop in AP"),
+        ("rel_change_at_095", f"Relative change in AP at {fmt.pct(published.EXTREME_SPARSITY)} sparsity"),
     ]
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06)
     for col, (quantity, label) in enumerate(panels, start=1):
@@ -504,10 +436,10 @@ def figure_3(result: Forgetting) -> tuple[go.Figure, pd.DataFrame]:
             ),
             row=1, col=col,
         )
-        line = _fit_line(x, y)
+        line = stats.fit_line(x, y)
         if line is not None:
             fig.add_trace(
-                go.Scatter(x=line[0], y=line[1], mode="lines", showlegend=False,
+                go.Scatter(x=line.x, y=line.y, mode="lines", showlegend=False,
                            line=dict(dash="dash", color="orange"), hoverinfo="skip"),
                 row=1, col=col,
             )
@@ -524,17 +456,7 @@ def figure_3(result: Forgetting) -> tuple[go.Figure, pd.DataFrame]:
     fig.update_xaxes(tickformat=".0%", row=1, col=1)
     fig.update_yaxes(title_text="Log training frequency (ln images)", row=1, col=1)
     fig.update_layout(title=f"Class frequency and forgettability (Fig. 3), {result.method}")
-    return fig, data[["class", "train_count", "log_train_count", "first_20pct_drop", "rel_change_at_095"]]
-
-
-def correlation_display(correlations: pd.DataFrame) -> pd.DataFrame:
-    """Correlations formatted for a table: ``r (P)`` and ``ρ (P)`` as text via :mod:`prunecxr.fmt`."""
-    out = correlations.copy()
-    out["pearson"] = [fmt.corr("r", r, p) for r, p in zip(out["pearson_r"], out["pearson_p"])]
-    out["spearman"] = [fmt.corr("ρ", r, p) for r, p in zip(out["spearman_rho"], out["spearman_p"])]
-    keep = [c for c in ("method", "x", "y", "n", "pearson", "spearman") if c in out.columns]
-    return out[keep]
-
+    return fig, data[["class", "train_count", "log_train_count", "first_drop", "rel_change_at_095"]]
 
 
 def save_method_figures(
@@ -546,8 +468,6 @@ def save_method_figures(
 ) -> pd.DataFrame:
     """Figs. 2 and 3 for every method but ``skip``, as ``fig2_forgettability_<method>`` and
     ``fig3_frequency_<method>``; returns the files written (one row per figure)."""
-    from .. import figures
-
     rows = []
     for method, res in results.items():
         if method == skip:

@@ -21,9 +21,7 @@ the order of the test rows of ``labels.parquet``.
 
 from __future__ import annotations
 
-import base64
 import html
-import io as _io
 import warnings
 from dataclasses import dataclass
 
@@ -32,19 +30,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import artifacts, config, fmt, paths, stats
-
-#: bins of the number of findings per image (Fig. 5, right); "No Finding" is not a finding
+from .. import artifacts, config, data, figures, fmt, paths, published, stats
 from . import forgetting
 
 #: bins of the number of findings per image (Fig. 5, right); "No Finding" is not a finding
 FINDING_BINS = ("0", "1", "2", "3", "4+")
-#: the classes of Fig. 5's comparison with the paper: the five rarest in training
-N_RAREST = 5
 #: top predictions listed per model in the gallery
 GALLERY_TOP = 3
 PIE_COLUMNS = ["image_id", "spearman", "is_pie", "dense_sparsity", "pie_sparsity", "pie_fraction"]
-_SPARSITY_ATOL = 1e-9
 
 
 def is_no_finding(name: str) -> bool:
@@ -56,7 +49,7 @@ def is_no_finding(name: str) -> bool:
 def sparsity_index(sparsities, sparsity: float, *, name: str = "sparsity") -> int:
     """Position of ``sparsity`` among the run's ``sparsities`` (error naming those present)."""
     values = np.asarray(sparsities, dtype=float)
-    hit = np.flatnonzero(np.isclose(values, float(sparsity), atol=_SPARSITY_ATOL))
+    hit = np.flatnonzero(np.isclose(values, float(sparsity), atol=published.SPARSITY_ATOL))
     if hit.size == 0:
         raise ValueError(f"{name}={sparsity!r} is not among the run's sparsities {values.tolist()}")
     return int(hit[0])
@@ -232,7 +225,7 @@ def findings_ratios(test_labels: pd.DataFrame, is_pie, classes: list[str]) -> pd
     return out
 
 
-def rarest_ratio_range(ratios: pd.DataFrame, *, n: int = N_RAREST) -> tuple[float, float, list[str]]:
+def rarest_ratio_range(ratios: pd.DataFrame, *, n: int = published.N_RAREST) -> tuple[float, float, list[str]]:
     """Smallest and largest PIE:non-PIE ratio among the ``n`` classes rarest in training.
 
     ``ratios`` needs ``train_count`` (:func:`class_ratios` with ``train_counts``); rarity
@@ -327,17 +320,16 @@ def analyze(
     method: str,
     *,
     dense_sparsity: float = 0.0,
-    pie_sparsity: float = 0.9,
-    fraction: float = 0.05,
+    pie_sparsity: float = published.PIE_SPARSITY,
+    fraction: float = published.PIE_FRACTION,
 ) -> Pies:
-    """PIEs of ``method``: read ``probs.npy`` (memory-mapped, :func:`prunecxr.prune.load_probs`), average seeds, correlate, flag."""
-    if np.isclose(dense_sparsity, pie_sparsity, atol=_SPARSITY_ATOL):
+    """PIEs of ``method``: read ``probs.npy`` (memory-mapped, :func:`prunecxr.artifacts.read_store`),
+    average seeds, correlate, flag."""
+    if np.isclose(dense_sparsity, pie_sparsity, atol=published.SPARSITY_ATOL):
         raise ValueError(f"dense_sparsity and pie_sparsity are both {pie_sparsity!r}; choose two different ones")
-    from .. import compress as prune
-
-    probs, meta = prune.load_probs(run, method, mmap=True)
+    probs, meta = artifacts.read_store(run, method, mmap=True)
     classes = list(meta["classes"])
-    labels = forgetting.read_labels(run, classes)
+    labels = artifacts.read_labels(run, classes)
     test = labels[(labels["split"] == "test").to_numpy()].reset_index(drop=True)
     if probs.shape[2] != len(test):
         raise ValueError(
@@ -366,15 +358,15 @@ def run_stage(
     run: str,
     *,
     dense_sparsity: float = 0.0,
-    pie_sparsity: float = 0.9,
-    fraction: float = 0.05,
+    pie_sparsity: float = published.PIE_SPARSITY,
+    fraction: float = published.PIE_FRACTION,
 ) -> dict[str, Pies]:
     """Analyze every method present in the run and write its ``pies.parquet``."""
     results = {}
-    for method in forgetting.methods_present(run):
+    for method in artifacts.methods_present(run):
         results[method] = analyze(run, method, dense_sparsity=dense_sparsity,
                                   pie_sparsity=pie_sparsity, fraction=fraction)
-        artifacts.write_parquet(paths.run_paths(run).pies(method), results[method].table)
+        artifacts.write_analysis(run, method, "pies", results[method].table)
     return results
 
 
@@ -429,26 +421,12 @@ def gallery_images(run: str, image_ids) -> list[np.ndarray]:
 
     Looked up by id (never by position), so a gallery cannot show the wrong image.
     """
-    from .. import data
-
     split = data.open_split(run, "test")
     where = {str(i): k for k, i in enumerate(split.image_ids)}
     missing = [i for i in map(str, image_ids) if i not in where]
     if missing:
         raise ValueError(f"images {missing[:3]} are not in the test split of run {run!r}")
     return [np.asarray(split.images[where[i]]) for i in map(str, image_ids)]
-
-
-def png_base64(image: np.ndarray) -> str:
-    """A grayscale uint8 image ``[H, W]`` as a base64 PNG string."""
-    from PIL import Image
-
-    arr = np.asarray(image)
-    if arr.ndim != 2:
-        raise ValueError(f"expected a grayscale image [H, W]; got shape {arr.shape}")
-    buf = _io.BytesIO()
-    Image.fromarray(arr.astype(np.uint8)).save(buf, format="PNG")  # 2-D uint8: grayscale "L"
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def gallery_html(
@@ -461,7 +439,7 @@ def gallery_html(
     """HTML cards of the gallery's PIEs: id, Spearman, labels, both models' top predictions.
 
     ``images`` (one uint8 ``[H, W]`` per gallery row, :func:`gallery_images`) are embedded as
-    base64 PNGs only when given; the notebook passes them only when ``embed_images`` resolves
+    base64 PNGs (:func:`prunecxr.figures.png_base64`) only when given; the notebook passes them only when ``embed_images`` resolves
     to true (:func:`prunecxr.config.resolve_embed`).
     """
     if images is not None and len(images) != len(gallery):
@@ -471,7 +449,7 @@ def gallery_html(
     for k, row in enumerate(gallery.itertuples(index=False)):
         img = ""
         if images is not None:
-            src = png_base64(images[k])
+            src = figures.png_base64(images[k])
             img = (f'<img src="data:image/png;base64,{src}" alt="{html.escape(str(row.image_id))}" '
                    'style="width:160px;height:160px;image-rendering:pixelated;display:block"/>')
         cards.append(
@@ -498,8 +476,6 @@ def gallery(run: str, result: Pies, *, size: int, embed: bool):
 
 def save_method_figures(run: str, results: dict[str, Pies], *, skip: str) -> pd.DataFrame:
     """Fig. 5 for every method but ``skip`` as ``fig5_pies_<method>``; the files written."""
-    from .. import figures
-
     rows = []
     for method, res in results.items():
         if method == skip:
