@@ -6,7 +6,7 @@ MICCAI 2023, LNCS 14224, doi:10.1007/978-3-031-43904-9_64 (arXiv:2308.09180).
 :data:`PUBLISHED` is data: each value the paper reports for the analyses of notebooks 03-06,
 with the dataset it was measured on and where in the paper it appears. Nothing here is drawn
 into a figure; :mod:`prunecxr.paper` computes "this run" for each row from a run's artifacts.
-The reader study's published results are ``reader_study_published.toml`` (notebook 07).
+The reader study's published results are ``reader_study/published.toml`` (notebook 07).
 """
 
 from __future__ import annotations
@@ -92,12 +92,12 @@ PUBLISHED = pd.DataFrame(_ROWS, columns=["key", "quantity", "kind", "dataset", "
 
 #: The settings behind the published values (Methods), noted where a run differs.
 PAPER_SETTINGS = {
-    "drop_threshold": 0.2,
+    "drop_threshold": DROP_THRESHOLD,
     "fcd_definition": "euclidean",
     "cooccurrence": "counts",
     "dense_sparsity": 0.0,
-    "pie_sparsity": 0.9,
-    "pie_fraction": 0.05,
+    "pie_sparsity": PIE_SPARSITY,
+    "pie_fraction": PIE_FRACTION,
 }
 
 #: The class pairs the paper's Fig. 4 names (NIH-CXR-LT class names).
