@@ -6,7 +6,7 @@
    - decoding and resizing every image at every access (the way the authors' code reads
      images: ``cv2.imread`` + ``cv2.resize`` in ``__getitem__``; here Pillow, one core), and
    - reading shuffled mini-batches from the uint8 memory-mapped cache that
-     :func:`prunecxr.images.build_cache` writes once.
+     :func:`prunecxr.data.cache.build_cache` writes once.
    The ratio cache / decode is printed last (goal: at least 10×).
 
 Usage: ``python benchmarks/bench_data.py [--files 96] [--resolution 256]``. Everything is
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         os.environ["PRUNECXR_HOME"] = str(tmp / "home")
         os.environ["PRUNECXR_CACHE"] = str(tmp / "cache")
-        from prunecxr.data import images
+        from prunecxr.data import cache, images
 
         r64 = _phantom_throughput(64, args.render)
         print(f"phantom rendering   64×64: {r64:8.0f} images/s")
@@ -103,12 +103,12 @@ def main(argv=None) -> int:
         print(f"epoch, decode + resize at every access (1 core): {decode:8.1f} images/s")
 
         start = time.perf_counter()
-        entry = images.build_cache(images.FileImages(folder, tuple(names), workers=1), names,
+        entry = cache.build_cache(images.FileImages(folder, tuple(names), workers=1), names,
                                    dataset="bench", split="train", resolution=args.resolution)
         build = time.perf_counter() - start
         print(f"cache built once in {build:.1f} s ({len(names) / build:.1f} images/s, 1 core; "
               f"uses up to 4 threads by default)")
-        array = images.open_cache(entry.record())
+        array = cache.open_cache(entry.record())
         _cache_epoch(array, order)  # the first epoch may come from disk; later ones from RAM
         cached = _cache_epoch(array, order)
         print(f"epoch, memory-mapped uint8 cache:               {cached:8.0f} images/s")

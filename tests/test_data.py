@@ -1,4 +1,4 @@
-"""prunecxr.data and prunecxr.images: dataset specs, validation, splits, the image cache.
+"""prunecxr.data: dataset specs, label tables, splits, images, the image cache, summaries.
 
 Every dataset of the registry loads fixture label files with tiny generated images of
 every kind (8-bit gray, RGB, RGBA, 16-bit PNG, JPEG); every bad input raises an error that
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,8 @@ import pytest
 from PIL import Image
 
 from prunecxr import config, paths
-from prunecxr.data import datasets as data, images
+from prunecxr import data
+from prunecxr.data import cache, images, specs, splits, summaries, tables
 
 pytestmark = pytest.mark.filterwarnings("ignore::prunecxr.data.EmptyClassWarning")
 
@@ -83,8 +83,8 @@ def make_nih(root, *, subj_id: bool = False) -> list[dict]:
             write_image(folder / "images" / name, kind)
             rows.append({"id": name, "kind": kind, "patient": p, "split": _split_of(p)})
     df = pd.DataFrame(rows)
-    y = _labels(len(df), data.NIH_CXR_LT_CLASSES)
-    for j, c in enumerate(data.NIH_CXR_LT_CLASSES):
+    y = _labels(len(df), specs.NIH_CXR_LT_CLASSES)
+    for j, c in enumerate(specs.NIH_CXR_LT_CLASSES):
         df[c] = y[:, j]
     if subj_id:
         df["subj_id"] = df["patient"] + 1
@@ -107,8 +107,8 @@ def make_mimic(root, *, subject_id: bool = True) -> list[dict]:
             rows.append({"path": rel, "kind": kind, "patient": p, "split": _split_of(p),
                          "subject_id": sid})
     df = pd.DataFrame(rows)
-    y = _labels(len(df), data.MIMIC_CXR_LT_CLASSES)
-    for j, c in enumerate(data.MIMIC_CXR_LT_CLASSES):
+    y = _labels(len(df), specs.MIMIC_CXR_LT_CLASSES)
+    for j, c in enumerate(specs.MIMIC_CXR_LT_CLASSES):
         df[c] = y[:, j]
     if not subject_id:
         df = df.drop(columns=["subject_id"])
@@ -201,7 +201,7 @@ def test_every_dataset_prepares_a_run(name, tmp_path):
 
     info = config.run_data("r")
     assert info["dataset"] == name and info["classes"] == classes
-    assert config.read_run("r")["parameters"]["dataset"] == name
+    assert config.run_dataset("r") == name
     assert config.is_synthetic("r") == data.DATASETS[name].synthetic
 
 
@@ -347,7 +347,7 @@ def test_cache_manifest_lists_the_inputs(tmp_path):
     data.prepare_run("a", dataset="nih-cxr-lt", data_root=str(tmp_path), resolution=RES)
     entry = config.run_data("a")["cache"]["val"]
     manifest = json.loads((paths.cache_root() / entry["path"]).with_suffix(".json").read_text())
-    assert manifest["key"] == entry["key"] == images.manifest_key(
+    assert manifest["key"] == entry["key"] == cache.manifest_key(
         {k: v for k, v in manifest.items() if k not in ("key", "image_ids")})
     assert manifest["image_ids"] == data.open_split("a", "val").image_ids.tolist()
     assert manifest["resolution"] == RES and manifest["source"]["kind"] == "files"
@@ -378,13 +378,15 @@ def test_open_split_before_notebook_01():
 # -- bad inputs: each raises its error and writes nothing ------------------------------------------
 
 
-def _rewrite_label_file(root, split: str, change) -> None:
+def rewrite_label_file(root, split: str, change) -> None:
+    """Apply ``change`` (DataFrame → DataFrame) to a split's NIH-CXR-LT label file."""
     path = root / "nih-cxr-lt" / f"miccai2023_nih-cxr-lt_labels_{split}.csv"
     df = pd.read_csv(path, dtype=str)
     change(df).to_csv(path, index=False)
 
 
-def _set(df, row, col, value):
+def set_value(df, row, col, value):
+    """``df`` with ``df.loc[row, col] = value``."""
     df.loc[row, col] = value
     return df
 
@@ -399,44 +401,44 @@ BAD_INPUTS = {
         images.ImageReadError, r"cannot read image .*00000002_001\.png",
     ),
     "missing class column": (
-        lambda root: _rewrite_label_file(root, "val", lambda df: df.drop(columns=["Hernia"])),
+        lambda root: rewrite_label_file(root, "val", lambda df: df.drop(columns=["Hernia"])),
         ValueError, r"labels_val\.csv is missing the class column\(s\) \['Hernia'\]",
     ),
     "missing path column": (
-        lambda root: _rewrite_label_file(root, "test", lambda df: df.rename(columns={"id": "image"})),
+        lambda root: rewrite_label_file(root, "test", lambda df: df.rename(columns={"id": "image"})),
         ValueError, r"labels_test\.csv is missing the image path column\(s\) \['id'\]",
     ),
     "blank label": (
-        lambda root: _rewrite_label_file(root, "train", lambda df: _set(df, 1, "Edema", "")),
+        lambda root: rewrite_label_file(root, "train", lambda df: set_value(df, 1, "Edema", "")),
         ValueError, r"labels_train\.csv, line 3 \(image '00000001_001\.png'\), column 'Edema': "
                     r"value blank; .*uncertain='zero' or 'one'",
     ),
     "uncertain label": (
-        lambda root: _rewrite_label_file(root, "val", lambda df: _set(df, 0, "Mass", "-1")),
+        lambda root: rewrite_label_file(root, "val", lambda df: set_value(df, 0, "Mass", "-1")),
         ValueError, r"labels_val\.csv, line 2 .*column 'Mass': value '-1'; .*uncertain",
     ),
     "label 2": (
-        lambda root: _rewrite_label_file(root, "val", lambda df: _set(df, 0, "Mass", "2")),
+        lambda root: rewrite_label_file(root, "val", lambda df: set_value(df, 0, "Mass", "2")),
         ValueError, r"column 'Mass': value '2'; labels must be 0 or 1",
     ),
     "duplicate image id": (
-        lambda root: _rewrite_label_file(
-            root, "test", lambda df: _set(df, 0, "id", "00000001_000.png")),
+        lambda root: rewrite_label_file(
+            root, "test", lambda df: set_value(df, 0, "id", "00000001_000.png")),
         ValueError, r"image id '00000001_000\.png' appears 2 times \(miccai2023_nih-cxr-lt_labels_train\.csv line 2, "
                     r"miccai2023_nih-cxr-lt_labels_test\.csv line 2\)",
     ),
     "patient in two splits": (
-        lambda root: _rewrite_label_file(
-            root, "test", lambda df: _set(df, 0, "id", "00000001_007.png")),
+        lambda root: rewrite_label_file(
+            root, "test", lambda df: set_value(df, 0, "id", "00000001_007.png")),
         ValueError, r"patient '1' appears in splits \['test', 'train'\]",
     ),
     "path escapes the image root": (
-        lambda root: _rewrite_label_file(
-            root, "val", lambda df: _set(df, 1, "id", "../00000009_001.png")),
+        lambda root: rewrite_label_file(
+            root, "val", lambda df: set_value(df, 1, "id", "../00000009_001.png")),
         ValueError, r"labels_val\.csv, line 3: image path '\.\./00000009_001\.png' escapes the image root",
     ),
     "absolute path": (
-        lambda root: _rewrite_label_file(root, "val", lambda df: _set(df, 1, "id", "/etc/passwd")),
+        lambda root: rewrite_label_file(root, "val", lambda df: set_value(df, 1, "id", "/etc/passwd")),
         ValueError, r"image path '/etc/passwd' escapes the image root",
     ),
 }
@@ -470,7 +472,7 @@ def test_bad_input_is_reported_by_check_layout(tmp_path):
 @pytest.mark.parametrize("policy, expected", [("zero", 0), ("one", 1)])
 def test_uncertain_policy(policy, expected, tmp_path):
     make_nih(tmp_path)
-    _rewrite_label_file(tmp_path, "train", lambda df: _set(_set(df, 0, "Mass", "-1"), 1, "Edema", ""))
+    rewrite_label_file(tmp_path, "train", lambda df: set_value(set_value(df, 0, "Mass", "-1"), 1, "Edema", ""))
     table = data.prepare_run("u", dataset="nih-cxr-lt", data_root=str(tmp_path), resolution=RES,
                              uncertain=policy)
     assert table.loc[0, "Mass"] == expected  # -1: uncertain
@@ -481,18 +483,18 @@ def test_labels_to_int8_hand_computed(tmp_path):
     df = pd.DataFrame({"a": ["1", "0", "-1", None], "b": ["0", "1.0", "1", "0"]})
     path = tmp_path / "x.csv"
     np.testing.assert_array_equal(
-        data.labels_to_int8(df, ["a", "b"], path=path, uncertain="zero"),
+        tables.labels_to_int8(df, ["a", "b"], path=path, uncertain="zero"),
         [[1, 0], [0, 1], [0, 1], [0, 0]])
     np.testing.assert_array_equal(
-        data.labels_to_int8(df, ["b", "a"], path=path, uncertain="one"),
+        tables.labels_to_int8(df, ["b", "a"], path=path, uncertain="one"),
         [[0, 1], [1, 0], [1, 1], [0, 0]])
     with pytest.raises(ValueError, match=r"x\.csv, line 4, column 'a': value '-1'"):
-        data.labels_to_int8(df, ["a", "b"], path=path)
+        tables.labels_to_int8(df, ["a", "b"], path=path)
     with pytest.raises(ValueError, match=r"unknown uncertain='maybe'"):
-        data.labels_to_int8(df, ["a"], path=path, uncertain="maybe")
+        tables.labels_to_int8(df, ["a"], path=path, uncertain="maybe")
     yes = pd.DataFrame({"a": ["1", "yes"]})
     with pytest.raises(ValueError, match=r"line 3, column 'a': value 'yes'; labels must be 0 or 1"):
-        data.labels_to_int8(yes, ["a"], path=path, uncertain="one")
+        tables.labels_to_int8(yes, ["a"], path=path, uncertain="one")
 
 
 def test_missing_data_directory_points_to_data_access(tmp_path, monkeypatch):
@@ -543,7 +545,7 @@ def test_csv_bad_split_value(tmp_path):
 
 def test_class_without_positive_warns(tmp_path):
     make_nih(tmp_path)
-    _rewrite_label_file(tmp_path, "val", lambda df: df.assign(Hernia="0"))
+    rewrite_label_file(tmp_path, "val", lambda df: df.assign(Hernia="0"))
     with pytest.warns(data.EmptyClassWarning, match=r"split 'val' has no positive image of class\(es\) \['Hernia'\]"):
         data.prepare_run("w", dataset="nih-cxr-lt", data_root=str(tmp_path), resolution=RES)
 
@@ -562,11 +564,11 @@ def test_empty_split_is_an_error(tmp_path):
 
 
 def test_patient_split_proportions_hand_computed():
-    split = data.patient_split([f"p{i}" for i in range(10)] * 3, seed=1)
+    split = splits.patient_split([f"p{i}" for i in range(10)] * 3, seed=1)
     counts = pd.Series(split).value_counts().to_dict()
     assert counts == {"train": 7, "test": 2, "val": 1}
-    assert data.patient_split([f"p{i}" for i in reversed(range(10))], seed=1) == split
-    assert data.patient_split([f"p{i}" for i in range(10)], seed=2) != split
+    assert splits.patient_split([f"p{i}" for i in reversed(range(10))], seed=1) == split
+    assert splits.patient_split([f"p{i}" for i in range(10)], seed=2) != split
 
 
 def _toy_table(n_patients=50):
@@ -582,8 +584,8 @@ def _toy_table(n_patients=50):
 
 def test_subsample_is_patient_level_proportional_and_nested():
     table = _toy_table()
-    small = data.subsample_patients(table, 10, seed=0)
-    large = data.subsample_patients(table, 20, seed=0)
+    small = splits.subsample_patients(table, 10, seed=0)
+    large = splits.subsample_patients(table, 20, seed=0)
     assert small["patient_id"].nunique() == 10 and large["patient_id"].nunique() == 20
     assert set(small["patient_id"]) <= set(large["patient_id"])
     # every image of a kept patient is kept
@@ -592,11 +594,11 @@ def test_subsample_is_patient_level_proportional_and_nested():
     assert small.groupby("split")["patient_id"].nunique().to_dict() == {"train": 7, "val": 1, "test": 2}
     # not by row order: shuffled rows keep the same patients
     shuffled = table.sample(frac=1, random_state=3)
-    assert set(data.subsample_patients(shuffled, 10)["patient_id"]) == set(small["patient_id"])
-    assert set(data.subsample_patients(table, 10, seed=1)["patient_id"]) != set(small["patient_id"])
-    assert len(data.subsample_patients(table, 0)) == len(table)
+    assert set(splits.subsample_patients(shuffled, 10)["patient_id"]) == set(small["patient_id"])
+    assert set(splits.subsample_patients(table, 10, seed=1)["patient_id"]) != set(small["patient_id"])
+    assert len(splits.subsample_patients(table, 0)) == len(table)
     with pytest.raises(ValueError, match="max_patients=2 is too small"):
-        data.subsample_patients(table, 2)
+        splits.subsample_patients(table, 2)
 
 
 def test_tiny_phantom_run_is_fast():
@@ -633,9 +635,9 @@ def test_summaries_hand_computed():
     assert s.loc["train", "images"] == 3 and s.loc["train", "patients"] == 2
     assert s.loc["train", "labels_per_image"] == pytest.approx(1.0)
     assert s.loc["all", "patients"] == 4
-    c = data.class_counts(labels).set_index(["split", "class"])
+    c = summaries.class_counts(labels).set_index(["split", "class"])
     assert c.loc[("train", "A"), "count"] == 2 and c.loc[("train", "A"), "prevalence"] == pytest.approx(2 / 3)
-    lpi = data.labels_per_image(labels)
+    lpi = summaries.labels_per_image(labels)
     train = lpi[lpi["split"] == "train"].set_index("n_labels")["images"].to_dict()
     assert train == {0: 1, 1: 1, 2: 1}
 

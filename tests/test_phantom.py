@@ -1,4 +1,4 @@
-"""prunecxr.phantom: the real NIH label table and the synthetic images drawn from it."""
+"""prunecxr.data.phantom: the real NIH label table and the synthetic images drawn from it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunecxr.data import datasets as data, phantom
+from prunecxr import data
+from prunecxr.data import keys, phantom
 
 RES = 48
 
@@ -73,10 +74,12 @@ def test_bbox_priors_cover_the_boxed_findings():
 
 
 def test_id_seeds_are_keyed_blake2b():
-    seed = phantom.id_seeds(["00000001_000.png"], "k")[0]
+    seed = keys.id_seeds(["00000001_000.png"], "k")[0]
     digest = hashlib.blake2b(b"00000001_000.png", digest_size=8, key=b"k").digest()
     assert int(seed) == int.from_bytes(digest, "little")
-    assert phantom.id_seeds(["a"], "k")[0] != phantom.id_seeds(["a"], "other")[0]
+    assert keys.id_seeds(["a"], "k")[0] != keys.id_seeds(["a"], "other")[0]
+    ids = ["b", "a", "c"]
+    assert [ids[k] for k in keys.hash_rank(ids, "k")] == sorted(ids, key=lambda i: keys.id_seeds([i], "k")[0])
 
 
 def test_rendering_is_deterministic_in_any_batch_and_order(table):

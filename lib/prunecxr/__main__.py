@@ -7,6 +7,7 @@ Examples::
     python -m prunecxr report --run try1
     python -m prunecxr profiles
     python -m prunecxr check-data --dataset nih-cxr-lt --data-root /data/nih-cxr-lt
+    python -m prunecxr check-data --dataset csv --data-root /data/mine --uncertain zero
 
 ``make reproduce PROFILE=... RUN=... PARAMS="k=v k=v" NOTEBOOKS=03-05`` maps onto ``run``.
 Exit status: 0 on success, 1 when a notebook fails (or check-data finds problems),
@@ -54,9 +55,30 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("profiles", help="list the profiles and their parameters")
 
-    chk = sub.add_parser("check-data", help="check a real dataset's folder layout")
-    chk.add_argument("--dataset", required=True, help="nih-cxr-lt or mimic-cxr-lt")
-    chk.add_argument("--data-root", required=True, help="the dataset's root folder")
+    chk = sub.add_parser(
+        "check-data", help="check a dataset before notebook 01 runs (labels, splits, images)",
+        description="Run the checks of notebook 01 on a dataset: label files and their "
+        "columns, 0/1 values, image paths, duplicates, patient-disjoint splits, a split "
+        "without images, and that every image exists and can be read. Exit status 1 when "
+        "something is wrong. See data_access.md.",
+    )
+    chk.add_argument("--dataset", required=True,
+                     help="nih-cxr-lt, mimic-cxr-lt, csv or nih-phantom")
+    chk.add_argument("--data-root", default="",
+                     help="the folder of the data (default: $PRUNECXR_DATA)")
+    chk.add_argument("--uncertain", default="error",
+                     help="blank or -1 labels: error (default), zero or one, as notebook 01's "
+                          "parameter uncertain")
+    chk.add_argument("--split-seed", type=int, default=0,
+                     help="key of a generated patient split (csv without a split column)")
+    chk.add_argument("--labels-csv", default="",
+                     help="csv only: the label table, relative to the data root (default: labels.csv)")
+    for option, what in (("image-column", "image path column"),
+                         ("patient-column", "patient id column"),
+                         ("split-column", "train/val/test column")):
+        chk.add_argument(f"--{option}", default="", help=f"csv only: {what}; empty: inferred")
+    chk.add_argument("--class-columns", default="", metavar="A,B,...",
+                     help="csv only: class columns, comma-separated; empty: inferred")
     return parser
 
 
@@ -111,16 +133,20 @@ def _cmd_profiles(args) -> int:
 
 
 def _cmd_check_data(args) -> int:
+    from . import data
+
+    options = {"uncertain": args.uncertain, "split_seed": args.split_seed}
+    csv = {"labels_csv": args.labels_csv, "image_column": args.image_column,
+           "patient_column": args.patient_column, "split_column": args.split_column,
+           "class_columns": [c.strip() for c in args.class_columns.split(",") if c.strip()]}
+    options.update({k: v for k, v in csv.items() if v})
     try:
-        from . import data
-    except ImportError as err:
-        print(f"error: prunecxr.data is not available ({err})", file=sys.stderr)
-        return 2
-    try:
-        problems = data.check_layout(args.dataset, args.data_root)
-    except ValueError as err:  # an unknown dataset name
+        problems, notes = data.check_with_warnings(args.dataset, args.data_root, **options)
+    except ValueError as err:  # an unknown dataset name or option
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for line in notes:
+        print(f"warning: {line}")
     print(data.format_layout_report(args.dataset, args.data_root, problems))
     return 1 if problems else 0
 

@@ -1,13 +1,8 @@
-"""Decoding images and the image cache: one uint8 memory-mapped array per split.
+"""Decoding images, and where a split's pixels come from (files or the phantom renderer).
 
 Images are decoded once, converted to 8-bit grayscale and resized to the profile's
 resolution *without cropping* (the whole film is squeezed into an ``R × R`` square, as the
-authors' ``cv2.resize(x, (256, 256))`` does), then stored as
-``<cache>/<dataset>/<R>px/<split>-<key>.npy`` beside ``<split>-<key>.json``, the manifest of
-the inputs that ``<key>`` hashes: the dataset, the resolution, the image ids in row order and,
-for files, each file's relative path, size and modification time (for the phantom, the
-renderer's fingerprint and the rows it draws from). Any change of input gives a new key, so
-a stale cache is never read; an unchanged input reuses the file, for every seed and rerun.
+authors' ``cv2.resize(x, (256, 256))`` does); :mod:`prunecxr.data.cache` stores the result.
 
 Grayscale conversion, for every format Pillow reads (PNG, JPEG, ...):
 
@@ -17,28 +12,24 @@ Grayscale conversion, for every format Pillow reads (PNG, JPEG, ...):
   minimum–maximum range to 0–255 (their stored bit depth varies: 10, 12, 14 or 16 bits);
 * JPEGs are decoded at a reduced DCT scale when that is still at least ``R`` pixels.
 
-Writes are atomic: a cache file is complete or absent, never half-written.
+:func:`check_image` tells, faster than decoding, whether :func:`load_image` will read a
+file (``python -m prunecxr check-data`` runs it on every image).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from .. import artifacts, paths
-
-#: Bump when decoding or the cache layout changes: it is part of every cache key.
-CACHE_VERSION = 1
+from . import phantom
 
 _WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 
@@ -96,6 +87,54 @@ def load_image(path: str | os.PathLike, resolution: int) -> np.ndarray:
     return arr.astype(np.uint8, copy=False)
 
 
+#: the smallest side a check decodes a JPEG at (a reduced DCT scale: cheap, yet it reads the
+#: whole stream, so a truncated file fails as it does in :func:`load_image`)
+_CHECK_SIDE = 8
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """Raise what :func:`load_image` would raise for ``path``, without a full decode where
+    a cheaper read decides.
+
+    A PNG is verified chunk by chunk (every chunk's CRC, up to the end marker), a JPEG is
+    decoded at 1/8 scale, any other format is decoded. A PNG that fails verification is
+    decoded as :func:`load_image` does, so a file the cache would accept (e.g. one that lacks
+    only its end marker) is never reported.
+
+    Raises
+    ------
+    FileNotFoundError, ImageReadError : as :func:`load_image`.
+    """
+    path = Path(path)
+    fmt = None
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            if fmt == "PNG":
+                im.verify()
+                return
+            if fmt == "JPEG":
+                im.draft("L", (_CHECK_SIDE, _CHECK_SIDE))
+            im.load()
+            return
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        if fmt == "PNG":
+            load_image(path, _CHECK_SIDE)  # the verdict of a real decode
+            return
+        raise ImageReadError(f"cannot read image {path}: {err}") from None
+
+
+def image_problem(path: str | os.PathLike) -> str:
+    """Why :func:`load_image` would refuse ``path`` (empty when it reads it)."""
+    try:
+        check_image(path)
+    except (FileNotFoundError, ImageReadError) as err:
+        return str(err)
+    return ""
+
+
 # -- image sources -------------------------------------------------------------------------
 
 
@@ -111,7 +150,10 @@ class ImageSource(Protocol):
 
 @dataclass(frozen=True)
 class FileImages:
-    """Image files ``root / relpath`` for each row (``relpaths`` already checked to be inside)."""
+    """Image files ``root / relpath`` for each row (``relpaths`` already checked to be inside).
+
+    ``workers``: decoding threads (0: up to 4, as many as there are cores).
+    """
 
     root: Path
     relpaths: tuple[str, ...]
@@ -124,154 +166,43 @@ class FileImages:
             h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return {"kind": "files", "files_sha256": h.hexdigest()}
 
-    def read_into(self, out: np.ndarray, resolution: int, *, chunk: int = 256) -> None:
-        workers = self.workers or min(4, os.cpu_count() or 1)
+    def _map(self, fn, chunk: int = 256) -> Iterator[tuple[int, object]]:
+        """``(k, fn(file k))`` in row order; Pillow releases the GIL while it decodes and
+        resizes, so threads help; chunks bound the memory held by results in flight."""
         files = [self.root / rel for rel in self.relpaths]
+        workers = self.workers or min(4, os.cpu_count() or 1)
         if workers <= 1:
-            for k, f in enumerate(files):
-                out[k] = load_image(f, resolution)
+            yield from ((k, fn(f)) for k, f in enumerate(files))
             return
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            # Pillow releases the GIL while decoding and resizing; chunks bound the memory
             for start in range(0, len(files), chunk):
                 part = files[start : start + chunk]
-                for k, arr in enumerate(pool.map(lambda f: load_image(f, resolution), part)):
-                    out[start + k] = arr
+                for k, result in enumerate(pool.map(fn, part)):
+                    yield start + k, result
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def read_into(self, out: np.ndarray, resolution: int) -> None:
+        for k, arr in self._map(lambda f: load_image(f, resolution)):
+            out[k] = arr
+
+    def unreadable(self) -> list[tuple[Path, str]]:
+        """The files :func:`load_image` would refuse, with why (:func:`image_problem`)."""
+        return [(self.root / self.relpaths[k], why) for k, why in self._map(image_problem) if why]
 
 
 @dataclass(frozen=True)
 class PhantomImages:
-    """Phantom images drawn from rows of :func:`prunecxr.phantom.load_table`."""
+    """Phantom images drawn from rows of :func:`prunecxr.data.phantom.load_table`."""
 
     meta: pd.DataFrame
 
     def fingerprint(self) -> dict:
-        from . import phantom
-
         cols = list(phantom.META_COLUMNS + phantom.FINDINGS)
         rows = pd.util.hash_pandas_object(self.meta[cols], index=False).to_numpy()
         return {"kind": "phantom", **phantom.fingerprint(),
                 "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest()}
 
     def read_into(self, out: np.ndarray, resolution: int) -> None:
-        from . import phantom
-
         phantom.render(self.meta, resolution=resolution, out=out)
-
-
-# -- the cache -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One split's cached images: ``<cache_root>/<relpath>`` and its manifest key."""
-
-    relpath: str
-    key: str
-    n: int
-    resolution: int
-    reused: bool = False
-    seconds: float = 0.0
-
-    @property
-    def path(self) -> Path:
-        return paths.cache_root() / self.relpath
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.path.with_suffix(".json")
-
-    def record(self) -> dict:
-        """What ``run.json`` keeps about this entry."""
-        return {"path": self.relpath, "key": self.key, "n": self.n, "resolution": self.resolution}
-
-
-def _manifest(*, dataset: str, split: str, resolution: int, image_ids, source: ImageSource) -> dict:
-    ids = [str(i) for i in image_ids]
-    return {
-        "cache_version": CACHE_VERSION,
-        "dataset": dataset,
-        "split": split,
-        "resolution": resolution,
-        "n_images": len(ids),
-        "image_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-        "source": source.fingerprint(),
-    }
-
-
-def manifest_key(manifest: dict) -> str:
-    """The cache key: SHA-256 of the canonical JSON manifest, first 16 hex digits."""
-    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def build_cache(
-    source: ImageSource,
-    image_ids,
-    *,
-    dataset: str,
-    split: str,
-    resolution: int,
-) -> CacheEntry:
-    """Build (or reuse) the cache of one split.
-
-    Parameters
-    ----------
-    source : where the pixels come from, one image per id, in the order of ``image_ids``.
-    image_ids : the split's image ids in row order (``labels.parquet`` filtered to the split).
-    dataset, split : names that go into the folder and the file name.
-    resolution : side ``R`` of the cached square images.
-
-    Returns
-    -------
-    CacheEntry whose ``path`` holds uint8 ``[N, R, R]`` (``reused`` tells whether it existed).
-    """
-    resolution = check_resolution(resolution)
-    ids = [str(i) for i in image_ids]
-    manifest = _manifest(dataset=dataset, split=split, resolution=resolution, image_ids=ids,
-                         source=source)
-    key = manifest_key(manifest)
-    rel = f"{dataset}/{resolution}px/{split}-{key}.npy"
-    entry = CacheEntry(rel, key, len(ids), resolution)
-    if entry.path.exists() and entry.manifest_path.exists():
-        return CacheEntry(rel, key, len(ids), resolution, reused=True)
-    start = time.perf_counter()
-    with artifacts.atomic_path(entry.path) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(ids), resolution, resolution))
-        try:
-            source.read_into(arr, resolution)
-            arr.flush()
-        finally:
-            del arr
-    artifacts.write_json(entry.manifest_path, {**manifest, "key": key, "image_ids": ids})
-    return CacheEntry(rel, key, len(ids), resolution, seconds=time.perf_counter() - start)
-
-
-def open_cache(record: dict, image_ids=None) -> np.ndarray:
-    """Memory-map a cache entry recorded in ``run.json`` (read-only uint8 ``[N, R, R]``).
-
-    ``image_ids``, when given, must equal the ids the cache was built for, in order.
-    """
-    path = paths.cache_root() / record["path"]
-    manifest_path = path.with_suffix(".json")
-    if not path.exists() or not manifest_path.exists():
-        raise FileNotFoundError(
-            f"image cache {path} is missing (cache folder moved or cleared?): "
-            "re-run notebook 01_data for this run to rebuild it"
-        )
-    arr = artifacts.load_npy(path, mmap=True)
-    expected = (int(record["n"]), int(record["resolution"]), int(record["resolution"]))
-    if arr.dtype != np.uint8 or arr.shape != expected:
-        raise ValueError(f"image cache {path} holds {arr.dtype} {arr.shape}, expected uint8 {expected}")
-    if image_ids is not None:
-        cached = artifacts.read_json(manifest_path).get("image_ids", [])
-        if [str(i) for i in image_ids] != cached:
-            raise ValueError(
-                f"image cache {path} was built for other images than labels.parquet lists: "
-                "re-run notebook 01_data for this run"
-            )
-    return arr

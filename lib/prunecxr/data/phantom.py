@@ -48,12 +48,13 @@ real chest X-rays, and every figure and table made from them says so
 from __future__ import annotations
 
 import functools
-import hashlib
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .keys import id_seeds
 
 #: Bump when the drawing changes: it is part of the image cache key.
 RENDERER_VERSION = 1
@@ -197,19 +198,6 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
-
-
-def id_seeds(ids, salt: str) -> np.ndarray:
-    """A 64-bit seed per string id (BLAKE2b of ``salt`` and the id): uint64 ``[N]``."""
-    key = salt.encode()
-    return np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8, key=key).digest(), "little")
-            for i in ids
-        ),
-        dtype=np.uint64,
-        count=len(ids),
-    )
 
 
 def _uniform(seeds: np.ndarray, n: int, stream: int) -> np.ndarray:
@@ -458,7 +446,6 @@ def _ellipse(X, Y, x0, y0, rx, ry, edge):
 def _render_batch(s: _Scene, out: np.ndarray) -> None:
     """Draw the images of scene ``s`` into ``out`` (uint8 ``[B, R, R]``)."""
     _apply_anatomical_findings(s)
-    c = FINDING_CONTRAST
     e = s.edge
     X, Y = _grid(s)
     cx = _col(s.cx)
