@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import config
+from .. import config, stats
 from ..artifacts import SPLITS, class_names
 from .datasets import open_split
 from .keys import hash_rank
@@ -67,20 +67,12 @@ def class_counts(labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_iou(labels: pd.DataFrame, *, split: str | None = None) -> pd.DataFrame:
-    """Co-occurrence of classes as intersection over union of their positive images.
-
-    ``IoU(a, b) = |A ∩ B| / |A ∪ B|`` over images (of ``split``, or all); NaN when neither
-    class has a positive. Returns a square DataFrame indexed and columned by class.
-    """
+    """Co-occurrence of classes as intersection over union of their positive images
+    (:func:`prunecxr.stats.label_iou`, over the images of ``split``, or all): a square
+    DataFrame indexed and columned by class, NaN where neither class has a positive."""
     classes = class_names(labels)
     part = labels if split is None else labels[labels["split"] == split]
-    y = part[classes].to_numpy(np.float64)
-    inter = y.T @ y
-    count = np.diag(inter)
-    union = count[:, None] + count[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
-    return pd.DataFrame(iou, index=classes, columns=classes)
+    return pd.DataFrame(stats.label_iou(part[classes].to_numpy()), index=classes, columns=classes)
 
 
 def labels_per_image(labels: pd.DataFrame) -> pd.DataFrame:
