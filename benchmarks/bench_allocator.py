@@ -3,13 +3,13 @@
 Two workloads of the ``default`` profile, each in fresh child processes (``malloc``
 settings are per process): ``train``, training steps of its model (forward, backward,
 Adam) on batches of its size and resolution; ``sweep``, the pruning sweep's forward passes
-(:func:`prunecxr.prune.predict_probs` over a test set of the default run's size in
-batches of ``eval_batch_size``). Each is run with ``PRUNECXR_MALLOC=system`` and with the
+(:func:`prunecxr.inference.predict` over a test set of the default run's size in batches
+of ``eval_batch_size``). Each is run with ``PRUNECXR_MALLOC=system`` and with the
 tuning, alternating which goes first, ``--repeats`` times, for one thread and for all
 cores. It prints the median time of each side, the median of the paired ratios and the
 page faults per run (a count, not a timing: it does not depend on the machine's load).
 
-    python benchmarks/bench_allocator.py [--repeats 3] [--steps 30]
+    python benchmarks/bench_allocator.py [--repeats 3] [--steps 30] [--threads 0]
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ def child(workload: str, threads: int, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from prunecxr import models
-    from prunecxr.compress import prune
-    from prunecxr.train import core as T
+    from prunecxr import inference, models
+    from prunecxr.train import recipe
 
     tuned = runtime.keep_freed_memory()
     torch.set_num_threads(threads)
@@ -51,7 +50,7 @@ def child(workload: str, threads: int, steps: int) -> dict:
         batch = prof["batch_size"]
         x = models.preprocess(torch.randint(0, 256, (batch, size, size), dtype=torch.uint8))
         y = torch.randint(0, 2, (batch, classes)).float()
-        opt = T._adam(model.parameters(), lr=prof["lr"], device=torch.device("cpu"))
+        opt = recipe.adam(model.parameters(), lr=prof["lr"], device=torch.device("cpu"))
 
         def work():
             for _ in range(steps):
@@ -64,7 +63,7 @@ def child(workload: str, threads: int, steps: int) -> dict:
 
         def work():
             for _ in range(max(steps // 10, 1)):
-                prune.predict_probs(model, images, batch_size=prof["eval_batch_size"], device="cpu")
+                inference.predict(model, images, batch_size=prof["eval_batch_size"], device="cpu")
 
     work()  # warm-up: first-use costs of the kernels
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
         print(json.dumps(child(args.child, args.threads, args.steps)))
         return 0
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = runtime.usable_cores()
     counts = [args.threads] if args.threads else sorted({1, cores})
     probe = run_child("train", 1, 1, "tuned")
     if not probe["tuned"]:

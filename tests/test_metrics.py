@@ -1,12 +1,16 @@
 """The one AP/AUROC implementation (prunecxr.metrics), against scikit-learn and by hand."""
 
+import importlib
+import math
+import pkgutil
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from prunecxr.compress import prune
-from prunecxr.train import core as train
-from prunecxr.metrics import ranking_metrics
+import prunecxr
+from prunecxr import metrics
+from prunecxr.metrics import mean_average_precision, ranking_metrics
 
 
 def test_ranking_metrics_hand_computed():
@@ -50,12 +54,25 @@ def test_all_positive_class_has_ap_but_no_auroc():
     assert ap[0] == 1.0 and np.isnan(auc[0])
 
 
-def test_training_and_the_sweep_share_one_implementation():
-    assert prune.ranking_metrics is ranking_metrics
-    rng = np.random.default_rng(2)
-    y = (rng.random((80, 4)) < 0.3).astype(np.uint8)
-    y[:, 2] = 0
-    s = rng.random((80, 4)).astype(np.float32)
-    ap = train.per_class_average_precision(y, s)
-    np.testing.assert_array_equal(ap, ranking_metrics(y, s)[0])
-    assert np.isnan(ap[2])
+def test_mean_average_precision_by_hand():
+    labels = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
+    scores = np.array([[0.9, 0.1, 0.5], [0.8, 0.9, 0.5], [0.7, 0.2, 0.5], [0.1, 0.3, 0.5]])
+    # class 0: hits at ranks 1 and 3 -> (1/1 + 2/3) / 2; class 1: rank 1; class 2: no positive
+    assert mean_average_precision(labels, scores) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    assert math.isnan(mean_average_precision(np.zeros((3, 2)), np.ones((3, 2))))
+    with pytest.raises(ValueError, match=r"\[N, C\]"):
+        mean_average_precision(labels, scores[:, :2])
+
+
+def test_every_module_uses_the_one_implementation():
+    """Training's validation and test AP and the sweep's metrics all use prunecxr.metrics."""
+    users = []
+    for info in pkgutil.walk_packages(prunecxr.__path__, "prunecxr."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name in ("ranking_metrics", "mean_average_precision"):
+            if module is not metrics and hasattr(module, name):
+                assert getattr(module, name) is getattr(metrics, name), f"{info.name}.{name}"
+                users.append(info.name)
+    assert {"prunecxr.train.loop", "prunecxr.train.summaries"} <= set(users)

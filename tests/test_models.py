@@ -1,14 +1,11 @@
-"""The model registry, the shared input transform, and stacked populations."""
+"""The model registry and the shared input transform."""
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from prunecxr import models
 
 ALL = sorted(models.MODELS)
-STACKABLE = sorted(name for name, spec in models.MODELS.items() if spec.stackable)
 WITH_WEIGHTS = sorted(name for name, spec in models.MODELS.items() if spec.weights is not None)
 
 
@@ -83,72 +80,9 @@ def test_preprocess_replicates_gray_to_normalized_rgb():
     for c in range(3):
         want = (img[0].float() / 255 - models.IMAGENET_MEAN[c]) / models.IMAGENET_STD[c]
         assert torch.allclose(x[0, c], want)
-    stack = torch.randint(0, 256, (2, 3, 5, 5), dtype=torch.uint8)  # [B, n, H, W]
-    xs = models.preprocess(stack, channels_last=True)
-    assert xs.shape == (2, 9, 5, 5) and xs.is_contiguous(memory_format=torch.channels_last)
-    for k in range(3):
-        assert torch.equal(xs[:, 3 * k:3 * k + 3], models.preprocess(stack[:, k]))
+    xs = models.preprocess(img, channels_last=True)
+    assert xs.is_contiguous(memory_format=torch.channels_last) and torch.equal(xs, x)
     with pytest.raises(ValueError, match="uint8"):
         models.preprocess(img.float())
-
-
-@pytest.mark.parametrize("name", STACKABLE)
-def test_a_stack_computes_each_of_its_models(name):
-    # in float64: deep random nets amplify float32 rounding by orders of magnitude
-    n, c = (3, 4) if name == "small_resnet" else (2, 4)
-    members = [_seeded(name, c, s).double() for s in range(n)]
-    stacked = models.stack_models(members)
-    size = 32 if name == "small_resnet" else 16  # float64 convolutions are slow on a CPU
-    x = torch.randn(4, n, 3, size, size, dtype=torch.float64)
-    # train mode: BatchNorm uses batch statistics, per model
-    out = stacked(x.flatten(1, 2)).view(4, n, c)
-    out.square().sum().backward()
-    grads = models.unstack_state_dict({k: p.grad for k, p in stacked.named_parameters()}, n)
-    for k, m in enumerate(members):
-        mine = m(x[:, k])
-        assert torch.allclose(out[:, k], mine, rtol=1e-9, atol=1e-9)
-        mine.square().sum().backward()
-        for key, p in m.named_parameters():
-            assert torch.allclose(grads[k][key], p.grad, rtol=1e-7, atol=1e-9), key
-    # the running statistics were updated per model as well
-    states = models.unstack_state_dict(stacked.state_dict(), n)
-    for k, m in enumerate(members):
-        for key, value in m.state_dict().items():
-            assert torch.allclose(states[k][key], value, rtol=1e-9, atol=1e-12), key
-    # eval mode uses each model's running statistics
-    stacked.eval()
-    with torch.no_grad():
-        out = stacked(x.flatten(1, 2)).view(4, n, c)
-        for k, m in enumerate(members):
-            assert torch.allclose(out[:, k], m.eval()(x[:, k]), rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("name", STACKABLE)
-def test_stacked_state_round_trips_to_ordinary_state_dicts(name):
-    states = [_seeded(name, 2, s).state_dict() for s in range(2)]
-    back = models.unstack_state_dict(models.stack_state_dicts(states), 2)
-    for k in range(2):
-        assert list(back[k]) == list(states[k])
-        assert all(torch.equal(back[k][key], states[k][key]) for key in states[k])
-    single = models.stack_models([_seeded(name, 2, 0)])
-    assert type(single) is type(_seeded(name, 2, 0))  # n = 1: the model itself
-
-
-def test_models_that_mix_channels_are_not_stackable():
-    assert not models.MODELS["densenet121"].stackable  # its dense blocks concatenate channels
-    with pytest.raises(TypeError, match="cannot stack"):
-        models.stack_models([nn.Sequential(nn.LayerNorm(4)) for _ in range(2)])
-    with pytest.raises(ValueError, match="other state_dict keys"):
-        models.stack_state_dicts([{"a": torch.zeros(2)}, {"b": torch.zeros(2)}])
-    with pytest.raises(ValueError, match="not a multiple"):
-        models.unstack_state_dict({"w": torch.zeros(5)}, 2)
-
-
-def test_grouped_linear_is_independent_linears():
-    lins = [nn.Linear(3, 2) for _ in range(4)]
-    g = models.GroupedLinear(4, 3, 2)
-    g.load_state_dict(models.stack_state_dicts([m.state_dict() for m in lins]))
-    x = torch.randn(5, 4, 3)
-    y = g(x.flatten(1)).view(5, 4, 2)
-    for k, m in enumerate(lins):
-        assert np.allclose(y[:, k].detach().numpy(), m(x[:, k]).detach().numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[B, H, W\]"):
+        models.preprocess(torch.zeros(2, 3, 5, 5, dtype=torch.uint8))

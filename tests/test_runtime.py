@@ -1,4 +1,4 @@
-"""prunecxr.runtime: glibc's malloc kept from returning a step's memory to the kernel."""
+"""prunecxr.runtime: devices, threads, and glibc's malloc kept from returning a step's memory."""
 
 import json
 import os
@@ -81,3 +81,36 @@ def test_applies_once(monkeypatch):
     monkeypatch.setattr(runtime, "_apply", lambda: calls.append(1) or True)
     assert runtime.keep_freed_memory() and runtime.keep_freed_memory()
     assert calls == [1]
+
+
+def test_resolve_device():
+    import torch
+
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
+    assert runtime.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    auto = runtime.resolve_device()
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+    if not torch.cuda.is_available():
+        assert auto.type in ("mps", "cpu")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            runtime.resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'tpu0'|unsupported device"):
+        runtime.resolve_device("tpu0")
+    with pytest.raises(ValueError, match="device must be 'auto'"):
+        runtime.resolve_device("")
+
+
+def test_threads_zero_means_every_usable_core():
+    import torch
+
+    assert runtime.check_threads(0) == runtime.usable_cores() >= 1
+    assert runtime.check_threads(3) == 3
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=r"threads must be an int >= 0"):
+            runtime.check_threads(bad)
+    before = torch.get_num_threads()
+    with runtime.num_threads(1):
+        assert torch.get_num_threads() == 1
+    with runtime.num_threads(None):
+        assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before

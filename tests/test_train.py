@@ -1,7 +1,7 @@
-"""Training the population: recipe pieces, determinism, resuming, early stopping, records."""
+"""Training the population: recipe pieces, determinism across schedules, resuming, early
+stopping, records."""
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from prunecxr import models, paths
-from prunecxr.train import core as T
-
-MODES = ["sequential", "grouped"]
-
+from prunecxr import artifacts, inference, models, paths, runtime
+from prunecxr import train as T
+from prunecxr.metrics import ranking_metrics
+from prunecxr.train import checkpoints, loop, parallel
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -42,11 +41,10 @@ def _config(**kw):
     return T.TrainConfig(**base)
 
 
-def _fit(arrays, run, *, seeds=2, population="sequential", **kw):
+def _fit(arrays, run, *, seeds=2, population="sequential", threads=1, **kw):
     tr_x, tr_y, va_x, va_y = arrays
-    return T.fit_population(tr_x, tr_y, va_x, va_y, seeds=seeds, config=_config(**kw),
-                            out=paths.run_paths(run), device="cpu", population=population, threads=1,
-                            progress=False)
+    return T.fit_population(tr_x, tr_y, va_x, va_y, seeds=seeds, config=_config(**kw), run=run,
+                            device="cpu", population=population, threads=threads, progress=False)
 
 
 def _weights(run, seed):
@@ -58,7 +56,7 @@ def _same(a, b):
 
 
 def _history(run, seed):
-    return pd.read_csv(paths.run_paths(run).history(seed)).drop(columns="seconds")
+    return artifacts.read_history(run, seed).drop(columns="seconds")
 
 
 # -- recipe pieces ---------------------------------------------------------------------
@@ -89,19 +87,6 @@ def test_the_config_refuses_bad_values():
         _config(bn_eval_compat=1)
 
 
-def test_mean_average_precision_by_hand():
-    labels = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
-    scores = np.array([[0.9, 0.1, 0.5], [0.8, 0.9, 0.5], [0.7, 0.2, 0.5], [0.1, 0.3, 0.5]])
-    ap = T.per_class_average_precision(labels, scores)
-    # class 0: hits at ranks 1 and 3 -> (1/1 + 2/3) / 2; class 1: rank 1; class 2: no positive
-    assert ap[0] == pytest.approx((1 + 2 / 3) / 2) and ap[1] == pytest.approx(1.0)
-    assert math.isnan(ap[2])
-    assert T.mean_average_precision(labels, scores) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
-    assert math.isnan(T.mean_average_precision(np.zeros((3, 2)), np.ones((3, 2))))
-    with pytest.raises(ValueError, match=r"\[N, C\]"):
-        T.per_class_average_precision(labels, scores[:, :2])
-
-
 @pytest.mark.parametrize("angle", [0.0, 7.3, -15.0, 90.0])
 @pytest.mark.parametrize("flip", [False, True])
 def test_augmentation_is_torchvisions_flip_then_rotation(flip, angle):
@@ -121,7 +106,7 @@ def test_augmentation_draws_come_from_the_generator_alone():
     flip, angle = a
     assert flip.dtype == torch.bool and 0 < flip.sum() < 64
     assert angle.abs().max() <= T.MAX_ROTATION
-    batch = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)  # [models, images, H, W]
+    batch = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)  # any leading shape
     out = T.augment(batch, flip=flip[:6].view(2, 3), angle=angle[:6].view(2, 3))
     assert out.shape == batch.shape
     assert torch.equal(out[1, 2], T.augment(batch[1, 2:3], flip=flip[5:6], angle=angle[5:6])[0])
@@ -129,53 +114,12 @@ def test_augmentation_draws_come_from_the_generator_alone():
         T.augment(batch, flip=flip[:6], angle=angle[:6])
 
 
-def test_stacked_adam_is_torch_adam_per_model():
-    torch.manual_seed(0)
-    n, steps = 3, 6
-    own = [torch.nn.Parameter(torch.randn(4, 5)) for _ in range(n)]
-    refs = [torch.optim.Adam([p], lr=1e-2) for p in own]
-    stacked = torch.nn.Parameter(torch.cat([p.detach() for p in own]))
-    opt = T.StackedAdam([stacked], n, lr=1e-2)
-    for step in range(steps):
-        grads = [torch.randn(4, 5) for _ in range(n)]
-        active = [k for k in range(n) if (step + k) % 3]  # every model skips some steps
-        for k in active:
-            own[k].grad = grads[k]
-            refs[k].step()
-        stacked.grad = torch.cat(grads)
-        opt.step(active)
-    for k in range(n):
-        assert torch.allclose(stacked.detach()[4 * k:4 * k + 4], own[k].detach(), rtol=1e-6, atol=1e-7)
-        # model k's part is torch.optim.Adam's state of that model, and loads back
-        state = opt.model_state_dict(k)
-        assert torch.allclose(state["state"][0]["exp_avg"], refs[k].state_dict()["state"][0]["exp_avg"])
-        assert float(state["state"][0]["step"]) == float(refs[k].state_dict()["state"][0]["step"])
-        fresh = torch.optim.Adam([torch.nn.Parameter(torch.zeros(4, 5))], lr=1e-2)
-        fresh.load_state_dict(state)
-        other = T.StackedAdam([torch.nn.Parameter(torch.zeros(4 * n, 5))], n, lr=1e-2)
-        other.load_model_state_dict(k, state)
-        assert torch.equal(other.exp_avg_sq[0][4 * k:4 * k + 4], opt.exp_avg_sq[0][4 * k:4 * k + 4])
-
-
-def test_resolve_device():
-    assert T.resolve_device("cpu") == torch.device("cpu")
-    auto = T.resolve_device()
-    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
-    if not torch.cuda.is_available():
-        assert auto.type in ("mps", "cpu")
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            T.resolve_device("cuda")
-    with pytest.raises(ValueError, match="unknown device 'tpu0'|unsupported device"):
-        T.resolve_device("tpu0")
-
-
 # -- the population ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("population", MODES)
-def test_the_same_seed_gives_identical_weights(arrays, population):
-    first = _fit(arrays, "a", population=population)
-    second = _fit(arrays, "b", population=population)
+def test_the_same_seed_gives_identical_weights(arrays):
+    first = _fit(arrays, "a")
+    _fit(arrays, "b")
     assert list(first["status"]) == ["trained", "trained"]
     for s in (0, 1):
         assert _same(_weights("a", s), _weights("b", s))
@@ -184,35 +128,40 @@ def test_the_same_seed_gives_identical_weights(arrays, population):
     # records: docs/artifacts.md's history columns; no resume point left; checkpoints load safely
     rp = paths.run_paths("a")
     hist = pd.read_csv(rp.history(0))
-    assert list(hist.columns) == T.HISTORY_COLUMNS and list(hist["epoch"]) == [1, 2, 3]
+    assert list(hist.columns) == list(artifacts.HISTORY_COLUMNS) and list(hist["epoch"]) == [1, 2, 3]
     assert np.isfinite(hist[["train_loss", "val_loss", "val_mean_ap"]].to_numpy()).all()
     assert not rp.train_state(0).exists()
     model = models.create_model("small_resnet", 4)
     model.load_state_dict(torch.load(rp.checkpoint(0), weights_only=True))
     # a final seed is skipped
-    again = _fit(arrays, "a", population=population)
+    again = _fit(arrays, "a", population="parallel")
     assert list(again["status"]) == ["already trained", "already trained"]
 
 
-def test_grouped_training_is_sequential_training_up_to_rounding(arrays):
-    _fit(arrays, "seq", population="sequential", max_epochs=2)
-    _fit(arrays, "grp", population="grouped", max_epochs=2)
-    init = T._init_state(_config(), 4, 1)
-    seq, grp = _weights("seq", 1), _weights("grp", 1)
-    for key in seq:
-        if seq[key].is_floating_point():
-            moved = (seq[key] - init[key]).norm()
-            assert (grp[key] - seq[key]).norm() <= 1e-2 * moved + 1e-6, key
-        else:
-            assert torch.equal(seq[key], grp[key]), key
-    assert np.allclose(_history("seq", 1)["val_loss"], _history("grp", 1)["val_loss"], rtol=1e-4)
+def test_sequential_and_parallel_give_the_same_weights(arrays):
+    """How the seeds are scheduled does not change a bit of any seed (issue 12, item 4)."""
+    seq = _fit(arrays, "seq", seeds=3, population="sequential", threads=1)
+    par = _fit(arrays, "par", seeds=3, population="parallel", threads=1)
+    for s in (0, 1, 2):
+        assert _same(_weights("seq", s), _weights("par", s)), f"seed {s}"
+        assert _history("seq", s).equals(_history("par", s))
+    assert seq.drop(columns="status").equals(par.drop(columns="status"))
+    # train.json records how each run was executed
+    record = artifacts.read_train_record("par")
+    workers = max(1, min(runtime.usable_cores(), 3))
+    assert record["execution"] == {"population": "parallel", "threads": 1, "workers": workers, "device": "cpu"}
+    assert artifacts.read_train_record("seq")["execution"]["workers"] == 1
+    assert {"config", "num_classes", "image_shape", "classes"} <= set(record)
+    assert T.plan_text("par") == (f"Trained side by side in {workers} process{'es' if workers > 1 else ''} "
+                                  "on cpu, 1 thread per model.")
+    assert T.plan_text("seq") == "Trained one seed after another on cpu, 1 thread per model."
 
 
 _KILLER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np, torch
-    from prunecxr import paths
-    from prunecxr.train import core as T
+    from prunecxr import train as T
+    from prunecxr.train import feed, progress
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -223,21 +172,21 @@ _KILLER = textwrap.dedent("""
         kind, at = {kind!r}, {at}
         count = [0]
         if kind == "batch":  # in the middle of an epoch
-            take = T._Images.take
+            take = feed.DeviceSplit.take
             def counted(self, *args):
                 count[0] += 1
                 if count[0] == at:
                     die()
                 return take(self, *args)
-            T._Images.take = counted
+            feed.DeviceSplit.take = counted
         elif kind == "parent":  # the parent of worker processes, after `at` epochs were reported
-            epoch = T._Report.epoch
+            epoch = progress.Report.epoch
             def counted(self, *args):
                 count[0] += 1
                 if count[0] == at:
                     die()
                 return epoch(self, *args)
-            T._Report.epoch = counted
+            progress.Report.epoch = counted
         elif kind == "write":  # a resume point written, not yet renamed into place
             replace = os.replace
             def counted(src, dst):
@@ -248,8 +197,8 @@ _KILLER = textwrap.dedent("""
                 return replace(src, dst)
             os.replace = counted
         T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=2,
-                         config=T.TrainConfig(**{config!r}), out=paths.run_paths("killed"),
-                         device="cpu", population={population!r}, threads=1, progress=False)
+                         config=T.TrainConfig(**{config!r}), run="killed", device="cpu",
+                         population={population!r}, threads=1, progress=False)
 
     if __name__ == "__main__":  # worker processes import this file again
         main()
@@ -258,7 +207,7 @@ _KILLER = textwrap.dedent("""
 
 @pytest.mark.parametrize("population,kind,at", [
     ("sequential", "batch", 22),  # 4 batches an epoch (3 train, 1 val): seed 1, epoch 2
-    ("grouped", "write", 4),  # seed 0's epoch 2 saved, seed 1's not: they resume apart
+    ("sequential", "write", 2),  # seed 0's epoch 2 written, not renamed: epoch 1 stays its resume point
     # the parent dies, its workers must not write on; and processes train as one thread does
     ("parallel", "parent", 1),
 ])
@@ -276,9 +225,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(arrays, tmp_path, pop
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
     rp = paths.run_paths("killed")
+    execution = artifacts.read_train_record("killed")["execution"]
+    assert execution["population"] == population and execution["threads"] == 1
     if kind == "parent":  # no orphaned worker goes on writing
-        plan = T.artifacts.read_json(rp.train_config)["plan"]
-        assert plan["mode"] == "parallel" and plan["threads"] == 1 and plan["workers"] >= 1
         time.sleep(1.0)
         before = {f: f.stat().st_mtime_ns for f in rp.models.rglob("*") if f.is_file()}
         time.sleep(2.0)
@@ -287,60 +236,43 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(arrays, tmp_path, pop
     if kind == "parent":  # a worker may not have finished its first epoch yet
         assert unfinished and not any(rp.checkpoint(s).exists() for s in (0, 1))
     else:
-        assert unfinished == ([1] if kind == "batch" else [0, 1])  # sequential: seed 0 is final
+        assert unfinished == ([1] if kind == "batch" else [0])  # sequential: seed 0 is final
     state = torch.load(rp.train_state(unfinished[-1]), weights_only=True)  # it loads safely
     assert state["seed"] == unfinished[-1] and 1 <= state["epoch"] < epochs
     if kind == "write":
-        assert list(rp.seed_dir(1).glob(".*.tmp"))  # the interrupted write left its temporary
-        assert torch.load(rp.train_state(0), weights_only=True)["epoch"] == state["epoch"] + 1
+        assert state["epoch"] == 1  # the interrupted write of epoch 2 left its temporary
+        assert list(rp.seed_dir(0).glob(".*.tmp"))
 
-    # "auto" keeps the recorded way (parallel resumes one thread sequentially: the same bits, faster here)
-    resumed = _fit(arrays, "killed", population="sequential" if kind == "parent" else "auto",
-                   max_epochs=epochs, patience=epochs)
+    # resumed in the other mode with the same threads: the schedule changes no bit
+    other = "sequential" if population == "parallel" else "parallel"
+    resumed = _fit(arrays, "killed", population=other, max_epochs=epochs, patience=epochs)
     assert "resumed" in set(resumed["status"])
-    # parallel trains each seed exactly as sequential with one thread does
-    _fit(arrays, "whole", population="sequential" if population == "parallel" else population,
-         max_epochs=epochs, patience=epochs)
+    _fit(arrays, "whole", population="sequential", max_epochs=epochs, patience=epochs)
     for s in (0, 1):
         assert _same(_weights("killed", s), _weights("whole", s)), f"seed {s}"
         assert _history("killed", s).equals(_history("whole", s))
         assert not rp.train_state(s).exists() and not list(rp.seed_dir(s).glob(".*.tmp"))
-    assert paths.run_paths("killed").train_config.exists()
 
 
-@pytest.mark.parametrize("population", MODES)
-def test_early_stopping_keeps_the_lowest_validation_loss(arrays, monkeypatch, population):
-    # seed 0 improves until epoch 7 and stops after 10; seed 1 is best at epoch 1 and stops
-    # after 4, so in a group seed 0 trains epochs 5-10 beside a finished seed
-    script = {
-        0: [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.35, 0.32, 0.31, 0.1, 0.1],
-        1: [0.5, 0.6, 0.7, 0.8] + [0.1] * 8,
-    }
-    seeds = [0, 1] if population == "grouped" else [0]
-
-    def scripted(script):
+def test_early_stopping_keeps_the_lowest_validation_loss(arrays, monkeypatch):
+    def scripted(losses):
         calls = [0]
 
-        def fake_validate(net, val, n, *, batch_size, device):
-            e = calls[0]
+        def fake_validate(net, val, *, batch_size, device):
             calls[0] += 1
-            return [script[seeds[k]][e] for k in range(n)], [0.5] * n
+            return losses[calls[0] - 1], 0.5
 
         return fake_validate
 
-    monkeypatch.setattr(T, "_validate", scripted(script))
-    _fit(arrays, "es", seeds=seeds, population=population, max_epochs=12, patience=3)
+    # improves until epoch 7, then stops after 3 epochs without improvement
+    script = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.35, 0.32, 0.31, 0.1, 0.1]
+    monkeypatch.setattr(loop, "validate", scripted(script))
+    _fit(arrays, "es", seeds=1, max_epochs=12, patience=3)
     hist = _history("es", 0)
-    assert list(hist["epoch"]) == list(range(1, 11)) and hist["val_loss"].tolist() == script[0][:10]
-    decreasing = {s: list(np.linspace(1, 0.1, 12)) for s in (0, 1)}
-    monkeypatch.setattr(T, "_validate", scripted(decreasing))
-    _fit(arrays, "es7", seeds=seeds, population=population, max_epochs=7, patience=3)
+    assert list(hist["epoch"]) == list(range(1, 11)) and hist["val_loss"].tolist() == script[:10]
+    monkeypatch.setattr(loop, "validate", scripted(list(np.linspace(1, 0.1, 12))))
+    _fit(arrays, "es7", seeds=1, max_epochs=7, patience=3)
     assert _same(_weights("es", 0), _weights("es7", 0))  # the weights after epoch 7
-    if population == "grouped":
-        assert len(_history("es", 1)) == 4
-        monkeypatch.setattr(T, "_validate", scripted(decreasing))
-        _fit(arrays, "es1", seeds=seeds, population=population, max_epochs=1, patience=3)
-        assert _same(_weights("es", 1), _weights("es1", 1))  # the weights after epoch 1
 
 
 def test_bn_eval_compat_freezes_batchnorm_after_the_first_epoch(arrays):
@@ -362,31 +294,79 @@ def test_a_population_keeps_one_configuration(arrays):
         _fit(arrays, "cfg", seeds=2, max_epochs=1, lr=2e-3)
     tr_x, tr_y, va_x, va_y = arrays
     with pytest.raises(ValueError, match=r"val labels must be 0/1, found values in \[0, 2\]"):
-        T.fit_population(tr_x, tr_y, va_x, va_y * 2, seeds=1, config=_config(),
-                         out=paths.run_paths("bad"), progress=False)
+        T.fit_population(tr_x, tr_y, va_x, va_y * 2, seeds=1, config=_config(), run="bad", progress=False)
     with pytest.raises(ValueError, match="classes 4 vs 3"):
-        T.fit_population(tr_x, tr_y, va_x, va_y[:, :3], seeds=1, config=_config(),
-                         out=paths.run_paths("bad"), progress=False)
+        T.fit_population(tr_x, tr_y, va_x, va_y[:, :3], seeds=1, config=_config(), run="bad", progress=False)
     with pytest.raises(ValueError, match="uint8"):
-        T.fit_population(tr_x.astype(np.float32), tr_y, va_x, va_y, seeds=1, config=_config(),
-                         out=paths.run_paths("bad"), progress=False)
-    with pytest.raises(ValueError, match="unknown population mode 'threads'"):
-        _fit(arrays, "bad", population="threads")
+        T.fit_population(tr_x.astype(np.float32), tr_y, va_x, va_y, seeds=1, config=_config(), run="bad",
+                         progress=False)
+    for removed in ("auto", "grouped", "threads"):
+        with pytest.raises(ValueError, match=f"unknown population mode '{removed}'"):
+            _fit(arrays, "bad", population=removed)
     with pytest.raises(ValueError, match="distinct"):
         _fit(arrays, "bad", seeds=[1, 1])
+    with pytest.raises(ValueError, match=r"threads must be an int >= 0"):
+        _fit(arrays, "bad", threads=-1)
+
+
+def test_threads_zero_means_every_usable_core_in_every_mode():
+    from prunecxr.train.population import _execution
+
+    cpu, cores = torch.device("cpu"), runtime.usable_cores()
+    assert _execution("sequential", 0, cpu, 5) == {"population": "sequential", "threads": cores,
+                                                    "workers": 1, "device": "cpu"}
+    assert _execution("parallel", 0, cpu, 5)["workers"] == 1  # one process of every core
+    assert _execution("parallel", 1, cpu, 5)["workers"] == min(cores, 5)
+    assert _execution("parallel", 1, cpu, 1)["workers"] == 1  # not more processes than seeds
+    with pytest.raises(ValueError, match="parallel.*CPU processes"):
+        _execution("parallel", 1, torch.device("meta"), 5)
+
+
+def test_a_population_continues_only_with_its_thread_count(arrays):
+    """The thread count changes the rounding: a started population refuses another one."""
+    _fit(arrays, "thr", seeds=1, max_epochs=1, threads=1)
+    with pytest.raises(ValueError, match=r"trained with threads=1 .*asks for threads=2.*set threads = 1"):
+        _fit(arrays, "thr", seeds=2, max_epochs=1, threads=2)
+    assert not paths.run_paths("thr").seed_dir(1).exists()
+    # nothing left to train: no refusal, the record stays as it was
+    assert list(_fit(arrays, "thr", seeds=1, max_epochs=1, threads=2)["status"]) == ["already trained"]
+    assert artifacts.read_train_record("thr")["execution"]["threads"] == 1
+    # a record without the execution (an older prunecxr) cannot vouch for its seeds
+    record = artifacts.read_train_record("thr")
+    del record["execution"]
+    artifacts.write_json(paths.run_paths("thr").train_config, record)
+    with pytest.raises(ValueError, match="does not record the device and thread count"):
+        _fit(arrays, "thr", seeds=2, max_epochs=1, threads=1)
 
 
 def test_a_diverging_seed_stops_with_its_name_and_epoch(arrays, monkeypatch):
-    validate = T._validate
+    validate = loop.validate
 
     def nan_loss(*args, **kwargs):
-        loss, ap = validate(*args, **kwargs)
-        return [math.nan] * len(loss), ap
+        return math.nan, validate(*args, **kwargs)[1]
 
-    monkeypatch.setattr(T, "_validate", nan_loss)
+    monkeypatch.setattr(loop, "validate", nan_loss)
     with pytest.raises(FloatingPointError, match=r"seed 0 diverged in epoch 1: .*Lower lr"):
         _fit(arrays, "nan", seeds=1)
     assert not paths.run_paths("nan").checkpoint(0).exists()
+
+
+def test_a_resume_point_holds_the_recipe_and_refuses_another(arrays):
+    rp = paths.run_paths("state")
+    meta = checkpoints.train_meta(_config(), 4, (16, 16))
+    rec, state, opt = checkpoints.start_seed(3, rp, meta, _config())
+    assert rec.epoch == 0 and opt is None and rec.best_state is None
+    assert _same(state, checkpoints.initial_state(_config(), 4, 3))
+    rec.epoch, rec.history = 1, [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_mean_ap": 0.5,
+                                  "seconds": 0.1}]
+    checkpoints.save_progress(rp, rec, state, {"state": {}, "param_groups": []}, meta)
+    again, state2, _ = checkpoints.start_seed(3, rp, meta, _config())
+    assert again.epoch == 1 and _same(state, state2)
+    assert torch.equal(again.generator.get_state(), rec.generator.get_state())
+    with pytest.raises(ValueError, match=r"lr=0\.001 \(now 0\.01\)"):
+        checkpoints.start_seed(3, rp, checkpoints.train_meta(_config(lr=1e-2), 4, (16, 16)), _config(lr=1e-2))
+    with pytest.raises(RuntimeError, match="never finite"):
+        checkpoints.finalize(rp, rec)
 
 
 def test_helper_processes_reopen_arrays_instead_of_receiving_them(tmp_path):
@@ -394,13 +374,13 @@ def test_helper_processes_reopen_arrays_instead_of_receiving_them(tmp_path):
     np.save(path, np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4))
     whole = np.load(path, mmap_mode="r")
     labels = np.eye(2, dtype=np.uint8)
-    handles = T._array_handles([whole, whole[1:], labels], tmp_path)
+    handles = parallel.array_handles([whole, whole[1:], labels], tmp_path)
     assert [h[0] for h in handles] == ["memmap", "npy", "npy"]  # the cache file is mapped again
     for handle, array in zip(handles, [whole, whole[1:], labels]):
-        np.testing.assert_array_equal(T._open_array(handle), array)
+        np.testing.assert_array_equal(parallel.open_array(handle), array)
 
 
-@pytest.mark.skipif(T._usable_cores() < 2, reason="parallel training needs two cores")
+@pytest.mark.skipif(runtime.usable_cores() < 2, reason="parallel training needs two cores")
 @pytest.mark.parametrize("guarded", [False, True])
 def test_parallel_training_from_a_script(arrays, tmp_path, guarded):
     """Spawned helpers import the script again. Without a main guard they die, and the run
@@ -415,12 +395,11 @@ def test_parallel_training_from_a_script(arrays, tmp_path, guarded):
         T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=2,
                          config=T.TrainConfig(model="small_resnet", pretrained=False, max_epochs=1,
                                               patience=1, batch_size=32, lr=1e-3),
-                         out=paths.run_paths(f"script-{{os.getpid()}}"), device="cpu",
-                         population="parallel",
-                         progress=False)
+                         run=f"script-{{os.getpid()}}", device="cpu", population="parallel",
+                         threads=1, progress=False)
         print("trained")
     """)
-    header = "import os\nimport numpy as np\nfrom prunecxr import paths, train as T\n"
+    header = "import os\nimport numpy as np\nfrom prunecxr import train as T\n"
     if guarded:
         body = 'if __name__ == "__main__":\n' + textwrap.indent(body, "    ")
     script.write_text(header + body)
@@ -443,42 +422,33 @@ def test_missing_pretrained_weights_stop_training_before_it_starts(arrays, tmp_p
 # -- the run-level interface -------------------------------------------------------------
 
 
-def test_a_run_trains_loads_predicts_and_plots(monkeypatch):
-    from prunecxr.data import datasets as data
+def test_a_run_trains_summarizes_and_plots():
+    from prunecxr import data
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data.prepare_run("tiny", dataset="nih-phantom", resolution=16, max_patients=60)
     summary = T.train_population("tiny", seeds=2, model="small_resnet", pretrained=False, max_epochs=2,
-                                 patience=2, batch_size=64, lr=1e-3, device="cpu", progress=False)
+                                 patience=2, batch_size=64, lr=1e-3, device="cpu", threads=1, progress=False)
     assert list(summary["seed"]) == [0, 1] and (summary["epochs"] == 2).all()
-    record = paths.run_paths("tiny").train_config
-    plan = T.artifacts.read_json(record)["plan"]
-    # "auto" measured the ways and picked one (parallel where 2 idle cores beat 2 threads)
-    assert plan["mode"] in T.POPULATION_MODES[1:] and plan["calibration"]["speedup"] > 0
-    assert plan["threads"] in (1, torch.get_num_threads(), os.cpu_count())  # measured as well
-    assert "Trained" in T.plan_text("tiny")
-    assert T.trained_seeds("tiny") == [0, 1]
-
-    model = T.load_model("tiny", 1)
-    assert not model.training
-    test = data.open_split("tiny", "test")
-    model.train()
-    probs = T.predict(model, test.images, batch_size=16, device="cpu")
-    assert model.training  # restored
-    assert probs.shape == (len(test), len(test.classes)) and probs.dtype == np.float32
-    assert ((probs > 0) & (probs < 1)).all()
-    with pytest.raises(ValueError, match="uint8"):
-        T.predict(model, test.images.astype(np.float32), batch_size=16, device="cpu")
-    with pytest.raises(FileNotFoundError, match="seed 7 of run 'tiny' is not trained"):
-        T.load_model("tiny", 7)
+    record = artifacts.read_train_record("tiny")
+    assert record["execution"] == {"population": "sequential", "threads": 1, "workers": 1, "device": "cpu"}
+    assert record["classes"] == list(data.open_split("tiny", "test").classes)
+    assert T.plan_text("tiny") == "Trained one seed after another on cpu, 1 thread per model."
+    assert artifacts.trained_seeds("tiny") == [0, 1]
 
     hist = T.read_histories("tiny")
-    assert list(hist.columns) == ["seed", *T.HISTORY_COLUMNS] and len(hist) == 4
-    ap = T.test_average_precision("tiny", batch_size=32, device="cpu")
+    assert list(hist.columns) == ["seed", *artifacts.HISTORY_COLUMNS] and len(hist) == 4
+    ap = T.test_average_precision("tiny", batch_size=32, device="cpu", threads=1)
+    test = data.open_split("tiny", "test")
     assert set(ap.columns) == {"seed", "class", "ap", "n_pos", "train_count"}
     assert len(ap) == 2 * len(test.classes)
+    # dense test AP is inference.predict's, as the sweep computes it, bit for bit
+    probs = inference.predict(inference.load_model("tiny", 1), test.images, batch_size=32, device="cpu")
+    want = ranking_metrics(np.asarray(test.labels), probs)[0]
+    np.testing.assert_array_equal(ap[ap["seed"] == 1]["ap"].to_numpy(), want)
     top = T.summarize_test_ap(ap)
     assert 0 < top["mean_ap"] < 1 and top["rarest"]["train_count"] <= top["commonest"]["train_count"]
+    assert "mean test AP" in T.headline_text(top)
     assert len(T.learning_curves_figure(hist).data) == 2 * 2 * 2
     assert len(T.class_ap_figure(ap).data) == len(test.classes)

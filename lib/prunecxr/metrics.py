@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ranking_metrics"]
+__all__ = ["mean_average_precision", "ranking_metrics"]
 
 
 def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,3 +62,12 @@ def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     ap[n_pos == 0] = np.nan
     auroc[(n_pos == 0) | (n_neg == 0)] = np.nan
     return ap, auroc
+
+
+def mean_average_precision(y: np.ndarray, scores: np.ndarray) -> float:
+    """Mean of :func:`ranking_metrics`'s AP over the columns with at least one positive.
+
+    NaN when no column has a positive (every AP is undefined).
+    """
+    ap = ranking_metrics(y, scores)[0]
+    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")

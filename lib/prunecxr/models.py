@@ -6,18 +6,13 @@ weights API from the local torch cache only: when a profile asks for them and th
 there, :class:`PretrainedWeightsMissing` says how to get them. Nothing is ever downloaded,
 and nothing falls back silently to random weights.
 
-``stack_models`` turns ``n`` networks of one *stackable* architecture into a single network
-that computes all of them at once (each convolution becomes a grouped convolution, each
-BatchNorm one ``n``-times wider BatchNorm, each Linear a :class:`GroupedLinear`): the way a
-population of small models keeps a GPU busy. Its state is the per-model states
-concatenated along dimension 0, so ``unstack_state_dict`` gives every model back as an
-ordinary ``state_dict``.
+:func:`preprocess` is the one input transform of every model (training, evaluation,
+pruning).
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +36,6 @@ class ModelSpec:
     build: Callable[[int, object | None], nn.Module]  # (num_classes, weights) -> model
     weights: Callable[[], object] | None  # torchvision weights enum member, or None
     description: str
-    #: the forward pass keeps channel blocks apart, so :func:`stack_models` applies
-    #: (ResNets: yes; DenseNet concatenates feature maps along channels: no)
-    stackable: bool = False
 
 
 def _replace_fc(model: nn.Module, num_classes: int) -> nn.Module:
@@ -116,12 +108,10 @@ MODELS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec(
         "resnet50", _resnet50, lambda: torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
         "ResNet-50, the paper's model (ImageNet weights, fc → C outputs)",
-        stackable=True,
     ),
     "resnet18": ModelSpec(
         "resnet18", _resnet18, lambda: torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
         "ResNet-18 (ImageNet weights, fc → C outputs)",
-        stackable=True,
     ),
     "densenet121": ModelSpec(
         "densenet121", _densenet121, lambda: torchvision.models.DenseNet121_Weights.IMAGENET1K_V1,
@@ -130,7 +120,6 @@ MODELS: dict[str, ModelSpec] = {
     "small_resnet": ModelSpec(
         "small_resnet", _small_resnet, None,
         "compact residual CNN (stem + 3 BasicBlocks, widths 16/32/64) for CPU profiles; random init",
-        stackable=True,
     ),
 }
 
@@ -173,164 +162,19 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn
 
 
 def preprocess(images: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
-    """uint8 grayscale ``[B, H, W]`` → float ``[B, 3, H, W]``, ImageNet-normalized.
+    """uint8 grayscale ``[B, H, W]`` → float32 ``[B, 3, H, W]``, ImageNet-normalized.
 
     The one input transform of every model: training, evaluation and pruning share it.
     Grayscale is replicated to 3 channels, each normalized with ImageNet's mean and standard
-    deviation (the paper's recipe). A stack of images for ``n`` stacked models,
-    ``[B, n, H, W]``, becomes ``[B, 3n, H, W]`` (model ``k`` reads channels ``3k .. 3k+2``,
-    see :func:`stack_models`). Works on any device; the output has the dtype float32.
+    deviation (the paper's recipe). Works on any device; ``channels_last`` returns the
+    channels_last memory format (used on CUDA).
     """
-    if images.dtype != torch.uint8 or images.ndim not in (3, 4):
-        raise ValueError(
-            f"expected uint8 images [B, H, W] (or [B, n, H, W] for stacked models), "
-            f"got {images.dtype} {tuple(images.shape)}"
-        )
-    x = images.to(torch.float32).div_(255.0)
-    x = x.unsqueeze(1) if x.ndim == 3 else x.unsqueeze(2)  # [B, 1, H, W] or [B, n, 1, H, W]
+    if images.dtype != torch.uint8 or images.ndim != 3:
+        raise ValueError(f"expected uint8 images [B, H, W], got {images.dtype} {tuple(images.shape)}")
+    x = images.to(torch.float32).div_(255.0).unsqueeze(1)  # [B, 1, H, W]
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
     x = (x - mean) / std  # broadcast 1 → 3 channels
-    if x.ndim == 5:
-        x = x.flatten(1, 2)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
-
-
-# -- stacked populations ---------------------------------------------------------------
-
-
-class GroupedLinear(nn.Module):
-    """``n`` independent linear layers, one per channel block of the input.
-
-    Input ``[B, n * in_features]`` (block ``k`` is model ``k``'s features), output
-    ``[B, n * out_features]``. ``weight`` is ``[n * out_features, in_features]`` and ``bias``
-    ``[n * out_features]``: the ``n`` models' ``nn.Linear`` tensors concatenated along
-    dimension 0, the layout of every tensor of a stacked network.
-    """
-
-    def __init__(self, n: int, in_features: int, out_features: int, *, bias: bool = True,
-                 device=None, dtype=None):
-        super().__init__()
-        self.n, self.in_features, self.out_features = n, in_features, out_features
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(n * out_features, in_features, **factory))
-        self.bias = nn.Parameter(torch.empty(n * out_features, **factory)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        w = self.weight.view(self.n, self.out_features, self.in_features)
-        y = torch.einsum("bni,noi->bno", x.reshape(b, self.n, self.in_features), w)
-        y = y.reshape(b, self.n * self.out_features)
-        return y + self.bias if self.bias is not None else y
-
-    def extra_repr(self) -> str:
-        return f"n={self.n}, in_features={self.in_features}, out_features={self.out_features}"
-
-
-def _stacked_leaf(module: nn.Module, n: int, where: str) -> nn.Module:
-    like = next(iter(module.parameters(recurse=False)), None)
-    if like is None:
-        like = next(t for t in module.buffers(recurse=False) if t.is_floating_point())
-    factory = {"device": like.device, "dtype": like.dtype}
-    if isinstance(module, nn.Conv2d):
-        if module.padding_mode != "zeros":
-            raise TypeError(f"cannot stack {where}: padding_mode {module.padding_mode!r}")
-        return nn.Conv2d(
-            n * module.in_channels, n * module.out_channels, module.kernel_size,
-            stride=module.stride, padding=module.padding, dilation=module.dilation,
-            groups=n * module.groups, bias=module.bias is not None, **factory,
-        )
-    if isinstance(module, nn.BatchNorm2d):
-        return nn.BatchNorm2d(
-            n * module.num_features, eps=module.eps, momentum=module.momentum,
-            affine=module.affine, track_running_stats=module.track_running_stats, **factory,
-        )
-    if isinstance(module, nn.Linear):
-        return GroupedLinear(n, module.in_features, module.out_features, bias=module.bias is not None,
-                             **factory)
-    raise TypeError(
-        f"cannot stack {where} ({type(module).__name__}): only Conv2d, BatchNorm2d, Linear "
-        "and parameter-free modules can be stacked"
-    )
-
-
-def stack_models(models: Sequence[nn.Module]) -> nn.Module:
-    """One network that computes ``len(models)`` networks of one architecture at once.
-
-    Parameters
-    ----------
-    models : ``n`` networks of the same architecture (same ``state_dict`` keys and shapes)
-        whose forward pass keeps channel blocks apart (``ModelSpec.stackable``).
-
-    Returns
-    -------
-    nn.Module
-        A copy of ``models[0]`` in which every ``Conv2d`` is a convolution with ``n`` times
-        the groups, every ``BatchNorm2d`` is ``n`` times wider and every ``Linear`` is a
-        :class:`GroupedLinear`. It maps ``[B, 3n, H, W]`` (model ``k`` reads channels
-        ``3k .. 3k+2``) to ``[B, n*C]`` (model ``k``'s logits in columns ``kC .. kC+C-1``),
-        and holds the models' parameters and buffers (see :func:`stack_state_dicts`), in the
-        train/eval mode of ``models[0]``. ``n = 1`` gives a plain copy of the model.
-    """
-    models = list(models)
-    if not models:
-        raise ValueError("stack_models needs at least one model")
-    n = len(models)
-    stacked = copy.deepcopy(models[0])
-    if n > 1:
-        for name, module in list(stacked.named_modules()):
-            own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
-            if not own:
-                continue
-            parent, _, leaf = name.rpartition(".")
-            owner = stacked.get_submodule(parent) if parent else stacked
-            new = _stacked_leaf(module, n, name or type(module).__name__)
-            new.train(module.training)
-            setattr(owner, leaf, new)
-    stacked.load_state_dict(stack_state_dicts([m.state_dict() for m in models]))
-    return stacked
-
-
-def stack_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The state of a stacked network from its models' states.
-
-    Every tensor with at least one dimension is the models' tensors concatenated along
-    dimension 0; a scalar (BatchNorm's ``num_batches_tracked``) is shared and taken from the
-    first model.
-    """
-    states = list(states)
-    keys = list(states[0])
-    for k, state in enumerate(states[1:], start=1):
-        if list(state) != keys:
-            raise ValueError(f"model {k} has other state_dict keys than model 0; cannot stack")
-    out = {}
-    for key in keys:
-        tensors = [state[key] for state in states]
-        if any(t.shape != tensors[0].shape for t in tensors):
-            raise ValueError(f"cannot stack {key!r}: shapes {[tuple(t.shape) for t in tensors]}")
-        out[key] = tensors[0].clone() if tensors[0].ndim == 0 else torch.cat(tensors, 0)
-    return out
-
-
-def unstack_state_dict(state: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
-    """The ``n`` models' ordinary ``state_dict`` s from a stacked network's state.
-
-    Inverse of :func:`stack_state_dicts`; the returned tensors are contiguous copies.
-    """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    out: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
-    for key, t in state.items():
-        t = t.detach()
-        if t.ndim == 0:
-            for k in range(n):
-                out[k][key] = t.clone()
-            continue
-        if t.shape[0] % n:
-            raise ValueError(f"{key!r} has {t.shape[0]} rows, not a multiple of n = {n}")
-        blocks = t.unflatten(0, (n, -1))
-        for k in range(n):
-            out[k][key] = blocks[k].contiguous().clone()
-    return out

@@ -1,0 +1,160 @@
+"""Training one seed: its epochs, each followed by validation, a resume point and early stopping.
+
+A seed alone decides its model's initialization (``torch.manual_seed(seed)`` around
+:func:`prunecxr.models.create_model`), its data order and its augmentation (a
+``torch.Generator`` of its own, derived from the seed and saved with every epoch). On a CPU,
+given the intra-op thread count, the weights are therefore the same bit for bit however the
+seeds are scheduled (:mod:`prunecxr.train.population`) and however often training was
+interrupted: a resumed seed continues from the state its last epoch saved. On CUDA, cuDNN is
+set to deterministic kernels (:func:`prunecxr.train.recipe.deterministic`), but a few CUDA
+kernels (adaptive average pooling's backward among them) add in a varying order, so GPU runs
+agree only up to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import models, paths
+from ..metrics import mean_average_precision
+from . import checkpoints
+from .feed import DeviceSplit
+from .progress import bar, interactive
+from .recipe import TrainConfig, adam, augment, autocast, draw_augmentation, sum_dtype, uses_channels_last
+
+__all__ = ["train_epoch", "train_seed", "validate"]
+
+
+def train_seed(
+    seed: int,
+    train: DeviceSplit,
+    val: DeviceSplit,
+    *,
+    config: TrainConfig,
+    meta: dict,
+    rp: paths.RunPaths,
+    device: torch.device,
+    progress: bool,
+    report,
+) -> checkpoints.SeedState:
+    """Train (or resume) seed ``seed`` until it is final; return its record.
+
+    After every epoch the seed's resume point and history are written
+    (:func:`prunecxr.train.checkpoints.save_progress`); once early stopping ends it or
+    ``config.max_epochs`` is reached, its best weights become ``model.pt``
+    (:func:`prunecxr.train.checkpoints.finalize`). ``report`` receives the progress (a
+    :class:`prunecxr.train.progress.Report` or a stand-in with its methods).
+    """
+    rec, state, opt_state = checkpoints.start_seed(seed, rp, meta, config)
+    net = models.create_model(config.model, meta["num_classes"], pretrained=False)
+    net.load_state_dict(state)
+    net = net.to(device)
+    if uses_channels_last(device):
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = adam(net.parameters(), lr=config.lr, device=device)
+    if opt_state is not None:
+        fresh = optimizer.state_dict()
+        fresh["state"] = opt_state["state"]
+        optimizer.load_state_dict(fresh)
+
+    label = f"seed {seed}"
+    report.start(label, rec.epoch)
+    try:
+        while True:
+            t0 = time.perf_counter()
+            net.train(not (config.bn_eval_compat and rec.epoch >= 1))
+            train_loss = train_epoch(net, optimizer, train, rec.generator, config=config, device=device,
+                                     progress=progress, desc=f"{label} epoch {rec.epoch + 1}")
+            val_loss, val_ap = validate(net, val, batch_size=config.batch_size, device=device)
+            seconds = time.perf_counter() - t0
+            if not (math.isfinite(val_loss) and math.isfinite(train_loss)):
+                raise FloatingPointError(
+                    f"seed {seed} diverged in epoch {rec.epoch + 1}: training loss {train_loss}, "
+                    f"validation loss {val_loss}. Lower lr (now {config.lr}) under another run "
+                    "name, or delete the run's models/ folder and train again."
+                )
+            rec.epoch += 1
+            weights = checkpoints.to_cpu(net.state_dict())
+            rec.history.append({"epoch": rec.epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                "val_mean_ap": val_ap, "seconds": seconds})
+            if rec.stopper.update(rec.epoch, val_loss):
+                rec.best_state = weights
+            done = rec.stopper.should_stop or rec.epoch >= config.max_epochs
+            if done:
+                checkpoints.finalize(rp, rec)
+                report.final(seed, rec.stopper.best_loss, rec.stopper.best_epoch)
+            else:
+                checkpoints.save_progress(rp, rec, weights, checkpoints.to_cpu(optimizer.state_dict()), meta)
+            report.epoch(label, train_loss, val_loss, val_ap)
+            if done:
+                return rec
+    finally:
+        report.stop(label)
+
+
+def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.Generator, *,
+                config: TrainConfig, device: torch.device, progress: bool, desc: str) -> float:
+    """One epoch over ``train`` in the order and with the augmentation ``generator`` draws.
+
+    Returns the mean binary cross-entropy over the epoch's images and classes.
+    """
+    size, bsz = len(train), config.batch_size
+    perm = torch.randperm(size, generator=generator)
+    flip = angle = None
+    if config.augment:
+        flip, angle = (t.to(device) for t in draw_augmentation(size, generator))
+    perm_dev = perm.to(device)
+    cl = uses_channels_last(device)
+    total = torch.zeros((), dtype=sum_dtype(device), device=device)
+    steps = math.ceil(size / bsz)
+    # batches: in a terminal only (a notebook would store every redraw)
+    batches = bar(progress and steps > 1 and interactive(), total=steps, desc=desc, unit="batch",
+                  transient=True)
+    try:
+        for step in range(steps):
+            sl = slice(step * bsz, min((step + 1) * bsz, size))
+            images, labels = train.take(perm[sl], perm_dev[sl])
+            if flip is not None:
+                images = augment(images, flip=flip[sl], angle=angle[sl])
+            with autocast(device):
+                logits = net(models.preprocess(images, channels_last=cl))
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.detach().to(total.dtype) * images.shape[0]
+            if progress and (step % 10 == 9 or step == steps - 1):
+                batches.set_postfix(loss=f"{(total / sl.stop).item():.4f}", refresh=False)
+            batches.update(1)
+    finally:
+        batches.close()
+    return float(total.double().cpu()) / size
+
+
+@torch.no_grad()
+def validate(net: nn.Module, val: DeviceSplit, *, batch_size: int, device: torch.device) -> tuple[float, float]:
+    """Mean binary cross-entropy over all validation images and classes, and the mean AP
+    over classes with a positive (:func:`prunecxr.metrics.mean_average_precision`; NaN when
+    a probability is not finite)."""
+    net.eval()
+    cl = uses_channels_last(device)
+    loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
+    probs, labels = [], []
+    for images, y in val.ordered(batch_size):
+        with autocast(device):
+            logits = net(models.preprocess(images, channels_last=cl))
+        logits = logits.float()
+        loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum").to(loss_sum.dtype)
+        probs.append(torch.sigmoid(logits))
+        labels.append(y)
+    p = torch.cat(probs).cpu().numpy()
+    t = torch.cat(labels).cpu().numpy()
+    val_loss = float(loss_sum.double().cpu()) / t.size
+    val_ap = mean_average_precision(t, p) if np.isfinite(p).all() else math.nan
+    return val_loss, val_ap

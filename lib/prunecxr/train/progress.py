@@ -1,0 +1,63 @@
+"""Progress of a population as tqdm bars: one for the seeds, one per seed in training."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from typing import Any
+
+__all__ = ["Report", "bar", "interactive"]
+
+
+def interactive() -> bool:
+    """Whether stderr is a terminal (bars redraw in place there)."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def bar(progress: bool, *, transient: bool = False, **kwargs):
+    """A tqdm bar. In a terminal, ``transient`` bars vanish when done; elsewhere (notebooks,
+    logs) each such bar stays as one final line, and redraws are rarer."""
+    tty = interactive()
+    with warnings.catch_warnings():  # tqdm.auto warns on import when ipywidgets is absent
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.auto import tqdm
+
+        return tqdm(disable=not progress, mininterval=0.5 if tty else 5.0, dynamic_ncols=True,
+                    leave=not (transient and tty), **kwargs)
+
+
+class Report:
+    """The bars of a population. Training calls :meth:`start` when a seed starts or resumes,
+    :meth:`epoch` after each of its epochs, :meth:`final` when it is final and :meth:`stop`
+    when it leaves (final or not)."""
+
+    def __init__(self, progress: bool, *, total: int, done: int, max_epochs: int):
+        self.progress, self.max_epochs = progress, max_epochs
+        self.seeds = bar(progress, total=total, initial=done, desc="seeds", unit="seed")
+        self.running: dict[str, Any] = {}
+
+    def start(self, label: str, epoch: int) -> None:
+        self.running[label] = bar(self.progress, total=self.max_epochs, initial=epoch, desc=label,
+                                  unit="epoch", transient=True)
+
+    def epoch(self, label: str, train_loss: float, val_loss: float, val_ap: float) -> None:
+        b = self.running[label]
+        b.update(1)
+        b.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
+                      val_mAP="n/a" if math.isnan(val_ap) else f"{val_ap:.3f}")
+
+    def final(self, seed: int, best_loss: float, best_epoch: int) -> None:
+        self.seeds.update(1)
+        self.seeds.set_postfix(seed=seed, best_val_loss=f"{best_loss:.4f}", best_epoch=best_epoch,
+                               refresh=False)
+
+    def stop(self, label: str) -> None:
+        b = self.running.pop(label, None)
+        if b is not None:
+            b.close()
+
+    def close(self) -> None:
+        for label in list(self.running):
+            self.stop(label)
+        self.seeds.close()
