@@ -3,7 +3,7 @@
 Two workloads of the ``default`` profile, each in fresh child processes (``malloc``
 settings are per process): ``train``, training steps of its model (forward, backward,
 Adam) on batches of its size and resolution; ``sweep``, the pruning sweep's forward passes
-(:func:`prunecxr.prune.predict_probs` over a test set of the default run's size in
+(:func:`prunecxr.inference.predict` over a test set of the default run's size in
 batches of ``eval_batch_size``). Each is run with ``PRUNECXR_MALLOC=system`` and with the
 tuning, alternating which goes first, ``--repeats`` times, for one thread and for all
 cores. It prints the median time of each side, the median of the paired ratios and the
@@ -37,8 +37,7 @@ def child(workload: str, threads: int, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from prunecxr import models
-    from prunecxr.compress import prune
+    from prunecxr import inference, models
     from prunecxr.train import core as T
 
     tuned = runtime.keep_freed_memory()
@@ -64,7 +63,7 @@ def child(workload: str, threads: int, steps: int) -> dict:
 
         def work():
             for _ in range(max(steps // 10, 1)):
-                prune.predict_probs(model, images, batch_size=prof["eval_batch_size"], device="cpu")
+                inference.predict(model, images, batch_size=prof["eval_batch_size"], device="cpu")
 
     work()  # warm-up: first-use costs of the kernels
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from prunecxr.compress import prune
+from prunecxr.compress import evaluate
 from prunecxr.train import core as train
 from prunecxr.metrics import ranking_metrics
 
@@ -51,7 +51,7 @@ def test_all_positive_class_has_ap_but_no_auroc():
 
 
 def test_training_and_the_sweep_share_one_implementation():
-    assert prune.ranking_metrics is ranking_metrics
+    assert evaluate.ranking_metrics is ranking_metrics
     rng = np.random.default_rng(2)
     y = (rng.random((80, 4)) < 0.3).astype(np.uint8)
     y[:, 2] = 0

@@ -90,11 +90,11 @@ def test_this_run_values_equal_direct_computations():
     run_analyses("full")
     values = paper.comparison_values("full").set_index("key")
     assert list(paper.comparison_values("full").columns) == paper.VALUE_COLUMNS
-    from prunecxr.compress import prune
+    from prunecxr.analysis import overall
 
     metrics = pd.read_parquet(paths.run_paths("full").metrics("global_l1"))
     assert values.loc["first_significant_drop", "this_run_value"] == pytest.approx(
-        prune.first_significant_drop(prune.overall_table(metrics)), nan_ok=True)
+        overall.first_significant_drop(overall.overall_table(metrics)), nan_ok=True)
 
     summary = pd.read_parquet(paths.run_paths("full").class_summary("global_l1"))
     logf = np.log(summary["train_count"].to_numpy(float))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import artifacts, config, fmt, paths
-from .analysis import cooccurrence, forgetting, pies
+from .analysis import cooccurrence, forgetting, overall, pies
 from .published import DATASET_MATCH, FIG4_PAIRS, KINDS, MIMIC, NIH, PAPER_SETTINGS, PUBLISHED  # noqa: F401
 
 VALUE_COLUMNS = [
@@ -84,14 +84,12 @@ def _differs(name: str, value) -> str:
 
 
 def _first_drop(run: str, method: str) -> _Measured:
-    """Fig. 1's first significant drop (Welch's t-test, alpha 0.001, as the paper), by :mod:`prunecxr.prune`."""
-    from . import compress as prune
-
+    """Fig. 1's first significant drop (Welch's t-test, alpha 0.001, as the paper), by :mod:`prunecxr.analysis.overall`."""
     try:
         metrics = forgetting.read_metrics(run, method)
     except FileNotFoundError as err:
         return _missing("03_prune", err)
-    value = prune.first_significant_drop(prune.overall_table(metrics))
+    value = overall.first_significant_drop(overall.overall_table(metrics))
     note = "" if np.isfinite(value) else "no sparsity of this run has a significant drop"
     return _Measured(float(value), note)
 

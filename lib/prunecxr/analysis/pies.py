@@ -330,12 +330,10 @@ def analyze(
     pie_sparsity: float = 0.9,
     fraction: float = 0.05,
 ) -> Pies:
-    """PIEs of ``method``: read ``probs.npy`` (memory-mapped, :func:`prunecxr.prune.load_probs`), average seeds, correlate, flag."""
+    """PIEs of ``method``: read ``probs.npy`` (memory-mapped, :func:`prunecxr.artifacts.read_store`), average seeds, correlate, flag."""
     if np.isclose(dense_sparsity, pie_sparsity, atol=_SPARSITY_ATOL):
         raise ValueError(f"dense_sparsity and pie_sparsity are both {pie_sparsity!r}; choose two different ones")
-    from .. import compress as prune
-
-    probs, meta = prune.load_probs(run, method, mmap=True)
+    probs, meta = artifacts.read_store(run, method, mmap=True)
     classes = list(meta["classes"])
     labels = forgetting.read_labels(run, classes)
     test = labels[(labels["split"] == "test").to_numpy()].reset_index(drop=True)
