@@ -6,8 +6,8 @@ and the time global L1 needs to rank ResNet-50's weights for all 20 sparsities.
 
 1. **Evaluation / raw forward.** The sweep's evaluation of one model at one sparsity is
    ``Pruner.apply`` (dense weights copied back, mask written as zeros) followed by
-   ``predict_probs`` over the test images as ``run_sweep`` prepares them (``sweep_inputs``:
-   preprocessed once where they fit in memory, as here) → forward → sigmoid → one host copy
+   ``inference.predict`` over the test images as ``run_sweep`` prepares them
+   (``inference.preprocessed``: preprocessed once where they fit in memory, as here) → forward → sigmoid → one host copy
    at the end. Its throughput, in images per second, is divided by
    that of the same model's bare ``model(x)`` on already-preprocessed batches of the same size
    on the same device. The goal is ≥ 0.9: the sweep adds little to the forward passes.
@@ -15,7 +15,7 @@ and the time global L1 needs to rank ResNet-50's weights for all 20 sparsities.
    sparsity cycling through 0, 0.5, 0.9); the ratio shown is the median of the rounds' ratios,
    so that load from other processes on a shared machine affects both sides of each ratio.
    On a CPU both sides run with the sweep's tuned ``malloc`` (:mod:`prunecxr.runtime`).
-2. **Thresholds.** Wall time of :func:`prunecxr.prune.magnitude_thresholds` on a ResNet-50
+2. **Thresholds.** Wall time of :func:`prunecxr.compress.magnitude_thresholds` on a ResNet-50
    (20 classes): collect the 23.5 M magnitudes of the pruned set, sort them once, read the 20
    thresholds; and of ``create_pruner("global_l1", ...)`` plus one ``mask`` per sparsity
    (a sparsity whose threshold falls inside a run of equal float32 magnitudes takes its mask
@@ -30,11 +30,8 @@ import time
 
 import torch
 
-from prunecxr import config, models, runtime
-from prunecxr.compress import prune
-from prunecxr.train import core as train
-
-PAPER_SPARSITIES = [round(0.05 * i, 2) for i in range(20)]
+from prunecxr import compress, config, inference, models, runtime
+from prunecxr.published import PAPER_SPARSITIES
 
 
 def _sync(device: torch.device) -> None:
@@ -57,13 +54,13 @@ def sweep_seconds(pruner, model, images, sparsities, batch_size, device) -> floa
     start = time.perf_counter()
     for s in sparsities:
         pruner.apply(s)
-        prune.predict_probs(model, images, batch_size=batch_size, device=device)
+        inference.predict(model, images, batch_size=batch_size, device=device)
     _sync(device)
     return time.perf_counter() - start
 
 
 def throughput_ratio(args) -> None:
-    device = train.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     if device.type == "cpu":
         runtime.keep_freed_memory()  # as run_sweep does; both sides run with it
     torch.manual_seed(0)
@@ -71,9 +68,9 @@ def throughput_ratio(args) -> None:
     images = torch.randint(0, 256, (args.n_images, args.resolution, args.resolution), dtype=torch.uint8)
     images = images.to(device)
     batches = [models.preprocess(images[i : i + args.batch_size]) for i in range(0, args.n_images, args.batch_size)]
-    pruner = prune.create_pruner("global_l1", model)
+    pruner = compress.create_pruner("global_l1", model)
     sparsities = [0.0, 0.5, 0.9]
-    inputs = prune.sweep_inputs(images)  # what run_sweep evaluates
+    inputs = inference.preprocessed(images)  # what run_sweep evaluates
 
     raw_forward_seconds(model, batches[:2], device)  # warm-up (cuDNN autotuning, allocator)
     sweep_seconds(pruner, model, inputs[: args.batch_size], [0.5], args.batch_size, device)
@@ -95,19 +92,19 @@ def throughput_ratio(args) -> None:
 def threshold_time(args) -> None:
     torch.manual_seed(0)
     model = models.create_model("resnet50", 20)
-    n = sum(p.numel() for _, p in prune.prunable_parameters(model))
-    prune.magnitude_thresholds(model, PAPER_SPARSITIES)  # warm-up
+    n = sum(p.numel() for _, p in compress.prunable_parameters(model))
+    compress.magnitude_thresholds(model, PAPER_SPARSITIES)  # warm-up
     times, mask_times = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        prune.magnitude_thresholds(model, PAPER_SPARSITIES)
+        compress.magnitude_thresholds(model, PAPER_SPARSITIES)
         times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        pruner = prune.create_pruner("global_l1", model)
+        pruner = compress.create_pruner("global_l1", model)
         for s in PAPER_SPARSITIES:
             pruner.mask(s)
         mask_times.append(time.perf_counter() - start)
-    tied = [s for s in PAPER_SPARSITIES if pruner.plan.select.tied(prune.n_to_prune(s, n))]
+    tied = [s for s in PAPER_SPARSITIES if pruner.plan.select.tied(compress.n_to_prune(s, n))]
     print(f"ResNet-50 pruned set: {n:,} weights (every Conv2d and Linear weight)")
     print(f"  20 thresholds (gather |w|, one sort): {statistics.median(times):.3f} s (median of {args.repeats})")
     print(f"  create_pruner + 20 masks            : {statistics.median(mask_times):.3f} s "

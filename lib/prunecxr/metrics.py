@@ -2,16 +2,42 @@
 
 The one implementation of average precision in the project: training's validation AP
 (:mod:`prunecxr.train`), the dense models' test AP and the pruning sweep's metrics
-(:mod:`prunecxr.prune`) all call :func:`ranking_metrics`. It equals scikit-learn's
+(:mod:`prunecxr.compress.evaluate`) all call :func:`ranking_metrics`. It equals scikit-learn's
 ``average_precision_score`` and ``roc_auc_score`` (tested against them) without importing
 scikit-learn, whose import alone costs a second in every training process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import numpy as np
 
-__all__ = ["mean_average_precision", "ranking_metrics"]
+__all__ = ["MissingPositivesWarning", "each_warning_once", "mean_average_precision", "ranking_metrics"]
+
+
+class MissingPositivesWarning(UserWarning):
+    """A class has no positive test image: its AP is undefined (NaN) and left out of means."""
+
+
+@contextlib.contextmanager
+def each_warning_once() -> Iterator[None]:
+    """Re-emit the warnings raised inside once each (by category and message).
+
+    The methods of a run share their test labels, so scoring or summarizing each would
+    repeat the same :class:`MissingPositivesWarning`.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in caught:
+        key = (w.category, str(w.message))
+        if key not in seen:
+            seen.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

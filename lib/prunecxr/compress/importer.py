@@ -12,8 +12,10 @@ one column of sigmoid probabilities per class, plus ``label``: the ``|``-joined 
 the image's positive classes. Rows follow the test label file.
 
 :func:`import_predictions` writes them into ``prune/global_l1/{probs.npy,meta.json}``
-(``ARTIFACTS.md``), so that every analysis notebook runs on the published predictions
-without training. Unpickling executes code chosen by whoever wrote the file, so nothing is
+(``docs/artifacts.md``), so that every analysis notebook runs on the published predictions
+without training. A run without ``labels.parquet`` (no notebook 01) gets one from the files'
+``label`` column, and a data record (:func:`prunecxr.config.record_data`) saying that its
+data is the release's test split. Unpickling executes code chosen by whoever wrote the file, so nothing is
 unpickled unless the caller opts in with ``allow_pickle=True``.
 """
 
@@ -26,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import artifacts, paths
-from . import prune
+from .. import artifacts, config, paths
+from ..published import PAPER_METHOD, SPARSITY_ATOL
+from .methods import check_method, check_sparsities, check_sparsity
 
 #: a released prediction file; ``dataset`` is e.g. ``nih-cxr-lt``
 RELEASE_FILE = re.compile(
@@ -46,7 +49,7 @@ def release_file_name(dataset: str, seed: int, sparsity: float) -> str:
 
     ``r`` is ``0`` for the dense model, else the sparsity printed as a Python float.
     """
-    sparsity = prune.check_sparsity(sparsity)
+    sparsity = check_sparsity(sparsity)
     token = "0" if sparsity == 0 else str(float(sparsity))
     return f"{dataset}_resnet50_seed-{int(seed)}_prune-{token}.pkl"
 
@@ -92,11 +95,11 @@ def _select(files: pd.DataFrame, seeds, sparsities, directory: Path) -> tuple[li
     seeds = sorted(files["seed"].unique()) if seeds is None else [int(s) for s in seeds]
     if sparsities is None:
         sparsities = sorted(files["sparsity"].unique())
-    sparsities = prune.check_sparsities(sparsities)
+    sparsities = check_sparsities(sparsities)
     lookup: dict[tuple[int, float], Path] = {}
     for row in files.itertuples():
         for s in sparsities:
-            if abs(row.sparsity - s) <= 1e-9:
+            if abs(row.sparsity - s) <= SPARSITY_ATOL:
                 lookup[(row.seed, s)] = row.path
     dataset = files["dataset"].iloc[0]
     missing = [release_file_name(dataset, a, b) for a in seeds for b in sparsities if (a, b) not in lookup]
@@ -150,11 +153,40 @@ def _probabilities(frame: pd.DataFrame, classes: Sequence[str], path: Path) -> n
     return values
 
 
-def _write_test_labels(run: str, y: np.ndarray, classes: Sequence[str], dataset: str) -> None:
-    """``labels.parquet`` of a run that only has the released test predictions.
+def _check_rows(frame: pd.DataFrame, path: Path, reference: pd.Series, reference_name: str) -> None:
+    """``frame`` has the rows of the first file read (``reference``: its label column)."""
+    if len(frame) != len(reference):
+        raise ValueError(f"{path} has {len(frame)} rows; the run's test split has {len(reference)}")
+    labels = frame[LABEL_COLUMN].reset_index(drop=True)
+    if not labels.equals(reference):
+        row = int(np.flatnonzero(labels.to_numpy() != reference.to_numpy())[0])
+        raise ValueError(
+            f"{path}: row {row} is labelled {labels.iloc[row]!r}, but {reference_name} labels it "
+            f"{reference.iloc[row]!r}; files must share one row order"
+        )
+
+
+def _check_labels(frame: pd.DataFrame, path: Path, y: np.ndarray, classes: Sequence[str]) -> None:
+    """The ``label`` column of ``frame`` equals the run's test labels ``y``, row for row."""
+    if len(frame) != len(y):
+        raise ValueError(f"{path} has {len(frame)} rows; the run's test split has {len(y)}")
+    got = labels_from_strings(frame[LABEL_COLUMN].tolist(), classes, source=str(path))
+    if not np.array_equal(got, y):
+        row = int(np.flatnonzero((got != y).any(axis=1))[0])
+        raise ValueError(
+            f"{path}: row {row} is labelled {frame[LABEL_COLUMN].iloc[row]!r}, but test row "
+            f"{row} of labels.parquet has {[c for c, v in zip(classes, y[row]) if v]}; "
+            "the release's rows must follow the run's test split"
+        )
+
+
+def _write_test_labels(run: str, y: np.ndarray, classes: Sequence[str], dataset: str, directory: Path) -> None:
+    """``labels.parquet`` and the data record of a run that only has the released test predictions.
 
     The release carries neither image nor patient ids: rows are named ``<dataset>-test-<i>``
-    in release order, and ``patient_id`` is empty.
+    in release order, and ``patient_id`` is empty. The record (``run.json["data"]``) says
+    the data is the release's real test split (``synthetic`` false, ``source`` "import"), so
+    that later stages treat the run as patient data (:func:`prunecxr.config.is_synthetic`).
     """
     n = len(y)
     frame = pd.DataFrame({
@@ -164,7 +196,15 @@ def _write_test_labels(run: str, y: np.ndarray, classes: Sequence[str], dataset:
     })
     for j, name in enumerate(classes):
         frame[name] = y[:, j].astype(np.int8)
-    artifacts.write_parquet(paths.run_paths(run).labels, frame)
+    artifacts.write_labels(run, frame)
+    config.record_data(run, {
+        "dataset": dataset,
+        "synthetic": False,
+        "classes": [str(c) for c in classes],
+        "source": "import",
+        "import_dir": str(directory),
+        "n_images": {"test": int(n)},
+    })
 
 
 def import_predictions(
@@ -172,7 +212,7 @@ def import_predictions(
     directory: str | Path,
     *,
     allow_pickle: bool = False,
-    method: str = prune.PAPER_METHOD,
+    method: str = PAPER_METHOD,
     dataset: str | None = None,
     seeds: Sequence[int] | None = None,
     sparsities: Sequence[float] | None = None,
@@ -216,7 +256,7 @@ def import_predictions(
             "trust (the authors' release, downloaded by you), by passing allow_pickle=True "
             "(in notebook 03: allow_pickle = True)."
         )
-    prune.check_method(method)
+    check_method(method)
     dataset = files["dataset"].iloc[0]
     seeds, sparsities, lookup = _select(files, seeds, sparsities, directory)
     if sparsities[0] != 0.0:
@@ -225,7 +265,7 @@ def import_predictions(
     rp = paths.run_paths(run)
     first_path = lookup[(seeds[0], sparsities[0])]
     if rp.labels.exists():
-        y, classes, _ = prune.read_test_labels(run)
+        y, classes, _ = artifacts.read_test_labels(run)
         first = _read_frame(first_path, classes)
         write_labels = False
     else:
@@ -233,29 +273,10 @@ def import_predictions(
         classes = [c for c in first.columns if c != LABEL_COLUMN]
         y = labels_from_strings(first[LABEL_COLUMN].tolist(), classes, source=str(first_path))
         write_labels = True
-    reference_labels = first[LABEL_COLUMN].reset_index(drop=True)
     n_test = len(y)
-
-    def check_rows(frame: pd.DataFrame, path: Path) -> None:
-        if len(frame) != n_test:
-            raise ValueError(f"{path} has {len(frame)} rows; the run's test split has {n_test}")
-        if not write_labels and frame is first:
-            got = labels_from_strings(frame[LABEL_COLUMN].tolist(), classes, source=str(path))
-            if not np.array_equal(got, y):
-                row = int(np.flatnonzero((got != y).any(axis=1))[0])
-                raise ValueError(
-                    f"{path}: row {row} is labelled {frame[LABEL_COLUMN].iloc[row]!r}, but test row "
-                    f"{row} of labels.parquet has {[c for c, v in zip(classes, y[row]) if v]}; "
-                    "the release's rows must follow the run's test split"
-                )
-        elif not frame[LABEL_COLUMN].reset_index(drop=True).equals(reference_labels):
-            row = int(np.flatnonzero(frame[LABEL_COLUMN].to_numpy() != reference_labels.to_numpy())[0])
-            raise ValueError(
-                f"{path}: row {row} is labelled {frame[LABEL_COLUMN].iloc[row]!r}, but "
-                f"{first_path.name} labels it {reference_labels.iloc[row]!r}; files must share one row order"
-            )
-
-    check_rows(first, first_path)
+    reference = first[LABEL_COLUMN].reset_index(drop=True)
+    if not write_labels:
+        _check_labels(first, first_path, y, classes)
     bar = tqdm(total=len(seeds) * len(sparsities), desc=f"import {dataset}", unit="file",
                disable=not progress, mininterval=5)
 
@@ -268,12 +289,12 @@ def import_predictions(
                     frame = first  # read and checked above
                 else:
                     frame = _read_frame(path, classes)
-                    check_rows(frame, path)
+                    _check_rows(frame, path, reference, first_path.name)
                 block[j] = _probabilities(frame, classes, path)
                 bar.update(1)
             yield block
 
-    probs_path = prune.write_store(
+    probs_path = artifacts.write_store(
         run, method, seeds=seeds, sparsities=sparsities, classes=classes, n_test=n_test, blocks=blocks()
     )
     bar.close()
@@ -281,17 +302,17 @@ def import_predictions(
     for stale in list(work.glob("seed-*")) if work.is_dir() else []:
         stale.unlink()  # records of a sweep no longer describe this store
     if write_labels:
-        _write_test_labels(run, y, classes, dataset)
+        _write_test_labels(run, y, classes, dataset, directory)
     return probs_path
 
 
 def check_import_methods(methods: Sequence[str], *, import_dir: str) -> None:
     """The release holds global L1 predictions only; refuse other methods with an import."""
-    others = [m for m in methods if m != prune.PAPER_METHOD]
+    others = [m for m in methods if m != PAPER_METHOD]
     if import_dir and others:
         raise ValueError(
-            f"import_dir is set, and the authors' release holds {prune.PAPER_METHOD!r} predictions "
-            f"only; methods {others} cannot be imported: set methods = [{prune.PAPER_METHOD!r}]"
+            f"import_dir is set, and the authors' release holds {PAPER_METHOD!r} predictions "
+            f"only; methods {others} cannot be imported: set methods = [{PAPER_METHOD!r}]"
         )
 
 

@@ -1,4 +1,6 @@
-"""Stage 03: pruning methods, the resumable sweep, metrics, Fig. 1 statistics and the importer."""
+"""Stage 03 (prunecxr.compress): pruning methods, the resumable sweep, its scores and the importer.
+
+Fig. 1's statistics are tested in test_overall.py."""
 
 import copy
 import json
@@ -7,20 +9,20 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.stats
 import torch
 import torchvision
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from prunecxr import artifacts, models, paths
-from prunecxr.compress import importer, prune
+from prunecxr import artifacts, compress, config, data, inference, models, paths, runtime, train
+from prunecxr.analysis import overall
+from prunecxr.compress import importer
+from prunecxr.metrics import MissingPositivesWarning
 
 SPARSITIES = [0.0, 0.05, 0.25, 0.5, 0.65, 0.9, 0.95, 1.0]
 CLASSES = ["Effusion", "No Finding", "Hernia", "Pneumothorax"]
@@ -32,13 +34,13 @@ def tied_resnet(seed=0, step=0.05):
     torch.manual_seed(seed)
     model = models.create_model("small_resnet", 3)
     with torch.no_grad():
-        for _, p in prune.prunable_parameters(model):
+        for _, p in compress.prunable_parameters(model):
             p.copy_(torch.round(p / step) * step)
     return model
 
 
 def torch_global_masks(model, sparsity):
-    """Masks (True = pruned) of torch.nn.utils.prune.global_unstructured with L1Unstructured."""
+    """Masks (True = pruned) of torch.nn.utils.compress.global_unstructured with L1Unstructured."""
     ref = copy.deepcopy(model)
     modules = [m for m in ref.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     tprune.global_unstructured([(m, "weight") for m in modules], pruning_method=tprune.L1Unstructured,
@@ -50,33 +52,33 @@ def torch_global_masks(model, sparsity):
 @pytest.mark.parametrize("n", [1, 3, 10, 19, 1000, 25_557_032])
 @pytest.mark.parametrize("sparsity", SPARSITIES + [0.15, 0.35, 0.85])
 def test_n_to_prune_is_torchs_count(n, sparsity):
-    assert prune.n_to_prune(sparsity, n) == tprune._compute_nparams_toprune(sparsity, n)
+    assert compress.n_to_prune(sparsity, n) == tprune._compute_nparams_toprune(sparsity, n)
 
 
 def test_n_to_prune_rounds_half_to_even():
-    assert prune.n_to_prune(0.5, 3) == 2  # round(1.5)
-    assert prune.n_to_prune(0.25, 10) == 2  # round(2.5)
+    assert compress.n_to_prune(0.5, 3) == 2  # round(1.5)
+    assert compress.n_to_prune(0.25, 10) == 2  # round(2.5)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), True, "0.5", None])
 def test_bad_sparsity_is_refused(bad):
     with pytest.raises(ValueError, match="sparsity"):
-        prune.check_sparsity(bad)
+        compress.check_sparsity(bad)
 
 
 def test_sparsities_must_increase():
     with pytest.raises(ValueError, match=r"sparsities\[2\] = 0.1"):
-        prune.check_sparsities([0.0, 0.5, 0.1])
+        compress.check_sparsities([0.0, 0.5, 0.1])
 
 
 def test_unknown_method_names_the_choices():
     with pytest.raises(ValueError, match="unknown method 'magnitude'.*global_l1"):
-        prune.create_pruner("magnitude", tied_resnet())
+        compress.create_pruner("magnitude", tied_resnet())
 
 
 def test_pruned_set_is_every_conv_and_linear_weight():
     model = torchvision.models.resnet18(num_classes=5)
-    names = [name for name, _ in prune.prunable_parameters(model)]
+    names = [name for name, _ in compress.prunable_parameters(model)]
     assert names[0] == "conv1.weight" and names[-1] == "fc.weight"
     assert "layer2.0.downsample.0.weight" in names
     assert not any("bn" in n or n.endswith("bias") for n in names)
@@ -85,16 +87,16 @@ def test_pruned_set_is_every_conv_and_linear_weight():
 
 def test_layer_quotas_hand_computed():
     # k·n_l/n = 1.5, 1.5, 2.0 → floors 1, 1, 2; one left for the first largest remainder
-    assert prune.layer_quotas(5, [3, 3, 4]).tolist() == [2, 1, 2]
-    assert prune.layer_quotas(0, [3, 3, 4]).tolist() == [0, 0, 0]
-    assert prune.layer_quotas(10, [3, 3, 4]).tolist() == [3, 3, 4]
-    assert prune.layer_quotas(7, [1, 9]).tolist() == [1, 6]  # 0.7→0 (+1: rem 7), 6.3→6
+    assert compress.layer_quotas(5, [3, 3, 4]).tolist() == [2, 1, 2]
+    assert compress.layer_quotas(0, [3, 3, 4]).tolist() == [0, 0, 0]
+    assert compress.layer_quotas(10, [3, 3, 4]).tolist() == [3, 3, 4]
+    assert compress.layer_quotas(7, [1, 9]).tolist() == [1, 6]  # 0.7→0 (+1: rem 7), 6.3→6
 
 
 # -- masks equal torch.nn.utils.prune --------------------------------------------------------
 def test_global_l1_masks_equal_torch_with_tied_magnitudes():
     model = tied_resnet()
-    pruner = prune.create_pruner("global_l1", model)
+    pruner = compress.create_pruner("global_l1", model)
     for sparsity in SPARSITIES:
         ours = pruner.masks(sparsity)
         theirs = torch_global_masks(model, sparsity)
@@ -105,16 +107,16 @@ def test_global_l1_masks_equal_torch_with_tied_magnitudes():
 
 def test_tied_model_really_has_ties_at_the_thresholds():
     """The test above must exercise torch's tie-breaking, not just the strict-threshold path."""
-    pruner = prune.create_pruner("global_l1", tied_resnet())
-    tied = [s for s in SPARSITIES if pruner.plan.select.tied(prune.n_to_prune(s, pruner.n))]
+    pruner = compress.create_pruner("global_l1", tied_resnet())
+    tied = [s for s in SPARSITIES if pruner.plan.select.tied(compress.n_to_prune(s, pruner.n))]
     assert len(tied) >= 4
 
 
 @pytest.mark.parametrize("sparsity", [0.05, 0.5, 0.95])
 def test_layerwise_l1_masks_equal_torch_per_layer(sparsity):
     model = tied_resnet(seed=3)
-    pruner = prune.create_pruner("layerwise_l1", model)
-    quotas = prune.layer_quotas(prune.n_to_prune(sparsity, pruner.n), pruner.sizes)
+    pruner = compress.create_pruner("layerwise_l1", model)
+    quotas = compress.layer_quotas(compress.n_to_prune(sparsity, pruner.n), pruner.sizes)
     ref = copy.deepcopy(model)
     modules = [m for m in ref.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for module, quota in zip(modules, quotas):
@@ -125,19 +127,19 @@ def test_layerwise_l1_masks_equal_torch_per_layer(sparsity):
 
 
 # -- every method: exact sparsity, only the pruned set touched -------------------------------
-@pytest.mark.parametrize("method", sorted(prune.METHODS))
+@pytest.mark.parametrize("method", sorted(compress.METHODS))
 def test_every_method_prunes_exactly_the_requested_fraction(method):
     torch.manual_seed(0)
     model = models.create_model("small_resnet", 3)
     dense = copy.deepcopy(model.state_dict())
-    pruned_names = {name for name, _ in prune.prunable_parameters(model)}
-    pruner = prune.create_pruner(method, model, seed=7)
+    pruned_names = {name for name, _ in compress.prunable_parameters(model)}
+    pruner = compress.create_pruner(method, model, seed=7)
     for sparsity in SPARSITIES + [0.15, 0.35]:
         n_zeroed = pruner.apply(sparsity)
         k = round(sparsity * pruner.n)
         assert n_zeroed == k, sparsity
-        assert prune.pruned_set_sparsity(model) == k / pruner.n, sparsity  # dense has no zeros
-        assert abs(prune.pruned_set_sparsity(model) - sparsity) <= 0.5 / pruner.n
+        assert compress.pruned_set_sparsity(model) == k / pruner.n, sparsity  # dense has no zeros
+        assert abs(compress.pruned_set_sparsity(model) - sparsity) <= 0.5 / pruner.n
         for name, value in model.state_dict().items():
             if name in pruned_names:
                 keep = value != 0
@@ -146,13 +148,13 @@ def test_every_method_prunes_exactly_the_requested_fraction(method):
                 assert torch.equal(value, dense[name]), (sparsity, name)
 
 
-@pytest.mark.parametrize("method", sorted(prune.METHODS))
+@pytest.mark.parametrize("method", sorted(compress.METHODS))
 def test_apply_starts_from_the_dense_weights_every_time(method):
     model = tied_resnet(seed=5)
-    pruner = prune.create_pruner(method, model, seed=2)
+    pruner = compress.create_pruner(method, model, seed=2)
     pruner.apply(0.9)
     pruner.apply(0.25)
-    fresh = prune.prune_model(tied_resnet(seed=5), 0.25, method=method, seed=2)
+    fresh = compress.prune_model(tied_resnet(seed=5), 0.25, method=method, seed=2)
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
         assert torch.equal(a, b)
     pruner.restore()
@@ -163,19 +165,19 @@ def test_apply_starts_from_the_dense_weights_every_time(method):
 def test_prune_model_leaves_its_input_alone():
     model = tied_resnet()
     before = copy.deepcopy(model.state_dict())
-    pruned = prune.prune_model(model, 0.5)
+    pruned = compress.prune_model(model, 0.5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert prune.pruned_set_sparsity(pruned) >= 0.5
+    assert compress.pruned_set_sparsity(pruned) >= 0.5
 
 
 def test_global_l1_masks_are_nested_and_thresholds_increase():
     torch.manual_seed(0)
     model = models.create_model("small_resnet", 3)
-    pruner = prune.create_pruner("global_l1", model)
+    pruner = compress.create_pruner("global_l1", model)
     masks = [pruner.mask(s) for s in SPARSITIES]
     for smaller, larger in zip(masks, masks[1:]):
         assert not (smaller & ~larger).any()
-    thresholds = prune.magnitude_thresholds(model, SPARSITIES)
+    thresholds = compress.magnitude_thresholds(model, SPARSITIES)
     assert thresholds[0] == -np.inf and np.all(np.diff(thresholds) > 0)
     mags = np.abs(np.concatenate([d.numpy().ravel() for d in pruner.dense]))
     for s, t, m in zip(SPARSITIES[1:], thresholds[1:], masks[1:]):
@@ -184,11 +186,22 @@ def test_global_l1_masks_are_nested_and_thresholds_increase():
 
 def test_random_pruning_depends_on_seed_and_sparsity_only():
     model = tied_resnet()
-    a = prune.create_pruner("random", model, seed=4).mask(0.5)
-    assert np.array_equal(a, prune.create_pruner("random", tied_resnet(seed=9), seed=4).mask(0.5))
-    assert not np.array_equal(a, prune.create_pruner("random", model, seed=5).mask(0.5))
-    assert not np.array_equal(a, prune.create_pruner("random", model, seed=4).mask(0.55)[: a.size])
-    assert prune.derived_seed(4, 0.5) != prune.derived_seed(5, 0.5)
+    a = compress.create_pruner("random", model, seed=4).mask(0.5)
+    assert np.array_equal(a, compress.create_pruner("random", tied_resnet(seed=9), seed=4).mask(0.5))
+    assert not np.array_equal(a, compress.create_pruner("random", model, seed=5).mask(0.5))
+    assert not np.array_equal(a, compress.create_pruner("random", model, seed=4).mask(0.55)[: a.size])
+    assert compress.derived_seed(4, 0.5) != compress.derived_seed(5, 0.5)
+
+
+def test_pruned_magnitudes_are_the_pruned_set():
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=True), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([-0.5, 0.25]).view(2, 1, 1, 1))
+        model[3].weight.copy_(torch.arange(6.0).view(3, 2) - 3)
+        model[0].bias.fill_(1e-6)  # biases and BatchNorm are not in the pruned set
+    mags = compress.pruned_magnitudes(model)
+    assert mags.dtype == np.float32
+    assert mags.tolist() == [0.5, 0.25, 3, 2, 1, 0, 1, 2]
 
 
 def test_nan_weights_are_named():
@@ -196,7 +209,7 @@ def test_nan_weights_are_named():
     with torch.no_grad():
         model.fc.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="'fc.weight' holds NaN"):
-        prune.create_pruner("global_l1", model)
+        compress.create_pruner("global_l1", model)
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -206,106 +219,36 @@ def test_class_without_positives_gets_nan_and_is_left_out_of_means():
     y = (rng.random((n, 3)) < 0.3).astype(np.uint8)
     y[:, 1] = 0  # no positive test image
     probs = rng.random((2, 2, n, 3)).astype(np.float32)
-    with pytest.warns(prune.MissingPositivesWarning, match=r"\['B'\]"):
-        metrics = prune.compute_metrics(probs, y, seeds=[0, 1], sparsities=[0.0, 0.5], classes=["A", "B", "C"])
-    assert list(metrics.columns) == prune.METRIC_COLUMNS
+    with pytest.warns(MissingPositivesWarning, match=r"\['B'\]"):
+        metrics = compress.compute_metrics(probs, y, seeds=[0, 1], sparsities=[0.0, 0.5], classes=["A", "B", "C"])
+    assert list(metrics.columns) == list(artifacts.METRICS_COLUMNS)
     b = metrics[metrics["class"] == "B"]
     assert b["ap"].isna().all() and b["auroc"].isna().all() and (b["n_pos"] == 0).all()
     assert metrics.loc[metrics["class"] != "B", "ap"].notna().all()
-    with pytest.warns(prune.MissingPositivesWarning, match="left out"):
-        per_seed = prune.seed_mean_ap(metrics)
+    with pytest.warns(MissingPositivesWarning, match="left out"):
+        per_seed = overall.seed_mean_ap(metrics)
     expected = metrics[metrics["class"] != "B"].groupby(["seed", "sparsity"])["ap"].mean().to_numpy()
     np.testing.assert_allclose(per_seed["mean_ap"].to_numpy(), expected)
 
 
-# -- Fig. 1 statistics -----------------------------------------------------------------------
-def metrics_from_means(means: dict[float, list[float]]) -> pd.DataFrame:
-    """Two classes whose APs average to the given per-seed means."""
-    rows = []
-    for sparsity, values in means.items():
-        for seed, m in enumerate(values):
-            rows += [
-                {"seed": seed, "sparsity": sparsity, "class": "A", "ap": m - 0.01, "auroc": 0.5, "n_pos": 3},
-                {"seed": seed, "sparsity": sparsity, "class": "B", "ap": m + 0.01, "auroc": 0.5, "n_pos": 3},
-            ]
-    return pd.DataFrame(rows)
-
-
-def test_overall_table_hand_computed():
-    dense = [0.50, 0.51, 0.52, 0.53, 0.54]
-    means = {
-        0.0: dense,
-        0.5: [0.50, 0.52, 0.51, 0.54, 0.53],  # the same values: no drop
-        0.9: [0.30, 0.31, 0.32, 0.33, 0.34],  # a clear drop
-        0.95: [0.60, 0.61, 0.62, 0.63, 0.64],  # a clear rise: not a drop
-    }
-    table = prune.overall_table(metrics_from_means(means))
-    assert list(table.columns) == prune.OVERALL_COLUMNS
-    assert table["sparsity"].tolist() == [0.0, 0.5, 0.9, 0.95]
-    row = table.set_index("sparsity").loc[0.9]
-    assert row["mean_ap_median"] == pytest.approx(0.32)
-    assert row["mean_ap_q25"] == pytest.approx(0.31) and row["mean_ap_q75"] == pytest.approx(0.33)
-    ref = scipy.stats.ttest_ind(means[0.9], dense, equal_var=False)
-    assert row["welch_t"] == pytest.approx(ref.statistic) and row["p_value"] == pytest.approx(ref.pvalue)
-    assert np.isnan(table["p_value"].iloc[0])
-    assert table["significant_drop"].tolist() == [False, False, True, False]
-    assert prune.first_significant_drop(table) == 0.9
-    assert prune.first_significant_drop(table, holm=True) == 0.9
-
-
-def test_holm_equals_statsmodels():
-    from statsmodels.stats.multitest import multipletests
-
-    p = np.array([0.01, 0.0001, 0.04, 0.03, 0.5, 0.002])
-    np.testing.assert_allclose(prune.holm(p), multipletests(p, method="holm")[1])
-    with_nan = prune.holm(np.array([np.nan, 0.01, 0.02]))
-    assert np.isnan(with_nan[0]) and with_nan[1:].tolist() == pytest.approx([0.02, 0.02])
-
-
-def test_holm_can_move_the_first_drop_later():
-    dense = np.linspace(0.45, 0.55, 30)
-    se = np.sqrt(2 * dense.var(ddof=1) / 30)  # equal variances: Welch's df = 58
-    shift = scipy.stats.t.isf(0.0007 / 2, 58) * se  # two-sided P = 0.0007 at 0.7
-    means = {0.0: list(dense), 0.6: list(dense), 0.7: list(dense - shift), 0.8: list(dense - 3 * shift)}
-    table = prune.overall_table(metrics_from_means(means)).set_index("sparsity")
-    assert table.loc[0.7, "p_value"] == pytest.approx(0.0007, rel=1e-6)
-    assert table.loc[0.7, "p_holm"] == pytest.approx(2 * 0.0007, rel=1e-6)  # 2nd smallest of 3
-    assert prune.first_significant_drop(table.reset_index()) == 0.7
-    assert prune.first_significant_drop(table.reset_index(), holm=True) == 0.8
-
-
-def test_first_significant_drop_is_nan_without_a_drop():
-    table = prune.overall_table(metrics_from_means({0.0: [0.5, 0.6, 0.55], 0.5: [0.5, 0.6, 0.56]}))
-    assert np.isnan(prune.first_significant_drop(table))
-
-
-def test_overall_table_needs_the_dense_models():
-    with pytest.raises(ValueError, match="no sparsity 0"):
-        prune.overall_table(metrics_from_means({0.5: [0.5, 0.6]}))
-
-
-def test_magnitude_summary_counts_exactly():
-    model = nn.Sequential(nn.Linear(4, 2, bias=True))
-    with torch.no_grad():
-        model[0].weight.copy_(torch.tensor([[0.0, 0.001, -0.005, 0.02], [0.5, -2.0, 0.009, 1e-9]]))
-        model[0].bias.fill_(1e-6)  # biases are not in the pruned set
-    summary = prune.magnitude_summary([model, model])
-    assert (summary.n_models, summary.n_weights, summary.n_zero) == (2, 16, 2)
-    assert summary.fraction_below == pytest.approx(10 / 16)  # 0, 0.001, 0.005, 0.009, 1e-9
-    assert summary.histogram["count"].sum() == 14
-
-
-def test_figure_1_draws_every_method_paper_first():
-    table = prune.overall_table(metrics_from_means({0.0: [0.5, 0.51, 0.52], 0.9: [0.3, 0.31, 0.32]}))
-    mags = prune.magnitude_summary([tied_resnet()])
-    fig, data = prune.figure_1({"random": table, "global_l1": table}, mags)
-    assert fig.layout.annotations[0].text.startswith("global_l1: class-mean AP")
-    assert set(data["panel"]) == {"mean_ap", "weight_magnitude"}
-    assert data.loc[data["panel"] == "mean_ap", "method"].unique().tolist() == ["global_l1", "random"]
-    texts = " ".join(a.text for a in fig.layout.annotations)
-    assert "first significant drop (Welch, P < 0.001): 90%" in texts
-    fig, data = prune.figure_1({"global_l1": table}, None)
-    assert set(data["panel"]) == {"mean_ap"}
+def test_each_missing_positives_warning_is_shown_once_for_all_methods():
+    rng = np.random.default_rng(0)
+    y = (rng.random((20, 3)) < 0.4).astype(np.int8)
+    y[:, 2] = 0
+    labels = pd.DataFrame({"image_id": [f"i{k}" for k in range(20)], "patient_id": "p", "split": "test"})
+    labels[["A", "B", "C"]] = y
+    artifacts.write_labels("m", labels)
+    for method in ("random", "global_l1"):
+        artifacts.write_store("m", method, seeds=[0], sparsities=[0.0, 0.5], classes=["A", "B", "C"], n_test=20,
+                              blocks=[rng.random((2, 20, 3)).astype(np.float32)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = compress.write_all_metrics("m", ["random", "global_l1"])
+    assert list(metrics) == ["global_l1", "random"]
+    assert [str(w.message) for w in caught if w.category is MissingPositivesWarning] == [
+        "classes without a positive test image: ['C']; their AP is NaN and they are left out of class means"
+    ]
+    assert artifacts.read_metrics("m", "random").equals(metrics["random"])
 
 
 # -- the sweep: a run with checkpoints ------------------------------------------------------
@@ -327,6 +270,8 @@ def make_run(name="r", seeds=(0, 1, 2), n_test=N_TEST):
         labels[c] = (rng.random(n) < 0.3 + 0.1 * j).astype(np.int8)
     artifacts.write_parquet(rp.labels, labels)
     artifacts.write_json(rp.run_json, {"run": name, "parameters": {"model": "small_resnet"}, "stages": {}})
+    artifacts.write_json(rp.train_config, {"config": {"model": "small_resnet"}, "num_classes": len(CLASSES),
+                                           "image_shape": [16, 16]})
     for seed in seeds:
         torch.manual_seed(seed)
         model = models.create_model("small_resnet", len(CLASSES))
@@ -337,23 +282,22 @@ def make_run(name="r", seeds=(0, 1, 2), n_test=N_TEST):
 
 
 class Loader:
-    """load_model for sweep_method: the checkpoint of a seed, counting the calls."""
+    """load_model for sweep_method: inference.load_model of a seed, counting the calls."""
 
     def __init__(self, rp):
         self.rp, self.calls = rp, []
 
     def __call__(self, seed):
         self.calls.append(seed)
-        model = models.create_model("small_resnet", len(CLASSES))
-        model.load_state_dict(torch.load(self.rp.checkpoint(seed), weights_only=True))
-        return model.eval()
+        return inference.load_model(self.rp.name, seed)
 
 
-def sweep(rp, images, loader, method="global_l1", seeds=(0, 1, 2)):
-    _, classes, ids = prune.read_test_labels(rp.name)
-    return prune.sweep_method(
+def sweep(rp, images, loader, method="global_l1", seeds=(0, 1, 2), threads=0):
+    _, classes, ids = artifacts.read_test_labels(rp.name)
+    return compress.sweep_method(
         rp.name, method, seeds=list(seeds), sparsities=SWEEP_SPARSITIES, load_model=loader,
-        images=images, classes=classes, image_ids=ids, device="cpu", batch_size=10, progress=False,
+        images=images, classes=classes, image_ids=ids, device="cpu", batch_size=10, threads=threads,
+        progress=False,
     )
 
 
@@ -361,17 +305,47 @@ def test_sweep_inputs_are_preprocessed_once_where_they_fit():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (23, 16, 16), dtype=torch.uint8)
     model = models.create_model("small_resnet", 4).eval()
-    x = prune.sweep_inputs(images)
+    x = inference.preprocessed(images)
     assert x.shape == (23, 3, 16, 16) and x.dtype == torch.float32
     assert torch.equal(x, models.preprocess(images))
     # the model sees the same numbers either way
-    want = prune.predict_probs(model, images, batch_size=5, device="cpu")
-    assert np.array_equal(prune.predict_probs(model, x, batch_size=5, device="cpu"), want)
-    assert prune.sweep_inputs(images, budget_bytes=x.numel() * 4 - 1) is images  # too big: per batch
-    with pytest.raises(ValueError, match="uint8"):
-        prune.sweep_inputs(x)
+    want = inference.predict(model, images, batch_size=5, device="cpu")
+    assert np.array_equal(inference.predict(model, x, batch_size=5, device="cpu"), want)
+    assert inference.preprocessed(images, budget_bytes=x.numel() * 4 - 1) is images  # too big: per batch
     with pytest.raises(ValueError, match=r"float32 \[N, 3, H, W\], got torch.float32 \(23, 1, 16, 16\)"):
-        prune.predict_probs(model, x[:, :1], batch_size=5, device="cpu")
+        inference.predict(model, x[:, :1], batch_size=5, device="cpu")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sweep_dense_probabilities_are_inference_predict_bit_for_bit(threads):
+    """Sparsity 0 of the sweep is the dense model as notebook 02 evaluates it, bit for bit
+    (same thread count, same batch size), whether the images are preprocessed once or not."""
+    rp, images = make_run()
+    sweep(rp, inference.preprocessed(images), Loader(rp), method="random", threads=threads)
+    probs, meta = artifacts.read_store(rp.name, "random", mmap=False)
+    with runtime.num_threads(threads):
+        for i, seed in enumerate(meta["seeds"]):
+            dense = inference.predict(inference.load_model(rp.name, seed), images.numpy(), batch_size=10,
+                                      device="cpu")
+            assert np.array_equal(probs[i, 0], dense), seed
+
+
+def test_sweep_records_its_thread_count_device_and_batch_size():
+    rp, images = make_run(seeds=(0,))
+    before = torch.get_num_threads()
+    sweep(rp, images, Loader(rp), seeds=(0,), threads=1)
+    assert torch.get_num_threads() == before  # restored
+    record = artifacts.read_json(rp.prune_work("global_l1") / "seed-0.json")
+    assert (record["device"], record["threads"], record["batch_size"]) == ("cpu", 1, 10)
+    loader = Loader(rp)
+    sweep(rp, images, loader, seeds=(0,), threads=2)  # another thread count: other bits, recomputed
+    assert loader.calls == [0]
+    assert artifacts.read_json(rp.prune_work("global_l1") / "seed-0.json")["threads"] == 2
+    sweep(rp, images, Loader(rp), seeds=(0,), threads=0)  # 0: every usable core
+    record = artifacts.read_json(rp.prune_work("global_l1") / "seed-0.json")
+    assert record["threads"] == runtime.usable_cores()
+    with pytest.raises(ValueError, match="threads must be an int >= 0"):
+        sweep(rp, images, Loader(rp), seeds=(0,), threads=-1)
 
 
 def test_sweep_writes_the_store_of_artifacts_md():
@@ -385,14 +359,14 @@ def test_sweep_writes_the_store_of_artifacts_md():
     probs = np.load(path, allow_pickle=False)
     assert probs.shape == (3, 3, N_TEST, len(CLASSES)) and probs.dtype == np.float32
     model = loader(1)
-    expected = prune.prune_model(model, 0.5).eval()
+    expected = compress.prune_model(model, 0.5).eval()
     with torch.no_grad():
         ref = torch.sigmoid(expected(models.preprocess(images))).numpy()
     np.testing.assert_allclose(probs[1, 1], ref, rtol=1e-5, atol=1e-6)
     assert not list(rp.prune_work("global_l1").glob("*.npy"))
-    loaded, meta2 = prune.load_probs(rp.name, "global_l1")
+    loaded, meta2 = artifacts.read_store(rp.name, "global_l1")
     assert meta2 == meta and np.array_equal(loaded, probs)
-    metrics = prune.write_metrics(rp.name, "global_l1")
+    metrics = compress.write_method_metrics(rp.name, "global_l1")
     assert len(metrics) == 3 * 3 * len(CLASSES)
     assert pd.read_parquet(rp.metrics("global_l1")).equals(metrics)
 
@@ -412,25 +386,19 @@ def test_finished_sweep_is_not_recomputed_and_a_new_checkpoint_is():
     loader = Loader(rp)
     sweep(rp, images, loader, seeds=(0, 1))  # fewer seeds: reused, not recomputed
     assert loader.calls == []
-    assert prune.load_probs(rp.name, "global_l1")[1]["seeds"] == [0, 1]
+    assert artifacts.read_store(rp.name, "global_l1")[1]["seeds"] == [0, 1]
 
 
 KILLED_SWEEP = textwrap.dedent(
     """
     import os, signal
     import numpy as np, torch
-    from prunecxr import models, paths
-    from prunecxr.compress import prune
+    from prunecxr import artifacts, inference
+    from prunecxr.compress import sweep
 
-    rp = paths.run_paths("r")
     images = torch.from_numpy(np.load({images!r}))
-    _, classes, ids = prune.read_test_labels("r")
-    real, calls = prune.predict_probs, []
-
-    def load(seed):
-        model = models.create_model("small_resnet", len(classes))
-        model.load_state_dict(torch.load(rp.checkpoint(seed), weights_only=True))
-        return model.eval()
+    _, classes, ids = artifacts.read_test_labels("r")
+    real, calls = inference.predict, []
 
     def predict_then_die(*args, **kwargs):
         calls.append(1)
@@ -438,9 +406,9 @@ KILLED_SWEEP = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*args, **kwargs)
 
-    prune.predict_probs = predict_then_die
-    prune.sweep_method(
-        "r", "global_l1", seeds=[0, 1, 2], sparsities={sparsities!r}, load_model=load,
+    inference.predict = predict_then_die  # the sweep calls inference.predict
+    sweep.sweep_method(
+        "r", "global_l1", seeds=[0, 1, 2], sparsities={sparsities!r}, load_model=inference.model_loader("r", "cpu"),
         images=images, classes=classes, image_ids=ids, device="cpu", batch_size=10, progress=False,
     )
     """
@@ -465,17 +433,17 @@ def test_sweep_resumes_after_being_killed(prunecxr_home, tmp_path):
     sweep(rp, images, loader)
     assert loader.calls == [1, 2]  # seed 0 was finished and is not recomputed
     assert not list(work.glob(".*.tmp"))
-    resumed, _ = prune.load_probs(rp.name, "global_l1", mmap=False)
+    resumed, _ = artifacts.read_store(rp.name, "global_l1", mmap=False)
 
     reference, ref_images = make_run("ref")
     sweep(reference, ref_images, Loader(reference))
-    np.testing.assert_array_equal(resumed, prune.load_probs("ref", "global_l1", mmap=False)[0])
+    np.testing.assert_array_equal(resumed, artifacts.read_store("ref", "global_l1", mmap=False)[0])
 
 
 def test_run_sweep_refuses_sparsities_without_the_dense_model():
     make_run()
     with pytest.raises(ValueError, match="start with 0.0"):
-        prune.run_sweep("r", methods=["global_l1"], sparsities=[0.5, 0.9])
+        compress.run_sweep("r", methods=["global_l1"], sparsities=[0.5, 0.9])
 
 
 # -- importing the authors' released predictions ---------------------------------------------
@@ -531,32 +499,37 @@ def test_import_refuses_to_unpickle_without_opt_in(tmp_path):
 def test_import_into_a_run_without_labels(tmp_path):
     truth, labels = write_release(tmp_path / "rel")
     path = importer.import_predictions("imp", tmp_path / "rel", allow_pickle=True, progress=False)
-    probs, meta = prune.load_probs("imp", "global_l1")
+    probs, meta = artifacts.read_store("imp", "global_l1")
     assert meta == {"method": "global_l1", "seeds": [0, 1], "sparsities": [0.0, 0.05, 0.5], "classes": CLASSES}
     assert path == paths.run_paths("imp").probs("global_l1")
     for (s, r), p in truth.items():
         np.testing.assert_array_equal(probs[meta["seeds"].index(s), meta["sparsities"].index(r)], p)
-    y, classes, ids = prune.read_test_labels("imp")
+    y, classes, ids = artifacts.read_test_labels("imp")
     assert classes == CLASSES and np.array_equal(y, labels) and len(set(ids)) == N_TEST
     frame = pd.read_parquet(paths.run_paths("imp").labels)
     assert list(frame.columns[:3]) == ["image_id", "patient_id", "split"]
     assert (frame[CLASSES].dtypes == np.int8).all()
+    record = config.run_data("imp")  # the run's data is recorded: the release's real test split
+    assert (record["dataset"], record["synthetic"], record["source"]) == ("nih-cxr-lt", False, "import")
+    assert record["classes"] == CLASSES and record["n_images"] == {"test": N_TEST}
+    assert config.run_dataset("imp") == "nih-cxr-lt" and not config.is_synthetic("imp")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        metrics = prune.write_metrics("imp", "global_l1")
+        metrics = compress.write_method_metrics("imp", "global_l1")
     assert metrics["ap"].notna().all()
 
 
 def test_import_checks_and_reorders_against_the_runs_labels(tmp_path):
     rp, _ = make_run()
-    y, classes, _ = prune.read_test_labels("r")
+    y, classes, _ = artifacts.read_test_labels("r")
     shuffled = ["Pneumothorax", "Effusion", "Hernia", "No Finding"]
     order = [classes.index(c) for c in shuffled]
     truth, _ = write_release(tmp_path / "rel", classes=shuffled, labels=y[:, order], sparsities=(0.0, 0.9))
     importer.import_predictions("r", tmp_path / "rel", allow_pickle=True, progress=False)
-    probs, meta = prune.load_probs("r", "global_l1")
+    probs, meta = artifacts.read_store("r", "global_l1")
     assert meta["classes"] == CLASSES
     np.testing.assert_array_equal(probs[1, 1][:, order], truth[(1, 0.9)])
+    assert "data" not in artifacts.read_run("r")  # notebook 01's labels and record are left alone
 
     y_bad = y.copy()
     y_bad[5] = 1 - y_bad[5]
@@ -579,7 +552,7 @@ def test_import_names_missing_files(tmp_path):
     importer.import_predictions(
         "imp", tmp_path / "rel", allow_pickle=True, sparsities=[0.0, 0.5], progress=False
     )
-    assert prune.load_probs("imp", "global_l1")[1]["sparsities"] == [0.0, 0.5]
+    assert artifacts.read_store("imp", "global_l1")[1]["sparsities"] == [0.0, 0.5]
 
 
 def test_import_refuses_other_methods():
@@ -592,9 +565,6 @@ def test_import_refuses_other_methods():
 @pytest.fixture(scope="module")
 def phantom_run(tmp_path_factory):
     """A phantom run with two trained seeds, built once for the tests below."""
-    from prunecxr.data import datasets as data
-    from prunecxr.train import core as train
-
     home = tmp_path_factory.mktemp("phantom_home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PRUNECXR_HOME", str(home))
@@ -609,47 +579,35 @@ def phantom_run(tmp_path_factory):
     return home
 
 
-def test_inference_threads_are_measured_and_restored(monkeypatch):
-    from prunecxr.train import core as train
-
-    model = models.create_model("small_resnet", 3).eval()
-    images = torch.randint(0, 256, (40, 16, 16), dtype=torch.uint8)
-    before = torch.get_num_threads()
-    assert prune.inference_threads(model, images, batch_size=8) in (1, train._usable_cores())
-    assert torch.get_num_threads() == before
-    calls = []  # slower with more threads (a busy machine): one thread wins
-    monkeypatch.setattr(prune, "predict_probs", lambda *a, **k: (calls.append(torch.get_num_threads()),
-                                                                 time.sleep(0.02 * torch.get_num_threads())))
-    monkeypatch.setattr(train, "_usable_cores", lambda: 2)
-    assert prune.inference_threads(model, images, batch_size=8) == 1 and calls == [1, 2, 1, 2]
-
-
 def test_run_sweep_on_a_trained_run(phantom_run, monkeypatch):
-    from prunecxr.data import datasets as data
-    from prunecxr.train import core as train
-
     monkeypatch.setenv("PRUNECXR_HOME", str(phantom_run))
     monkeypatch.setenv("PRUNECXR_CACHE", str(phantom_run / "cache"))
-    with pytest.raises(ValueError, match="threads must be a positive int"):
-        prune.run_sweep("ph", methods=["random"], sparsities=[0.0], device="cpu", threads=0)
-    out = prune.run_sweep("ph", methods=["global_l1", "random"], sparsities=[0.0, 0.5, 0.95],
-                          device="cpu", batch_size=32, progress=False)
+    with pytest.raises(ValueError, match="threads must be an int >= 0"):
+        compress.run_sweep("ph", methods=["random"], sparsities=[0.0], device="cpu", threads=-1)
+    with pytest.raises(FileNotFoundError, match=r"no trained model for seeds \[7\]"):
+        compress.run_sweep("ph", methods=["random"], sparsities=[0.0], device="cpu", seeds=[7])
+    out = compress.run_sweep("ph", methods=["global_l1", "random"], sparsities=[0.0, 0.5, 0.95],
+                             device="cpu", batch_size=32, progress=False)
     assert set(out) == {"global_l1", "random"}
     split = data.open_split("ph", "test")
-    probs, meta = prune.load_probs("ph", "random")
+    probs, meta = artifacts.read_store("ph", "random")
     assert meta["seeds"] == [0, 1] and meta["classes"] == list(split.classes)
     assert probs.shape == (2, 3, len(split), len(split.classes))
-    dense = train.predict(train.load_model("ph", 1), split.images, batch_size=32, device="cpu")
-    np.testing.assert_allclose(probs[1, 0], dense, rtol=1e-5, atol=1e-6)  # sparsity 0 is the dense model
-    g, _ = prune.load_probs("ph", "global_l1")
+    with runtime.num_threads(runtime.usable_cores()):  # the sweep's default thread count
+        dense = inference.predict(inference.load_model("ph", 1), split.images, batch_size=32, device="cpu")
+    assert np.array_equal(probs[1, 0], dense)  # sparsity 0 is the dense model, bit for bit
+    g, _ = artifacts.read_store("ph", "global_l1")
     np.testing.assert_array_equal(g[:, 0], probs[:, 0])
     assert not np.array_equal(g[:, 2], probs[:, 2])
+    record = artifacts.read_json(paths.run_paths("ph").prune_work("random") / "seed-1.json")
+    assert (record["device"], record["threads"], record["batch_size"]) == ("cpu", runtime.usable_cores(), 32)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", prune.MissingPositivesWarning)
-        metrics = prune.write_all_metrics("ph", ["random", "global_l1"])
-        tables = prune.overall_tables("ph", ["random", "global_l1"])
+        warnings.simplefilter("ignore", MissingPositivesWarning)
+        metrics = compress.write_all_metrics("ph", ["random", "global_l1"])
+        tables = overall.overall_tables("ph", ["random", "global_l1"])
     assert list(metrics) == list(tables) == ["global_l1", "random"]  # the paper's method first
-    summary = prune.dense_magnitude_summary("ph")
+    assert compress.store_summary("ph", ["random", "global_l1"])["seeds"].tolist() == [2, 2]
+    summary = overall.magnitude_summary(compress.dense_magnitudes("ph"))
     assert summary.n_models == 2 and 0 < summary.fraction_below < 1
 
 
@@ -682,17 +640,8 @@ def test_import_reads_a_pickle_written_by_the_authors_pandas(tmp_path):
     for name in ("nih-cxr-lt_resnet50_seed-0_prune-0.pkl", "nih-cxr-lt_resnet50_seed-0_prune-0.05.pkl"):
         (folder / name).write_bytes(raw)
     importer.import_predictions("old", folder, allow_pickle=True, progress=False)
-    probs, meta = prune.load_probs("old", "global_l1")
+    probs, meta = artifacts.read_store("old", "global_l1")
     assert meta["classes"] == ["No Finding", "Effusion", "Hernia"] and meta["sparsities"] == [0.0, 0.05]
     np.testing.assert_array_equal(probs[0, 1], np.random.default_rng(0).random((5, 3)).astype(np.float32))
-    y, _, _ = prune.read_test_labels("old")
+    y, _, _ = artifacts.read_test_labels("old")
     assert y.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 1, 0], [1, 0, 0]]
-
-
-def test_the_analysis_stages_read_the_sweep_without_importing_torch():
-    """Notebooks 04-07 use prune's store and statistics; torch's import cost each 4-7 s."""
-    code = ("import sys\n"
-            "from prunecxr import analysis, compress, paper, reader_study\n"
-            "assert prune.PAPER_METHOD and 'torch' not in sys.modules, 'torch was imported'\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
