@@ -1,6 +1,5 @@
 """paths, io, config, fmt and figures: the cross-cutting modules every stage relies on."""
 
-import json
 import os
 
 import numpy as np

@@ -14,7 +14,7 @@ import re
 import nbformat
 import pytest
 
-from prunecxr import config, paths, runner
+from prunecxr import config, paths, runner, stages
 
 EXPECTED = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
             "06_pies", "07_reader_study"]
@@ -71,7 +71,7 @@ def test_parameters_cell_is_first_tagged_and_literal(name):
             f"{name}: parameters-cell line {stmt.lineno} is not `name: type = literal`")
         assert stmt.value is not None, f"{name}: {stmt.target.id} has no value"
         ast.literal_eval(stmt.value)  # raises ValueError on anything but a literal
-    params = runner.read_notebook(NOTEBOOKS_DIR / f"{name}.ipynb").parameters
+    params = stages.read_notebook(NOTEBOOKS_DIR / f"{name}.ipynb").parameters
     assert "run" in params, f"{name} does not declare run"
     for p in params.values():
         assert p.help, f"{name}: parameter {p.name} has no `# comment` saying what it is"
@@ -92,7 +92,7 @@ def test_no_function_or_class_definitions(name):
 @pytest.mark.parametrize("name", PRESENT)
 def test_defaults_equal_the_default_profile(name):
     default = config.load_profile("default")
-    params = runner.read_notebook(NOTEBOOKS_DIR / f"{name}.ipynb").parameters
+    params = stages.read_notebook(NOTEBOOKS_DIR / f"{name}.ipynb").parameters
     differ = {k: (p.default, default[k]) for k, p in params.items()
               if k in default and p.default != default[k]}
     assert not differ, f"{name}: defaults differ from profile 'default' (notebook, profile): {differ}"
@@ -103,7 +103,7 @@ def test_defaults_equal_the_default_profile(name):
 @pytest.mark.parametrize("profile", sorted(config.profiles()))
 def test_every_profile_key_is_declared_with_its_type(profile):
     """What `python -m prunecxr run --profile P` checks first, over all notebooks."""
-    notebooks = runner.discover_notebooks(NOTEBOOKS_DIR)
+    notebooks = stages.discover_notebooks(NOTEBOOKS_DIR)
     declared = {k for nb in notebooks for k in nb.parameters}
     values = config.load_profile(profile)
     if set(PRESENT) == set(EXPECTED):

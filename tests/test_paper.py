@@ -9,7 +9,7 @@ import scipy.stats
 import statsmodels.formula.api as smf
 from sklearn.metrics import average_precision_score
 
-from prunecxr import artifacts, config, paper, paths, published
+from prunecxr import artifacts, config, paper, paths, published, stages
 from prunecxr.analysis import cooccurrence, forgetting, pies
 
 CLASSES = ["No Finding", "Infiltration", "Effusion", "Mass", "Nodule", "Emphysema", "Fibrosis", "Hernia"]
@@ -201,8 +201,6 @@ def test_notebook_follows_the_conventions(name):
 
     import nbformat
 
-    from prunecxr import runner
-
     path = paths.notebooks_dir() / f"{name}.ipynb"
     book = nbformat.read(path, as_version=4)
     nbformat.validate(book)
@@ -210,7 +208,7 @@ def test_notebook_follows_the_conventions(name):
     code = [c for c in book.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "outputs are stored"
     # parameters: literals, defaults equal to the default profile, every key in every profile
-    nb = runner.read_notebook(path)
+    nb = stages.read_notebook(path)
     profiles = config.profiles()
     for key, param in nb.parameters.items():
         for profile, values in profiles.items():

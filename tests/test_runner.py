@@ -7,8 +7,9 @@ import nbformat
 import pytest
 
 from prunecxr import __main__ as cli
-from prunecxr import artifacts, config, paths, runner
-from prunecxr.runner import NotebookError, NotebookFailed, ParameterError
+from prunecxr import artifacts, config, paths, runner, stages
+from prunecxr.runner import NotebookFailed
+from prunecxr.stages import NotebookError, ParameterError
 
 
 def write_notebook(path, parameters: str, cells=(), *, tag=True, markdown="# A stage"):
@@ -77,7 +78,7 @@ PROFILE = {"run": "fake", "size": 2, "flag": "", "only_two": 0.5}
 
 
 def test_parse_parameters_cell_reads_types_defaults_and_comments():
-    params = runner.parse_parameters_cell(
+    params = stages.parse_parameters_cell(
         'run: str = "default"  # the run\n'
         "n_seeds: int = 10  # models\n"
         "methods: list[str] = ['global_l1', 'random']  # methods\n"
@@ -100,17 +101,17 @@ def test_parse_parameters_cell_reads_types_defaults_and_comments():
 ])
 def test_parse_parameters_cell_refuses_non_literals(source, match):
     with pytest.raises(NotebookError, match=match):
-        runner.parse_parameters_cell(source, notebook="09_x")
+        stages.parse_parameters_cell(source, notebook="09_x")
 
 
 def test_read_notebook_needs_a_tagged_first_code_cell_that_declares_run(tmp_path):
     untagged = write_notebook(tmp_path / "01_a.ipynb", 'run: str = "x"', tag=False)
     with pytest.raises(NotebookError, match=r"01_a: the first code cell .* not tagged"):
-        runner.read_notebook(untagged)
+        stages.read_notebook(untagged)
     no_run = write_notebook(tmp_path / "02_b.ipynb", "n: int = 1")
     with pytest.raises(NotebookError, match="02_b: .* does not declare 'run'"):
-        runner.read_notebook(no_run)
-    nb = runner.read_notebook(write_notebook(tmp_path / "03_c.ipynb", 'run: str = "x"'))
+        stages.read_notebook(no_run)
+    nb = stages.read_notebook(write_notebook(tmp_path / "03_c.ipynb", 'run: str = "x"'))
     assert nb.name == "03_c" and nb.number == 3 and nb.parameters_cell == 1
 
 
@@ -124,7 +125,7 @@ def five(tmp_path):
     for name in ["01_data", "02_train", "03_prune", "04_forgetting", "05_cooccurrence"]:
         write_notebook(tmp_path / f"{name}.ipynb", 'run: str = "x"  # run')
     (tmp_path / "scratch.ipynb").write_text("{}")  # not NN_name: ignored
-    return runner.discover_notebooks(tmp_path)
+    return stages.discover_notebooks(tmp_path)
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -138,7 +139,7 @@ def five(tmp_path):
     ("02-03,05", ["02", "03", "05"]),
 ])
 def test_select_notebooks(five, spec, expected):
-    assert [nb.name[:2] for nb in runner.select_notebooks(spec, five)] == expected
+    assert [nb.name[:2] for nb in stages.select_notebooks(spec, five)] == expected
 
 
 @pytest.mark.parametrize("spec, match", [
@@ -148,7 +149,7 @@ def test_select_notebooks(five, spec, expected):
 ])
 def test_select_notebooks_refuses_unknown(five, spec, match):
     with pytest.raises(ValueError, match=match):
-        runner.select_notebooks(spec, five)
+        stages.select_notebooks(spec, five)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ def declared(tmp_path):
                    "methods: list[str] = ['global_l1']  # methods\n"
                    "sparsities: list[float] = [0.0, 0.5]  # fractions\n"
                    "n_seeds: int = 10  # models\n")
-    return runner.discover_notebooks(tmp_path)
+    return stages.discover_notebooks(tmp_path)
 
 
 BASE = {"run": "default", "dataset": "nih-phantom", "data_root": "", "n_seeds": 10,
@@ -191,7 +192,7 @@ BASE = {"run": "default", "dataset": "nih-phantom", "data_root": "", "n_seeds": 
 
 def resolve(declared, overrides=(), spec=None, profile=BASE, run=None):
     return runner.resolve_parameters(
-        profile, overrides, selected=runner.select_notebooks(spec, declared),
+        profile, overrides, selected=stages.select_notebooks(spec, declared),
         notebooks=declared, profile="test", run=run)
 
 

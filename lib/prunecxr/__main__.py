@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from . import runlock, runner
+    from . import runlock, runner, stages
 
     try:
         result = runner.run_notebooks(
@@ -100,7 +100,7 @@ def _cmd_run(args) -> int:
         print("\nFix the cause and run the same command again: finished stages are skipped.",
               file=sys.stderr)
         return 1
-    except (runner.ParameterError, runner.NotebookError, ValueError, FileNotFoundError,
+    except (stages.ParameterError, stages.NotebookError, ValueError, FileNotFoundError,
             runlock.RunLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

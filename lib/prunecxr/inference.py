@@ -23,9 +23,13 @@ from . import artifacts, models, paths, runtime
 
 # -- checkpoints ---------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` through a temporary file: the checkpoint is complete or absent."""
-    with artifacts.atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` through a temporary file: the checkpoint is complete or absent.
+
+    Saved through a file handle: given a path, ``torch.save`` names the archive's inner
+    folder after the (random) temporary file, so equal weights would give unequal bytes.
+    """
+    with artifacts.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:

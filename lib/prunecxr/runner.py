@@ -42,9 +42,8 @@ from typing import Any
 import nbformat
 
 from . import artifacts, config, paths, runlock
-from .stages import (  # noqa: F401 (the runner's vocabulary)
-    RUN_PARAMETER, Notebook, NotebookError, Parameter, ParameterError, conform, discover_notebooks,
-    parse_parameters_cell, read_notebook, select_notebooks,
+from .stages import (
+    RUN_PARAMETER, Notebook, Parameter, ParameterError, conform, discover_notebooks, select_notebooks,
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
