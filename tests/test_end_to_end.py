@@ -44,8 +44,11 @@ def test_every_notebook_timed(smoke_run, rp):
 def test_run_record(rp):
     record = config.read_run(RUN)
     assert record["profile"] == "smoke"
-    for key, value in PROFILE.items():
-        assert record["parameters"][key] == value, key
+    for key, value in PROFILE.items():  # every stage's parameters, the run name aside
+        if key != "run":
+            assert record["parameters"][key] == value, key
+    assert record["data"]["dataset"] == PROFILE["dataset"] and record["data"]["synthetic"] is True
+    assert "running" not in record and "failed" not in record
     for name in NOTEBOOKS:
         stage = record["stages"][name]
         assert stage["finished"] and stage["finished"] >= stage["started"], name
