@@ -239,3 +239,26 @@ def test_os_errors_are_described_with_path_and_remedy():
     assert text == ("error: cannot write or read /x/run.json: No space left on device; no space left on "
                     "the device: free space (or set PRUNECXR_HOME / PRUNECXR_CACHE to a larger disk) "
                     "and run the same command again; finished work is kept")
+
+
+# -- models against the run's current data -------------------------------------------------
+@pytest.mark.slow
+def test_the_sweep_refuses_models_trained_on_other_images():
+    """Defect 3: after notebook 01 was rerun at another resolution, notebook 03 evaluated the
+    old models on the new images without a word (notebook 02 refused the same mismatch)."""
+    import warnings
+
+    from prunecxr import compress, data, train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # classes without positives in so few patients
+        data.prepare_run("moved", dataset="nih-phantom", resolution=16, max_patients=40)
+        train.train_population("moved", seeds=1, model="small_resnet", pretrained=False, max_epochs=1,
+                               patience=1, batch_size=64, lr=1e-3, device="cpu", progress=False)
+        data.prepare_run("moved", dataset="nih-phantom", resolution=24, max_patients=40)
+    where = paths.run_paths("moved").train_config
+    with pytest.raises(ValueError, match=(r"the models of run 'moved' were trained on 16×16 images \("
+                                          + str(where).replace(".", r"\.") + r"\), but the run's image cache "
+                                          r"now holds 24×24 test images.*resolution=16")):
+        compress.run_sweep("moved", methods=["global_l1"], sparsities=[0.0], device="cpu", progress=False)
+    assert not paths.run_paths("moved").probs("global_l1").exists()

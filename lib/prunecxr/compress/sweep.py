@@ -53,6 +53,37 @@ def load_test_images(run: str, classes: Sequence[str], n_test: int) -> torch.Ten
     return torch.from_numpy(np.array(split.images, dtype=np.uint8))  # read into memory once
 
 
+def check_models_fit_data(run: str, classes: Sequence[str], image_shape: tuple[int, int]) -> None:
+    """Refuse to evaluate models trained on other data than the run's current test split.
+
+    Notebook 01 can be rerun (at another resolution, with other classes) after notebook 02
+    trained the models; evaluating the old models on the new images would give numbers that
+    mean nothing. ``models/train.json`` records what the models were trained on.
+    """
+    record = artifacts.read_train_record(run)
+    where = paths.run_paths(run).train_config
+    trained_shape = tuple(int(x) for x in record["image_shape"])
+    if trained_shape != tuple(image_shape):
+        raise ValueError(
+            f"the models of run {run!r} were trained on {trained_shape[0]}×{trained_shape[1]} images "
+            f"({where}), but the run's image cache now holds {image_shape[0]}×{image_shape[1]} test "
+            "images: notebook 01_data was rerun with another resolution. Rerun notebook 01_data with "
+            f"resolution={trained_shape[0]}, or retrain with notebook 02_train in a new run"
+        )
+    trained_classes = record.get("classes")
+    if trained_classes is not None and list(trained_classes) != list(classes):
+        raise ValueError(
+            f"the models of run {run!r} were trained on the classes {list(trained_classes)} ({where}), "
+            f"but labels.parquet now has {list(classes)}: notebook 01_data was rerun on other data. "
+            "Rerun it as before, or retrain with notebook 02_train in a new run"
+        )
+    if int(record["num_classes"]) != len(classes):
+        raise ValueError(
+            f"the models of run {run!r} have {record['num_classes']} outputs ({where}), but "
+            f"labels.parquet has {len(classes)} classes; rerun notebook 01_data as before"
+        )
+
+
 def dense_magnitudes(run: str) -> Iterator[np.ndarray]:
     """The pruned set's ``|w|`` of every trained dense model of ``run``, one seed at a time.
 
@@ -308,8 +339,10 @@ def run_sweep(
     if missing:
         raise FileNotFoundError(f"run {run!r} has no trained model for seeds {missing} (trained: {trained})")
     _, classes, image_ids = artifacts.read_test_labels(run)
+    test_images = load_test_images(run, classes, len(image_ids))
+    check_models_fit_data(run, classes, tuple(test_images.shape[1:]))
     dev = runtime.resolve_device(device)
-    images = inference.preprocessed(load_test_images(run, classes, len(image_ids)).to(dev))
+    images = inference.preprocessed(test_images.to(dev))
     load = inference.model_loader(run, dev)
     return {
         method: sweep_method(
