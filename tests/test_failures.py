@@ -262,3 +262,21 @@ def test_the_sweep_refuses_models_trained_on_other_images():
                                           r"now holds 24×24 test images.*resolution=16")):
         compress.run_sweep("moved", methods=["global_l1"], sparsities=[0.0], device="cpu", progress=False)
     assert not paths.run_paths("moved").probs("global_l1").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_notebook_01_leaves_only_the_record_of_its_attempt(tmp_path):
+    """Defect 9: data_access.md said a failed notebook 01 writes nothing, yet run.json stayed.
+    Now the documents say what stays: run.json with the failed attempt (and the run's lock)."""
+    with pytest.raises(runner.NotebookFailed, match="01_data failed .*data directory"):
+        runner.run_notebooks(profile="smoke", notebooks="01", overrides=["dataset=nih-cxr-lt",
+                             f"data_root={tmp_path / 'nowhere'}"], report=False, echo=lambda _: None)
+    rp = paths.run_paths("smoke")
+    record = artifacts.read_run("smoke")
+    assert record["failed"]["01_data"]["parameters"]["dataset"] == "nih-cxr-lt"
+    assert "does not exist" in record["failed"]["01_data"]["error"]
+    assert "data" not in record and record["parameters"] == {}
+    assert sorted(p.name for p in rp.root.iterdir()) == [".lock", "run.json"]
+    assert not paths.cache_root().exists() or not any(paths.cache_root().rglob("*.npy"))
+    docs = (paths.project_root() / "data_access.md").read_text()
+    assert "It does write `runs/<run>/run.json`: the record of the failed attempt" in docs
