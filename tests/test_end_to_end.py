@@ -151,3 +151,9 @@ def test_report_index(rp):
     assert report.external_resources(text) == []
     assert "<img" not in text or all(
         m.startswith('<img class="figure-png"') for m in re.findall(r"<img[^>]*>", text))
+
+
+def test_kernels_are_private_and_shut_down(smoke_run):
+    """Kernels talk to the runner over Unix sockets (no TCP port on localhost, no ipykernel
+    warning about it) and are shut down after their notebook, not left to notice the end."""
+    assert "IPKernelApp" not in smoke_run["stderr"], smoke_run["stderr"][-2000:]
