@@ -196,3 +196,24 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     os.umask(mask)
     path = artifacts.write_text(tmp_path / "f.txt", "x")
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_run_in_the_checkout_modifies_no_tracked_file():
+    """With PRUNECXR_HOME unset a run writes runs/, figures/, reports/ and cache/ of the
+    checkout: all ignored by git, so `git status` stays clean after `make reproduce` (the
+    README's figures are docs/figures/, refreshed only by `make readme-figures`)."""
+    import shutil
+    import subprocess
+
+    root = paths.project_root()
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    written = ["runs/default/run.json", "runs/default/.lock", "figures/default/fig1_overall.png",
+               "figures/default/fig1_overall.csv", "reports/default/index.html",
+               "cache/nih-phantom/64px/train-0123456789abcdef.npy", "cache/.build.lock"]
+    proc = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.stdout.split() == written
+    tracked = subprocess.run(["git", "ls-files", "runs", "figures", "reports", "cache"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert tracked == ["figures/README.md"]
