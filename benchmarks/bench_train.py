@@ -1,30 +1,24 @@
-"""Training speed: pipeline efficiency, and seeds side by side against one after another.
+"""Training speed: pipeline efficiency.
 
-(a) Pipeline efficiency: end-to-end training images/s of :func:`prunecxr.train.fit_population`
-    (batches gathered from a memory-mapped uint8 image cache, augmentation on batched tensors,
-    preprocessing, forward, backward, optimizer step, validation and checkpoints) divided by
-    the raw forward+backward images/s of the same model and batch on a preprocessed
-    in-memory tensor. Goal: at least 0.9.
-(b) Scheduling: ten small models trained one after another (``population="sequential"``)
-    divided by the same ten side by side in CPU processes (``population="parallel"``), both
-    with ``--parallel-threads`` threads per model, so that both give the same weights (checked
-    bit for bit and reported). The ratio is the speed-up of ``parallel``; it needs free cores
-    (``usable_cores // threads`` processes). CPU only.
+End-to-end training images/s of :func:`prunecxr.train.fit_population` (batches gathered from a
+memory-mapped uint8 image cache, augmentation on batched tensors, preprocessing, forward,
+backward, optimizer step, validation and checkpoints) divided by the raw forward+backward
+images/s of the same model and batch on a preprocessed in-memory tensor. Goal: at least 0.9.
+(What scheduling the seeds as Ray tasks costs: ``benchmarks/bench_population.py``.)
 
 Shared machines are noisy (on the 2-core VM this was written on, the same measurement
 varies by 30% from minute to minute), so every ratio compares measurements taken back to
-back. (a) runs ``--rounds`` rounds after an untimed warm-up training (a process's one-off
+back. It runs ``--rounds`` rounds after an untimed warm-up training (a process's one-off
 costs are not part of a pipeline's rate); each round times a raw step beside each
 pipeline measurement, in the order raw, pipeline, pipeline, raw and reversed in the next
 round, so that a drift in the machine's speed does not favour one side; it prints the
 median of the rounds' ratios and their spread. On a CPU with one thread it counts CPU
-time of this process, which other processes' load does not inflate. (b) alternates its
-two sides ``--repeats`` times and keeps the fastest run of each.
+time of this process, which other processes' load does not inflate.
 Defaults follow the ``default`` profile: model, resolution, batch size, learning rate, thread
 count (0: all usable cores) and its training set's size (2,690 images; validation a tenth).
 Both sides run with the tuned ``malloc`` of :mod:`prunecxr.runtime`, as training does.
 
-    python benchmarks/bench_train.py [--device auto] [--images 2690] [--epochs 3] [--part a|b|both]
+    python benchmarks/bench_train.py [--device auto] [--images 2690] [--epochs 3] [--rounds 6]
     python benchmarks/bench_train.py --quick   # a short check that everything runs
 """
 
@@ -45,7 +39,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from prunecxr import artifacts, config, fmt, models, paths, runtime  # noqa: E402
+from prunecxr import config, fmt, models, paths, runtime  # noqa: E402
 from prunecxr import train as T  # noqa: E402
 from prunecxr.train import recipe  # noqa: E402
 
@@ -125,16 +119,6 @@ def fit_seconds(data, cfg, *, seeds, population, device, threads, tag: str, now=
     return now() - t0
 
 
-def same_weights(run_a: str, run_b: str, seeds: int) -> bool:
-    import torch
-
-    for s in range(seeds):
-        a, b = (torch.load(paths.run_paths(r).checkpoint(s), weights_only=True) for r in (run_a, run_b))
-        if list(a) != list(b) or not all(torch.equal(a[k], b[k]) for k in a):
-            return False
-    return True
-
-
 def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -151,19 +135,14 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=2690, help="training images (val: a tenth)")
     ap.add_argument("--classes", type=int, default=15)
     ap.add_argument("--epochs", type=int, default=3, help="epochs of each timed training")
-    ap.add_argument("--models", type=int, default=10, help="population size for (b)")
-    ap.add_argument("--repeats", type=int, default=2, help="timed trainings of each side in (b)")
     ap.add_argument("--rounds", type=int, default=6, help="paired rounds of (a)")
     ap.add_argument("--threads", type=int, default=prof["threads"],
-                    help="CPU threads per model in (a); 0: all usable cores, as training's default")
-    ap.add_argument("--parallel-threads", type=int, default=1,
-                    help="CPU threads per model of both sides of (b)")
-    ap.add_argument("--part", choices=("a", "b", "both"), default="both")
+                    help="CPU threads per model; 0: all usable cores, as training's default")
     ap.add_argument("--quick", action="store_true",
-                    help="a short run: 256 images, 1 epoch, 1 round, 1 repeat, 2 models")
+                    help="a short run: 256 images, 1 epoch, 1 round")
     args = ap.parse_args(argv)
     if args.quick:
-        args.images, args.epochs, args.rounds, args.repeats, args.models = 256, 1, 1, 1, 2
+        args.images, args.epochs, args.rounds = 256, 1, 1
 
     device = runtime.resolve_device(args.device)
     if device.type == "cpu":
@@ -185,67 +164,45 @@ def main(argv=None) -> int:
         print(f"device: {device_name(device)}; torch {torch.__version__}; model {args.model}, "
               f"{args.resolution} px, batch {args.batch_size}, {args.images} training images, "
               f"{args.epochs} epochs per timed training"
-              + (f"; (a) {threads} thread(s)" if threads else ""))
+              + (f"; {threads} thread(s)" if threads else ""))
 
-        # (a) pipeline efficiency
-        if args.part in ("a", "both"):
-            now = clock(device, threads)
-            shape = (args.model, args.classes, args.resolution, args.batch_size, device, threads)
-            # untimed warm-up: one-off costs of a process (first checkpoint write, lazy imports)
-            fit_seconds(data, cfg, seeds=[0], population="sequential", device=device,
-                        threads=threads, tag="warm", now=now)
+        # pipeline efficiency
+        now = clock(device, threads)
+        shape = (args.model, args.classes, args.resolution, args.batch_size, device, threads)
+        # untimed warm-up: one-off costs of a process (first checkpoint write, lazy imports)
+        fit_seconds(data, cfg, seeds=[0], population="sequential", device=device,
+                    threads=threads, tag="warm", now=now)
 
-            def measure(side, r):
-                if side == "raw":
-                    return raw_images_per_s(*shape, optimizer_step=False, seconds=2.0)
-                if side == "raw_opt":
-                    return raw_images_per_s(*shape, optimizer_step=True, seconds=2.0)
-                return args.epochs * args.images / fit_seconds(
-                    data if side == "e2e" else tiny_val, cfg, seeds=[0], population="sequential",
-                    device=device, threads=threads, tag=f"{side}{r}", now=now)
+        def measure(side, r):
+            if side == "raw":
+                return raw_images_per_s(*shape, optimizer_step=False, seconds=2.0)
+            if side == "raw_opt":
+                return raw_images_per_s(*shape, optimizer_step=True, seconds=2.0)
+            return args.epochs * args.images / fit_seconds(
+                data if side == "e2e" else tiny_val, cfg, seeds=[0], population="sequential",
+                device=device, threads=threads, tag=f"{side}{r}", now=now)
 
-            order = ("raw", "e2e", "loop", "raw_opt")  # each pipeline beside its raw step
-            rounds = []
-            for r in range(args.rounds):
-                got = {side: measure(side, r) for side in (order if r % 2 == 0 else order[::-1])}
-                rounds.append(tuple(got[side] for side in order))
-                print(f"    round {r + 1}: end-to-end / raw {got['e2e'] / got['raw']:.3f}", flush=True)
-            raw, e2e, loop, raw_opt = (np.array(col) for col in zip(*rounds))
-            eff, pipe = np.median(e2e / raw), np.median(loop / raw_opt)
-            unit = "CPU-second, one thread" if now is time.process_time else "second"
-            print(f"\n(a) pipeline efficiency: images per {unit}, median of {args.rounds} rounds "
-                  "(each times both sides back to back)")
-            print(f"    raw forward+backward, in-memory tensors      : {np.median(raw):8.0f}")
-            print(f"    raw forward+backward+Adam step               : {np.median(raw_opt):8.0f}")
-            print(f"    fit_population, val = a tenth of train        : {np.median(e2e):8.0f}")
-            print(f"    fit_population, val = 8 images (the loop)     : {np.median(loop):8.0f}")
-            spread = f"rounds {fmt.num(float(np.min(e2e / raw)), 2)}-{fmt.num(float(np.max(e2e / raw)), 2)}"
-            print(f"    efficiency, end-to-end / raw forward+backward = {fmt.num(float(eff), 2)}   "
-                  f"({spread}; goal >= 0.90: {'met' if eff >= 0.9 else 'NOT met'})")
-            print(f"    the data pipeline alone (loop / raw step)     = {fmt.num(float(pipe), 2)}   "
-                  "(batches from the uint8 cache, augmentation, preprocessing, checkpoints)")
+        order = ("raw", "e2e", "loop", "raw_opt")  # each pipeline beside its raw step
+        rounds = []
+        for r in range(args.rounds):
+            got = {side: measure(side, r) for side in (order if r % 2 == 0 else order[::-1])}
+            rounds.append(tuple(got[side] for side in order))
+            print(f"    round {r + 1}: end-to-end / raw {got['e2e'] / got['raw']:.3f}", flush=True)
+        raw, e2e, loop, raw_opt = (np.array(col) for col in zip(*rounds))
+        eff, pipe = np.median(e2e / raw), np.median(loop / raw_opt)
+        unit = "CPU-second, one thread" if now is time.process_time else "second"
+        print(f"\npipeline efficiency: images per {unit}, median of {args.rounds} rounds "
+              "(each times both sides back to back)")
+        print(f"    raw forward+backward, in-memory tensors      : {np.median(raw):8.0f}")
+        print(f"    raw forward+backward+Adam step               : {np.median(raw_opt):8.0f}")
+        print(f"    fit_population, val = a tenth of train        : {np.median(e2e):8.0f}")
+        print(f"    fit_population, val = 8 images (the loop)     : {np.median(loop):8.0f}")
+        spread = f"rounds {fmt.num(float(np.min(e2e / raw)), 2)}-{fmt.num(float(np.max(e2e / raw)), 2)}"
+        print(f"    efficiency, end-to-end / raw forward+backward = {fmt.num(float(eff), 2)}   "
+              f"({spread}; goal >= 0.90: {'met' if eff >= 0.9 else 'NOT met'})")
+        print(f"    the data pipeline alone (loop / raw step)     = {fmt.num(float(pipe), 2)}   "
+              "(batches from the uint8 cache, augmentation, preprocessing, checkpoints)")
 
-        # (b) seeds side by side against one after another, the same weights either way
-        if args.part in ("b", "both") and device.type != "cpu":
-            print("\n(b) skipped: population='parallel' trains in CPU processes")
-        elif args.part in ("b", "both"):
-            per_model = runtime.check_threads(args.parallel_threads)
-            seq, par = [], []
-            for r in range(args.repeats):
-                seq.append(fit_seconds(data, cfg, seeds=args.models, population="sequential", device=device,
-                                       threads=per_model, tag=f"seq{r}"))
-                par.append(fit_seconds(data, cfg, seeds=args.models, population="parallel", device=device,
-                                       threads=per_model, tag=f"par{r}"))
-            last = args.repeats - 1
-            workers = artifacts.read_train_record(f"par{last}")["execution"]["workers"]
-            same = same_weights(f"seq{last}", f"par{last}", args.models)
-            print(f"\n(b) scheduling, {args.models} models of {per_model} thread(s) each, fastest of "
-                  f"{args.repeats}")
-            side = f"side by side in {workers} process(es) (parallel)"
-            print(f"    {'one after another (sequential)':44s}: {min(seq):7.1f} s")
-            print(f"    {side:44s}: {min(par):7.1f} s   (helper start-up included)")
-            print(f"    sequential / parallel = {fmt.ratio(min(seq) / min(par), 2)}   "
-                  f"(same weights bit for bit: {'yes' if same else 'NO'})")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -48,7 +48,7 @@ PLACEHOLDERS = {
     "split": r"train|val|test",
     "key": r"[0-9a-f]{16}",
     "parameter": r"[A-Za-z_][A-Za-z0-9_]*",
-    "mode": r"sequential|grouped|parallel",
+    "mode": r"sequential|ray",
     "count": r"\d+",
     "setup": r".+",
     "file": r"[^/]+",

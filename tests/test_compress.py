@@ -611,6 +611,38 @@ def test_run_sweep_on_a_trained_run(phantom_run, monkeypatch):
     assert summary.n_models == 2 and 0 < summary.fraction_below < 1
 
 
+def test_the_per_seed_unit_and_where_a_seed_ran(phantom_run, monkeypatch):
+    """The sweep's unit of work is one seed (``sweep_seed``), whoever schedules it; a seed
+    whose record names the Ray node that computed it counts as finished like any other
+    (population="ray" itself: tests/test_ray.py)."""
+    from prunecxr.compress import sweep
+
+    monkeypatch.setenv("PRUNECXR_HOME", str(phantom_run))
+    monkeypatch.setenv("PRUNECXR_CACHE", str(phantom_run / "cache"))
+    args = dict(methods=["layerwise_l1"], sparsities=[0.0, 0.5], device="cpu", batch_size=32, threads=1,
+                progress=False)
+    compress.run_sweep("ph", **args)
+    probs, _ = artifacts.read_store("ph", "layerwise_l1")
+    split = data.open_split("ph", "test")
+    steps = []
+    with runtime.num_threads(1):
+        block = sweep.sweep_seed("layerwise_l1", 1, load_model=inference.model_loader("ph", "cpu"),
+                                 images=inference.preprocessed(torch.from_numpy(np.array(split.images))),
+                                 sparsities=[0.0, 0.5], n_classes=len(split.classes), batch_size=32,
+                                 device=torch.device("cpu"), step=lambda: steps.append(1))
+    np.testing.assert_array_equal(block, probs[1])
+    assert len(steps) == 2
+
+    record_path = paths.run_paths("ph").prune_work("layerwise_l1") / "seed-0.json"
+    artifacts.write_json(record_path, {**artifacts.read_json(record_path), "node": "ab" * 28})
+    monkeypatch.setattr(sweep, "sweep_seed", lambda *a, **k: pytest.fail("a finished seed was swept again"))
+    before = paths.run_paths("ph").probs("layerwise_l1").stat().st_mtime_ns
+    compress.run_sweep("ph", **args)
+    assert paths.run_paths("ph").probs("layerwise_l1").stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match=r"unknown population mode 'parallel'; choose one of \['sequential', 'ray'\]"):
+        compress.run_sweep("ph", population="parallel", **args)
+
+
 #: a release file written by pandas 1.5.2 / numpy 1.23.5 (the authors' torch.yml), as their
 #: evaluate_prune builds it: float32 probabilities of 3 classes for 5 images, then "label"
 #: (row 2 has no positive). Probabilities: default_rng(0).random((5, 3)).astype(float32).

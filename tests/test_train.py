@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from prunecxr import artifacts, inference, models, paths, runtime
 from prunecxr import train as T
 from prunecxr.metrics import ranking_metrics
-from prunecxr.train import checkpoints, loop, parallel
+from prunecxr.train import checkpoints, loop
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -41,10 +40,10 @@ def _config(**kw):
     return T.TrainConfig(**base)
 
 
-def _fit(arrays, run, *, seeds=2, population="sequential", threads=1, **kw):
+def _fit(arrays, run, *, seeds=2, population="sequential", threads=1, device="cpu", **kw):
     tr_x, tr_y, va_x, va_y = arrays
     return T.fit_population(tr_x, tr_y, va_x, va_y, seeds=seeds, config=_config(**kw), run=run,
-                            device="cpu", population=population, threads=threads, progress=False)
+                            device=device, population=population, threads=threads, progress=False)
 
 
 def _weights(run, seed):
@@ -133,35 +132,16 @@ def test_the_same_seed_gives_identical_weights(arrays):
     assert not rp.train_state(0).exists()
     model = models.create_model("small_resnet", 4)
     model.load_state_dict(torch.load(rp.checkpoint(0), weights_only=True))
-    # a final seed is skipped
-    again = _fit(arrays, "a", population="parallel")
+    # a final seed is skipped, in either mode (Ray is not even started: nothing is pending)
+    again = _fit(arrays, "a", population="ray", device="cuda:7")
     assert list(again["status"]) == ["already trained", "already trained"]
-
-
-def test_sequential_and_parallel_give_the_same_weights(arrays):
-    """How the seeds are scheduled does not change a bit of any seed (issue 12, item 4)."""
-    seq = _fit(arrays, "seq", seeds=3, population="sequential", threads=1)
-    par = _fit(arrays, "par", seeds=3, population="parallel", threads=1)
-    for s in (0, 1, 2):
-        assert _same(_weights("seq", s), _weights("par", s)), f"seed {s}"
-        assert _history("seq", s).equals(_history("par", s))
-    assert seq.drop(columns="status").equals(par.drop(columns="status"))
-    # train.json records how each run was executed
-    record = artifacts.read_train_record("par")
-    workers = max(1, min(runtime.usable_cores(), 3))
-    assert record["execution"] == {"population": "parallel", "threads": 1, "workers": workers, "device": "cpu"}
-    assert artifacts.read_train_record("seq")["execution"]["workers"] == 1
-    assert {"config", "num_classes", "image_shape", "classes"} <= set(record)
-    assert T.plan_text("par") == (f"Trained side by side in {workers} process{'es' if workers > 1 else ''} "
-                                  "on cpu, 1 thread per model.")
-    assert T.plan_text("seq") == "Trained one seed after another on cpu, 1 thread per model."
 
 
 _KILLER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np, torch
     from prunecxr import train as T
-    from prunecxr.train import feed, progress
+    from prunecxr.train import feed
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -179,14 +159,6 @@ _KILLER = textwrap.dedent("""
                     die()
                 return take(self, *args)
             feed.DeviceSplit.take = counted
-        elif kind == "parent":  # the parent of worker processes, after `at` epochs were reported
-            epoch = progress.Report.epoch
-            def counted(self, *args):
-                count[0] += 1
-                if count[0] == at:
-                    die()
-                return epoch(self, *args)
-            progress.Report.epoch = counted
         elif kind == "write":  # a resume point written, not yet renamed into place
             replace = os.replace
             def counted(src, dst):
@@ -198,54 +170,41 @@ _KILLER = textwrap.dedent("""
             os.replace = counted
         T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=2,
                          config=T.TrainConfig(**{config!r}), run="killed", device="cpu",
-                         population={population!r}, threads=1, progress=False)
+                         population="sequential", threads=1, progress=False)
 
-    if __name__ == "__main__":  # worker processes import this file again
-        main()
+    main()
 """)
 
 
-@pytest.mark.parametrize("population,kind,at", [
-    ("sequential", "batch", 22),  # 4 batches an epoch (3 train, 1 val): seed 1, epoch 2
-    ("sequential", "write", 2),  # seed 0's epoch 2 written, not renamed: epoch 1 stays its resume point
-    # the parent dies, its workers must not write on; and processes train as one thread does
-    ("parallel", "parent", 1),
+@pytest.mark.parametrize("kind,at", [
+    ("batch", 22),  # 4 batches an epoch (3 train, 1 val): seed 1, epoch 2
+    ("write", 2),  # seed 0's epoch 2 written, not renamed: epoch 1 stays its resume point
 ])
-def test_a_killed_run_resumes_to_the_uninterrupted_weights(arrays, tmp_path, population, kind, at):
-    # the parent sees workers' epochs late: more epochs, so that it dies while they train
-    epochs = 12 if kind == "parent" else 4
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(arrays, tmp_path, kind, at):
+    """(A killed Ray worker, and a killed driver of Ray tasks: tests/test_ray.py.)"""
+    epochs = 4
     cfg = dict(model="small_resnet", pretrained=False, max_epochs=epochs, patience=epochs, batch_size=32,
                lr=1e-3)
     tx, ty, vx, vy = arrays
     np.savez(tmp_path / "data.npz", tx=tx, ty=ty, vx=vx, vy=vy)
     script = tmp_path / "killer.py"
     script.write_text(_KILLER.format(threads=1, data=str(tmp_path / "data.npz"),
-                                     kind=kind, at=at, config=cfg, population=population))
+                                     kind=kind, at=at, config=cfg))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
     rp = paths.run_paths("killed")
     execution = artifacts.read_train_record("killed")["execution"]
-    assert execution["population"] == population and execution["threads"] == 1
-    if kind == "parent":  # no orphaned worker goes on writing
-        time.sleep(1.0)
-        before = {f: f.stat().st_mtime_ns for f in rp.models.rglob("*") if f.is_file()}
-        time.sleep(2.0)
-        assert before == {f: f.stat().st_mtime_ns for f in rp.models.rglob("*") if f.is_file()}
+    assert execution["population"] == "sequential" and execution["threads"] == 1
     unfinished = [s for s in (0, 1) if rp.train_state(s).exists()]
-    if kind == "parent":  # a worker may not have finished its first epoch yet
-        assert unfinished and not any(rp.checkpoint(s).exists() for s in (0, 1))
-    else:
-        assert unfinished == ([1] if kind == "batch" else [0])  # sequential: seed 0 is final
+    assert unfinished == ([1] if kind == "batch" else [0])  # seed 0 is final
     state = torch.load(rp.train_state(unfinished[-1]), weights_only=True)  # it loads safely
     assert state["seed"] == unfinished[-1] and 1 <= state["epoch"] < epochs
     if kind == "write":
         assert state["epoch"] == 1  # the interrupted write of epoch 2 left its temporary
         assert list(rp.seed_dir(0).glob(".*.tmp"))
 
-    # resumed in the other mode with the same threads: the schedule changes no bit
-    other = "sequential" if population == "parallel" else "parallel"
-    resumed = _fit(arrays, "killed", population=other, max_epochs=epochs, patience=epochs)
+    resumed = _fit(arrays, "killed", max_epochs=epochs, patience=epochs)
     assert "resumed" in set(resumed["status"])
     _fit(arrays, "whole", population="sequential", max_epochs=epochs, patience=epochs)
     for s in (0, 1):
@@ -300,7 +259,7 @@ def test_a_population_keeps_one_configuration(arrays):
     with pytest.raises(ValueError, match="uint8"):
         T.fit_population(tr_x.astype(np.float32), tr_y, va_x, va_y, seeds=1, config=_config(), run="bad",
                          progress=False)
-    for removed in ("auto", "grouped", "threads"):
+    for removed in ("auto", "grouped", "threads", "parallel"):
         with pytest.raises(ValueError, match=f"unknown population mode '{removed}'"):
             _fit(arrays, "bad", population=removed)
     with pytest.raises(ValueError, match="distinct"):
@@ -309,17 +268,29 @@ def test_a_population_keeps_one_configuration(arrays):
         _fit(arrays, "bad", threads=-1)
 
 
-def test_threads_zero_means_every_usable_core_in_every_mode():
-    from prunecxr.train.population import _execution
+def test_threads_zero_means_every_usable_core(arrays):
+    _fit(arrays, "all", seeds=1, max_epochs=1, threads=0)
+    assert artifacts.read_train_record("all")["execution"] == {
+        "population": "sequential", "threads": runtime.usable_cores(), "workers": 1, "device": "cpu"}
+    with pytest.raises(ValueError, match=r"gpus_per_model must be a fraction in \(0, 1\] .* got 1\.5"):
+        T.fit_population(*arrays, seeds=1, config=_config(), run="gpu", population="ray", gpus_per_model=1.5)
 
-    cpu, cores = torch.device("cpu"), runtime.usable_cores()
-    assert _execution("sequential", 0, cpu, 5) == {"population": "sequential", "threads": cores,
-                                                    "workers": 1, "device": "cpu"}
-    assert _execution("parallel", 0, cpu, 5)["workers"] == 1  # one process of every core
-    assert _execution("parallel", 1, cpu, 5)["workers"] == min(cores, 5)
-    assert _execution("parallel", 1, cpu, 1)["workers"] == 1  # not more processes than seeds
-    with pytest.raises(ValueError, match="parallel.*CPU processes"):
-        _execution("parallel", 1, torch.device("meta"), 5)
+
+def test_sequential_training_never_imports_ray(arrays, tmp_path):
+    np.savez(tmp_path / "data.npz", tx=arrays[0], ty=arrays[1], vx=arrays[2], vy=arrays[3])
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from prunecxr import compress, train as T
+        data = np.load({str(tmp_path / "data.npz")!r})
+        T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=1, run="plain",
+                         config=T.TrainConfig(model="small_resnet", pretrained=False, max_epochs=1,
+                                              patience=1, batch_size=32, lr=1e-3),
+                         device="cpu", threads=1, progress=False)
+        print("ray" in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
 
 
 def test_a_population_continues_only_with_its_thread_count(arrays):
@@ -367,49 +338,6 @@ def test_a_resume_point_holds_the_recipe_and_refuses_another(arrays):
         checkpoints.start_seed(3, rp, checkpoints.train_meta(_config(lr=1e-2), 4, (16, 16)), _config(lr=1e-2))
     with pytest.raises(RuntimeError, match="never finite"):
         checkpoints.finalize(rp, rec)
-
-
-def test_helper_processes_reopen_arrays_instead_of_receiving_them(tmp_path):
-    path = tmp_path / "images.npy"
-    np.save(path, np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4))
-    whole = np.load(path, mmap_mode="r")
-    labels = np.eye(2, dtype=np.uint8)
-    handles = parallel.array_handles([whole, whole[1:], labels], tmp_path)
-    assert [h[0] for h in handles] == ["memmap", "npy", "npy"]  # the cache file is mapped again
-    for handle, array in zip(handles, [whole, whole[1:], labels]):
-        np.testing.assert_array_equal(parallel.open_array(handle), array)
-
-
-@pytest.mark.skipif(runtime.usable_cores() < 2, reason="parallel training needs two cores")
-@pytest.mark.parametrize("guarded", [False, True])
-def test_parallel_training_from_a_script(arrays, tmp_path, guarded):
-    """Spawned helpers import the script again. Without a main guard they die, and the run
-    must say why rather than wait for them for ever (as it once did). With one, the run
-    ends cleanly: its helpers exit on their own (they were once killed with the thread that
-    started them, which left a semaphore for the resource tracker to complain about)."""
-    tx, ty, vx, vy = arrays
-    np.savez(tmp_path / "data.npz", tx=tx[:32], ty=ty[:32], vx=vx, vy=vy)
-    script = tmp_path / "script.py"
-    body = textwrap.dedent(f"""
-        data = np.load({str(tmp_path / "data.npz")!r})
-        T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=2,
-                         config=T.TrainConfig(model="small_resnet", pretrained=False, max_epochs=1,
-                                              patience=1, batch_size=32, lr=1e-3),
-                         run=f"script-{{os.getpid()}}", device="cpu", population="parallel",
-                         threads=1, progress=False)
-        print("trained")
-    """)
-    header = "import os\nimport numpy as np\nfrom prunecxr import train as T\n"
-    if guarded:
-        body = 'if __name__ == "__main__":\n' + textwrap.indent(body, "    ")
-    script.write_text(header + body)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    if guarded:
-        assert proc.returncode == 0 and proc.stdout.strip() == "trained", proc.stderr
-        assert "leaked" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
-    else:
-        assert proc.returncode == 1
-        assert "if __name__ == '__main__':" in proc.stderr.splitlines()[-1]
 
 
 def test_missing_pretrained_weights_stop_training_before_it_starts(arrays, tmp_path, monkeypatch):

@@ -16,10 +16,16 @@ Resumable per seed. Each finished seed is saved atomically to ``work/seed-<s>.np
 record of what it was computed from (``work/seed-<s>.json``, ``docs/artifacts.md``); a later
 sweep skips every seed whose record matches, whether its block is still a partial file or
 already merged into ``probs.npy``.
+
+Scheduled one after another here (``population="sequential"``) or as Ray tasks
+(``"ray"``, :mod:`prunecxr.compress.ray_tasks`): either way each seed's share is
+:func:`sweep_seed`. A task's probabilities come back through Ray's object store and this
+process writes them, so tasks never write the run directory; the bits are the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import artifacts, data, inference, paths, runtime
+from .. import artifacts, cluster, data, inference, paths, runtime
 from .methods import METHODS, check_method, check_sparsities, create_pruner, pruned_magnitudes
 
 
@@ -139,9 +145,11 @@ def _finished_block(
     if not record_path.exists():
         return None
     try:
-        if artifacts.read_json(record_path) != record:
-            return None
+        found = artifacts.read_json(record_path)
     except ValueError:
+        return None
+    found.pop("node", None)  # where the seed ran (population="ray") does not change its bits
+    if found != record:
         return None
     if partial.exists():
         return artifacts.load_npy(partial, mmap=True)
@@ -170,6 +178,47 @@ def _up_to_date(final, method, seeds, sparsities, classes, n_test) -> bool:
     )
 
 
+def sweep_seed(
+    method: str,
+    seed: int,
+    *,
+    load_model: Callable[[int], nn.Module],
+    images: torch.Tensor,
+    sparsities: Sequence[float],
+    n_classes: int,
+    batch_size: int,
+    device: torch.device,
+    step: Callable[[], None] = lambda: None,
+) -> np.ndarray:
+    """One seed's share of a sweep: its probabilities ``[K, N, C]`` at each of the K sparsities.
+
+    The dense model is loaded once and the method ranks its weights once; for each sparsity
+    the dense weights are copied back and the pruned ones set to zero
+    (:func:`prunecxr.compress.methods.create_pruner`), then ``images`` are predicted
+    (:func:`prunecxr.inference.predict`); ``step`` is called after each sparsity. The same
+    function runs in this process or in a Ray task (:mod:`prunecxr.compress.ray_tasks`), which
+    gets it from :func:`sweep_method`.
+    """
+    model = load_model(seed)
+    pruner = create_pruner(method, model, seed=seed)
+    block = np.empty((len(sparsities), images.shape[0], n_classes), dtype=np.float32)
+    for j, sparsity in enumerate(sparsities):
+        pruner.apply(sparsity)
+        probs = inference.predict(model, images, batch_size=batch_size, device=device)
+        if probs.shape != block.shape[1:]:
+            raise ValueError(f"seed {seed}'s model emits {probs.shape[1]} outputs for {n_classes} classes")
+        block[j] = probs
+        step()
+    return block
+
+
+def _blocks_here(method, seeds, *, load_model, images, device, threads, **unit) -> Iterator[tuple]:
+    """``(seed, block, None)`` of each seed, computed in this process one after another."""
+    with runtime.num_threads(threads):
+        for seed in seeds:
+            yield seed, sweep_seed(method, seed, load_model=load_model, images=images, device=device, **unit), None
+
+
 def sweep_method(
     run: str,
     method: str,
@@ -184,6 +233,7 @@ def sweep_method(
     batch_size: int,
     threads: int = 0,
     progress: bool = True,
+    on_ray=None,
 ) -> Path:
     """One method's sweep over ``seeds × sparsities``; writes ``probs.npy`` and ``meta.json``.
 
@@ -200,6 +250,9 @@ def sweep_method(
     threads : int
         CPU intra-op threads of the forward passes, 0 for :func:`prunecxr.runtime.usable_cores`;
         recorded as null on a GPU, where it does not apply.
+    on_ray : :class:`prunecxr.compress.ray_tasks.RaySweep`, optional
+        Compute the seeds as Ray tasks on its cluster and device (``load_model``, ``images``
+        and ``device`` are then its own); by default they are computed here, one after another.
 
     Returns
     -------
@@ -216,7 +269,7 @@ def sweep_method(
 
     check_method(method)
     sparsities = check_sparsities(sparsities)
-    dev = runtime.resolve_device(device)
+    dev = on_ray.device if on_ray is not None else runtime.resolve_device(device)
     n_threads = runtime.check_threads(threads) if dev.type == "cpu" else None
     rp = paths.run_paths(run)
     work = rp.prune_work(method)
@@ -244,29 +297,21 @@ def sweep_method(
         for seed in seeds
     }
     n_test, k = images.shape[0], len(sparsities)
+    pending = [seed for seed in seeds if _finished_block(run, method, seed, records[seed], final) is None]
     computed = 0
-    bar = tqdm(total=len(seeds) * k, desc=method, unit="model", disable=not progress, mininterval=5)
-    with runtime.num_threads(n_threads):
-        for seed in seeds:
-            if _finished_block(run, method, seed, records[seed], final) is not None:
-                bar.update(k)
-                continue
-            model = load_model(seed)
-            pruner = create_pruner(method, model, seed=seed)
-            block = np.empty((k, n_test, len(classes)), dtype=np.float32)
-            for j, sparsity in enumerate(sparsities):
-                pruner.apply(sparsity)
-                probs = inference.predict(model, images, batch_size=batch_size, device=dev)
-                if probs.shape != block.shape[1:]:
-                    raise ValueError(
-                        f"seed {seed}'s model emits {probs.shape[1]} outputs for {len(classes)} classes"
-                    )
-                block[j] = probs
-                bar.update(1)
-            artifacts.save_npy(work / f"seed-{seed}.npy", block)
-            artifacts.write_json(work / f"seed-{seed}.json", records[seed])
-            computed += 1
-            del model, pruner
+    bar = tqdm(total=len(seeds) * k, initial=(len(seeds) - len(pending)) * k, desc=method, unit="model",
+               disable=not progress, mininterval=5)
+    unit = dict(sparsities=sparsities, n_classes=len(classes), batch_size=batch_size, step=lambda: bar.update(1))
+    if on_ray is not None:
+        blocks = on_ray.blocks(sweep_seed, method, pending, **unit)
+    else:
+        blocks = _blocks_here(method, pending, load_model=load_model, images=images, device=dev,
+                              threads=n_threads, **unit)
+    for seed, block, node in blocks:
+        artifacts.save_npy(work / f"seed-{seed}.npy", block)
+        artifacts.write_json(work / f"seed-{seed}.json",
+                             records[seed] if node is None else {**records[seed], "node": node})
+        computed += 1
     bar.close()
 
     partials = any(work.glob("seed-*.npy"))  # a partial is newer than probs.npy
@@ -292,6 +337,9 @@ def run_sweep(
     batch_size: int = 256,
     seeds: Sequence[int] | None = None,
     threads: int = 0,
+    population: str = "sequential",
+    ray_address: str = "",
+    gpus_per_model: float = 1.0,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Prune every trained seed of ``run`` with each method at each sparsity; store the probs.
@@ -315,6 +363,15 @@ def run_sweep(
         CPU intra-op threads of the forward passes; 0 (the default) is every usable core.
         Never measured: the count changes the rounding, so it is a choice, and it is recorded
         in each seed's ``work/seed-<s>.json``. Does not apply on a GPU.
+    population : str
+        ``"sequential"`` (the seeds one after another in this process) or ``"ray"`` (each
+        seed's sweep a Ray task, :mod:`prunecxr.compress.ray_tasks`; the probabilities come
+        back to this process, which writes them); the same bits either way.
+    ray_address : str
+        With Ray, the cluster to join; empty means ``RAY_ADDRESS`` if set, else a cluster
+        started on this machine for this call.
+    gpus_per_model : float
+        With Ray on GPUs, the GPU share of each seed's task.
 
     Returns
     -------
@@ -331,6 +388,7 @@ def run_sweep(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     runtime.check_threads(threads)
+    cluster.check_population(population)
     trained = artifacts.trained_seeds(run)
     seeds = trained if seeds is None else [int(s) for s in seeds]
     if not seeds:
@@ -341,14 +399,23 @@ def run_sweep(
     _, classes, image_ids = artifacts.read_test_labels(run)
     test_images = load_test_images(run, classes, len(image_ids))
     check_models_fit_data(run, classes, tuple(test_images.shape[1:]))
-    dev = runtime.resolve_device(device)
-    images = inference.preprocessed(test_images.to(dev))
-    load = inference.model_loader(run, dev)
-    return {
-        method: sweep_method(
-            run, method, seeds=seeds, sparsities=sparsities, load_model=load, images=images,
-            classes=classes, image_ids=image_ids, device=dev, batch_size=batch_size, threads=threads,
-            progress=progress,
-        )
-        for method in methods
-    }
+    with contextlib.ExitStack() as stack:
+        on_ray = load = None
+        if population == "ray":
+            from .ray_tasks import RaySweep
+
+            on_ray = stack.enter_context(RaySweep.start(run, test_images, device=device, threads=threads,
+                                                        gpus_per_model=gpus_per_model, address=ray_address))
+            dev, images = on_ray.device, test_images
+        else:
+            dev = runtime.resolve_device(device)
+            images = inference.preprocessed(test_images.to(dev))
+            load = inference.model_loader(run, dev)
+        return {
+            method: sweep_method(
+                run, method, seeds=seeds, sparsities=sparsities, load_model=load, images=images,
+                classes=classes, image_ids=image_ids, device=dev, batch_size=batch_size, threads=threads,
+                progress=progress, on_ray=on_ray,
+            )
+            for method in methods
+        }

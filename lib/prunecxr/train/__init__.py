@@ -14,10 +14,10 @@ Rooms, each with one job:
     training one seed: epochs, validation, early stopping;
 ``population``
     :func:`train_population` and :func:`fit_population`: the seeds one after another
-    (``population="sequential"``, the default) or side by side in CPU processes
-    (``"parallel"``), with the same weights either way;
-``parallel``
-    the CPU processes of ``"parallel"``;
+    (``population="sequential"``, the default) or as Ray tasks (``"ray"``), with the same
+    weights either way;
+``ray_tasks``
+    the seeds as Ray tasks (the cluster itself is :mod:`prunecxr.cluster`);
 ``progress``
     the progress bars;
 ``summaries``

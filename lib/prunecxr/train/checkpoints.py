@@ -16,7 +16,8 @@ Files (``docs/artifacts.md``), per seed ``s`` under ``runs/<run>/models/seed-<s>
 
 ``models/train.json`` (:func:`write_record`) records the recipe, the number of classes, the
 image size, the class names and how the population was executed (``execution``:
-``population``, ``threads``, ``workers``, ``device``). Training refuses to continue a
+``population``, ``threads``, ``workers``, ``device``, and with Ray ``gpus_per_model`` and
+``nodes``). Training refuses to continue a
 population with another recipe (:func:`check_meta`), or on another kind of device or with
 another CPU thread count (:func:`check_execution`): both change the floating-point rounding,
 and one population is trained one way.

@@ -1,41 +1,42 @@
-"""Training the population: one model per seed, scheduled one after another or side by side.
+"""Training the population: one model per seed, scheduled one after another or as Ray tasks.
 
 ``population="sequential"`` (the default) trains the seeds in this process, one after
-another, on the chosen device. ``population="parallel"`` trains them side by side in CPU
-processes (:mod:`prunecxr.train.parallel`). ``threads`` is the intra-op CPU thread count of
-every model (0: :func:`prunecxr.runtime.usable_cores`) in either mode, and ``parallel`` runs
-``max(1, usable_cores // threads)`` processes (at most one per pending seed). On a CPU each
-seed's weights depend only on the seed, the recipe, the data and the thread count: the two
-modes give the same weights bit for bit, and nothing is chosen by timing.
+another, on the chosen device. ``population="ray"`` trains each seed as a Ray task
+(:mod:`prunecxr.train.ray_tasks`), side by side on this machine or across a cluster
+(:mod:`prunecxr.cluster`). ``threads`` is the intra-op CPU thread count of every model (0:
+:func:`prunecxr.runtime.usable_cores`) in either mode; on a CPU each seed's weights depend only
+on the seed, the recipe, the data and the thread count, so the two modes give the same weights
+bit for bit, and nothing is chosen by timing.
 
 ``models/train.json`` records how the population was executed (``execution``: the mode,
-threads, processes and device of the last call that trained a seed); continuing a population
-with another thread count or on another kind of device is refused, since either changes the
-rounding (:func:`prunecxr.train.checkpoints.check_execution`). Killing training at any
-moment and running it again loses at most the epoch in flight and ends with the weights of an
+threads, tasks at once and device of the last call that trained a seed; with Ray also the
+node of each seed); continuing a population with another thread count or on another kind of
+device is refused, since either changes the rounding
+(:func:`prunecxr.train.checkpoints.check_execution`). Killing training at any moment and
+running it again loses at most the epoch in flight and ends with the weights of an
 uninterrupted run (on a GPU, up to rounding: see :mod:`prunecxr.train.loop`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .. import artifacts, paths, runtime
+from .. import artifacts, cluster, paths, runtime
 from . import checkpoints
 from .feed import DeviceSplit, check_split
 from .loop import train_seed
-from .parallel import train_parallel
 from .progress import Report
 from .recipe import TrainConfig, deterministic
 
 __all__ = ["POPULATION_MODES", "check_seeds", "fit_population", "train_population"]
 
 #: how the seeds of a population are scheduled; the weights are the same either way
-POPULATION_MODES = ("sequential", "parallel")
+POPULATION_MODES = cluster.POPULATION_MODES
 
 
 def check_seeds(seeds: Iterable[int] | int) -> list[int]:
@@ -54,20 +55,6 @@ def check_seeds(seeds: Iterable[int] | int) -> list[int]:
     return out
 
 
-def _execution(population: str, threads: int, device: torch.device, pending: int) -> dict:
-    """How this call trains: ``population``, ``threads`` (None on a GPU), ``workers``, ``device``."""
-    if population not in POPULATION_MODES:
-        raise ValueError(f"unknown population mode {population!r}; choose one of {list(POPULATION_MODES)}")
-    threads = runtime.check_threads(threads)
-    if population == "parallel" and device.type != "cpu":
-        raise ValueError(f"population='parallel' trains seeds in CPU processes; the device is {device}")
-    workers = 1
-    if population == "parallel":
-        workers = max(1, min(runtime.usable_cores() // threads, pending))
-    return {"population": population, "threads": threads if device.type == "cpu" else None,
-            "workers": workers, "device": str(device)}
-
-
 def fit_population(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -81,6 +68,8 @@ def fit_population(
     device: str | torch.device = "auto",
     population: str = "sequential",
     threads: int = 0,
+    ray_address: str = "",
+    gpus_per_model: float = 1.0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Train (or resume) one model per seed on in-memory or memory-mapped arrays.
@@ -93,17 +82,18 @@ def fit_population(
     config : the training recipe.
     run : the run whose ``models/`` folder receives the checkpoints.
     classes : class names, recorded in ``models/train.json``.
-    device : ``"auto"`` (CUDA, then MPS, then CPU) or a device name.
-    population : ``"sequential"`` (one seed after another in this process) or
-        ``"parallel"`` (CPU processes side by side); the same weights either way.
-    threads : intra-op CPU threads per model; 0 means all usable cores. The count changes
-        the floating-point rounding, so it is recorded and a population continues only with
-        the same count. Not used on a GPU.
+    device : ``"auto"`` (CUDA, then MPS, then CPU) or a device name. With Ray, the device of
+        the tasks: ``"auto"`` is CUDA when the cluster has GPUs, else the CPU.
+    population : ``"sequential"`` (one seed after another in this process) or ``"ray"`` (one
+        Ray task per seed, :mod:`prunecxr.cluster`); the same weights either way.
+    threads : intra-op CPU threads per model; 0 means all usable cores (of this machine). The
+        count changes the floating-point rounding, so it is recorded and a population
+        continues only with the same count. Not used on a GPU. With Ray on CPUs, each task
+        asks for as many CPUs.
+    ray_address : with Ray, the cluster to join; empty means ``RAY_ADDRESS`` if set, else a
+        cluster started on this machine for this call.
+    gpus_per_model : with Ray on GPUs, the GPU share of each task (0.25: four models per GPU).
     progress : show tqdm bars (seeds, epochs, batches) with the losses.
-
-    ``parallel`` starts its helper processes with ``spawn``, which imports the calling
-    script again: call it from a notebook, or from a script under
-    ``if __name__ == "__main__":``.
 
     Returns
     -------
@@ -112,6 +102,10 @@ def fit_population(
     ``best_val_mean_ap``.
     """
     seeds = check_seeds(seeds)
+    cluster.check_population(population)
+    runtime.check_threads(threads)
+    if population == "ray":
+        cluster.check_gpus_per_model(gpus_per_model)
     check_split(train_images, train_labels, "train")
     check_split(val_images, val_labels, "val")
     if train_images.shape[1:] != val_images.shape[1:] or train_labels.shape[1] != val_labels.shape[1]:
@@ -122,13 +116,10 @@ def fit_population(
     if classes is not None and len(classes) != train_labels.shape[1]:
         raise ValueError(f"{len(classes)} class names for {train_labels.shape[1]} label columns")
     rp = paths.run_paths(run)
-    dev = runtime.resolve_device(device)
     meta = checkpoints.train_meta(config, int(train_labels.shape[1]),
                                   (int(train_images.shape[1]), int(train_images.shape[2])))
     final_before = {s for s in seeds if rp.checkpoint(s).exists()}
     pending = [s for s in seeds if s not in final_before]
-    execution = _execution(population, threads, dev, len(pending))
-
     record, started = checkpoints.read_record(run), checkpoints.started_seeds(run)
     if started:  # continue the population only as it was started
         if record is None:
@@ -137,33 +128,51 @@ def fit_population(
                 "is unknown. Use another run name, or delete the run's models/ folder to start over."
             )
         checkpoints.check_meta(record, meta, rp.train_config)
-        if pending:
-            checkpoints.check_execution(record, execution, rp.train_config)
     for s in final_before:  # a kill between writing model.pt and removing last.pt
         rp.train_state(s).unlink(missing_ok=True)
-    if pending:
-        classes = list(classes) if classes is not None else (record or {}).get("classes")
-        checkpoints.write_record(run, meta, classes=classes, execution=execution)
-
     resumed = {s for s in pending if rp.train_state(s).exists()}
-    report = Report(progress, total=len(seeds), done=len(final_before), max_epochs=config.max_epochs)
-    try:
-        if pending and population == "parallel":
-            runtime.keep_freed_memory()
-            train_parallel(pending, (train_images, train_labels, val_images, val_labels), config=config,
-                           meta=meta, rp=rp, threads=execution["threads"], workers=execution["workers"],
-                           report=report)
-        elif pending:
+
+    with contextlib.ExitStack() as stack:
+        if pending:
+            if population == "ray":
+                stack.enter_context(cluster.connect(ray_address))
+                dev = cluster.task_device(device)
+            else:
+                dev = runtime.resolve_device(device)
+            n_threads = runtime.check_threads(threads) if dev.type == "cpu" else None
+            execution = {"population": population, "threads": n_threads, "workers": 1, "device": str(dev)}
+            if population == "ray":
+                options = cluster.task_options(dev, threads=n_threads, gpus_per_model=gpus_per_model)
+                workers, _ = cluster.capacity(options)
+                execution.update(workers=max(1, min(workers, len(pending))),
+                                 gpus_per_model=options["num_gpus"] or None, nodes={})
+            if started:
+                checkpoints.check_execution(record, execution, rp.train_config)
+            classes = list(classes) if classes is not None else (record or {}).get("classes")
+            checkpoints.write_record(run, meta, classes=classes, execution=execution)
             if dev.type == "cpu":
                 runtime.keep_freed_memory()
+        report = stack.enter_context(contextlib.closing(
+            Report(progress, total=len(seeds), done=len(final_before), max_epochs=config.max_epochs)))
+        if pending and population == "ray":
+            from . import ray_tasks
+
+            def on_final(seed: int, node: str) -> None:
+                nodes = {**execution["nodes"], str(seed): node}
+                execution["nodes"] = {k: nodes[k] for k in sorted(nodes, key=int)}
+                checkpoints.write_record(run, meta, classes=classes, execution=execution)
+
+            ray_tasks.train_on_ray(pending, (train_images, train_labels, val_images, val_labels),
+                                   config=config, meta=meta, rp=rp, device=dev, options=options,
+                                   threads=n_threads, processes=execution["workers"], report=report,
+                                   on_final=on_final)
+        elif pending:
             train = DeviceSplit(train_images, train_labels, dev)
             val = DeviceSplit(val_images, val_labels, dev)
-            with deterministic(dev), runtime.num_threads(execution["threads"]):
+            with deterministic(dev), runtime.num_threads(n_threads):
                 for seed in pending:
                     train_seed(seed, train, val, config=config, meta=meta, rp=rp, device=dev,
                                progress=progress, report=report)
-    finally:
-        report.close()
 
     rows = []
     for s in seeds:
@@ -192,6 +201,8 @@ def train_population(
     device: str = "auto",
     population: str = "sequential",
     threads: int = 0,
+    ray_address: str = "",
+    gpus_per_model: float = 1.0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Train (or resume) the population of run ``run`` on its train and val splits.
@@ -213,5 +224,5 @@ def train_population(
     return fit_population(
         tr.images, tr.labels, va.images, va.labels, seeds=seeds, config=config, run=run,
         classes=list(tr.classes), device=device, population=population, threads=threads,
-        progress=progress,
+        ray_address=ray_address, gpus_per_model=gpus_per_model, progress=progress,
     )

@@ -1,4 +1,6 @@
-"""Progress of a population as tqdm bars: one for the seeds, one per seed in training."""
+"""Progress of a population as tqdm bars in the driver: one for the seeds, one per seed in
+training. With Ray the tasks' events reach :class:`Report` through a relay
+(:class:`prunecxr.cluster.RelayReport`)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class Report:
         self.running: dict[str, Any] = {}
 
     def start(self, label: str, epoch: int) -> None:
+        self.stop(label)  # a seed started again (a Ray task retried after its worker died)
         self.running[label] = bar(self.progress, total=self.max_epochs, initial=epoch, desc=label,
                                   unit="epoch", transient=True)
 

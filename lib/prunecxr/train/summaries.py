@@ -111,11 +111,15 @@ def plan_text(run: str) -> str:
     """One sentence on how the run's population was executed, as ``models/train.json`` records it."""
     ex = artifacts.read_train_record(run).get("execution") or {}
     threads, n = ex.get("threads"), ex.get("workers")
+    nodes = len(set((ex.get("nodes") or {}).values()))
+    on_nodes = f" on {nodes} node{'s' if nodes != 1 else ''}" if nodes else ""
     way = {
         "sequential": "one seed after another",
-        "parallel": f"side by side in {n} process{'es' if n != 1 else ''}",
+        "ray": f"as Ray tasks, up to {n} at a time{on_nodes},",
     }.get(ex.get("population"), "in an unrecorded way")
     per_model = f", {threads} thread{'s' if threads != 1 else ''} per model" if threads else ""
+    if ex.get("gpus_per_model"):
+        per_model = f", {ex['gpus_per_model']:g} GPU per model"
     return f"Trained {way} on {ex.get('device', 'an unrecorded device')}{per_model}."
 
 

@@ -1,0 +1,254 @@
+"""population="ray": the seeds of training and of the sweep as Ray tasks (prunecxr.cluster).
+
+One Ray cluster serves the whole module (starting one costs 10-20 s here): two nodes of one
+CPU each, simulated on this machine with ``ray.cluster_utils.Cluster``, so that tasks of one
+thread run side by side, one per node. The notebooks' own path (``ray.init()`` starting a
+cluster on this machine from the kernel) is run by ``tests/test_reproducible.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from prunecxr import artifacts, cluster, compress, data, paths
+from prunecxr import train as T
+from prunecxr.train import progress
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A Ray cluster of two one-CPU nodes on this machine; this process is its driver."""
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, log_to_driver=False, logging_level="ERROR")
+    nodes.wait_for_nodes()
+    yield {"address": nodes.address, "ids": {n["NodeID"] for n in ray.nodes() if n["Alive"]}}
+    ray.shutdown()
+    nodes.shutdown()
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    """Tiny learnable data: class c brightens quadrant c of a 16 px image."""
+    rng = np.random.default_rng(0)
+    n, c = 128, 4
+    labels = (rng.random((n, c)) < 0.4).astype(np.uint8)
+    images = rng.integers(0, 80, (n, 16, 16)).astype(np.uint8)
+    for k in range(c):
+        r, q = divmod(k, 2)
+        images[labels[:, k] == 1, 8 * r:8 * r + 8, 8 * q:8 * q + 8] += 100
+    return images[:96], labels[:96], images[96:], labels[96:]
+
+
+def _fit(arrays, run, *, seeds=2, population="ray", epochs=3, **kw):
+    cfg = T.TrainConfig(model="small_resnet", pretrained=False, max_epochs=epochs, patience=epochs,
+                        batch_size=32, lr=1e-3)
+    return T.fit_population(*arrays, seeds=seeds, config=cfg, run=run, device="cpu", population=population,
+                            threads=1, progress=False, **kw)
+
+
+def _same_weights(run_a, run_b, seeds) -> bool:
+    for s in seeds:
+        a, b = (torch.load(paths.run_paths(r).checkpoint(s), weights_only=True) for r in (run_a, run_b))
+        if list(a) != list(b) or not all(torch.equal(a[k], b[k]) for k in a):
+            return False
+        ha, hb = (artifacts.read_history(r, s).drop(columns="seconds") for r in (run_a, run_b))
+        if not ha.equals(hb):
+            return False
+    return True
+
+
+def _task_pids(name: str) -> list[int]:
+    """Processes running a Ray task of function ``name`` (Ray titles them ``ray::<name>``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if fh.read().startswith(f"ray::{name}".encode()):
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def _snapshot(folder):
+    return {f: f.stat().st_mtime_ns for f in folder.rglob("*") if f.is_file()}
+
+
+# -- training and the sweep on two nodes, bit for bit ------------------------------------
+def test_ray_trains_and_sweeps_on_both_nodes_with_the_sequential_bits(two_nodes):
+    """Seeds as tasks on two nodes: the weights, the histories and the sweep's probabilities
+    equal those of one seed after another with the same thread count, bit for bit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # classes without positives in so few patients
+        data.prepare_run("seq", dataset="nih-phantom", resolution=16, max_patients=60)
+        data.prepare_run("ray", dataset="nih-phantom", resolution=16, max_patients=60)
+    recipe = dict(seeds=4, model="small_resnet", pretrained=False, max_epochs=2, patience=2, batch_size=64,
+                  lr=1e-3, device="cpu", threads=1, progress=False)
+    T.train_population("seq", population="sequential", **recipe)
+    summary = T.train_population("ray", population="ray", **recipe)
+    assert list(summary["status"]) == ["trained"] * 4
+    assert _same_weights("seq", "ray", range(4))
+
+    execution = artifacts.read_train_record("ray")["execution"]
+    assert {k: execution[k] for k in ("population", "threads", "workers", "device", "gpus_per_model")} == {
+        "population": "ray", "threads": 1, "workers": 2, "device": "cpu", "gpus_per_model": None}
+    assert sorted(execution["nodes"], key=int) == ["0", "1", "2", "3"]
+    assert set(execution["nodes"].values()) == two_nodes["ids"]  # both nodes trained seeds
+    assert T.plan_text("ray") == "Trained as Ray tasks, up to 2 at a time on 2 nodes, on cpu, 1 thread per model."
+
+    # tasks long enough (10 sparsities, batches of 8) that the second node starts one before
+    # the first has done them all
+    sweep = dict(methods=["global_l1", "random"], sparsities=[i / 10 for i in range(10)], device="cpu",
+                 batch_size=8, threads=1, progress=False)
+    compress.run_sweep("seq", population="sequential", **sweep)
+    compress.run_sweep("ray", population="ray", **sweep)
+    for method in sweep["methods"]:
+        assert paths.run_paths("seq").probs(method).read_bytes() == paths.run_paths("ray").probs(method).read_bytes()
+        records = [artifacts.read_json(paths.run_paths("ray").prune_work(method) / f"seed-{s}.json") for s in range(4)]
+        assert {r["node"] for r in records} == two_nodes["ids"]  # both nodes swept seeds
+        assert all(r["threads"] == 1 and r["device"] == "cpu" for r in records)
+    # tasks leave no marker behind, and a finished sweep is not recomputed, whichever mode asks
+    assert not list(paths.home().rglob(f"{cluster.MARKER}*"))
+    before = _snapshot(paths.run_paths("ray").root / "prune")
+    compress.run_sweep("ray", population="sequential", **sweep)
+    assert _snapshot(paths.run_paths("ray").root / "prune") == before
+
+
+# -- faults --------------------------------------------------------------------------------
+def test_a_killed_worker_is_retried_and_resumes_to_the_same_weights(two_nodes, arrays, monkeypatch):
+    starts = []
+    start = progress.Report.start
+
+    def recorded(self, label, epoch):
+        starts.append((label, epoch))
+        return start(self, label, epoch)
+
+    monkeypatch.setattr(progress.Report, "start", recorded)
+    rp, epochs, errors = paths.run_paths("killed"), 8, []
+
+    def fit():
+        try:
+            _fit(arrays, "killed", epochs=epochs)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    runner = threading.Thread(target=fit)
+    runner.start()
+    deadline = time.monotonic() + 120
+    while not all(rp.train_state(s).exists() for s in (0, 1)):  # both seeds past epoch 1
+        assert time.monotonic() < deadline and runner.is_alive(), errors
+        time.sleep(0.05)
+    victims = _task_pids("train_seed_task")
+    assert victims, "no Ray worker is training"
+    os.kill(victims[0], signal.SIGKILL)
+    runner.join(timeout=300)
+    assert not runner.is_alive() and not errors, errors
+
+    assert any(epoch > 0 for _, epoch in starts), f"no seed restarted from a checkpoint: {starts}"
+    _fit(arrays, "whole", population="sequential", epochs=epochs)
+    assert _same_weights("killed", "whole", (0, 1))
+    assert not any(rp.train_state(s).exists() for s in (0, 1))
+
+
+_DRIVER = textwrap.dedent("""
+    # no `if __name__ == "__main__":` guard: Ray workers never import this script
+    import numpy as np
+    from prunecxr import train as T
+
+    data = np.load({data!r})
+    T.fit_population(data["tx"], data["ty"], data["vx"], data["vy"], seeds=2,
+                     config=T.TrainConfig(**{config!r}), run="driver", device="cpu", population="ray",
+                     threads=1, progress=False)
+""")
+
+
+def test_killing_the_driver_stops_its_tasks_and_a_rerun_continues(two_nodes, arrays, tmp_path):
+    epochs = 8
+    config = dict(model="small_resnet", pretrained=False, max_epochs=epochs, patience=epochs, batch_size=32,
+                  lr=1e-3)
+    np.savez(tmp_path / "data.npz", tx=arrays[0], ty=arrays[1], vx=arrays[2], vy=arrays[3])
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER.format(data=str(tmp_path / "data.npz"), config=config))
+    env = dict(os.environ, RAY_ADDRESS=two_nodes["address"])  # joins the module's cluster
+    driver = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True)
+    rp = paths.run_paths("driver")
+    deadline = time.monotonic() + 120
+    while not rp.train_state(0).exists():
+        assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read()
+        time.sleep(0.05)
+    driver.kill()
+    driver.communicate()
+
+    deadline = time.monotonic() + 30  # the cluster ends the dead driver's tasks
+    while _task_pids("train_seed_task"):
+        assert time.monotonic() < deadline, "the dead driver's tasks go on training"
+        time.sleep(0.1)
+    before = _snapshot(rp.models)  # nothing writes the run any more
+    time.sleep(1.5)
+    assert _snapshot(rp.models) == before
+    assert not all(rp.checkpoint(s).exists() for s in (0, 1))
+
+    again = _fit(arrays, "driver", epochs=epochs)
+    assert "resumed" in set(again["status"])
+    _fit(arrays, "whole", population="sequential", epochs=epochs)
+    assert _same_weights("driver", "whole", (0, 1))
+
+
+# -- the cluster's checks ------------------------------------------------------------------
+def test_a_node_that_does_not_see_the_run_is_named(two_nodes, tmp_path):
+    folder = tmp_path / "runs" / "x"
+    folder.mkdir(parents=True)
+    with cluster.shared_paths([("the run directory", folder)], owner="x") as shared:
+        assert len(list(folder.glob(f"{cluster.MARKER}-*"))) == 1  # read back by both nodes
+    assert not list(folder.glob(f"{cluster.MARKER}-*"))
+    unseen = cluster.SharedPaths(home=shared.home, cache=shared.cache,
+                                 markers=(("the run directory", str(folder), str(folder / ".gone"), "token"),))
+    with pytest.raises(cluster.SharedPathError) as err:
+        cluster.check_nodes(unseen)
+    message = str(err.value)
+    assert f"cannot see {folder} (the run directory)" in message and "shared filesystem" in message
+    assert any(f"node id {nid[:12]}" in message for nid in two_nodes["ids"])
+
+
+def test_what_a_task_asks_of_the_cluster(two_nodes):
+    cpu = torch.device("cpu")
+    assert cluster.task_device("auto") == cpu  # no GPU in this cluster
+    assert cluster.task_options(cpu, threads=1, gpus_per_model=1.0) == {
+        "num_cpus": 1, "num_gpus": 0, "max_retries": cluster.MAX_RETRIES, "scheduling_strategy": "SPREAD"}
+    assert cluster.capacity({"num_cpus": 1, "num_gpus": 0}) == (2, 2)
+    with pytest.raises(ValueError, match=r"threads=2 CPUs per model, but the largest node .* has 1; set threads to at most 1"):
+        cluster.task_options(cpu, threads=2, gpus_per_model=1.0)
+    with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
+        cluster.task_device("cuda")
+    with pytest.raises(ValueError, match="Ray gives each task its GPU; use 'cuda' or 'auto'"):
+        cluster.task_device("cuda:1")
+
+
+def test_arrays_reach_tasks_by_path_or_through_the_object_store(two_nodes, tmp_path):
+    path = tmp_path / "images.npy"
+    np.save(path, np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4))
+    whole = np.load(path, mmap_mode="r")
+    labels = np.eye(2, dtype=np.uint8)
+    handles = [cluster.share_array(a) for a in (whole, whole[1:], labels)]
+    assert [h[0] for h in handles] == ["memmap", "object", "object"]  # the cache file is mapped again
+    for handle, array in zip(handles, (whole, whole[1:], labels)):
+        np.testing.assert_array_equal(cluster.open_array(handle), array)
