@@ -1,9 +1,16 @@
-"""Notebook 03: compression methods, the sweep over seeds and sparsities, its scores, and the
-importer of the authors' released predictions.
+"""Notebooks 03 and 08: compression methods, the sweep over seeds and levels, its scores, and
+the importer of the authors' released predictions.
 
-* :mod:`~prunecxr.compress.methods` — the method registry (:data:`METHODS`), :class:`Pruner`,
-  :func:`create_pruner`, :func:`prune_model`;
-* :mod:`~prunecxr.compress.sweep` — :func:`run_sweep`: every trained seed × sparsity →
+* :mod:`~prunecxr.compress.compressor` — what a method is (:class:`CompressionMethod`, a
+  compressor: dense model and level → compressed model) and the training images it may read
+  (:class:`CalibrationSet`);
+* :mod:`~prunecxr.compress.methods` — the method registry (:data:`METHODS`), the paper's
+  pruning methods, :class:`Pruner`, :func:`create_pruner`, :func:`prune_model`,
+  :func:`create_compressor`, :func:`compress_model`;
+* :mod:`~prunecxr.compress.quantize` — ``weight_quant`` (bits);
+* :mod:`~prunecxr.compress.structured` — ``channel_l1`` and ``channel_l1_global``
+  (Torch-Pruning, channel fraction);
+* :mod:`~prunecxr.compress.sweep` — :func:`run_sweep`: every trained seed × level →
   ``prune/<method>/probs.npy`` (resumable per seed);
 * :mod:`~prunecxr.compress.evaluate` — AP and AUROC → ``prune/<method>/metrics.parquet``;
 * :mod:`~prunecxr.compress.importer` — the authors' released predictions into the same store.
@@ -11,7 +18,8 @@ importer of the authors' released predictions.
 Fig. 1's statistics read these files without torch: :mod:`prunecxr.analysis.overall`.
 """
 
-from . import evaluate, importer, methods, sweep
+from . import compressor, evaluate, importer, methods, quantize, structured, sweep
+from .compressor import CalibrationSet, CompressionMethod
 from .evaluate import compute_metrics, write_all_metrics, write_method_metrics
 from .importer import check_import_methods, import_predictions
 from .methods import (
@@ -19,6 +27,8 @@ from .methods import (
     Pruner,
     PruningMethod,
     check_method,
+    compress_model,
+    create_compressor,
     check_sparsities,
     check_sparsity,
     create_pruner,
@@ -31,14 +41,20 @@ from .methods import (
     pruned_magnitudes,
     pruned_set_sparsity,
 )
-from .sweep import dense_magnitudes, run_sweep, store_summary, sweep_method
+from .sweep import calibration_set, dense_magnitudes, run_sweep, store_summary, sweep_method
 
 __all__ = [
     "METHODS",
+    "CalibrationSet",
+    "CompressionMethod",
     "Pruner",
     "PruningMethod",
+    "calibration_set",
     "check_import_methods",
     "check_method",
+    "compress_model",
+    "compressor",
+    "create_compressor",
     "check_sparsities",
     "check_sparsity",
     "compute_metrics",
@@ -56,8 +72,10 @@ __all__ = [
     "prune_model",
     "pruned_magnitudes",
     "pruned_set_sparsity",
+    "quantize",
     "run_sweep",
     "store_summary",
+    "structured",
     "sweep",
     "sweep_method",
     "write_all_metrics",

@@ -1,11 +1,12 @@
-"""The sweep: every trained seed × every sparsity of each method → ``prune/<method>/probs.npy``.
+"""The sweep: every trained seed × every level of each method → ``prune/<method>/probs.npy``.
 
 For each seed the dense checkpoint is loaded once (:func:`prunecxr.inference.load_model`);
-each method ranks its weights once (:func:`prunecxr.compress.methods.create_pruner`), and for
-each sparsity the dense weights are copied back and the pruned ones set to zero, so inference
-runs on plain weights (:func:`prunecxr.inference.predict`, float32, no autocast). The sweep's
-sparsity-0 probabilities are therefore those of notebook 02's dense models, bit for bit, on
-one machine with one thread count.
+each method builds its compressor once (:func:`prunecxr.compress.methods.create_compressor`:
+a pruning method ranks its weights once), and each level compresses the dense model again
+(for pruning: the dense weights are copied back and the pruned ones set to zero, so inference
+runs on plain weights; :func:`prunecxr.inference.predict`, float32, no autocast). The sweep's
+dense-level probabilities (sparsity 0, 32 bits, no channel removed) are therefore those of
+notebook 02's dense models, bit for bit, on one machine with one thread count.
 
 Reproducible by default. The CPU thread count changes the rounding of the forward pass, so
 it is never chosen by timing: it is the ``threads`` argument (0 = all usable cores,
@@ -31,7 +32,9 @@ import torch
 from torch import nn
 
 from .. import artifacts, data, inference, paths, runtime
-from .methods import METHODS, check_method, check_sparsities, create_pruner, pruned_magnitudes
+from ..levels import axis as level_axis
+from .compressor import CalibrationSet
+from .methods import METHODS, check_method, pruned_magnitudes
 
 
 # =========================================================================================
@@ -97,19 +100,23 @@ def dense_magnitudes(run: str) -> Iterator[np.ndarray]:
 
 
 def store_summary(run: str, methods: Sequence[str]) -> pd.DataFrame:
-    """One row per method: the axes of its ``probs.npy`` (seeds, sparsities, test images,
+    """One row per method: the axes of its ``probs.npy`` (seeds, levels, test images,
     classes) and what the method does."""
     rows = []
     for method in artifacts.method_order(methods):
         probs, meta = artifacts.read_store(run, method)
-        rows.append({
-            "method": method,
-            "seeds": len(meta["seeds"]),
-            "sparsities": len(meta["sparsities"]),
+        row = {"method": method, "seeds": len(meta["seeds"])}
+        if all(METHODS[m].level_name == "sparsity" for m in methods if m in METHODS):
+            row["sparsities"] = len(meta["levels"])  # the paper's table, unchanged
+        else:
+            row["levels"] = ", ".join(level_axis(meta["level_name"]).format(v) for v in meta["levels"])
+            row["recover"] = meta["recover"]
+        row.update({
             "test images": probs.shape[2],
             "classes": len(meta["classes"]),
             "description": METHODS[method].description,
         })
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -130,7 +137,7 @@ def _finished_block(
     """The seed's ``[K, N, C]`` probabilities if a previous sweep finished it, else None.
 
     A seed counts as finished when its record (written after its probabilities) matches
-    ``record`` exactly — same sparsities, classes, test images, checkpoint bytes, device,
+    ``record`` exactly — same levels, classes, test images, checkpoint bytes, device,
     threads and batch size — and its probabilities are still there: in its partial file, or
     in the merged ``probs.npy``.
     """
@@ -149,22 +156,26 @@ def _finished_block(
         probs, meta = final
         if (
             seed in meta["seeds"]
-            and artifacts.same_sparsities(meta["sparsities"], record["sparsities"])
+            and meta["level_name"] == record["level_name"]
+            and artifacts.same_levels(meta["levels"], record["levels"])
+            and meta["recover"] == record.get("recover", "none")
             and meta["classes"] == record["classes"]
         ):
             return probs[meta["seeds"].index(seed)]
     return None
 
 
-def _up_to_date(final, method, seeds, sparsities, classes, n_test) -> bool:
-    """Whether the merged store already holds exactly these seeds, sparsities and classes."""
+def _up_to_date(final, method, seeds, level_list, classes, n_test, recover="none") -> bool:
+    """Whether the merged store already holds exactly these seeds, levels and classes."""
     if final is None:
         return False
     probs, meta = final
     return (
         meta["method"] == method
         and meta["seeds"] == [int(s) for s in seeds]
-        and artifacts.same_sparsities(meta["sparsities"], sparsities)
+        and meta["level_name"] == METHODS[method].level_name
+        and artifacts.same_levels(meta["levels"], level_list)
+        and meta["recover"] == recover
         and meta["classes"] == list(classes)
         and probs.shape[2] == n_test
     )
@@ -175,7 +186,7 @@ def sweep_method(
     method: str,
     *,
     seeds: Sequence[int],
-    sparsities: Sequence[float],
+    sparsities: Sequence[float] | None = None,
     load_model: Callable[[int], nn.Module],
     images: torch.Tensor,
     classes: Sequence[str],
@@ -184,8 +195,10 @@ def sweep_method(
     batch_size: int,
     threads: int = 0,
     progress: bool = True,
+    levels: Sequence[float] | None = None,
+    calibration: CalibrationSet | None = None,
 ) -> Path:
-    """One method's sweep over ``seeds × sparsities``; writes ``probs.npy`` and ``meta.json``.
+    """One method's sweep over ``seeds × levels``; writes ``probs.npy`` and ``meta.json``.
 
     Parameters
     ----------
@@ -200,6 +213,9 @@ def sweep_method(
     threads : int
         CPU intra-op threads of the forward passes, 0 for :func:`prunecxr.runtime.usable_cores`;
         recorded as null on a GPU, where it does not apply.
+    levels : the levels of the method's axis (:mod:`prunecxr.levels`), in compression order;
+        ``sparsities`` is the same for a pruning method.
+    calibration : training images, for the methods that read them (``int8_ptq``).
 
     Returns
     -------
@@ -214,8 +230,10 @@ def sweep_method(
     """
     from tqdm import tqdm
 
-    check_method(method)
-    sparsities = check_sparsities(sparsities)
+    entry = METHODS[check_method(method)]
+    if (levels is None) == (sparsities is None):
+        raise ValueError("sweep_method needs the levels (or, for a pruning method, the sparsities), once")
+    level_list = entry.axis.check_levels(levels if levels is not None else sparsities)
     dev = runtime.resolve_device(device)
     n_threads = runtime.check_threads(threads) if dev.type == "cpu" else None
     rp = paths.run_paths(run)
@@ -233,7 +251,8 @@ def sweep_method(
         seed: {
             "method": method,
             "seed": int(seed),
-            "sparsities": [float(s) for s in sparsities],
+            "level_name": entry.level_name,
+            "levels": [float(s) for s in level_list],
             "classes": list(classes),
             "test_image_ids_sha256": ids_digest,
             "checkpoint_sha256": _sha256(rp.checkpoint(seed)),
@@ -243,7 +262,7 @@ def sweep_method(
         }
         for seed in seeds
     }
-    n_test, k = images.shape[0], len(sparsities)
+    n_test, k = images.shape[0], len(level_list)
     computed = 0
     bar = tqdm(total=len(seeds) * k, desc=method, unit="model", disable=not progress, mininterval=5)
     with runtime.num_threads(n_threads):
@@ -252,11 +271,11 @@ def sweep_method(
                 bar.update(k)
                 continue
             model = load_model(seed)
-            pruner = create_pruner(method, model, seed=seed)
+            compressor = entry.create(model, seed=seed, calibration=calibration)
             block = np.empty((k, n_test, len(classes)), dtype=np.float32)
-            for j, sparsity in enumerate(sparsities):
-                pruner.apply(sparsity)
-                probs = inference.predict(model, images, batch_size=batch_size, device=dev)
+            for j, level in enumerate(level_list):
+                compressed = compressor.compress(level)
+                probs = inference.predict(compressed, images, batch_size=batch_size, device=dev)
                 if probs.shape != block.shape[1:]:
                     raise ValueError(
                         f"seed {seed}'s model emits {probs.shape[1]} outputs for {len(classes)} classes"
@@ -266,14 +285,15 @@ def sweep_method(
             artifacts.save_npy(work / f"seed-{seed}.npy", block)
             artifacts.write_json(work / f"seed-{seed}.json", records[seed])
             computed += 1
-            del model, pruner
+            del model, compressor, compressed
     bar.close()
 
     partials = any(work.glob("seed-*.npy"))  # a partial is newer than probs.npy
-    if computed or partials or not _up_to_date(final, method, seeds, sparsities, classes, n_test):
+    if computed or partials or not _up_to_date(final, method, seeds, level_list, classes, n_test):
         blocks = (_finished_block(run, method, s, records[s], final) for s in seeds)
         artifacts.write_store(
-            run, method, seeds=seeds, sparsities=sparsities, classes=classes, n_test=n_test, blocks=blocks,
+            run, method, seeds=seeds, levels=level_list, level_name=entry.level_name, classes=classes,
+            n_test=n_test, blocks=blocks,
         )
     for partial in work.glob("seed-*.npy"):
         partial.unlink()
@@ -283,18 +303,38 @@ def sweep_method(
 # =========================================================================================
 # The stage (notebook 03)
 # =========================================================================================
+def calibration_set(run: str, *, images: int = 256, batch_size: int = 32) -> CalibrationSet:
+    """The training split of ``run`` as a :class:`~prunecxr.compress.compressor.CalibrationSet`
+    (``images`` drawn per calibration, in batches of ``batch_size``)."""
+    split = data.open_split(run, "train")
+    return CalibrationSet(np.asarray(split.images), np.asarray(split.labels), batch_size=batch_size, n_images=images)
+
+
+def method_levels(method: str, axes: dict[str, Sequence[float] | None]) -> list[float]:
+    """The levels ``method`` computes from the lists of each axis (``sparsity`` → the
+    ``sparsities``, ``bits``, ``channel_fraction``); a ValueError names a missing list."""
+    entry = METHODS[check_method(method)]
+    requested = axes.get(entry.level_name)
+    if requested is None:
+        raise ValueError(f"method {method!r} needs {entry.level_name} levels; none were given")
+    return entry.levels(requested)
+
+
 def run_sweep(
     run: str,
     *,
     methods: Sequence[str],
-    sparsities: Sequence[float],
+    sparsities: Sequence[float] | None = None,
     device: str = "auto",
     batch_size: int = 256,
     seeds: Sequence[int] | None = None,
     threads: int = 0,
     progress: bool = True,
+    bits: Sequence[int] | None = None,
+    channel_fractions: Sequence[float] | None = None,
+    calibration_images: int = 256,
 ) -> dict[str, Path]:
-    """Prune every trained seed of ``run`` with each method at each sparsity; store the probs.
+    """Compress every trained seed of ``run`` with each method at each level; store the probs.
 
     Parameters
     ----------
@@ -302,9 +342,11 @@ def run_sweep(
         A run whose models notebook 02_train has trained.
     methods : list of str
         Keys of :data:`prunecxr.compress.methods.METHODS`.
-    sparsities : list of float
-        Strictly increasing fractions in [0, 1], starting with 0.0 (the dense model, the
-        baseline of every comparison).
+    sparsities, bits, channel_fractions : lists of levels
+        The levels of each axis (:mod:`prunecxr.levels`), in compression order and starting
+        with the dense model's (0.0, 32 bits, 0.0), the baseline of every comparison. Each
+        method takes the list of its axis (those it supports: ``int8_ptq`` computes 32 and 8
+        bits only).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ... (:func:`prunecxr.runtime.resolve_device`).
     batch_size : int
@@ -315,6 +357,8 @@ def run_sweep(
         CPU intra-op threads of the forward passes; 0 (the default) is every usable core.
         Never measured: the count changes the rounding, so it is a choice, and it is recorded
         in each seed's ``work/seed-<s>.json``. Does not apply on a GPU.
+    calibration_images : int
+        Training images a method that calibrates draws (``int8_ptq``).
 
     Returns
     -------
@@ -322,12 +366,8 @@ def run_sweep(
         ``method → prune/<method>/probs.npy``.
     """
     methods = [check_method(m) for m in methods]
-    sparsities = check_sparsities(sparsities)
-    if sparsities[0] != 0.0:
-        raise ValueError(
-            f"sparsities must start with 0.0 (the dense model, the baseline of every "
-            f"comparison); got {sparsities[0]!r} first"
-        )
+    axes = {"sparsity": sparsities, "bits": bits, "channel_fraction": channel_fractions}
+    plan = {m: method_levels(m, axes) for m in methods}
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     runtime.check_threads(threads)
@@ -344,11 +384,13 @@ def run_sweep(
     dev = runtime.resolve_device(device)
     images = inference.preprocessed(test_images.to(dev))
     load = inference.model_loader(run, dev)
+    needs = any(METHODS[m].needs_calibration for m in methods)
+    calibration = calibration_set(run, images=calibration_images) if needs else None
     return {
         method: sweep_method(
-            run, method, seeds=seeds, sparsities=sparsities, load_model=load, images=images,
+            run, method, seeds=seeds, levels=plan[method], load_model=load, images=images,
             classes=classes, image_ids=image_ids, device=dev, batch_size=batch_size, threads=threads,
-            progress=progress,
+            progress=progress, calibration=calibration,
         )
         for method in methods
     }
