@@ -10,18 +10,23 @@ the importer of the authors' released predictions.
 * :mod:`~prunecxr.compress.quantize` — ``weight_quant`` (bits);
 * :mod:`~prunecxr.compress.structured` — ``channel_l1`` and ``channel_l1_global``
   (Torch-Pruning, channel fraction);
+* :mod:`~prunecxr.compress.recovery` — after any method: BatchNorm re-estimation
+  (``recover="bn"``) or fine-tuning with the compression kept (``recover="finetune"``);
 * :mod:`~prunecxr.compress.sweep` — :func:`run_sweep`: every trained seed × level →
   ``prune/<method>/probs.npy`` (resumable per seed);
+* :mod:`~prunecxr.compress.deploy` — the deployment table (measured size, MACs, latency,
+  mean and tail AP) and the trade-off figure (notebook 08);
 * :mod:`~prunecxr.compress.evaluate` — AP and AUROC → ``prune/<method>/metrics.parquet``;
 * :mod:`~prunecxr.compress.importer` — the authors' released predictions into the same store.
 
 Fig. 1's statistics read these files without torch: :mod:`prunecxr.analysis.overall`.
 """
 
-from . import compressor, evaluate, importer, methods, quantize, structured, sweep
+from . import compressor, deploy, evaluate, importer, methods, quantize, recovery, structured, sweep
 from .compressor import CalibrationSet, CompressionMethod
 from .evaluate import compute_metrics, write_all_metrics, write_method_metrics
 from .importer import check_import_methods, import_predictions
+from .deploy import deployment_table, tradeoff_figure
 from .methods import (
     METHODS,
     Pruner,
@@ -41,6 +46,7 @@ from .methods import (
     pruned_magnitudes,
     pruned_set_sparsity,
 )
+from .recovery import Recovery
 from .sweep import calibration_set, dense_magnitudes, run_sweep, store_summary, sweep_method
 
 __all__ = [
@@ -49,6 +55,7 @@ __all__ = [
     "CompressionMethod",
     "Pruner",
     "PruningMethod",
+    "Recovery",
     "calibration_set",
     "check_import_methods",
     "check_method",
@@ -59,6 +66,8 @@ __all__ = [
     "check_sparsity",
     "compute_metrics",
     "create_pruner",
+    "deploy",
+    "deployment_table",
     "dense_magnitudes",
     "derived_seed",
     "evaluate",
@@ -73,11 +82,13 @@ __all__ = [
     "pruned_magnitudes",
     "pruned_set_sparsity",
     "quantize",
+    "recovery",
     "run_sweep",
     "store_summary",
     "structured",
     "sweep",
     "sweep_method",
+    "tradeoff_figure",
     "write_all_metrics",
     "write_method_metrics",
 ]

@@ -35,6 +35,7 @@ from .. import artifacts, data, inference, paths, runtime
 from ..levels import axis as level_axis
 from .compressor import CalibrationSet
 from .methods import METHODS, check_method, pruned_magnitudes
+from .recovery import Recovery, recovered_model
 
 
 # =========================================================================================
@@ -158,7 +159,7 @@ def _finished_block(
             seed in meta["seeds"]
             and meta["level_name"] == record["level_name"]
             and artifacts.same_levels(meta["levels"], record["levels"])
-            and meta["recover"] == record.get("recover", "none")
+            and meta["recover"] == record["recover"]["kind"]
             and meta["classes"] == record["classes"]
         ):
             return probs[meta["seeds"].index(seed)]
@@ -197,6 +198,7 @@ def sweep_method(
     progress: bool = True,
     levels: Sequence[float] | None = None,
     calibration: CalibrationSet | None = None,
+    recovery: Recovery | None = None,
 ) -> Path:
     """One method's sweep over ``seeds × levels``; writes ``probs.npy`` and ``meta.json``.
 
@@ -215,7 +217,9 @@ def sweep_method(
         recorded as null on a GPU, where it does not apply.
     levels : the levels of the method's axis (:mod:`prunecxr.levels`), in compression order;
         ``sparsities`` is the same for a pruning method.
-    calibration : training images, for the methods that read them (``int8_ptq``).
+    calibration : training images, for the methods and recoveries that read them.
+    recovery : how compressed models are recovered (:mod:`prunecxr.compress.recovery`);
+        none by default.
 
     Returns
     -------
@@ -234,6 +238,7 @@ def sweep_method(
     if (levels is None) == (sparsities is None):
         raise ValueError("sweep_method needs the levels (or, for a pruning method, the sparsities), once")
     level_list = entry.axis.check_levels(levels if levels is not None else sparsities)
+    recovery = recovery or Recovery()
     dev = runtime.resolve_device(device)
     n_threads = runtime.check_threads(threads) if dev.type == "cpu" else None
     rp = paths.run_paths(run)
@@ -253,6 +258,7 @@ def sweep_method(
             "seed": int(seed),
             "level_name": entry.level_name,
             "levels": [float(s) for s in level_list],
+            "recover": recovery.record(),
             "classes": list(classes),
             "test_image_ids_sha256": ids_digest,
             "checkpoint_sha256": _sha256(rp.checkpoint(seed)),
@@ -274,7 +280,9 @@ def sweep_method(
             compressor = entry.create(model, seed=seed, calibration=calibration)
             block = np.empty((k, n_test, len(classes)), dtype=np.float32)
             for j, level in enumerate(level_list):
-                compressed = compressor.compress(level)
+                compressed = recovered_model(
+                    compressor, level, recovery, level_name=entry.level_name, calibration=calibration, seed=seed
+                )
                 probs = inference.predict(compressed, images, batch_size=batch_size, device=dev)
                 if probs.shape != block.shape[1:]:
                     raise ValueError(
@@ -289,11 +297,11 @@ def sweep_method(
     bar.close()
 
     partials = any(work.glob("seed-*.npy"))  # a partial is newer than probs.npy
-    if computed or partials or not _up_to_date(final, method, seeds, level_list, classes, n_test):
+    if computed or partials or not _up_to_date(final, method, seeds, level_list, classes, n_test, recovery.kind):
         blocks = (_finished_block(run, method, s, records[s], final) for s in seeds)
         artifacts.write_store(
             run, method, seeds=seeds, levels=level_list, level_name=entry.level_name, classes=classes,
-            n_test=n_test, blocks=blocks,
+            n_test=n_test, blocks=blocks, recover=recovery.kind,
         )
     for partial in work.glob("seed-*.npy"):
         partial.unlink()
@@ -333,6 +341,10 @@ def run_sweep(
     bits: Sequence[int] | None = None,
     channel_fractions: Sequence[float] | None = None,
     calibration_images: int = 256,
+    recover: str = "none",
+    recover_batches: int = 8,
+    finetune_epochs: int = 1,
+    finetune_lr: float = 1e-4,
 ) -> dict[str, Path]:
     """Compress every trained seed of ``run`` with each method at each level; store the probs.
 
@@ -359,6 +371,11 @@ def run_sweep(
         in each seed's ``work/seed-<s>.json``. Does not apply on a GPU.
     calibration_images : int
         Training images a method that calibrates draws (``int8_ptq``).
+    recover, recover_batches, finetune_epochs, finetune_lr
+        Recovery of the compressed models (:class:`prunecxr.compress.recovery.Recovery`):
+        ``"none"`` (the paper's), ``"bn"`` (BatchNorm statistics re-estimated on
+        ``recover_batches`` training batches) or ``"finetune"`` (``finetune_epochs`` epochs at
+        ``finetune_lr``, the compression kept). Recorded in ``meta.json``.
 
     Returns
     -------
@@ -366,6 +383,7 @@ def run_sweep(
         ``method → prune/<method>/probs.npy``.
     """
     methods = [check_method(m) for m in methods]
+    recovery = Recovery(recover, batches=recover_batches, epochs=finetune_epochs, lr=finetune_lr)
     axes = {"sparsity": sparsities, "bits": bits, "channel_fraction": channel_fractions}
     plan = {m: method_levels(m, axes) for m in methods}
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -384,13 +402,13 @@ def run_sweep(
     dev = runtime.resolve_device(device)
     images = inference.preprocessed(test_images.to(dev))
     load = inference.model_loader(run, dev)
-    needs = any(METHODS[m].needs_calibration for m in methods)
+    needs = recovery.kind != "none" or any(METHODS[m].needs_calibration for m in methods)
     calibration = calibration_set(run, images=calibration_images) if needs else None
     return {
         method: sweep_method(
             run, method, seeds=seeds, levels=plan[method], load_model=load, images=images,
             classes=classes, image_ids=image_ids, device=dev, batch_size=batch_size, threads=threads,
-            progress=progress, calibration=calibration,
+            progress=progress, calibration=calibration, recovery=recovery,
         )
         for method in methods
     }
