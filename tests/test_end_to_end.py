@@ -1,4 +1,4 @@
-"""The whole pipeline: the seven notebooks through the runner's CLI on the smoke profile.
+"""The whole pipeline: the eight notebooks through the runner's CLI on the smoke profile.
 
 Checks every artifact of docs/artifacts.md for the smoke run, the figures (HTML + CSV, and PNG
 where a Chrome exists), the executed notebooks and their offline HTML exports, the run
@@ -17,7 +17,7 @@ import pytest
 from prunecxr import artifacts, config, figures, paths, report
 
 NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
-             "06_pies", "07_reader_study"]
+             "06_pies", "07_reader_study", "08_compression"]
 PROFILE = config.load_profile("smoke")
 RUN = PROFILE["run"]
 
@@ -151,3 +151,39 @@ def test_report_index(rp):
     assert report.external_resources(text) == []
     assert "<img" not in text or all(
         m.startswith('<img class="figure-png"') for m in re.findall(r"<img[^>]*>", text))
+
+
+@pytest.mark.parametrize("method", PROFILE["compression_methods"])
+def test_compression_artifacts(rp, method):
+    """Notebook 08: every method beyond pruning has a store on its own level axis, its scores
+    and its forgettability tables."""
+    from prunecxr import compress
+
+    entry = compress.METHODS[method]
+    meta = artifacts.read_meta(RUN, method)
+    axis_levels = {"bits": PROFILE["bits"], "channel_fraction": PROFILE["channel_fractions"]}
+    assert meta["level_name"] == entry.level_name
+    assert meta["levels"] == entry.levels(axis_levels[entry.level_name])
+    assert meta["recover"] == PROFILE["recover"]
+    probs = artifacts.load_npy(rp.probs(method), mmap=True)
+    assert probs.shape[:2] == (PROFILE["n_seeds"], len(meta["levels"]))
+    metrics = artifacts.read_metrics(RUN, method)
+    assert entry.level_name in metrics.columns and "sparsity" not in metrics.columns
+    curves = artifacts.read_forgettability(RUN, method)
+    assert sorted(curves[entry.level_name].unique()) == sorted(meta["levels"])
+
+
+def test_deployment_table(rp):
+    table = artifacts.read_deployment(RUN)
+    methods = [*PROFILE["methods"], *PROFILE["compression_methods"]]
+    assert set(table["method"]) == set(methods)
+    n_levels = sum(len(artifacts.read_meta(RUN, m)["levels"]) for m in methods)
+    assert len(table) == n_levels
+    assert (table["latency_b1_ms"] > 0).all() and (table["size_bytes"] > 0).all()
+    dense = table.groupby("method").head(1)
+    assert (dense["rel_size_bytes"] == 0).all() and (dense["rel_tail_ap"].fillna(0) == 0).all()
+    channel = table[table["method"] == "channel_l1"]
+    assert channel["parameters"].is_monotonic_decreasing and channel["macs"].iloc[-1] < channel["macs"].iloc[0]
+    pruned = table[table["method"] == "global_l1"]
+    assert pruned["macs"].nunique() == 1  # unstructured zeros are still multiplied
+    assert (rp.figures / "compression_tradeoff.html").exists() and (rp.figures / "compression_tradeoff.csv").exists()

@@ -1,6 +1,7 @@
 """The same command on the same machine gives the same bits, however the seeds are scheduled.
 
-The session's smoke run (``conftest.smoke_run``) is repeated for notebooks 01-03 in two more
+The session's smoke run (``conftest.smoke_run``) is repeated for notebooks 01-03 and 08 (every
+prediction store: pruning, quantization, int8, channel pruning, with BatchNorm recovery) in two more
 fresh homes: once exactly, once with the seeds trained side by side in worker processes
 (``population=parallel``) instead of one after another. Every prediction store must be
 bit-identical to the first run's. (The smoke profile pins ``threads = 1``: the thread count
@@ -25,7 +26,7 @@ RUN = config.load_profile("smoke")["run"]
 
 def _rerun(home, *overrides: str) -> None:
     env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
-    args = [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke", "--notebooks", "01-03",
+    args = [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke", "--notebooks", "01-03,08",
             "--no-report"]
     for item in overrides:
         args += ["-p", item]

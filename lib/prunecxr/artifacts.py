@@ -496,6 +496,27 @@ def write_analysis(run: str, method: str, file: str, table: pd.DataFrame) -> Pat
 
 
 # =========================================================================================
+# compression/deployment.parquet (notebook 08)
+# =========================================================================================
+DEPLOYMENT_COLUMNS = (
+    "method", "level_name", "level", "parameters", "nonzero_parameters", "size_bytes", "macs",
+    "latency_b1_ms", "latency_b64_ms", "mean_ap", "tail_ap",
+)
+
+
+def write_deployment(run: str, table: pd.DataFrame) -> Path:
+    return write_parquet(paths.run_paths(run).deployment, table)
+
+
+def read_deployment(run: str) -> pd.DataFrame:
+    """``compression/deployment.parquet``: one row per method and level (notebook 08)."""
+    path = paths.run_paths(run).deployment
+    table = read_parquet(path, what="notebook 08_compression")
+    _require(path, table.columns, DEPLOYMENT_COLUMNS)
+    return table
+
+
+# =========================================================================================
 # reports/<run>/timings.json (the runner)
 # =========================================================================================
 def read_timings(run: str) -> dict[str, Any]:

@@ -377,10 +377,12 @@ def write(run: str, result: Forgetting) -> list:
     ]
 
 
-def run_stage(run: str, *, drop_threshold: float = published.DROP_THRESHOLD) -> dict[str, Forgetting]:
-    """Analyze and write every method present in the run; results by method."""
+def run_stage(
+    run: str, *, drop_threshold: float = published.DROP_THRESHOLD, methods: list[str] | None = None
+) -> dict[str, Forgetting]:
+    """Analyze and write every method present in the run (or ``methods``); results by method."""
     results = {}
-    for method in artifacts.methods_present(run):
+    for method in artifacts.methods_present(run) if methods is None else artifacts.method_order(methods):
         results[method] = analyze(run, method, drop_threshold=drop_threshold)
         write(run, results[method])
     return results
@@ -400,6 +402,35 @@ def overview(results: dict[str, Forgetting]) -> pd.DataFrame:
         frame.insert(0, "method", method)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def first_forgotten(results: dict[str, Forgetting], n: int = 5) -> pd.DataFrame:
+    """Per method, the ``n`` classes it forgets first: the earliest first drop in compression
+    order (a class that never drops comes last), ties broken by fewer training images.
+
+    Returns one row per method and rank: ``method``, ``rank`` (1 = first forgotten),
+    ``class``, ``train_count``, ``first_drop`` (the level, NaN if never), ``first_drop_level``
+    (as text, e.g. ``4 bits``) and ``change_at_extreme`` (the relative AP change at the most
+    compressed level, or at 95% sparsity).
+    """
+    rows = []
+    for method, res in results.items():
+        axis = levels.axis_of(res.curves.columns)
+        summary = res.summary.copy()
+        rank = axis.compression_rank(summary["first_drop"].to_numpy(dtype=float))
+        summary["_never"] = np.isnan(rank)
+        summary["_rank"] = np.nan_to_num(rank, nan=0.0)
+        ordered = summary.sort_values(["_never", "_rank", "train_count"], kind="mergesort").head(n)
+        change = change_column(summary)
+        for k, row in enumerate(ordered.itertuples(index=False), start=1):
+            rows.append({
+                "method": method, "rank": k, "class": row[0], "train_count": int(getattr(row, "train_count")),
+                "first_drop": float(getattr(row, "first_drop")),
+                "first_drop_level": axis.format(float(getattr(row, "first_drop"))) if np.isfinite(getattr(row, "first_drop")) else "never",
+                "change_at_extreme": float(getattr(row, change)),
+            })
+    return pd.DataFrame(rows, columns=["method", "rank", "class", "train_count", "first_drop", "first_drop_level",
+                                       "change_at_extreme"])
 
 
 # -- figures -------------------------------------------------------------------------------

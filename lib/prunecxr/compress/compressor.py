@@ -61,6 +61,7 @@ class CompressionMethod:
     supported : the levels it can take besides the dense one (None: any level of its axis).
     needs_calibration : whether it reads training images itself (int8 calibration).
     options : fixed options of this entry (e.g. ``{"calibration": "rare"}``), shown in tables.
+    cpu_only : whether its models run on the CPU only (int8 kernels for x86).
     """
 
     name: str
@@ -70,6 +71,7 @@ class CompressionMethod:
     supported: tuple[float, ...] | None = None
     needs_calibration: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    cpu_only: bool = False
 
     @property
     def axis(self) -> levels.Axis:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,8 +37,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import artifacts, inference, levels, published, runtime
+from .. import artifacts, fmt, inference, levels, published, runtime
+from .compressor import CalibrationSet
 from .methods import METHODS, check_method
+from .recovery import Recovery
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -109,21 +111,29 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops() // 2 // example.shape[0])
 
 
+#: blocks of calls a latency is the median of
+LATENCY_BLOCKS = 5
+
+
 def latency(model: nn.Module, example: torch.Tensor, *, threads: int, min_run_time: float = 0.2) -> float:
     """Seconds per image of ``model(example)`` on the CPU with ``threads`` threads.
 
-    ``torch.utils.benchmark.Timer(...).blocked_autorange(min_run_time=...)``: the median of
-    blocks of calls (after a warm-up call), divided by the batch size.
+    A ``torch.utils.benchmark.Timer`` on ``threads`` threads: after two warm-up calls (weight
+    packing, allocation), :data:`LATENCY_BLOCKS` blocks of ``number`` calls each, ``number``
+    chosen so the blocks together last about ``min_run_time`` seconds; the median of the
+    blocks' mean call time, divided by the batch size. (``blocked_autorange`` itself spends
+    at least ~100 calls estimating its block size, whatever ``min_run_time``.)
     """
     from torch.utils import benchmark
 
     n = runtime.check_threads(threads)
     model.eval()
     with torch.inference_mode():
-        model(example)  # warm-up: packing, allocation
         timer = benchmark.Timer("model(x)", globals={"model": model, "x": example}, num_threads=n)
-        measured = timer.blocked_autorange(min_run_time=min_run_time)
-    return float(measured.median) / example.shape[0]
+        first = timer.timeit(2).mean  # warm-up, and an estimate of one call
+        number = max(1, int(min_run_time / LATENCY_BLOCKS / max(first, 1e-6)))
+        blocks = [timer.timeit(number).mean for _ in range(LATENCY_BLOCKS)]
+    return float(np.median(blocks)) / example.shape[0]
 
 
 # =========================================================================================
@@ -148,17 +158,22 @@ def rarest_classes(run: str, classes: Sequence[str], n: int = published.N_RAREST
     return order[:n]
 
 
+def architecture(model: nn.Module) -> tuple:
+    """The shapes of ``model``'s parameters: equal for two networks of one architecture."""
+    return tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+
+
 def measure_level(
-    model: nn.Module, *, example: torch.Tensor, macs_model: nn.Module | None = None, threads: int,
-    min_run_time: float,
+    model: nn.Module, *, example: torch.Tensor, macs: int | None = None, threads: int, min_run_time: float,
 ) -> dict[str, float]:
-    """The deployment measures of one compressed model (module docstring)."""
+    """The deployment measures of one compressed model (module docstring); ``macs`` when
+    already counted (an int8 network performs those of the float network it quantizes)."""
     params, nonzero = parameter_counts(model)
     row = {
         "parameters": params,
         "nonzero_parameters": nonzero,
         "size_bytes": serialized_bytes(model),
-        "macs": count_macs(macs_model if macs_model is not None else model, example[:1]),
+        "macs": count_macs(model, example[:1]) if macs is None else int(macs),
     }
     for b in LATENCY_BATCHES:
         x = example[:1].expand(b, *example.shape[1:]).contiguous()
@@ -173,8 +188,8 @@ def deployment_table(
     threads: int = 1,
     min_run_time: float = 0.2,
     seed: int | None = None,
-    calibration=None,
-    recover: Callable[..., nn.Module] | None = None,
+    calibration: CalibrationSet | None = None,
+    recovery: Recovery | None = None,
 ) -> pd.DataFrame:
     """One row per method and level of the run's stores: measured size, MACs and latency of
     one seed's compressed model, and the accuracy of all seeds (columns :data:`DEPLOY_COLUMNS`).
@@ -187,11 +202,17 @@ def deployment_table(
     min_run_time : seconds ``blocked_autorange`` spends per measure.
     seed : the seed whose models are measured (default: the store's first).
     calibration : training images (:func:`prunecxr.compress.sweep.calibration_set`), for the
-        methods that calibrate.
-    recover : ``recover(compressor, level, seed)`` → the recovered model, for stores whose
-        ``recover`` is not ``none`` (:func:`prunecxr.compress.recovery.recovered_model`).
+        methods and recoveries that read them.
+    recovery : the recovery of the stores whose ``recover`` is not ``none``; checked against
+        the stores' ``meta.json``. Recovery changes the values of the weights (BatchNorm
+        statistics, or fine-tuned weights that stay masked, on the grid, or in the smaller
+        network), not the network that runs, so the sizes and times are measured on the
+        compressed model before recovery; the AP columns are those of the recovered models
+        the sweep evaluated.
     """
     n_threads = runtime.check_threads(threads)
+    recovery = recovery or Recovery()
+    macs_of: dict[tuple, int] = {}  # MACs per architecture, counted once
     rows = []
     for method in artifacts.method_order(methods):
         entry = METHODS[check_method(method)]
@@ -204,14 +225,20 @@ def deployment_table(
         shape = artifacts.read_train_record(run)["image_shape"]
         example = torch.zeros((LATENCY_BATCHES[-1], 3, *shape))
         compressor = entry.create(dense, seed=chosen, calibration=calibration)
+        if meta["recover"] not in ("none", recovery.kind):
+            raise ValueError(
+                f"the store of {method!r} was recovered with {meta['recover']!r}, not {recovery.kind!r}: "
+                "measure it with the recovery it was swept with"
+            )
+        dense_macs = macs_of.setdefault(architecture(dense), count_macs(dense, example[:1]))
         for level in meta["levels"]:
-            if meta["recover"] != "none" and recover is not None:
-                model = recover(compressor, level, chosen)
-            else:
-                model = compressor.compress(level)
+            model = compressor.compress(level)
             quantized = any(_quantized_weight(m) is not None for m in model.modules())
+            key = architecture(model)
+            if not quantized and key not in macs_of:
+                macs_of[key] = count_macs(model, example[:1])
             row = measure_level(
-                model, example=example, macs_model=dense if quantized else None, threads=n_threads,
+                model, example=example, macs=dense_macs if quantized else macs_of[key], threads=n_threads,
                 min_run_time=min_run_time,
             )
             row.update({
@@ -229,8 +256,6 @@ def deployment_table(
 
 def deployment_display(table: pd.DataFrame) -> pd.DataFrame:
     """The deployment table for reading: levels as text, sizes in kB, changes in %."""
-    from .. import fmt
-
     out = pd.DataFrame({
         "method": table["method"],
         "level": [levels.axis(n).format(v) + ("" if n == "bits" else f" {n.replace('_', ' ')}")
@@ -277,3 +302,52 @@ def tradeoff_figure(table: pd.DataFrame) -> tuple["go.Figure", pd.DataFrame]:
     fig.update_yaxes(title_text=f"mean AP of the {published.N_RAREST} rarest training classes", row=1, col=1)
     fig.update_layout(title="What compression saves and what the rare classes pay", legend_title_text="method")
     return fig, data[["method", "level_name", "level", "level_text", "latency_b1_ms", "size_bytes", "tail_ap", "mean_ap"]]
+
+
+def tail_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method, what its fastest level (batch 1) and its most compressed level cost the
+    rare classes: speed-up, size ratio and relative change of mean AP and tail AP against the
+    method's dense level. The numbers of the README's sentence about each method."""
+    rows = []
+    for method, sub in table.groupby("method", sort=False):
+        dense = sub.iloc[0]
+        for what, row in (("fastest", sub.loc[sub["latency_b1_ms"].idxmin()]), ("most compressed", sub.iloc[-1])):
+            rows.append({
+                "method": method, "which": what,
+                "level": levels.axis(row["level_name"]).format(row["level"]),
+                "speed-up b=1": fmt.ratio(dense["latency_b1_ms"] / row["latency_b1_ms"], 2),
+                "size ratio": fmt.ratio(dense["size_bytes"] / row["size_bytes"], 2),
+                "Δ mean AP": fmt.pct(row["rel_mean_ap"], 1),
+                "Δ tail AP": fmt.pct(row["rel_tail_ap"], 1),
+            })
+    return pd.DataFrame(rows)
+
+
+def run_stage(
+    run: str,
+    methods: Sequence[str],
+    *,
+    threads: int = 1,
+    min_run_time: float = 0.2,
+    calibration_images: int = 256,
+    recover: str = "none",
+    recover_batches: int = 8,
+    finetune_epochs: int = 1,
+    finetune_lr: float = 1e-4,
+) -> pd.DataFrame:
+    """:func:`deployment_table` of ``methods`` (those with a store), written to
+    ``compression/deployment.parquet``; the recovery is the one the stores were swept with."""
+    from .sweep import calibration_set
+
+    present = set(artifacts.methods_present(run))
+    chosen = [m for m in dict.fromkeys(methods) if m in present]
+    if not chosen:
+        raise FileNotFoundError(f"none of the methods {list(methods)} has a store in run {run!r}")
+    recovery = Recovery(recover, batches=recover_batches, epochs=finetune_epochs, lr=finetune_lr)
+    needs = recovery.kind != "none" or any(METHODS[m].needs_calibration for m in chosen)
+    calibration = calibration_set(run, images=calibration_images) if needs else None
+    table = deployment_table(
+        run, chosen, threads=threads, min_run_time=min_run_time, calibration=calibration, recovery=recovery,
+    )
+    artifacts.write_deployment(run, table)
+    return table

@@ -289,6 +289,7 @@ class PruningMethod:
     level_name: str = "sparsity"
     supported: tuple[float, ...] | None = None
     needs_calibration: bool = False
+    cpu_only: bool = False
 
     @property
     def options(self) -> dict[str, Any]:

@@ -274,12 +274,12 @@ def _int8_rare(model: nn.Module, *, seed: int = 0, calibration: CalibrationSet |
 INT8_PTQ = CompressionMethod(
     "int8_ptq", "bits", _int8,
     "int8 static post-training quantization for x86 CPUs (FX graph mode), calibrated on random training images",
-    supported=(8.0,), needs_calibration=True, options={"calibration": "random"},
+    supported=(8.0,), needs_calibration=True, options={"calibration": "random"}, cpu_only=True,
 )
 INT8_PTQ_RARE = CompressionMethod(
     "int8_ptq_rare", "bits", _int8_rare,
     "int8 static post-training quantization for x86 CPUs, calibrated on training images enriched with rare classes",
-    supported=(8.0,), needs_calibration=True, options={"calibration": "rare"},
+    supported=(8.0,), needs_calibration=True, options={"calibration": "rare"}, cpu_only=True,
 )
 
 #: the entries of this module, for the registry (:data:`prunecxr.compress.methods.METHODS`)

@@ -400,15 +400,22 @@ def run_sweep(
     test_images = load_test_images(run, classes, len(image_ids))
     check_models_fit_data(run, classes, tuple(test_images.shape[1:]))
     dev = runtime.resolve_device(device)
-    images = inference.preprocessed(test_images.to(dev))
-    load = inference.model_loader(run, dev)
+    inputs: dict[torch.device, tuple[torch.Tensor, Callable[[int], nn.Module]]] = {}
+
+    def on(device: torch.device):  # test images and models on a device, prepared once
+        if device not in inputs:
+            inputs[device] = (inference.preprocessed(test_images.to(device)), inference.model_loader(run, device))
+        return inputs[device]
+
     needs = recovery.kind != "none" or any(METHODS[m].needs_calibration for m in methods)
     calibration = calibration_set(run, images=calibration_images) if needs else None
-    return {
-        method: sweep_method(
+    out = {}
+    for method in methods:
+        where = torch.device("cpu") if METHODS[method].cpu_only else dev  # int8 kernels are the CPU's
+        images, load = on(where)
+        out[method] = sweep_method(
             run, method, seeds=seeds, levels=plan[method], load_model=load, images=images,
-            classes=classes, image_ids=image_ids, device=dev, batch_size=batch_size, threads=threads,
+            classes=classes, image_ids=image_ids, device=where, batch_size=batch_size, threads=threads,
             progress=progress, calibration=calibration, recovery=recovery,
         )
-        for method in methods
-    }
+    return out
