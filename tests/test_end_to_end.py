@@ -187,3 +187,35 @@ def test_deployment_table(rp):
     pruned = table[table["method"] == "global_l1"]
     assert pruned["macs"].nunique() == 1  # unstructured zeros are still multiplied
     assert (rp.figures / "compression_tradeoff.html").exists() and (rp.figures / "compression_tradeoff.csv").exists()
+
+
+def test_notebooks_04_to_06_on_a_weight_quant_store(smoke_run, tmp_path):
+    """The analysis notebooks on a run whose only store is weight_quant's (levels in bits),
+    drawn as the paper's figures: curves, FCD and compression-identified exemplars."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    shutil.copytree(smoke_run["home"] / "runs" / RUN, home / "runs" / RUN)
+    shutil.copytree(smoke_run["home"] / "cache", home / "cache")
+    for folder in (home / "runs" / RUN / "prune").iterdir():
+        if folder.name != "weight_quant":
+            shutil.rmtree(folder)
+    shutil.rmtree(home / "runs" / RUN / "analysis")
+    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke", "--notebooks", "04-06", "--no-report",
+         "-p", "method=weight_quant"],
+        cwd=paths.project_root(), env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    rq = paths.RunPaths(RUN, home)
+    assert "bits" in pd.read_parquet(rq.forgettability("weight_quant")).columns
+    assert "rel_change_at_extreme" in pd.read_parquet(rq.class_summary("weight_quant")).columns
+    assert pd.read_parquet(rq.pairs("weight_quant"))["fcd"].notna().any()
+    pies_table = pd.read_parquet(rq.pies("weight_quant"))
+    assert {"dense_bits", "pie_bits"} <= set(pies_table.columns) and pies_table["is_pie"].any()
+    for name in ("fig2_forgettability", "fig3_frequency", "fig4_cooccurrence", "fig5_pies"):
+        assert (rq.figures / f"{name}.html").exists(), name

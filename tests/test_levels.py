@@ -159,3 +159,17 @@ def test_analyses_of_notebooks_04_to_06_on_a_bits_store():
     fig, _ = pies.figure_5(found)
     assert "32 bits vs 2 bits" in fig.layout.title.text
 
+
+
+def test_paper_table_of_a_bits_store_says_it_is_another_axis():
+    from prunecxr import paper
+
+    write_bits_run("qp")
+    forgetting.run_stage("qp")
+    cooccurrence.run_stage("qp")
+    pies.run_stage("qp", fraction=0.1)
+    values = paper.comparison_values("qp", method="weight_quant").set_index("key")
+    assert np.isnan(values.loc["first_significant_drop", "this_run_value"])
+    assert "compresses along bits" in values.loc["first_significant_drop", "note"]
+    assert np.isfinite(values.loc["rho_freq_change_095", "this_run_value"])
+    assert "most compressed level" in values.loc["rho_freq_change_095", "note"]
