@@ -5,7 +5,7 @@ privates.
   package: ``from prunecxr import data`` is an arrow to ``prunecxr.data``).
 - No module calls or reads another module's ``_private`` name (``other._name`` or
   ``from .other import _name``); a name a second room needs is public in the right room.
-- The leaves (``paths``, ``artifacts``, ``published``, ``runtime``, ``stages``, ``fmt``,
+- The leaves (``paths``, ``artifacts``, ``published``, ``levels``, ``runtime``, ``stages``, ``fmt``,
   ``stats``, ``metrics``) import nothing of the package but other leaves.
 
 Each rule has a test on a small fabricated package, so the checks provably fail.
@@ -21,7 +21,7 @@ import pytest
 import prunecxr
 
 PACKAGE_DIR = Path(prunecxr.__file__).resolve().parent
-LEAVES = {"paths", "artifacts", "published", "runtime", "runlock", "stages", "fmt", "stats", "metrics"}
+LEAVES = {"paths", "artifacts", "published", "levels", "runtime", "runlock", "stages", "fmt", "stats", "metrics"}
 
 
 def module_name(path: Path, root: Path, package: str) -> str:

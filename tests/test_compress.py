@@ -25,6 +25,8 @@ from prunecxr.compress import importer
 from prunecxr.metrics import MissingPositivesWarning
 
 SPARSITIES = [0.0, 0.05, 0.25, 0.5, 0.65, 0.9, 0.95, 1.0]
+#: the registry's pruning methods (level axis: sparsity); every method is in test_methods.py
+PRUNING = sorted(m for m, entry in compress.METHODS.items() if entry.level_name == "sparsity")
 CLASSES = ["Effusion", "No Finding", "Hernia", "Pneumothorax"]
 
 
@@ -127,7 +129,7 @@ def test_layerwise_l1_masks_equal_torch_per_layer(sparsity):
 
 
 # -- every method: exact sparsity, only the pruned set touched -------------------------------
-@pytest.mark.parametrize("method", sorted(compress.METHODS))
+@pytest.mark.parametrize("method", PRUNING)
 def test_every_method_prunes_exactly_the_requested_fraction(method):
     torch.manual_seed(0)
     model = models.create_model("small_resnet", 3)
@@ -148,7 +150,7 @@ def test_every_method_prunes_exactly_the_requested_fraction(method):
                 assert torch.equal(value, dense[name]), (sparsity, name)
 
 
-@pytest.mark.parametrize("method", sorted(compress.METHODS))
+@pytest.mark.parametrize("method", PRUNING)
 def test_apply_starts_from_the_dense_weights_every_time(method):
     model = tied_resnet(seed=5)
     pruner = compress.create_pruner(method, model, seed=2)
@@ -355,7 +357,8 @@ def test_sweep_writes_the_store_of_artifacts_md():
     assert path == rp.probs("global_l1")
     meta = json.loads(rp.prune_meta("global_l1").read_text())
     assert meta == {"method": "global_l1", "seeds": [0, 1, 2], "sparsities": SWEEP_SPARSITIES,
-                    "classes": CLASSES}
+                    "level_name": "sparsity", "level_unit": "fraction of weights set to 0",
+                    "levels": SWEEP_SPARSITIES, "recover": "none", "classes": CLASSES}
     probs = np.load(path, allow_pickle=False)
     assert probs.shape == (3, 3, N_TEST, len(CLASSES)) and probs.dtype == np.float32
     model = loader(1)
@@ -500,7 +503,9 @@ def test_import_into_a_run_without_labels(tmp_path):
     truth, labels = write_release(tmp_path / "rel")
     path = importer.import_predictions("imp", tmp_path / "rel", allow_pickle=True, progress=False)
     probs, meta = artifacts.read_store("imp", "global_l1")
-    assert meta == {"method": "global_l1", "seeds": [0, 1], "sparsities": [0.0, 0.05, 0.5], "classes": CLASSES}
+    assert meta == {"method": "global_l1", "seeds": [0, 1], "sparsities": [0.0, 0.05, 0.5], "classes": CLASSES,
+                    "level_name": "sparsity", "level_unit": "fraction of weights set to 0",
+                    "levels": [0.0, 0.05, 0.5], "recover": "none"}
     assert path == paths.run_paths("imp").probs("global_l1")
     for (s, r), p in truth.items():
         np.testing.assert_array_equal(probs[meta["seeds"].index(s), meta["sparsities"].index(r)], p)

@@ -1,4 +1,4 @@
-"""The whole pipeline: the seven notebooks through the runner's CLI on the smoke profile.
+"""The whole pipeline: the eight notebooks through the runner's CLI on the smoke profile.
 
 Checks every artifact of docs/artifacts.md for the smoke run, the figures (HTML + CSV, and PNG
 where a Chrome exists), the executed notebooks and their offline HTML exports, the run
@@ -17,7 +17,7 @@ import pytest
 from prunecxr import artifacts, config, figures, paths, report
 
 NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
-             "06_pies", "07_reader_study"]
+             "06_pies", "07_reader_study", "08_compression"]
 PROFILE = config.load_profile("smoke")
 RUN = PROFILE["run"]
 
@@ -157,3 +157,71 @@ def test_kernels_are_private_and_shut_down(smoke_run):
     """Kernels talk to the runner over Unix sockets (no TCP port on localhost, no ipykernel
     warning about it) and are shut down after their notebook, not left to notice the end."""
     assert "IPKernelApp" not in smoke_run["stderr"], smoke_run["stderr"][-2000:]
+
+
+@pytest.mark.parametrize("method", PROFILE["compression_methods"])
+def test_compression_artifacts(rp, method):
+    """Notebook 08: every method beyond pruning has a store on its own level axis, its scores
+    and its forgettability tables."""
+    from prunecxr import compress
+
+    entry = compress.METHODS[method]
+    meta = artifacts.read_meta(RUN, method)
+    axis_levels = {"bits": PROFILE["bits"], "channel_fraction": PROFILE["channel_fractions"]}
+    assert meta["level_name"] == entry.level_name
+    assert meta["levels"] == entry.levels(axis_levels[entry.level_name])
+    assert meta["recover"] == PROFILE["recover"]
+    probs = artifacts.load_npy(rp.probs(method), mmap=True)
+    assert probs.shape[:2] == (PROFILE["n_seeds"], len(meta["levels"]))
+    metrics = artifacts.read_metrics(RUN, method)
+    assert entry.level_name in metrics.columns and "sparsity" not in metrics.columns
+    curves = artifacts.read_forgettability(RUN, method)
+    assert sorted(curves[entry.level_name].unique()) == sorted(meta["levels"])
+
+
+def test_deployment_table(rp):
+    table = artifacts.read_deployment(RUN)
+    methods = [*PROFILE["methods"], *PROFILE["compression_methods"]]
+    assert set(table["method"]) == set(methods)
+    n_levels = sum(len(artifacts.read_meta(RUN, m)["levels"]) for m in methods)
+    assert len(table) == n_levels
+    assert (table["latency_b1_ms"] > 0).all() and (table["size_bytes"] > 0).all()
+    dense = table.groupby("method").head(1)
+    assert (dense["rel_size_bytes"] == 0).all() and (dense["rel_tail_ap"].fillna(0) == 0).all()
+    channel = table[table["method"] == "channel_l1"]
+    assert channel["parameters"].is_monotonic_decreasing and channel["macs"].iloc[-1] < channel["macs"].iloc[0]
+    pruned = table[table["method"] == "global_l1"]
+    assert pruned["macs"].nunique() == 1  # unstructured zeros are still multiplied
+    assert (rp.figures / "compression_tradeoff.html").exists() and (rp.figures / "compression_tradeoff.csv").exists()
+
+
+def test_notebooks_04_to_06_on_a_weight_quant_store(smoke_run, tmp_path):
+    """The analysis notebooks on a run whose only store is weight_quant's (levels in bits),
+    drawn as the paper's figures: curves, FCD and compression-identified exemplars."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    shutil.copytree(smoke_run["home"] / "runs" / RUN, home / "runs" / RUN)
+    shutil.copytree(smoke_run["home"] / "cache", home / "cache")
+    for folder in (home / "runs" / RUN / "prune").iterdir():
+        if folder.name != "weight_quant":
+            shutil.rmtree(folder)
+    shutil.rmtree(home / "runs" / RUN / "analysis")
+    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke", "--notebooks", "04-06", "--no-report",
+         "-p", "method=weight_quant"],
+        cwd=paths.project_root(), env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    rq = paths.RunPaths(RUN, home)
+    assert "bits" in pd.read_parquet(rq.forgettability("weight_quant")).columns
+    assert "rel_change_at_extreme" in pd.read_parquet(rq.class_summary("weight_quant")).columns
+    assert pd.read_parquet(rq.pairs("weight_quant"))["fcd"].notna().any()
+    pies_table = pd.read_parquet(rq.pies("weight_quant"))
+    assert {"dense_bits", "pie_bits"} <= set(pies_table.columns) and pies_table["is_pie"].any()
+    for name in ("fig2_forgettability", "fig3_frequency", "fig4_cooccurrence", "fig5_pies"):
+        assert (rq.figures / f"{name}.html").exists(), name

@@ -1,6 +1,6 @@
 """The notebooks as stored in git: thin, parameterised, without outputs.
 
-* the seven notebooks 01_data … 07_reader_study exist;
+* the eight notebooks 01_data … 08_compression exist;
 * they are stored without outputs or execution counts;
 * their first code cell is tagged ``parameters`` and holds ``name: type = literal  # comment``
   lines only, declaring ``run``; their defaults are the ``default`` profile's values;
@@ -17,7 +17,7 @@ import pytest
 from prunecxr import config, paths, runner, stages
 
 EXPECTED = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
-            "06_pies", "07_reader_study"]
+            "06_pies", "07_reader_study", "08_compression"]
 NOTEBOOKS_DIR = paths.notebooks_dir()
 PRESENT = sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 #: IPython syntax that is not Python: magics, shell escapes, help
@@ -38,7 +38,7 @@ def _python(source):
 
 
 @pytest.mark.parametrize("name", EXPECTED)
-def test_the_seven_notebooks_exist(name):
+def test_the_notebooks_exist(name):
     assert (NOTEBOOKS_DIR / f"{name}.ipynb").exists(), f"notebooks/{name}.ipynb is missing"
 
 

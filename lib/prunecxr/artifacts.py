@@ -1,7 +1,7 @@
 """The run files: atomic writes, and one reader (and writer) per file of ``docs/artifacts.md``.
 
-A leaf of the package: it imports only :mod:`prunecxr.paths` and :mod:`prunecxr.published`
-(themselves leaves), and no torch, so the analysis notebooks read a run without loading a
+A leaf of the package: it imports only :mod:`prunecxr.paths`, :mod:`prunecxr.published` and
+:mod:`prunecxr.levels` (themselves leaves), and no torch, so the analysis notebooks read a run without loading a
 deep-learning stack.
 
 Atomic writes. Every file goes to a temporary file in the destination folder first
@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from . import paths, published
+from . import levels as levels_, paths, published
 
 #: The name pattern of the temporary files of :func:`atomic_path`.
 TEMPORARY_GLOB = ".*.tmp"
@@ -39,8 +39,19 @@ LABEL_META_COLUMNS = ("image_id", "patient_id", "split")
 SPLITS = ("train", "val", "test")
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_mean_ap", "seconds")
-META_KEYS = ("method", "seeds", "sparsities", "classes")
+META_KEYS = ("method", "seeds", "classes")
+#: the columns of ``metrics.parquet``; ``sparsity`` is the level column of a sparsity store,
+#: ``bits`` or ``channel_fraction`` that of the other axes (:func:`metrics_columns`)
 METRICS_COLUMNS = ("seed", "sparsity", "class", "ap", "auroc", "n_pos")
+#: how a store's models were recovered after compression (``recover`` in ``meta.json``)
+RECOVERIES = ("none", "bn", "finetune")
+
+
+def metrics_columns(level_name: str = "sparsity") -> tuple[str, ...]:
+    """The columns of ``metrics.parquet`` for a store of levels ``level_name``: the level
+    column is named by its axis (``sparsity``, ``bits``, ``channel_fraction``)."""
+    levels_.axis(level_name)
+    return tuple(level_name if c == "sparsity" else c for c in METRICS_COLUMNS)
 
 
 # =========================================================================================
@@ -275,9 +286,13 @@ def read_history(run: str, seed: int) -> pd.DataFrame:
 # =========================================================================================
 # prune/<method>/ (notebook 03)
 # =========================================================================================
-def same_sparsities(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether two sparsity lists name the same levels (to :data:`published.SPARSITY_ATOL`)."""
+def same_levels(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two lists of levels name the same levels (to :data:`published.SPARSITY_ATOL`)."""
     return len(a) == len(b) and all(abs(float(x) - float(y)) <= published.SPARSITY_ATOL for x, y in zip(a, b))
+
+
+#: the sparsity stores' name of :func:`same_levels`
+same_sparsities = same_levels
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
@@ -297,15 +312,35 @@ def methods_present(run: str) -> list[str]:
 
 
 def read_meta(run: str, method: str) -> dict[str, Any]:
-    """``prune/<method>/meta.json``: the axes of ``probs.npy``."""
+    """``prune/<method>/meta.json``: the axes of ``probs.npy``.
+
+    Whatever the method, the result holds ``level_name`` (``sparsity``, ``bits`` or
+    ``channel_fraction``), ``level_unit``, ``levels`` (axis 1, in compression order, the dense
+    level first) and ``recover``; a sparsity store also holds ``sparsities`` (= ``levels``).
+    A store written before levels were recorded (``sparsities`` only) is a sparsity store
+    without recovery.
+    """
     path = paths.run_paths(run).prune_meta(method)
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} does not exist: run notebook 03_prune (sweep or import) for method "
-            f"{method!r} of run {run!r} first"
+            f"{path} does not exist: run notebook 03_prune (sweep or import) or 08_compression for "
+            f"method {method!r} of run {run!r} first"
         )
     meta = read_json(path)
     _require(path, meta, META_KEYS, what="keys")
+    if "levels" not in meta:
+        if "sparsities" not in meta:
+            raise ValueError(f"{path} lacks the keys ['levels'] (or ['sparsities'])")
+        meta["levels"] = list(meta["sparsities"])
+    meta.setdefault("level_name", "sparsity")
+    meta.setdefault("recover", "none")
+    try:
+        axis = levels_.axis(meta["level_name"])
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    meta.setdefault("level_unit", axis.unit)
+    if axis.name == "sparsity":
+        meta.setdefault("sparsities", list(meta["levels"]))
     return meta
 
 
@@ -318,7 +353,8 @@ def read_store(run: str, method: str, *, mmap: bool = True) -> tuple[np.ndarray,
         Sigmoid probabilities per seed, sparsity, test image (rows of ``labels.parquet`` with
         ``split == "test"``, in file order) and class. Memory-mapped read-only by default.
     meta : dict
-        ``{"method", "seeds", "sparsities", "classes"}``: the labels of axes S, K and C.
+        :func:`read_meta`: ``method``, ``seeds`` (axis S), ``levels`` (axis K, named by
+        ``level_name``) and ``classes`` (axis C).
     """
     rp = paths.run_paths(run)
     meta = read_meta(run, method)
@@ -328,11 +364,11 @@ def read_store(run: str, method: str, *, mmap: bool = True) -> tuple[np.ndarray,
             f"{probs_path} does not exist: run notebook 03_prune for method {method!r} of run {run!r} first"
         )
     probs = load_npy(probs_path, mmap=mmap)
-    expected = (len(meta["seeds"]), len(meta["sparsities"]), None, len(meta["classes"]))
+    expected = (len(meta["seeds"]), len(meta["levels"]), None, len(meta["classes"]))
     if probs.ndim != 4 or any(e is not None and e != s for e, s in zip(expected, probs.shape)):
         raise ValueError(
             f"{probs_path} has shape {probs.shape}, but {rp.prune_meta(method)} describes "
-            f"[{expected[0]} seeds, {expected[1]} sparsities, N, {expected[3]} classes]"
+            f"[{expected[0]} seeds, {expected[1]} levels ({meta['level_name']}), N, {expected[3]} classes]"
         )
     return probs, meta
 
@@ -342,19 +378,37 @@ def write_store(
     method: str,
     *,
     seeds: Sequence[int],
-    sparsities: Sequence[float],
     classes: Sequence[str],
     n_test: int,
     blocks: Iterable[np.ndarray],
+    sparsities: Sequence[float] | None = None,
+    levels: Sequence[float] | None = None,
+    level_name: str = "sparsity",
+    recover: str = "none",
 ) -> Path:
     """Write ``probs.npy`` (one ``[K, N, C]`` block per seed, in order) and ``meta.json``.
+
+    The K levels are ``levels`` of axis ``level_name`` (``sparsities`` is the same for a
+    sparsity store, the paper's name, kept in ``meta.json``); ``recover`` says how the
+    compressed models were recovered (``none``, ``bn``, ``finetune``).
 
     The array is filled in a temporary file that replaces ``probs.npy`` only when complete;
     the old ``meta.json`` is removed just before and the new one written just after, so a
     reader never finds a ``meta.json`` that describes another array.
     """
     rp = paths.run_paths(run)
-    shape = (len(seeds), len(sparsities), int(n_test), len(classes))
+    axis = levels_.axis(level_name)
+    if levels is None and sparsities is None:
+        raise ValueError("write_store needs the levels (or, for a sparsity store, the sparsities)")
+    if levels is not None and sparsities is not None and not same_levels(levels, sparsities):
+        raise ValueError(f"write_store got levels {list(levels)} and other sparsities {list(sparsities)}")
+    levels = sparsities if levels is None else levels
+    if sparsities is not None and axis.name != "sparsity":
+        raise ValueError(f"sparsities given for a store of {level_name} levels")
+    if recover not in RECOVERIES:
+        raise ValueError(f"unknown recover {recover!r}; choose one of {list(RECOVERIES)}")
+    levels = axis.check_levels(levels)
+    shape = (len(seeds), len(levels), int(n_test), len(classes))
     with atomic_path(rp.probs(method)) as tmp:
         store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
         count = 0
@@ -369,12 +423,16 @@ def write_store(
         store.flush()
         del store
         rp.prune_meta(method).unlink(missing_ok=True)
-    meta = {
-        "method": method,
-        "seeds": [int(s) for s in seeds],
-        "sparsities": [float(s) for s in sparsities],
+    meta: dict[str, Any] = {"method": method, "seeds": [int(s) for s in seeds]}
+    if axis.name == "sparsity":
+        meta["sparsities"] = [float(s) for s in levels]
+    meta.update({
+        "level_name": axis.name,
+        "level_unit": axis.unit,
+        "levels": [float(s) for s in levels],
+        "recover": recover,
         "classes": [str(c) for c in classes],
-    }
+    })
     write_json(rp.prune_meta(method), meta)
     return rp.probs(method)
 
@@ -384,21 +442,31 @@ def write_metrics(run: str, method: str, metrics: pd.DataFrame) -> Path:
 
 
 def read_metrics(run: str, method: str) -> pd.DataFrame:
-    """``prune/<method>/metrics.parquet``: one row per (seed, sparsity, class)."""
+    """``prune/<method>/metrics.parquet``: one row per (seed, level, class); the level column
+    is named by the store's axis (``sparsity``, ``bits``, ``channel_fraction``)."""
     path = paths.run_paths(run).metrics(method)
-    metrics = read_parquet(path, what="notebook 03_prune")
-    _require(path, metrics.columns, METRICS_COLUMNS)
+    metrics = read_parquet(path, what="notebook 03_prune or 08_compression")
+    try:
+        axis = levels_.axis_of(metrics.columns)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    _require(path, metrics.columns, metrics_columns(axis.name))
     return metrics
 
 
 # =========================================================================================
 # analysis/<method>/ (notebooks 04-06)
 # =========================================================================================
-def _analysis_reader(file: str, stage: str, columns: Sequence[str]):
+def _analysis_reader(file: str, stage: str, columns: Sequence[str], *, level: bool = False):
     def read(run: str, method: str) -> pd.DataFrame:
         path = getattr(paths.run_paths(run), file)(method)
         table = read_parquet(path, what=f"notebook {stage}")
         _require(path, table.columns, columns)
+        if level:
+            try:
+                levels_.axis_of(table.columns)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
         return table
 
     read.__name__ = f"read_{file}"
@@ -406,12 +474,14 @@ def _analysis_reader(file: str, stage: str, columns: Sequence[str]):
     return read
 
 
-FORGETTABILITY_COLUMNS = ("class", "sparsity", "median_rel_ap_change")
-CLASS_SUMMARY_COLUMNS = ("class", "train_count", "test_count", "first_drop", "rel_change_at_095")
+#: besides a level column (``sparsity``, ``bits`` or ``channel_fraction``)
+FORGETTABILITY_COLUMNS = ("class", "median_rel_ap_change")
+#: besides ``rel_change_at_095`` (sparsity) or ``rel_change_at_extreme`` (the other axes)
+CLASS_SUMMARY_COLUMNS = ("class", "train_count", "test_count", "first_drop")
 PAIRS_COLUMNS = ("class_a", "class_b", "fcd", "abs_log_freq_diff", "iou", "iou_quarter")
 PIES_COLUMNS = ("image_id", "spearman", "is_pie")
 
-read_forgettability = _analysis_reader("forgettability", "04_class_forgetting", FORGETTABILITY_COLUMNS)
+read_forgettability = _analysis_reader("forgettability", "04_class_forgetting", FORGETTABILITY_COLUMNS, level=True)
 read_class_summary = _analysis_reader("class_summary", "04_class_forgetting", CLASS_SUMMARY_COLUMNS)
 read_pairs = _analysis_reader("pairs", "05_cooccurrence", PAIRS_COLUMNS)
 read_pies = _analysis_reader("pies", "06_pies", PIES_COLUMNS)
@@ -423,6 +493,27 @@ def write_analysis(run: str, method: str, file: str, table: pd.DataFrame) -> Pat
     if file not in ("forgettability", "class_summary", "pairs", "pies"):
         raise ValueError(f"unknown analysis file {file!r}")
     return write_parquet(getattr(paths.run_paths(run), file)(method), table)
+
+
+# =========================================================================================
+# compression/deployment.parquet (notebook 08)
+# =========================================================================================
+DEPLOYMENT_COLUMNS = (
+    "method", "level_name", "level", "parameters", "nonzero_parameters", "size_bytes", "macs",
+    "latency_b1_ms", "latency_b64_ms", "mean_ap", "tail_ap",
+)
+
+
+def write_deployment(run: str, table: pd.DataFrame) -> Path:
+    return write_parquet(paths.run_paths(run).deployment, table)
+
+
+def read_deployment(run: str) -> pd.DataFrame:
+    """``compression/deployment.parquet``: one row per method and level (notebook 08)."""
+    path = paths.run_paths(run).deployment
+    table = read_parquet(path, what="notebook 08_compression")
+    _require(path, table.columns, DEPLOYMENT_COLUMNS)
+    return table
 
 
 # =========================================================================================

@@ -84,12 +84,26 @@ def _differs(name: str, value) -> str:
     return "" if same else f"{name} = {value} here, {expect} in the paper"
 
 
+def _axis_note(run: str, method: str) -> str:
+    """Empty for a sparsity store; else why its values are not the paper's quantities."""
+    try:
+        meta = artifacts.read_meta(run, method)
+    except FileNotFoundError:
+        return ""
+    if meta["level_name"] == "sparsity":
+        return ""
+    return (f"{method} compresses along {meta['level_name']} ({meta['level_unit']}), the paper along sparsity: "
+            "the same analysis on another axis")
+
+
 def _first_drop(run: str, method: str) -> _Measured:
     """Fig. 1's first significant drop (Welch's t-test at the paper's alpha), by :mod:`prunecxr.analysis.overall`."""
     try:
         metrics = artifacts.read_metrics(run, method)
     except FileNotFoundError as err:
         return _missing("03_prune", err)
+    if "sparsity" not in metrics.columns:
+        return _Measured(np.nan, f"{_axis_note(run, method)}; a level of it is not a sparsity")
     value = overall.first_significant_drop(overall.overall_table(metrics))
     note = "" if np.isfinite(value) else "no sparsity of this run has a significant drop"
     return _Measured(float(value), note)
@@ -104,15 +118,17 @@ def _forgetting_values(run: str, method: str) -> dict[str, _Measured]:
     corr = res.correlations.set_index("y")
     threshold = float(res.summary["drop_threshold"].iloc[0]) if len(res.summary) else PAPER_SETTINGS["drop_threshold"]
     note = _differs("drop_threshold", threshold) if len(res.summary) else ""
-    drop, change = corr.loc["first_drop"], corr.loc["rel_change_at_095"]
+    drop, change = corr.loc["first_drop"], corr.loc[forgetting.change_column(res.summary)]
     n_drop = (f"{int(drop['n'])} of {len(res.summary)} classes drop {fmt.pct(threshold)}"
               if drop["n"] < len(res.summary) else "")
-    drop_note = "; ".join(x for x in (note, n_drop) if x)
+    axis_note = _axis_note(run, method)
+    drop_note = "; ".join(x for x in (note, n_drop, axis_note) if x)
+    change_note = "; ".join(x for x in (axis_note, "at the most compressed level" if axis_note else "") if x)
     return {
         "rho_freq_first_drop": _Measured(drop["spearman_rho"], drop_note),
         "r_freq_first_drop": _Measured(drop["pearson_r"], drop_note),
-        "rho_freq_change_095": _Measured(change["spearman_rho"]),
-        "r_freq_change_095": _Measured(change["pearson_r"]),
+        "rho_freq_change_095": _Measured(change["spearman_rho"], change_note),
+        "r_freq_change_095": _Measured(change["pearson_r"], change_note),
     }
 
 
@@ -169,7 +185,7 @@ def _pie_values(run: str, method: str) -> dict[str, _Measured]:
     bins = pies.findings_ratios(test, is_pie, classes).set_index("n_findings")
     notes = [_differs(c, table[c].iloc[0]) for c in ("dense_sparsity", "pie_sparsity", "pie_fraction")
              if c in table.columns and len(table)]
-    note = "; ".join(n for n in notes if n)
+    note = "; ".join(n for n in [*notes, _axis_note(run, method)] if n)
     by_class = ratios.set_index("class")["ratio"]
     listed = ", ".join(f"{c} {fmt.ratio(by_class[c])}" for c in rare)
     rare_note = "; ".join(x for x in (note, f"rarest in training here: {listed} (— undefined, ignored)") if x)

@@ -178,6 +178,11 @@ class RunPaths:
         return self.analysis_dir(method) / "pies.parquet"
 
     @property
+    def deployment(self) -> Path:
+        """Notebook 08's deployment table: measured size, MACs, latency and AP per method and level."""
+        return self.root / "compression" / "deployment.parquet"
+
+    @property
     def reader_study(self) -> Path:
         return self.root / "reader_study"
 

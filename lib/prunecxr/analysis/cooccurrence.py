@@ -12,7 +12,8 @@ Definitions (both named in the columns ``fcd_definition`` and ``cooccurrence`` o
 pairs table, so a file always says what it holds):
 
 ``fcd="euclidean"`` (default)
-    ``sqrt(sum_k (f_a(k) - f_b(k))^2)`` over the sparsities ``k > 0``: the definition behind
+    ``sqrt(sum_k (f_a(k) - f_b(k))^2)`` over the sparsities ``k > 0`` (on another compression
+    axis, :mod:`prunecxr.levels`, over every level but the dense one): the definition behind
     the paper's published FCD values (the released code's ``scipy.spatial.distance.euclidean``).
 ``fcd="mse"``
     ``mean_k (f_a(k) - f_b(k))^2`` over the sparsities ``k > 0``, as the paper's text describes.
@@ -37,7 +38,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import artifacts, figures, fmt, published, stats
+from .. import artifacts, figures, fmt, levels, published, stats
 from . import forgetting
 
 FCD_DEFINITIONS = ("euclidean", "mse")
@@ -154,9 +155,11 @@ def pair_table(
     _check_choice("cooccurrence", cooccurrence, COOCCURRENCE_DEFINITIONS)
     classes = forgetting.canonical_classes(labels, curves)
     wide = forgetting.curve_matrix(curves, classes=classes)
-    above = wide.columns.to_numpy(dtype=float) > published.SPARSITY_ATOL
+    axis = levels.axis_of(curves.columns)
+    above = ~axis.is_dense(wide.columns.to_numpy(dtype=float))  # every level but the dense one
     if not above.any():
-        raise ValueError("the curves have no sparsity above 0; FCD is undefined")
+        side = "above" if axis.increasing else "below"
+        raise ValueError(f"the curves have no {axis.name} {side} {axis.dense:g}; FCD is undefined")
     values = wide.to_numpy(dtype=float)[:, above]
     test = labels[(labels["split"] == "test").to_numpy()]
     if test.empty:

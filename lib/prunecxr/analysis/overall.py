@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from .. import artifacts, fmt
+from .. import artifacts, fmt, levels
 from ..metrics import MissingPositivesWarning, each_warning_once
-from ..published import PAPER_ALPHA, SMALL_WEIGHT, SPARSITY_ATOL
+from ..published import PAPER_ALPHA, SMALL_WEIGHT
 
 if TYPE_CHECKING:  # plotly is imported where a figure is drawn
     import plotly.graph_objects as go
@@ -49,12 +49,15 @@ OVERALL_COLUMNS = [
 
 
 def seed_mean_ap(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Class-mean AP per (seed, sparsity): ``mAP_{i,k} = mean_c AP_{i,k,c}`` over defined APs.
+    """Class-mean AP per (seed, level): ``mAP_{i,k} = mean_c AP_{i,k,c}`` over defined APs.
 
-    Classes whose AP is NaN (no positive test image) are left out, with a
-    :class:`MissingPositivesWarning`. Returns columns ``seed``, ``sparsity``, ``mean_ap``.
+    The level column is the metrics' (``sparsity``, ``bits`` or ``channel_fraction``,
+    :func:`prunecxr.levels.axis_of`). Classes whose AP is NaN (no positive test image) are
+    left out, with a :class:`MissingPositivesWarning`. Returns columns ``seed``, the level
+    column, ``mean_ap``.
     """
-    missing = [c for c in ("seed", "sparsity", "class", "ap") if c not in metrics.columns]
+    level = levels.axis_of(metrics.columns).name
+    missing = [c for c in ("seed", level, "class", "ap") if c not in metrics.columns]
     if missing:
         raise ValueError(f"metrics lack the columns {missing}; see docs/artifacts.md (metrics.parquet)")
     if "method" in metrics.columns and metrics["method"].nunique() > 1:
@@ -69,7 +72,7 @@ def seed_mean_ap(metrics: pd.DataFrame) -> pd.DataFrame:
             MissingPositivesWarning,
             stacklevel=2,
         )
-    out = metrics.groupby(["seed", "sparsity"], as_index=False)["ap"].mean()  # skips NaN
+    out = metrics.groupby(["seed", level], as_index=False)["ap"].mean()  # skips NaN
     return out.rename(columns={"ap": "mean_ap"})
 
 
@@ -90,13 +93,14 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 
 def overall_table(metrics: pd.DataFrame, *, alpha: float = PAPER_ALPHA) -> pd.DataFrame:
-    """Fig. 1's statistics: one row per sparsity of the seeds' class-mean AP.
+    """Fig. 1's statistics: one row per level of the seeds' class-mean AP.
 
     Parameters
     ----------
     metrics : DataFrame
-        ``metrics.parquet`` of one method (columns ``seed``, ``sparsity``, ``class``, ``ap``);
-        must hold sparsity 0 (the dense models).
+        ``metrics.parquet`` of one method (columns ``seed``, the level column, ``class``,
+        ``ap``); must hold the dense level (sparsity 0, 32 bits, channel fraction 0). The
+        table's first column is that level column (its name); rows in compression order.
     alpha : float
         Significance level (the paper's: 0.001).
 
@@ -115,25 +119,27 @@ def overall_table(metrics: pd.DataFrame, *, alpha: float = PAPER_ALPHA) -> pd.Da
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     per_seed = seed_mean_ap(metrics)
-    sparsities = np.sort(per_seed["sparsity"].unique())
-    if not np.any(np.isclose(sparsities, 0.0, atol=SPARSITY_ATOL, rtol=0)):
+    axis = levels.axis_of(per_seed.columns)
+    present = np.array(axis.order(per_seed[axis.name].unique()))
+    if not np.any(axis.is_dense(present)):
         raise ValueError(
-            f"metrics have no sparsity 0 (the dense models); sparsities present: {list(sparsities)}"
+            f"metrics have no {axis.name} {axis.format(axis.dense)} (the dense models); "
+            f"{axis.name} levels present: {list(present)}"
         )
-    values = {s: g["mean_ap"].to_numpy(dtype=float) for s, g in per_seed.groupby("sparsity")}
-    dense = values[sparsities[np.isclose(sparsities, 0.0, atol=SPARSITY_ATOL, rtol=0)][0]]
+    values = {s: g["mean_ap"].to_numpy(dtype=float) for s, g in per_seed.groupby(axis.name)}
+    dense = values[present[axis.is_dense(present)][0]]
     rows = []
-    for s in sparsities:
+    for s in present:
         v = values[s]
         v = v[np.isfinite(v)]
         t = p = math.nan
-        if s > SPARSITY_ATOL and v.size >= 2 and np.isfinite(dense).sum() >= 2:
+        if not axis.is_dense(s) and v.size >= 2 and np.isfinite(dense).sum() >= 2:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # zero variance → NaN, documented
                 res = scipy.stats.ttest_ind(v, dense[np.isfinite(dense)], equal_var=False)
             t, p = float(res.statistic), float(res.pvalue)
         rows.append({
-            "sparsity": float(s),
+            axis.name: float(s),
             "n_seeds": int(v.size),
             "mean_ap_median": float(np.median(v)) if v.size else math.nan,
             "mean_ap_q25": float(np.quantile(v, 0.25)) if v.size else math.nan,
@@ -147,19 +153,26 @@ def overall_table(metrics: pd.DataFrame, *, alpha: float = PAPER_ALPHA) -> pd.Da
     lower = table["welch_t"] < 0
     table["significant_drop"] = lower & (table["p_value"] < alpha)
     table["significant_drop_holm"] = lower & (table["p_holm"] < alpha)
-    return table[OVERALL_COLUMNS]
+    return table[table_columns(axis.name)]
+
+
+def table_columns(level_name: str = "sparsity") -> list[str]:
+    """:data:`OVERALL_COLUMNS` with the level column named by its axis."""
+    return [level_name if c == "sparsity" else c for c in OVERALL_COLUMNS]
 
 
 def first_significant_drop(table: pd.DataFrame, *, holm: bool = False) -> float:
-    """The smallest sparsity whose mean AP is significantly below the dense models'; NaN if none.
+    """The least compressed level whose mean AP is significantly below the dense models'
+    (the smallest sparsity, the most bits, ...); NaN if none.
 
     ``table`` is :func:`overall_table`'s; ``holm`` selects the Holm-corrected flag.
     """
     column = "significant_drop_holm" if holm else "significant_drop"
     if column not in table.columns:
         raise ValueError(f"table lacks the column {column!r}; pass overall_table's result")
-    hits = table.loc[table[column].astype(bool), "sparsity"]
-    return float(hits.min()) if len(hits) else math.nan
+    axis = levels.axis_of(table.columns)
+    hits = table.loc[table[column].astype(bool), axis.name]
+    return float(axis.order(hits)[0]) if len(hits) else math.nan
 
 
 # =========================================================================================
@@ -274,22 +287,25 @@ def figure_1(
     if not methods:
         raise ValueError("figure_1 needs at least one method's table")
     m = len(methods)
+    shared = len({levels.axis_of(tables[method].columns).name for method in methods}) == 1
     titles = [f"{name}: class-mean AP, median and IQR over seeds" for name in methods]
     if magnitudes is not None:
         specs = [[{}, {"rowspan": m}]] + [[{}, None] for _ in range(m - 1)]
         titles = [titles[0], "dense weights |w| (pruned set)"] + titles[1:]
         fig = make_subplots(
             rows=m, cols=2, specs=specs, column_widths=[0.6, 0.4], subplot_titles=titles,
-            shared_xaxes=True, horizontal_spacing=0.1, vertical_spacing=0.12 / max(m - 1, 1),
+            shared_xaxes=shared, horizontal_spacing=0.1, vertical_spacing=0.12 / max(m - 1, 1),
         )
     else:
-        fig = make_subplots(rows=m, cols=1, subplot_titles=titles, shared_xaxes=True)
+        fig = make_subplots(rows=m, cols=1, subplot_titles=titles, shared_xaxes=shared)
     level = fmt.num(alpha, 3)
+    axes = {method: levels.axis_of(tables[method].columns) for method in methods}
     frames = []
     for row, method in enumerate(methods, start=1):
         table = tables[method]
+        axis = axes[method]
         color = _METHOD_COLORS.get(method, "#555555")
-        x = table["sparsity"].to_numpy()
+        x = table[axis.name].to_numpy()
         fig.add_trace(
             go.Scatter(x=x, y=table["mean_ap_q75"], mode="lines", line=dict(width=0),
                        showlegend=False, hoverinfo="skip"), row=row, col=1,
@@ -299,20 +315,21 @@ def figure_1(
                        fill="tonexty", fillcolor=_rgba(color, 0.2), name=f"{method}: IQR over seeds",
                        hoverinfo="skip"), row=row, col=1,
         )
+        x_hover = "%{x:.0%}" if axis.tickformat == ".0%" else "%{x}"
         fig.add_trace(
             go.Scatter(x=x, y=table["mean_ap_median"], mode="lines+markers", line=dict(color=color),
                        name=f"{method}: median over seeds",
                        customdata=np.stack([table["n_seeds"], table["p_value"], table["p_holm"]], axis=-1),
-                       hovertemplate="sparsity %{x:.0%}<br>median mAP %{y:.3f}<br>n = %{customdata[0]}"
+                       hovertemplate=f"{axis.name} {x_hover}<br>median mAP %{{y:.3f}}<br>n = %{{customdata[0]}}"
                        "<br>P = %{customdata[1]:.2g}<br>P (Holm) = %{customdata[2]:.2g}<extra></extra>"),
             row=row, col=1,
         )
         first = first_significant_drop(table)
         first_holm = first_significant_drop(table, holm=True)
-        last = f"none up to {fmt.pct(table['sparsity'].max())}"
+        last = f"none up to {axis.format(axis.order(table[axis.name])[-1])}"
         lines = [
-            f"first significant drop (Welch, P < {level}): {last if math.isnan(first) else fmt.pct(first)}",
-            f"with Holm correction: {last if math.isnan(first_holm) else fmt.pct(first_holm)}",
+            f"first significant drop (Welch, P < {level}): {last if math.isnan(first) else axis.format(first)}",
+            f"with Holm correction: {last if math.isnan(first_holm) else axis.format(first_holm)}",
         ]
         for value, dash in ((first, "dash"), (first_holm, "dot")):
             if not math.isnan(value):
@@ -323,8 +340,12 @@ def figure_1(
             font=dict(size=11), bgcolor="rgba(255,255,255,0.7)",
         )
         fig.update_yaxes(title_text="mean AP", row=row, col=1)
+        fig.update_xaxes(tickformat=axis.tickformat, autorange=True if axis.increasing else "reversed",
+                         row=row, col=1)
         frames.append(table.assign(panel="mean_ap", method=method))
-    fig.update_xaxes(tickformat=".0%", row=m, col=1, title_text="sparsity")
+    for row, method in enumerate(methods, start=1):  # the axis title under each group of one axis
+        if row == m or axes[methods[row]] != axes[method]:
+            fig.update_xaxes(title_text=axes[method].label.lower(), showticklabels=True, row=row, col=1)
     if magnitudes is not None:
         h = magnitudes.histogram
         x = np.append(h["left"].to_numpy(), h["right"].iloc[-1])
@@ -369,20 +390,32 @@ def overall_tables(run: str, methods: Sequence[str], *, alpha: float = PAPER_ALP
 
 
 def summary_display(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The first significant drops of every method as text (via :mod:`prunecxr.fmt`)."""
+    """The first significant drops of every method as text (via :meth:`prunecxr.levels.Axis.format`)."""
+    axes = [levels.axis_of(t.columns) for t in tables.values()]
     return pd.DataFrame({
         "method": list(tables),
         "dense mean AP (median)": [fmt.num(t["mean_ap_median"].iloc[0], 3) for t in tables.values()],
-        "first significant drop": [fmt.pct(first_significant_drop(t)) for t in tables.values()],
-        "… with Holm correction": [fmt.pct(first_significant_drop(t, holm=True)) for t in tables.values()],
+        "first significant drop": [a.format(first_significant_drop(t)) for a, t in zip(axes, tables.values())],
+        "… with Holm correction": [
+            a.format(first_significant_drop(t, holm=True)) for a, t in zip(axes, tables.values())
+        ],
     })
 
 
 def overall_long(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The :func:`overall_table` of every method stacked, with a ``method`` column first."""
-    return pd.concat([t.assign(method=m) for m, t in tables.items()], ignore_index=True)[
-        ["method", *OVERALL_COLUMNS]
-    ]
+    """The :func:`overall_table` of every method stacked, with a ``method`` column first.
+
+    Tables of one axis keep its level column; tables of several axes are stacked with the
+    columns ``level_name`` and ``level`` in its place.
+    """
+    axes = {m: levels.axis_of(t.columns).name for m, t in tables.items()}
+    if len(set(axes.values())) <= 1:
+        name = next(iter(axes.values()), "sparsity")
+        return pd.concat([t.assign(method=m) for m, t in tables.items()], ignore_index=True)[
+            ["method", *table_columns(name)]
+        ]
+    frames = [t.rename(columns={axes[m]: "level"}).assign(method=m, level_name=axes[m]) for m, t in tables.items()]
+    return pd.concat(frames, ignore_index=True)[["method", "level_name", *table_columns("level")]]
 
 
 def magnitude_sentence(summary: MagnitudeSummary | None) -> str:

@@ -14,9 +14,16 @@ become PIEs only when fewer than ``int(fraction · N)`` images have one, which k
 number of PIEs fixed. Ties (equal correlations, or NaNs) are broken by ``image_id``, so the
 selection never depends on row order or on how a library sorts NaN. A warning counts them.
 
+Other compression methods (notebook 08)
+---------------------------------------
+The same selection finds *compression-identified exemplars* of any method: the dense level of
+its axis (:mod:`prunecxr.levels`: 32 bits, no channel removed) against its most compressed
+level (:meth:`prunecxr.levels.Axis.pie_level`); ``pie_sparsity`` applies to the sparsity axis.
+
 Output: ``analysis/<method>/pies.parquet`` (``image_id``, ``spearman``, ``is_pie``, plus the
-parameters ``dense_sparsity``, ``pie_sparsity``, ``pie_fraction``), one row per test image in
-the order of the test rows of ``labels.parquet``.
+parameters ``dense_sparsity``, ``pie_sparsity``, ``pie_fraction``, the levels named by their
+axis on the other axes: ``dense_bits``, ``pie_bits``, ...), one row per test image in the order
+of the test rows of ``labels.parquet``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import artifacts, config, data, figures, fmt, paths, published, stats
+from .. import artifacts, config, data, figures, fmt, levels, paths, published, stats
 from . import forgetting
 
 #: bins of the number of findings per image (Fig. 5, right); "No Finding" is not a finding
@@ -38,6 +45,11 @@ FINDING_BINS = ("0", "1", "2", "3", "4+")
 #: top predictions listed per model in the gallery
 GALLERY_TOP = 3
 PIE_COLUMNS = ["image_id", "spearman", "is_pie", "dense_sparsity", "pie_sparsity", "pie_fraction"]
+
+
+def pie_columns(level_name: str = "sparsity") -> list[str]:
+    """:data:`PIE_COLUMNS` with the two levels named by their axis (``dense_bits``, ``pie_bits``...)."""
+    return [c.replace("sparsity", level_name) for c in PIE_COLUMNS]
 
 
 def is_no_finding(name: str) -> bool:
@@ -276,8 +288,8 @@ def figure_5(result: "Pies") -> tuple[go.Figure, pd.DataFrame]:
     n_pie = int(result.table["is_pie"].sum())
     fig.update_layout(
         title=f"Pruning-identified exemplars (Fig. 5), {result.method}: {n_pie} PIEs of "
-              f"{len(result.table)} test images, {fmt.pct(result.dense_sparsity)} vs "
-              f"{fmt.pct(result.pie_sparsity)} sparsity",
+              f"{len(result.table)} test images, {_level_text(result, result.dense_sparsity)} vs "
+              f"{_level_text(result, result.pie_sparsity)}",
         margin=dict(t=140, b=170),
     )
     # an undefined ratio has no bar and no value: say so under the panels
@@ -292,6 +304,13 @@ def figure_5(result: "Pies") -> tuple[go.Figure, pd.DataFrame]:
         ignore_index=True,
     )
     return fig, data
+
+
+def _level_text(result: "Pies", value: float) -> str:
+    """A level of ``result``'s axis as text: ``90% sparsity``, ``4 bits``, ``50% channel_fraction``."""
+    axis = levels.axis(result.level_name)
+    text = axis.format(value)
+    return text if axis.name == "bits" else f"{text} {axis.name.replace('_', ' ')}"
 
 
 # -- the stage -----------------------------------------------------------------------------
@@ -313,6 +332,8 @@ class Pies:
     classes: list
     #: the test rows of labels.parquet, in test order
     test: pd.DataFrame
+    #: the axis of the two levels (``dense_sparsity`` and ``pie_sparsity`` hold levels of it)
+    level_name: str = "sparsity"
 
 
 def analyze(
@@ -324,10 +345,21 @@ def analyze(
     fraction: float = published.PIE_FRACTION,
 ) -> Pies:
     """PIEs of ``method``: read ``probs.npy`` (memory-mapped, :func:`prunecxr.artifacts.read_store`),
-    average seeds, correlate, flag."""
-    if np.isclose(dense_sparsity, pie_sparsity, atol=published.SPARSITY_ATOL):
-        raise ValueError(f"dense_sparsity and pie_sparsity are both {pie_sparsity!r}; choose two different ones")
+    average seeds, correlate, flag.
+
+    On the sparsity axis the levels compared are ``dense_sparsity`` and ``pie_sparsity``; on
+    another axis (notebook 08's methods) the dense level and the store's most compressed level
+    (:meth:`prunecxr.levels.Axis.pie_level`).
+    """
     probs, meta = artifacts.read_store(run, method, mmap=True)
+    axis = levels.axis(meta["level_name"])
+    if axis.name == "sparsity":
+        dense_level, pie_level, names = float(dense_sparsity), float(pie_sparsity), ("dense_sparsity", "pie_sparsity")
+    else:
+        dense_level, pie_level = axis.dense, axis.pie_level(meta["levels"])
+        names = (f"dense level ({axis.name})", f"pie level ({axis.name}, the most compressed)")
+    if np.isclose(dense_level, pie_level, atol=published.SPARSITY_ATOL):
+        raise ValueError(f"{names[0]} and {names[1]} are both {pie_level!r}; choose two different ones")
     classes = list(meta["classes"])
     labels = artifacts.read_labels(run, classes)
     test = labels[(labels["split"] == "test").to_numpy()].reset_index(drop=True)
@@ -336,11 +368,12 @@ def analyze(
             f"{paths.run_paths(run).probs(method)} holds {probs.shape[2]} test images; "
             f"labels.parquet has {len(test)} (split == 'test')"
         )
-    dense = mean_probs(probs, meta["sparsities"], dense_sparsity, name="dense_sparsity")
-    pruned = mean_probs(probs, meta["sparsities"], pie_sparsity, name="pie_sparsity")
+    dense = mean_probs(probs, meta["levels"], dense_level, name=names[0])
+    pruned = mean_probs(probs, meta["levels"], pie_level, name=names[1])
     table = pie_table(dense, pruned, test["image_id"], fraction=fraction)
-    table["dense_sparsity"] = float(dense_sparsity)
-    table["pie_sparsity"] = float(pie_sparsity)
+    columns = pie_columns(axis.name)
+    table[columns[3]] = dense_level
+    table[columns[4]] = pie_level
     table["pie_fraction"] = float(fraction)
     if not table["is_pie"].any():
         warnings.warn(
@@ -350,8 +383,8 @@ def analyze(
     counts = forgetting.label_counts(labels, classes)
     ratios = class_ratios(test, table["is_pie"], classes, train_counts=counts["train_count"])
     bins = findings_ratios(test, table["is_pie"], classes)
-    return Pies(method, float(dense_sparsity), float(pie_sparsity), float(fraction), table[PIE_COLUMNS],
-                ratios, bins, dense, pruned, classes, test)
+    return Pies(method, dense_level, pie_level, float(fraction), table[columns],
+                ratios, bins, dense, pruned, classes, test, axis.name)
 
 
 def run_stage(
@@ -435,6 +468,7 @@ def gallery_html(
     run: str,
     pie_sparsity: float,
     images: list[np.ndarray] | None = None,
+    level_name: str = "sparsity",
 ) -> str:
     """HTML cards of the gallery's PIEs: id, Spearman, labels, both models' top predictions.
 
@@ -445,6 +479,10 @@ def gallery_html(
     if images is not None and len(images) != len(gallery):
         raise ValueError(f"{len(images)} images for {len(gallery)} gallery rows")
     notice = config.PHANTOM_NOTICE if config.is_synthetic(run) else ""
+    axis = levels.axis(level_name)
+    compressed = f"{fmt.pct(pie_sparsity)} sparse" if axis.name == "sparsity" else (
+        axis.format(pie_sparsity) if axis.name == "bits" else f"{axis.format(pie_sparsity)} {axis.name.replace('_', ' ')}"
+    )
     cards = []
     for k, row in enumerate(gallery.itertuples(index=False)):
         img = ""
@@ -457,7 +495,7 @@ def gallery_html(
             f"{img}<b>{html.escape(str(row.image_id))}</b> — Spearman {html.escape(fmt.num(row.spearman))}<br>"
             f"<i>labels</i>: {html.escape(row.labels)}<br>"
             f"<i>dense</i>: {html.escape(row.dense_top)}<br>"
-            f"<i>{html.escape(fmt.pct(pie_sparsity))} sparse</i>: {html.escape(row.pruned_top)}</div>"
+            f"<i>{html.escape(compressed)}</i>: {html.escape(row.pruned_top)}</div>"
         )
     head = f'<p style="color:#b00020"><b>{html.escape(notice)}</b></p>' if notice else ""
     if images is None:
@@ -471,7 +509,8 @@ def gallery(run: str, result: Pies, *, size: int, embed: bool):
 
     table = gallery_table(result, size=size)
     images = gallery_images(run, table["image_id"]) if embed else None
-    return HTML(gallery_html(table, run=run, pie_sparsity=result.pie_sparsity, images=images))
+    return HTML(gallery_html(table, run=run, pie_sparsity=result.pie_sparsity, images=images,
+                             level_name=result.level_name))
 
 
 def save_method_figures(run: str, results: dict[str, Pies], *, skip: str) -> pd.DataFrame:

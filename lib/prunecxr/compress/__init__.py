@@ -1,24 +1,39 @@
-"""Notebook 03: compression methods, the sweep over seeds and sparsities, its scores, and the
-importer of the authors' released predictions.
+"""Notebooks 03 and 08: compression methods, the sweep over seeds and levels, its scores, and
+the importer of the authors' released predictions.
 
-* :mod:`~prunecxr.compress.methods` — the method registry (:data:`METHODS`), :class:`Pruner`,
-  :func:`create_pruner`, :func:`prune_model`;
-* :mod:`~prunecxr.compress.sweep` — :func:`run_sweep`: every trained seed × sparsity →
+* :mod:`~prunecxr.compress.compressor` — what a method is (:class:`CompressionMethod`, a
+  compressor: dense model and level → compressed model) and the training images it may read
+  (:class:`CalibrationSet`);
+* :mod:`~prunecxr.compress.methods` — the method registry (:data:`METHODS`), the paper's
+  pruning methods, :class:`Pruner`, :func:`create_pruner`, :func:`prune_model`,
+  :func:`create_compressor`, :func:`compress_model`;
+* :mod:`~prunecxr.compress.quantize` — ``weight_quant`` (bits);
+* :mod:`~prunecxr.compress.structured` — ``channel_l1`` and ``channel_l1_global``
+  (Torch-Pruning, channel fraction);
+* :mod:`~prunecxr.compress.recovery` — after any method: BatchNorm re-estimation
+  (``recover="bn"``) or fine-tuning with the compression kept (``recover="finetune"``);
+* :mod:`~prunecxr.compress.sweep` — :func:`run_sweep`: every trained seed × level →
   ``prune/<method>/probs.npy`` (resumable per seed);
+* :mod:`~prunecxr.compress.deploy` — the deployment table (measured size, MACs, latency,
+  mean and tail AP) and the trade-off figure (notebook 08);
 * :mod:`~prunecxr.compress.evaluate` — AP and AUROC → ``prune/<method>/metrics.parquet``;
 * :mod:`~prunecxr.compress.importer` — the authors' released predictions into the same store.
 
 Fig. 1's statistics read these files without torch: :mod:`prunecxr.analysis.overall`.
 """
 
-from . import evaluate, importer, methods, sweep
+from . import compressor, deploy, evaluate, importer, methods, quantize, recovery, structured, sweep
+from .compressor import CalibrationSet, CompressionMethod
 from .evaluate import compute_metrics, write_all_metrics, write_method_metrics
 from .importer import check_import_methods, import_predictions
+from .deploy import deployment_table, tradeoff_figure
 from .methods import (
     METHODS,
     Pruner,
     PruningMethod,
     check_method,
+    compress_model,
+    create_compressor,
     check_sparsities,
     check_sparsity,
     create_pruner,
@@ -31,18 +46,28 @@ from .methods import (
     pruned_magnitudes,
     pruned_set_sparsity,
 )
-from .sweep import dense_magnitudes, run_sweep, store_summary, sweep_method
+from .recovery import Recovery
+from .sweep import calibration_set, dense_magnitudes, run_sweep, store_summary, sweep_method
 
 __all__ = [
     "METHODS",
+    "CalibrationSet",
+    "CompressionMethod",
     "Pruner",
     "PruningMethod",
+    "Recovery",
+    "calibration_set",
     "check_import_methods",
     "check_method",
+    "compress_model",
+    "compressor",
+    "create_compressor",
     "check_sparsities",
     "check_sparsity",
     "compute_metrics",
     "create_pruner",
+    "deploy",
+    "deployment_table",
     "dense_magnitudes",
     "derived_seed",
     "evaluate",
@@ -56,10 +81,14 @@ __all__ = [
     "prune_model",
     "pruned_magnitudes",
     "pruned_set_sparsity",
+    "quantize",
+    "recovery",
     "run_sweep",
     "store_summary",
+    "structured",
     "sweep",
     "sweep_method",
+    "tradeoff_figure",
     "write_all_metrics",
     "write_method_metrics",
 ]

@@ -1,4 +1,4 @@
-"""Scores of the sweep: AP and AUROC per seed, sparsity and class → ``metrics.parquet``.
+"""Scores of the sweep: AP and AUROC per seed, level and class → ``metrics.parquet``.
 
 The probabilities of ``prune/<method>/probs.npy`` are scored against the test labels with
 :func:`prunecxr.metrics.ranking_metrics` (equal to scikit-learn's ``average_precision_score``
@@ -23,10 +23,12 @@ def compute_metrics(
     y: np.ndarray,
     *,
     seeds: Sequence[int],
-    sparsities: Sequence[float],
     classes: Sequence[str],
+    sparsities: Sequence[float] | None = None,
+    levels: Sequence[float] | None = None,
+    level_name: str = "sparsity",
 ) -> pd.DataFrame:
-    """AP and AUROC per (seed, sparsity, class): the rows of ``metrics.parquet``.
+    """AP and AUROC per (seed, level, class): the rows of ``metrics.parquet``.
 
     Parameters
     ----------
@@ -34,21 +36,27 @@ def compute_metrics(
         Probabilities (:func:`prunecxr.artifacts.read_store`).
     y : array ``[N, C]`` of 0/1
         Test labels in the same row and class order.
-    seeds, sparsities, classes : sequences
-        The labels of axes S, K and C.
+    seeds, classes : sequences
+        The labels of axes S and C.
+    levels, level_name : the labels of axis K and their axis (:mod:`prunecxr.levels`);
+        ``sparsities`` is ``levels`` of a sparsity store.
 
     Returns
     -------
     DataFrame
-        Columns :data:`prunecxr.artifacts.METRICS_COLUMNS`, seed-major, then sparsity, then
-        class. AP (and AUROC) is NaN for a class with no positive test image, which warns
-        (:class:`prunecxr.metrics.MissingPositivesWarning`).
+        Columns :func:`prunecxr.artifacts.metrics_columns` (the level column named
+        ``level_name``), seed-major, then level, then class. AP (and AUROC) is NaN for a class
+        with no positive test image, which warns (:class:`prunecxr.metrics.MissingPositivesWarning`).
     """
+    levels = sparsities if levels is None else levels
+    if levels is None:
+        raise ValueError("compute_metrics needs the levels of axis 1")
+    columns = artifacts.metrics_columns(level_name)
     probs = np.asarray(probs) if not isinstance(probs, np.ndarray) else probs
     s_, k_, n_, c_ = probs.shape
-    if (len(seeds), len(sparsities), len(classes)) != (s_, k_, c_) or y.shape != (n_, c_):
+    if (len(seeds), len(levels), len(classes)) != (s_, k_, c_) or y.shape != (n_, c_):
         raise ValueError(
-            f"probs {probs.shape} do not match {len(seeds)} seeds, {len(sparsities)} sparsities, "
+            f"probs {probs.shape} do not match {len(seeds)} seeds, {len(levels)} levels, "
             f"{len(classes)} classes and labels {y.shape}"
         )
     n_pos = y.sum(axis=0).astype(np.int64)
@@ -62,22 +70,22 @@ def compute_metrics(
         )
     frames = []
     for i, seed in enumerate(seeds):
-        for j, sparsity in enumerate(sparsities):
+        for j, level in enumerate(levels):
             p = np.asarray(probs[i, j])
             if not np.isfinite(p).all():
                 r, cc = np.argwhere(~np.isfinite(p))[0]
                 raise ValueError(
-                    f"probabilities of seed {seed} at sparsity {sparsity} are not finite "
+                    f"probabilities of seed {seed} at {level_name} {level} are not finite "
                     f"(test row {r}, class {classes[cc]!r})"
                 )
             ap, auroc = ranking_metrics(y, p)
             frames.append(
                 pd.DataFrame({
-                    "seed": int(seed), "sparsity": float(sparsity), "class": list(classes),
+                    "seed": int(seed), level_name: float(level), "class": list(classes),
                     "ap": ap, "auroc": auroc, "n_pos": n_pos,
                 })
             )
-    return pd.concat(frames, ignore_index=True)[list(artifacts.METRICS_COLUMNS)]
+    return pd.concat(frames, ignore_index=True)[list(columns)]
 
 
 def write_method_metrics(run: str, method: str) -> pd.DataFrame:
@@ -95,7 +103,9 @@ def write_method_metrics(run: str, method: str) -> pd.DataFrame:
             f"{rp.probs(method)} has {probs.shape[2]} test rows, labels.parquet {len(y)}; "
             "re-run notebook 03_prune"
         )
-    metrics = compute_metrics(probs, y, seeds=meta["seeds"], sparsities=meta["sparsities"], classes=classes)
+    metrics = compute_metrics(
+        probs, y, seeds=meta["seeds"], levels=meta["levels"], level_name=meta["level_name"], classes=classes
+    )
     artifacts.write_metrics(run, method, metrics)
     return metrics
 

@@ -1,4 +1,10 @@
-"""Compression methods: which weights a method removes at a sparsity, and a pruned model.
+"""Compression methods: the registry (:data:`METHODS`), and the pruning methods of the paper.
+
+Every method maps a dense model and a level to a compressed model ready for inference
+(:mod:`prunecxr.compress.compressor`); its level lies on one axis of :mod:`prunecxr.levels`.
+The pruning methods below prune at a *sparsity*; the registry adds ``weight_quant`` (*bits*,
+:mod:`~prunecxr.compress.quantize`), ``int8_ptq`` (*bits*) and ``channel_l1``
+(*channel_fraction*, :mod:`~prunecxr.compress.structured`).
 
 Holste et al. (2023) prune with *global unstructured L1 (magnitude) pruning* over the weights
 of every ``Conv2d`` and ``Linear`` layer (stem, downsampling shortcuts and classifier
@@ -28,8 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
+from ..levels import AXES, Axis
 from ..published import PAPER_METHOD
+from . import quantize, structured
+from .compressor import CalibrationSet, CompressionMethod
 
 #: the ``torch.nn`` module types whose ``weight`` is pruned (the paper's set; biases and
 #: BatchNorm never are)
@@ -268,15 +278,36 @@ class PruningMethod:
 
     ``magnitudes`` is the flat float32 ``|w|`` of the pruned set (layers in
     :func:`prunable_parameters` order, of ``sizes``), ``seed`` the model's seed and ``device``
-    the weights' device; the plan's masks are flat boolean arrays (True = pruned).
+    the weights' device; the plan's masks are flat boolean arrays (True = pruned). Like every
+    :class:`~prunecxr.compress.compressor.CompressionMethod` it has a level axis (``sparsity``)
+    and a factory, :meth:`create` (a :class:`Pruner`).
     """
 
     name: str
     plan: Callable[..., Plan]
     description: str
+    level_name: str = "sparsity"
+    supported: tuple[float, ...] | None = None
+    needs_calibration: bool = False
+    cpu_only: bool = False
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def axis(self) -> Axis:
+        return AXES[self.level_name]
+
+    def levels(self, requested: Sequence[float]) -> list[float]:
+        """The sparsities this method computes: all of ``requested``, checked (0.0 first)."""
+        return self.axis.check_levels(requested, dense_first=True, name="sparsities")
+
+    def create(self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> "Pruner":
+        return Pruner(self.name, model, seed=seed)
 
 
-METHODS: dict[str, PruningMethod] = {
+METHODS: dict[str, PruningMethod | CompressionMethod] = {
     "global_l1": PruningMethod(
         "global_l1", _GlobalL1,
         "global unstructured magnitude (L1) pruning over all Conv2d and Linear weights (the paper's)",
@@ -289,6 +320,8 @@ METHODS: dict[str, PruningMethod] = {
         "random", _Random,
         "unstructured random pruning of the same weights (control), seeded by (seed, sparsity)",
     ),
+    **quantize.METHODS,
+    **structured.METHODS,
 }
 
 
@@ -297,6 +330,23 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     return method
+
+
+def create_compressor(
+    method: str, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None
+):
+    """The :class:`~prunecxr.compress.compressor.Compressor` of ``method`` for ``model``
+    (``calibration``: training images, for the methods and recoveries that read them)."""
+    return METHODS[check_method(method)].create(model, seed=seed, calibration=calibration)
+
+
+def compress_model(
+    model: nn.Module, level: float, *, method: str = PAPER_METHOD, seed: int = 0,
+    calibration: CalibrationSet | None = None,
+) -> nn.Module:
+    """A compressed copy of ``model``: ``method`` at ``level`` (its axis: sparsity, bits or
+    channel fraction). ``model`` is left untouched."""
+    return create_compressor(method, copy.deepcopy(model), seed=seed, calibration=calibration).compress(level)
 
 
 class Pruner:
@@ -358,6 +408,42 @@ class Pruner:
         with torch.no_grad():
             for p, dense in zip(self.params, self.dense):
                 p.copy_(dense)
+
+    # -- the Compressor interface (prunecxr.compress.compressor) ---------------------------
+    def compress(self, level: float) -> nn.Module:
+        """The model pruned to sparsity ``level`` (in place), in eval mode."""
+        self.apply(level)
+        return self.model.eval()
+
+    def for_recovery(self, level: float) -> tuple[nn.Module, Callable[[nn.Module], nn.Module]]:
+        """A pruned copy whose pruned weights stay 0 in training (a mask parametrization);
+        ``finish`` leaves plain masked weights."""
+        masks = self.masks(level)
+        self.apply(level)
+        model = copy.deepcopy(self.model)
+        modules = dict(model.named_modules())
+        for name, mask in masks.items():
+            module = modules[name.rsplit(".", 1)[0]] if "." in name else model
+            parametrize.register_parametrization(module, "weight", _Mask(~mask.to(module.weight.device)))
+
+        def finish(trained: nn.Module) -> nn.Module:
+            for module in trained.modules():
+                if parametrize.is_parametrized(module, "weight"):
+                    parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            return trained.eval()
+
+        return model, finish
+
+
+class _Mask(nn.Module):
+    """Parametrization: the weight times a fixed 0/1 mask (pruned weights stay 0)."""
+
+    def __init__(self, keep: torch.Tensor):
+        super().__init__()
+        self.register_buffer("keep", keep.to(torch.float32))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.keep
 
 
 def magnitude_thresholds(model: nn.Module, sparsities: Sequence[float]) -> np.ndarray:

@@ -24,9 +24,9 @@ __all__ = ["RaySweep", "sweep_seed_task"]
 
 
 def sweep_seed_task(unit: Callable[..., np.ndarray], run: str, method: str, seed: int, images: np.ndarray, *,
-                    sparsities: Sequence[float],
-                    n_classes: int, batch_size: int, device: str, threads: int | None,
-                    shared: cluster.SharedPaths, relay) -> tuple[np.ndarray, str]:
+                    levels: Sequence[float], n_classes: int, batch_size: int, device: str,
+                    threads: int | None, calibration, recovery, shared: cluster.SharedPaths,
+                    relay) -> tuple[np.ndarray, str]:
     """One seed's sweep inside a Ray task: ``(probabilities [K, N, C], node id)``, where
     ``unit`` is :func:`prunecxr.compress.sweep.sweep_seed`."""
     dev = torch.device(device)
@@ -37,8 +37,8 @@ def sweep_seed_task(unit: Callable[..., np.ndarray], run: str, method: str, seed
         with runtime.num_threads(threads):
             x = inference.preprocessed(torch.from_numpy(np.array(images)).to(dev))
             block = unit(method, seed, load_model=inference.model_loader(run, dev), images=x,
-                               sparsities=sparsities, n_classes=n_classes, batch_size=batch_size,
-                               device=dev, step=report.step)
+                         levels=levels, n_classes=n_classes, batch_size=batch_size,
+                         calibration=calibration, recovery=recovery, device=dev, step=report.step)
         report.flush()
     return block, cluster.node_id()
 
@@ -75,8 +75,8 @@ class RaySweep:
                           relay=cluster.relay())
 
     def blocks(self, unit: Callable[..., np.ndarray], method: str, seeds: Sequence[int], *,
-               sparsities: Sequence[float], n_classes: int, batch_size: int,
-               step: Callable[[], None]) -> Iterator[tuple[int, np.ndarray, str]]:
+               levels: Sequence[float], n_classes: int, batch_size: int, calibration=None,
+               recovery=None, step: Callable[[], None]) -> Iterator[tuple[int, np.ndarray, str]]:
         """``(seed, probabilities, node id)`` of each seed as its task of ``unit`` (the
         sweep's per-seed function) finishes."""
         import ray
@@ -85,9 +85,10 @@ class RaySweep:
             return
         task = ray.remote(sweep_seed_task).options(**self.options)
         refs = {
-            task.remote(unit, self.run, method, seed, self.images_ref, sparsities=list(sparsities), n_classes=n_classes,
+            task.remote(unit, self.run, method, seed, self.images_ref, levels=list(levels), n_classes=n_classes,
                         batch_size=batch_size, device=str(self.device), threads=self.threads,
-                        shared=self.shared, relay=self.relay): seed
+                        calibration=calibration, recovery=recovery, shared=self.shared,
+                        relay=self.relay): seed
             for seed in seeds
         }
         for seed, (block, node) in cluster.completed(refs, self.relay, lambda name, args: step()):

@@ -1,26 +1,27 @@
-"""The sweep: every trained seed × every sparsity of each method → ``prune/<method>/probs.npy``.
+"""The sweep: every trained seed × every level of each method → ``prune/<method>/probs.npy``.
 
 For each seed the dense checkpoint is loaded once (:func:`prunecxr.inference.load_model`);
-each method ranks its weights once (:func:`prunecxr.compress.methods.create_pruner`), and for
-each sparsity the dense weights are copied back and the pruned ones set to zero, so inference
-runs on plain weights (:func:`prunecxr.inference.predict`, float32, no autocast). The sweep's
-sparsity-0 probabilities are therefore those of notebook 02's dense models, bit for bit, on
-one machine with one thread count.
+each method builds its compressor once (:func:`prunecxr.compress.methods.create_compressor`:
+a pruning method ranks its weights once), and each level compresses the dense model again
+(for pruning: the dense weights are copied back and the pruned ones set to zero, so inference
+runs on plain weights; :func:`prunecxr.inference.predict`, float32, no autocast). The sweep's
+dense-level probabilities (sparsity 0, 32 bits, no channel removed) are therefore those of
+notebook 02's dense models, bit for bit, on one machine with one thread count.
 
 Reproducible by default. The CPU thread count changes the rounding of the forward pass, so
 it is never chosen by timing: it is the ``threads`` argument (0 = all usable cores,
 :func:`prunecxr.runtime.usable_cores`), and every seed's record says which count, device and
 batch size its probabilities were computed with.
 
+Scheduling. The seeds run one after another in this process (``population="sequential"``) or
+as Ray tasks (``population="ray"``, :mod:`prunecxr.compress.ray_tasks`): both call the same
+per-seed function (:func:`sweep_seed`) with the same thread count, and the probabilities come
+back to this process, which writes them; the bits are the same either way.
+
 Resumable per seed. Each finished seed is saved atomically to ``work/seed-<s>.npy`` with a
 record of what it was computed from (``work/seed-<s>.json``, ``docs/artifacts.md``); a later
 sweep skips every seed whose record matches, whether its block is still a partial file or
 already merged into ``probs.npy``.
-
-Scheduled one after another here (``population="sequential"``) or as Ray tasks
-(``"ray"``, :mod:`prunecxr.compress.ray_tasks`): either way each seed's share is
-:func:`sweep_seed`. A task's probabilities come back through Ray's object store and this
-process writes them, so tasks never write the run directory; the bits are the same.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ import torch
 from torch import nn
 
 from .. import artifacts, cluster, data, inference, paths, runtime
-from .methods import METHODS, check_method, check_sparsities, create_pruner, pruned_magnitudes
+from ..levels import axis as level_axis
+from .compressor import CalibrationSet
+from .methods import METHODS, check_method, pruned_magnitudes
+from .recovery import Recovery, recovered_model
 
 
 # =========================================================================================
@@ -103,19 +107,23 @@ def dense_magnitudes(run: str) -> Iterator[np.ndarray]:
 
 
 def store_summary(run: str, methods: Sequence[str]) -> pd.DataFrame:
-    """One row per method: the axes of its ``probs.npy`` (seeds, sparsities, test images,
+    """One row per method: the axes of its ``probs.npy`` (seeds, levels, test images,
     classes) and what the method does."""
     rows = []
     for method in artifacts.method_order(methods):
         probs, meta = artifacts.read_store(run, method)
-        rows.append({
-            "method": method,
-            "seeds": len(meta["seeds"]),
-            "sparsities": len(meta["sparsities"]),
+        row = {"method": method, "seeds": len(meta["seeds"])}
+        if all(METHODS[m].level_name == "sparsity" for m in methods if m in METHODS):
+            row["sparsities"] = len(meta["levels"])  # the paper's table, unchanged
+        else:
+            row["levels"] = ", ".join(level_axis(meta["level_name"]).format(v) for v in meta["levels"])
+            row["recover"] = meta["recover"]
+        row.update({
             "test images": probs.shape[2],
             "classes": len(meta["classes"]),
             "description": METHODS[method].description,
         })
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -136,7 +144,7 @@ def _finished_block(
     """The seed's ``[K, N, C]`` probabilities if a previous sweep finished it, else None.
 
     A seed counts as finished when its record (written after its probabilities) matches
-    ``record`` exactly — same sparsities, classes, test images, checkpoint bytes, device,
+    ``record`` exactly — same levels, classes, test images, checkpoint bytes, device,
     threads and batch size — and its probabilities are still there: in its partial file, or
     in the merged ``probs.npy``.
     """
@@ -157,22 +165,26 @@ def _finished_block(
         probs, meta = final
         if (
             seed in meta["seeds"]
-            and artifacts.same_sparsities(meta["sparsities"], record["sparsities"])
+            and meta["level_name"] == record["level_name"]
+            and artifacts.same_levels(meta["levels"], record["levels"])
+            and meta["recover"] == record["recover"]["kind"]
             and meta["classes"] == record["classes"]
         ):
             return probs[meta["seeds"].index(seed)]
     return None
 
 
-def _up_to_date(final, method, seeds, sparsities, classes, n_test) -> bool:
-    """Whether the merged store already holds exactly these seeds, sparsities and classes."""
+def _up_to_date(final, method, seeds, level_list, classes, n_test, recover="none") -> bool:
+    """Whether the merged store already holds exactly these seeds, levels and classes."""
     if final is None:
         return False
     probs, meta = final
     return (
         meta["method"] == method
         and meta["seeds"] == [int(s) for s in seeds]
-        and artifacts.same_sparsities(meta["sparsities"], sparsities)
+        and meta["level_name"] == METHODS[method].level_name
+        and artifacts.same_levels(meta["levels"], level_list)
+        and meta["recover"] == recover
         and meta["classes"] == list(classes)
         and probs.shape[2] == n_test
     )
@@ -184,30 +196,36 @@ def sweep_seed(
     *,
     load_model: Callable[[int], nn.Module],
     images: torch.Tensor,
-    sparsities: Sequence[float],
+    levels: Sequence[float],
     n_classes: int,
     batch_size: int,
     device: torch.device,
+    calibration: CalibrationSet | None = None,
+    recovery: Recovery | None = None,
     step: Callable[[], None] = lambda: None,
 ) -> np.ndarray:
-    """One seed's share of a sweep: its probabilities ``[K, N, C]`` at each of the K sparsities.
+    """One seed's share of a sweep: its probabilities ``[K, N, C]`` at each of the K levels.
 
-    The dense model is loaded once and the method ranks its weights once; for each sparsity
-    the dense weights are copied back and the pruned ones set to zero
-    (:func:`prunecxr.compress.methods.create_pruner`), then ``images`` are predicted
-    (:func:`prunecxr.inference.predict`); ``step`` is called after each sparsity. The same
-    function runs in this process or in a Ray task (:mod:`prunecxr.compress.ray_tasks`), which
-    gets it from :func:`sweep_method`.
+    The dense model is loaded once and the method builds its compressor once (a pruning method
+    ranks its weights once); each level compresses it (and recovers it, if asked), then
+    ``images`` are predicted (:func:`prunecxr.inference.predict`); ``step`` is called after
+    each level. The same function runs in this process or in a Ray task
+    (:mod:`prunecxr.compress.ray_tasks`), which gets it from :func:`sweep_method`.
     """
+    entry = METHODS[check_method(method)]
+    recovery = recovery or Recovery()
     model = load_model(seed)
-    pruner = create_pruner(method, model, seed=seed)
-    block = np.empty((len(sparsities), images.shape[0], n_classes), dtype=np.float32)
-    for j, sparsity in enumerate(sparsities):
-        pruner.apply(sparsity)
-        probs = inference.predict(model, images, batch_size=batch_size, device=device)
+    compressor = entry.create(model, seed=seed, calibration=calibration)
+    block = np.empty((len(levels), images.shape[0], n_classes), dtype=np.float32)
+    for j, level in enumerate(levels):
+        compressed = recovered_model(
+            compressor, level, recovery, level_name=entry.level_name, calibration=calibration, seed=seed
+        )
+        probs = inference.predict(compressed, images, batch_size=batch_size, device=device)
         if probs.shape != block.shape[1:]:
             raise ValueError(f"seed {seed}'s model emits {probs.shape[1]} outputs for {n_classes} classes")
         block[j] = probs
+        del compressed
         step()
     return block
 
@@ -224,7 +242,7 @@ def sweep_method(
     method: str,
     *,
     seeds: Sequence[int],
-    sparsities: Sequence[float],
+    sparsities: Sequence[float] | None = None,
     load_model: Callable[[int], nn.Module],
     images: torch.Tensor,
     classes: Sequence[str],
@@ -233,9 +251,12 @@ def sweep_method(
     batch_size: int,
     threads: int = 0,
     progress: bool = True,
+    levels: Sequence[float] | None = None,
+    calibration: CalibrationSet | None = None,
+    recovery: Recovery | None = None,
     on_ray=None,
 ) -> Path:
-    """One method's sweep over ``seeds × sparsities``; writes ``probs.npy`` and ``meta.json``.
+    """One method's sweep over ``seeds × levels``; writes ``probs.npy`` and ``meta.json``.
 
     Parameters
     ----------
@@ -250,6 +271,11 @@ def sweep_method(
     threads : int
         CPU intra-op threads of the forward passes, 0 for :func:`prunecxr.runtime.usable_cores`;
         recorded as null on a GPU, where it does not apply.
+    levels : the levels of the method's axis (:mod:`prunecxr.levels`), in compression order;
+        ``sparsities`` is the same for a pruning method.
+    calibration : training images, for the methods and recoveries that read them.
+    recovery : how compressed models are recovered (:mod:`prunecxr.compress.recovery`);
+        none by default.
     on_ray : :class:`prunecxr.compress.ray_tasks.RaySweep`, optional
         Compute the seeds as Ray tasks on its cluster and device (``load_model``, ``images``
         and ``device`` are then its own); by default they are computed here, one after another.
@@ -267,8 +293,11 @@ def sweep_method(
     """
     from tqdm import tqdm
 
-    check_method(method)
-    sparsities = check_sparsities(sparsities)
+    entry = METHODS[check_method(method)]
+    if (levels is None) == (sparsities is None):
+        raise ValueError("sweep_method needs the levels (or, for a pruning method, the sparsities), once")
+    level_list = entry.axis.check_levels(levels if levels is not None else sparsities)
+    recovery = recovery or Recovery()
     dev = on_ray.device if on_ray is not None else runtime.resolve_device(device)
     n_threads = runtime.check_threads(threads) if dev.type == "cpu" else None
     rp = paths.run_paths(run)
@@ -286,7 +315,9 @@ def sweep_method(
         seed: {
             "method": method,
             "seed": int(seed),
-            "sparsities": [float(s) for s in sparsities],
+            "level_name": entry.level_name,
+            "levels": [float(s) for s in level_list],
+            "recover": recovery.record(),
             "classes": list(classes),
             "test_image_ids_sha256": ids_digest,
             "checkpoint_sha256": _sha256(rp.checkpoint(seed)),
@@ -296,12 +327,13 @@ def sweep_method(
         }
         for seed in seeds
     }
-    n_test, k = images.shape[0], len(sparsities)
+    n_test, k = images.shape[0], len(level_list)
     pending = [seed for seed in seeds if _finished_block(run, method, seed, records[seed], final) is None]
     computed = 0
     bar = tqdm(total=len(seeds) * k, initial=(len(seeds) - len(pending)) * k, desc=method, unit="model",
                disable=not progress, mininterval=5)
-    unit = dict(sparsities=sparsities, n_classes=len(classes), batch_size=batch_size, step=lambda: bar.update(1))
+    unit = dict(levels=level_list, n_classes=len(classes), batch_size=batch_size, calibration=calibration,
+                recovery=recovery, step=lambda: bar.update(1))
     if on_ray is not None:
         blocks = on_ray.blocks(sweep_seed, method, pending, **unit)
     else:
@@ -315,10 +347,11 @@ def sweep_method(
     bar.close()
 
     partials = any(work.glob("seed-*.npy"))  # a partial is newer than probs.npy
-    if computed or partials or not _up_to_date(final, method, seeds, sparsities, classes, n_test):
+    if computed or partials or not _up_to_date(final, method, seeds, level_list, classes, n_test, recovery.kind):
         blocks = (_finished_block(run, method, s, records[s], final) for s in seeds)
         artifacts.write_store(
-            run, method, seeds=seeds, sparsities=sparsities, classes=classes, n_test=n_test, blocks=blocks,
+            run, method, seeds=seeds, levels=level_list, level_name=entry.level_name, classes=classes,
+            n_test=n_test, blocks=blocks, recover=recovery.kind,
         )
     for partial in work.glob("seed-*.npy"):
         partial.unlink()
@@ -328,11 +361,28 @@ def sweep_method(
 # =========================================================================================
 # The stage (notebook 03)
 # =========================================================================================
+def calibration_set(run: str, *, images: int = 256, batch_size: int = 32) -> CalibrationSet:
+    """The training split of ``run`` as a :class:`~prunecxr.compress.compressor.CalibrationSet`
+    (``images`` drawn per calibration, in batches of ``batch_size``)."""
+    split = data.open_split(run, "train")
+    return CalibrationSet(np.asarray(split.images), np.asarray(split.labels), batch_size=batch_size, n_images=images)
+
+
+def method_levels(method: str, axes: dict[str, Sequence[float] | None]) -> list[float]:
+    """The levels ``method`` computes from the lists of each axis (``sparsity`` → the
+    ``sparsities``, ``bits``, ``channel_fraction``); a ValueError names a missing list."""
+    entry = METHODS[check_method(method)]
+    requested = axes.get(entry.level_name)
+    if requested is None:
+        raise ValueError(f"method {method!r} needs {entry.level_name} levels; none were given")
+    return entry.levels(requested)
+
+
 def run_sweep(
     run: str,
     *,
     methods: Sequence[str],
-    sparsities: Sequence[float],
+    sparsities: Sequence[float] | None = None,
     device: str = "auto",
     batch_size: int = 256,
     seeds: Sequence[int] | None = None,
@@ -341,8 +391,15 @@ def run_sweep(
     ray_address: str = "",
     gpus_per_model: float = 1.0,
     progress: bool = True,
+    bits: Sequence[int] | None = None,
+    channel_fractions: Sequence[float] | None = None,
+    calibration_images: int = 256,
+    recover: str = "none",
+    recover_batches: int = 8,
+    finetune_epochs: int = 1,
+    finetune_lr: float = 1e-4,
 ) -> dict[str, Path]:
-    """Prune every trained seed of ``run`` with each method at each sparsity; store the probs.
+    """Compress every trained seed of ``run`` with each method at each level; store the probs.
 
     Parameters
     ----------
@@ -350,9 +407,11 @@ def run_sweep(
         A run whose models notebook 02_train has trained.
     methods : list of str
         Keys of :data:`prunecxr.compress.methods.METHODS`.
-    sparsities : list of float
-        Strictly increasing fractions in [0, 1], starting with 0.0 (the dense model, the
-        baseline of every comparison).
+    sparsities, bits, channel_fractions : lists of levels
+        The levels of each axis (:mod:`prunecxr.levels`), in compression order and starting
+        with the dense model's (0.0, 32 bits, 0.0), the baseline of every comparison. Each
+        method takes the list of its axis (those it supports: ``int8_ptq`` computes 32 and 8
+        bits only).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``, ... (:func:`prunecxr.runtime.resolve_device`).
     batch_size : int
@@ -366,12 +425,20 @@ def run_sweep(
     population : str
         ``"sequential"`` (the seeds one after another in this process) or ``"ray"`` (each
         seed's sweep a Ray task, :mod:`prunecxr.compress.ray_tasks`; the probabilities come
-        back to this process, which writes them); the same bits either way.
+        back to this process, which writes them); the same bits either way. A method that
+        runs on the CPU only (``int8_ptq``) runs here when the Ray tasks are on GPUs.
     ray_address : str
         With Ray, the cluster to join; empty means ``RAY_ADDRESS`` if set, else a cluster
         started on this machine for this call.
     gpus_per_model : float
         With Ray on GPUs, the GPU share of each seed's task.
+    calibration_images : int
+        Training images a method that calibrates draws (``int8_ptq``).
+    recover, recover_batches, finetune_epochs, finetune_lr
+        Recovery of the compressed models (:class:`prunecxr.compress.recovery.Recovery`):
+        ``"none"`` (the paper's), ``"bn"`` (BatchNorm statistics re-estimated on
+        ``recover_batches`` training batches) or ``"finetune"`` (``finetune_epochs`` epochs at
+        ``finetune_lr``, the compression kept). Recorded in ``meta.json``.
 
     Returns
     -------
@@ -379,12 +446,9 @@ def run_sweep(
         ``method → prune/<method>/probs.npy``.
     """
     methods = [check_method(m) for m in methods]
-    sparsities = check_sparsities(sparsities)
-    if sparsities[0] != 0.0:
-        raise ValueError(
-            f"sparsities must start with 0.0 (the dense model, the baseline of every "
-            f"comparison); got {sparsities[0]!r} first"
-        )
+    recovery = Recovery(recover, batches=recover_batches, epochs=finetune_epochs, lr=finetune_lr)
+    axes = {"sparsity": sparsities, "bits": bits, "channel_fraction": channel_fractions}
+    plan = {m: method_levels(m, axes) for m in methods}
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     runtime.check_threads(threads)
@@ -399,23 +463,33 @@ def run_sweep(
     _, classes, image_ids = artifacts.read_test_labels(run)
     test_images = load_test_images(run, classes, len(image_ids))
     check_models_fit_data(run, classes, tuple(test_images.shape[1:]))
+    needs = recovery.kind != "none" or any(METHODS[m].needs_calibration for m in methods)
+    calibration = calibration_set(run, images=calibration_images) if needs else None
+    inputs: dict[torch.device, tuple[torch.Tensor, Callable[[int], nn.Module]]] = {}
+
+    def on(device: torch.device):  # test images and models on a device, prepared once
+        if device not in inputs:
+            inputs[device] = (inference.preprocessed(test_images.to(device)), inference.model_loader(run, device))
+        return inputs[device]
+
+    out = {}
     with contextlib.ExitStack() as stack:
-        on_ray = load = None
+        on_ray = None
         if population == "ray":
             from .ray_tasks import RaySweep
 
             on_ray = stack.enter_context(RaySweep.start(run, test_images, device=device, threads=threads,
                                                         gpus_per_model=gpus_per_model, address=ray_address))
-            dev, images = on_ray.device, test_images
+            dev = on_ray.device
         else:
             dev = runtime.resolve_device(device)
-            images = inference.preprocessed(test_images.to(dev))
-            load = inference.model_loader(run, dev)
-        return {
-            method: sweep_method(
-                run, method, seeds=seeds, sparsities=sparsities, load_model=load, images=images,
-                classes=classes, image_ids=image_ids, device=dev, batch_size=batch_size, threads=threads,
-                progress=progress, on_ray=on_ray,
+        for method in methods:
+            where = torch.device("cpu") if METHODS[method].cpu_only else dev  # int8 kernels are the CPU's
+            ray_here = on_ray if on_ray is not None and where.type == on_ray.device.type else None
+            images, load = (test_images, None) if ray_here is not None else on(where)
+            out[method] = sweep_method(
+                run, method, seeds=seeds, levels=plan[method], load_model=load, images=images,
+                classes=classes, image_ids=image_ids, device=where, batch_size=batch_size, threads=threads,
+                progress=progress, calibration=calibration, recovery=recovery, on_ray=ray_here,
             )
-            for method in methods
-        }
+    return out
