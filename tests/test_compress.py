@@ -633,7 +633,7 @@ def test_the_per_seed_unit_and_where_a_seed_ran(phantom_run, monkeypatch):
     with runtime.num_threads(1):
         block = sweep.sweep_seed("layerwise_l1", 1, load_model=inference.model_loader("ph", "cpu"),
                                  images=inference.preprocessed(torch.from_numpy(np.array(split.images))),
-                                 sparsities=[0.0, 0.5], n_classes=len(split.classes), batch_size=32,
+                                 levels=[0.0, 0.5], n_classes=len(split.classes), batch_size=32,
                                  device=torch.device("cpu"), step=lambda: steps.append(1))
     np.testing.assert_array_equal(block, probs[1])
     assert len(steps) == 2

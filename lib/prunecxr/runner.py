@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -365,25 +364,6 @@ def _low_disk_notes() -> list[str]:
     return notes
 
 
-@contextlib.contextmanager
-def _kernel_manager(kernel: str):
-    """The kernel's manager: on POSIX it talks to the kernel over Unix sockets in a private
-    temporary folder, not over TCP ports of localhost that any local user could reach (and
-    about which ipykernel warns at every start)."""
-    if os.name != "posix":
-        yield None  # papermill's default: TCP on localhost
-        return
-    from jupyter_client.manager import KernelManager
-
-    with tempfile.TemporaryDirectory(prefix="prunecxr-kernel-") as folder:
-        km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(folder, "kernel"))
-        try:
-            yield km
-        finally:  # nbclient shuts down only the kernels of managers it made itself
-            if km.has_kernel:
-                km.shutdown_kernel(now=True)
-
-
 def execute_notebook(
     nb: Notebook,
     *,
@@ -415,7 +395,7 @@ def execute_notebook(
     entry = {"started": started, "parameters": dict(parameters)}
     try:
         kernel_env = {paths.NOTEBOOKS_ENV: str(nb.path.parent.resolve()), **runlock.holder_env(run)}
-        with _quiet_papermill_inspection(), _kernel_env(kernel_env), _kernel_manager(kernel) as km:
+        with _quiet_papermill_inspection(), _kernel_env(kernel_env):
             papermill.execute_notebook(
                 str(nb.path),
                 str(partial),
@@ -425,7 +405,6 @@ def execute_notebook(
                 progress_bar=False,
                 stdout_file=sys.stdout if log_output else None,
                 stderr_file=sys.stderr if log_output else None,
-                km=km,
             )
     except BaseException as err:
         seconds = time.perf_counter() - t0
