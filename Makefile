@@ -29,7 +29,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 # The figures the README shows; a run never writes docs/ (runs write figures/<run>/).
-README_FIGURES := fig1_overall fig2_forgettability fig3_frequency fig4_cooccurrence fig5_pies fig6_reader_study
+README_FIGURES := fig1_overall fig2_forgettability fig3_frequency fig4_cooccurrence fig5_pies fig6_reader_study compression_tradeoff
 FIGURES_DIR = $${PRUNECXR_HOME:-.}/figures/$(or $(RUN),default)
 
 readme-figures:

@@ -133,7 +133,9 @@ def test_sweep_records_the_recovery_and_recomputes_when_it_changes():
     bn, meta = artifacts.read_store(rp.name, "weight_quant", mmap=False)
     assert meta["recover"] == "bn"
     record = artifacts.read_json(paths.run_paths(rp.name).prune_work("weight_quant") / "seed-1.json")
-    assert record["recover"] == {"kind": "bn", "batches": 2, "epochs": 1, "lr": 1e-4}
+    assert record["recover"] == {"kind": "bn", "batches": 2}
+    assert recovery.Recovery("none", batches=5).record() == {"kind": "none"}
+    assert recovery.Recovery("finetune", epochs=2).record() == {"kind": "finetune", "epochs": 2, "lr": 1e-4}
     np.testing.assert_array_equal(bn[:, 0], plain[:, 0])  # the dense level is not recovered
     assert not np.array_equal(bn[:, 2], plain[:, 2])
     loader = Loader(rp)

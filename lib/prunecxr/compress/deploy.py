@@ -12,8 +12,10 @@ estimated from formulas:
   still multiplied, so pruning by sparsity leaves them unchanged; an int8 network performs the
   MACs of the float network it quantizes, in int8;
 * ``latency_b1_ms``, ``latency_b64_ms`` — CPU milliseconds per image at batch 1 and at batch
-  64 (:func:`latency`: ``torch.utils.benchmark.Timer.blocked_autorange``, the median of its
-  blocks, on a fixed number of threads);
+  64 on a fixed number of threads (:func:`latency`, ``torch.utils.benchmark``), measured in
+  :data:`PAIRED_ROUNDS` rounds that alternate the compressed model with the method's dense one;
+  ``rel_latency_*`` is the median over rounds of the ratio of the two, so the load of other
+  processes on a shared machine touches both sides of each ratio (:func:`paired_latency`);
 
 beside the accuracy the sweep measured over every seed (``metrics.parquet``): ``mean_ap``, the
 median over seeds of the class-mean AP, and ``tail_ap``, the same over the five rarest
@@ -112,14 +114,19 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
 
 
 #: blocks of calls a latency is the median of
-LATENCY_BLOCKS = 5
+LATENCY_BLOCKS = 3
+#: rounds of a paired latency (compressed, then dense)
+PAIRED_ROUNDS = 3
 
 
-def latency(model: nn.Module, example: torch.Tensor, *, threads: int, min_run_time: float = 0.2) -> float:
+def latency(
+    model: nn.Module, example: torch.Tensor, *, threads: int, min_run_time: float = 0.2, warm_up: bool = True
+) -> float:
     """Seconds per image of ``model(example)`` on the CPU with ``threads`` threads.
 
     A ``torch.utils.benchmark.Timer`` on ``threads`` threads: after two warm-up calls (weight
-    packing, allocation), :data:`LATENCY_BLOCKS` blocks of ``number`` calls each, ``number``
+    packing, allocation; ``warm_up=False`` skips them for a model just measured), one call to
+    estimate the time of a call, then :data:`LATENCY_BLOCKS` blocks of ``number`` calls each, ``number``
     chosen so the blocks together last about ``min_run_time`` seconds; the median of the
     blocks' mean call time, divided by the batch size. (``blocked_autorange`` itself spends
     at least ~100 calls estimating its block size, whatever ``min_run_time``.)
@@ -130,10 +137,29 @@ def latency(model: nn.Module, example: torch.Tensor, *, threads: int, min_run_ti
     model.eval()
     with torch.inference_mode():
         timer = benchmark.Timer("model(x)", globals={"model": model, "x": example}, num_threads=n)
-        first = timer.timeit(2).mean  # warm-up, and an estimate of one call
+        if warm_up:
+            timer.timeit(2)
+        first = timer.timeit(1).mean  # an estimate of one call
         number = max(1, int(min_run_time / LATENCY_BLOCKS / max(first, 1e-6)))
         blocks = [timer.timeit(number).mean for _ in range(LATENCY_BLOCKS)]
     return float(np.median(blocks)) / example.shape[0]
+
+
+def paired_latency(
+    model: nn.Module, dense: nn.Module, example: torch.Tensor, *, threads: int, min_run_time: float,
+    rounds: int = PAIRED_ROUNDS,
+) -> tuple[float, float]:
+    """``(seconds per image of model, its ratio to dense's)``: :data:`PAIRED_ROUNDS` rounds of
+    :func:`latency` of ``model`` and then of ``dense``, ``min_run_time`` spread over them; the
+    medians over rounds of the model's time and of the ratio within each round."""
+    share = min_run_time / (2 * rounds)
+    own, ratios = [], []
+    for k in range(rounds):
+        t = latency(model, example, threads=threads, min_run_time=share, warm_up=k == 0)
+        t_dense = latency(dense, example, threads=threads, min_run_time=share, warm_up=k == 0)
+        own.append(t)
+        ratios.append(t / t_dense)
+    return float(np.median(own)), float(np.median(ratios))
 
 
 # =========================================================================================
@@ -165,9 +191,12 @@ def architecture(model: nn.Module) -> tuple:
 
 def measure_level(
     model: nn.Module, *, example: torch.Tensor, macs: int | None = None, threads: int, min_run_time: float,
+    dense: nn.Module | None = None,
 ) -> dict[str, float]:
     """The deployment measures of one compressed model (module docstring); ``macs`` when
-    already counted (an int8 network performs those of the float network it quantizes)."""
+    already counted (an int8 network performs those of the float network it quantizes).
+    With ``dense``, the latencies are paired with it (:func:`paired_latency`) and the row
+    holds their ratios as ``latency_ratio_b<B>``."""
     params, nonzero = parameter_counts(model)
     row = {
         "parameters": params,
@@ -177,7 +206,11 @@ def measure_level(
     }
     for b in LATENCY_BATCHES:
         x = example[:1].expand(b, *example.shape[1:]).contiguous()
-        row[f"latency_b{b}_ms"] = 1000 * latency(model, x, threads=threads, min_run_time=min_run_time)
+        if dense is None:
+            row[f"latency_b{b}_ms"] = 1000 * latency(model, x, threads=threads, min_run_time=min_run_time)
+        else:
+            t, ratio = paired_latency(model, dense, x, threads=threads, min_run_time=min_run_time)
+            row[f"latency_b{b}_ms"], row[f"latency_ratio_b{b}"] = 1000 * t, ratio
     return row
 
 
@@ -222,6 +255,7 @@ def deployment_table(
         mean_ap, tail_ap = class_mean_ap(metrics), class_mean_ap(metrics, rare)
         chosen = meta["seeds"][0] if seed is None else int(seed)
         dense = inference.load_model(run, chosen, device="cpu")
+        reference = inference.load_model(run, chosen, device="cpu")  # the dense model, never compressed
         shape = artifacts.read_train_record(run)["image_shape"]
         example = torch.zeros((LATENCY_BATCHES[-1], 3, *shape))
         compressor = entry.create(dense, seed=chosen, calibration=calibration)
@@ -239,7 +273,7 @@ def deployment_table(
                 macs_of[key] = count_macs(model, example[:1])
             row = measure_level(
                 model, example=example, macs=dense_macs if quantized else macs_of[key], threads=n_threads,
-                min_run_time=min_run_time,
+                min_run_time=min_run_time, dense=reference,
             )
             row.update({
                 "method": method, "level_name": meta["level_name"], "level": float(level),
@@ -248,9 +282,11 @@ def deployment_table(
             })
             rows.append(row)
     table = pd.DataFrame(rows)
-    for column in ("nonzero_parameters", "size_bytes", "macs", "latency_b1_ms", "latency_b64_ms", "mean_ap", "tail_ap"):
+    for column in ("nonzero_parameters", "size_bytes", "macs", "mean_ap", "tail_ap"):
         dense_value = table.groupby("method")[column].transform("first")  # each method's dense level
         table[f"rel_{column}"] = (table[column] - dense_value) / dense_value
+    for b in LATENCY_BATCHES:  # paired with the dense model, round by round
+        table[f"rel_latency_b{b}_ms"] = table[f"latency_ratio_b{b}"] - 1.0
     return table[DEPLOY_COLUMNS]
 
 
@@ -311,11 +347,12 @@ def tail_summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for method, sub in table.groupby("method", sort=False):
         dense = sub.iloc[0]
-        for what, row in (("fastest", sub.loc[sub["latency_b1_ms"].idxmin()]), ("most compressed", sub.iloc[-1])):
+        fastest = sub.loc[sub["rel_latency_b1_ms"].idxmin()]
+        for what, row in (("fastest", fastest), ("most compressed", sub.iloc[-1])):
             rows.append({
                 "method": method, "which": what,
                 "level": levels.axis(row["level_name"]).format(row["level"]),
-                "speed-up b=1": fmt.ratio(dense["latency_b1_ms"] / row["latency_b1_ms"], 2),
+                "speed-up b=1": fmt.ratio(1.0 / (1.0 + row["rel_latency_b1_ms"]), 2),
                 "size ratio": fmt.ratio(dense["size_bytes"] / row["size_bytes"], 2),
                 "Δ mean AP": fmt.pct(row["rel_mean_ap"], 1),
                 "Δ tail AP": fmt.pct(row["rel_tail_ap"], 1),

@@ -61,8 +61,11 @@ class Recovery:
             raise ValueError(f"finetune_lr must be a positive number, got {self.lr!r}")
 
     def record(self) -> dict[str, Any]:
-        """What the sweep records of it (``work/seed-<s>.json``'s ``recover``)."""
-        return asdict(self)
+        """What the sweep records of it (``work/seed-<s>.json``'s ``recover``): the kind and
+        the settings that kind uses, so changing an unused setting recomputes nothing."""
+        used = {"none": (), "bn": ("batches",), "finetune": ("epochs", "lr")}[self.kind]
+        full = asdict(self)
+        return {"kind": self.kind, **{k: full[k] for k in used}}
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
