@@ -378,5 +378,7 @@ def test_a_run_trains_summarizes_and_plots():
     top = T.summarize_test_ap(ap)
     assert 0 < top["mean_ap"] < 1 and top["rarest"]["train_count"] <= top["commonest"]["train_count"]
     assert "mean test AP" in T.headline_text(top)
-    assert len(T.learning_curves_figure(hist).data) == 2 * 2 * 2
+    fig, plotted = T.learning_curves_figure(hist)
+    assert len(fig.data) == 2 * 2 * 2
+    assert list(plotted.columns) == ["seed", "epoch", "val_loss", "val_mean_ap"]
     assert len(T.class_ap_figure(ap).data) == len(test.classes)

@@ -141,7 +141,9 @@ def learning_curves_figure(history: pd.DataFrame):
     """Validation loss and validation mean AP per epoch, one line per seed.
 
     ``history`` is :func:`read_histories`'s table; a marker shows each seed's selected
-    (lowest validation loss) epoch.
+    (lowest validation loss) epoch. Returns the figure and its plotted data (``seed``,
+    ``epoch``, ``val_loss``, ``val_mean_ap``: not the epochs' wall times, which differ from
+    run to run).
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -165,7 +167,7 @@ def learning_curves_figure(history: pd.DataFrame):
     fig.update_yaxes(title_text="BCE loss", row=1, col=1)
     fig.update_yaxes(title_text="mean AP", row=1, col=2)
     fig.update_layout(title="Learning curves of the dense population (circle: selected epoch)")
-    return fig
+    return fig, history[["seed", "epoch", "val_loss", "val_mean_ap"]].reset_index(drop=True)
 
 
 def class_ap_figure(ap: pd.DataFrame):
