@@ -14,7 +14,9 @@ The cluster
     cluster on this machine and stops it when the call ends. A process that is already
     connected (``ray.init`` called by the user, or a test) keeps its connection. Ray is
     started quietly: no dashboard, the workers' output is not copied into the notebook, no
-    usage statistics are sent (unless ``RAY_USAGE_STATS_ENABLED`` says otherwise).
+    usage statistics are sent (unless ``RAY_USAGE_STATS_ENABLED`` says otherwise), and the
+    workers of a cluster started here run at this process's priority (Ray's default lowers
+    it by 15; ``RAY_worker_niceness`` set by the user wins).
 
 What a task asks for (:func:`task_options`)
     On CPUs ``num_cpus = threads`` (the intra-op threads of every model, so a node runs as many
@@ -135,6 +137,8 @@ def connect(address: str = "") -> Iterator[None]:
     source = "the parameter ray_address" if address else "the environment variable RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS", "")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:  # the tasks do this process's work: at its priority (Ray's default is nice +15)
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(address=address or "local", include_dashboard=False if not address else None,
                  log_to_driver=False, logging_level=logging.ERROR)
