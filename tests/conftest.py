@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,3 +52,17 @@ def smoke_run(tmp_path_factory):
         f"the smoke run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
         f"{proc.stderr[-6000:]}")
     return {"home": home, "elapsed": elapsed, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    """Tiny learnable data: class c brightens quadrant c of a 16 px image (train, then val:
+    images and labels). Shared by the training and Ray tests."""
+    rng = np.random.default_rng(0)
+    n, c = 128, 4
+    labels = (rng.random((n, c)) < 0.4).astype(np.uint8)
+    images = rng.integers(0, 80, (n, 16, 16)).astype(np.uint8)
+    for k in range(c):
+        r, q = divmod(k, 2)
+        images[labels[:, k] == 1, 8 * r:8 * r + 8, 8 * q:8 * q + 8] += 100
+    return images[:96], labels[:96], images[96:], labels[96:]

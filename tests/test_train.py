@@ -21,19 +21,6 @@ from prunecxr.train import checkpoints, loop
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-@pytest.fixture(scope="module")
-def arrays():
-    """Tiny learnable data: class c brightens quadrant c of a 16 px image."""
-    rng = np.random.default_rng(0)
-    n, c = 128, 4
-    labels = (rng.random((n, c)) < 0.4).astype(np.uint8)
-    images = rng.integers(0, 80, (n, 16, 16)).astype(np.uint8)
-    for k in range(c):
-        r, q = divmod(k, 2)
-        images[labels[:, k] == 1, 8 * r:8 * r + 8, 8 * q:8 * q + 8] += 100
-    return images[:96], labels[:96], images[96:], labels[96:]
-
-
 def _config(**kw):
     base = dict(model="small_resnet", pretrained=False, max_epochs=3, patience=3, batch_size=32, lr=1e-3)
     base.update(kw)
