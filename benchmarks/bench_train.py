@@ -65,7 +65,8 @@ def clock(device, threads):
     return time.process_time if device.type == "cpu" and threads == 1 else time.perf_counter
 
 
-def raw_images_per_s(model_name, classes, size, batch, device, threads, *, optimizer_step, seconds=3.0):
+def raw_images_per_s(model_name, classes, size, batch, device, threads, *, optimizer_step, seconds=3.0,
+                     precision="fp32", channels_last=None):
     """Forward+backward (+ Adam step) of one model on a fixed preprocessed batch on the device.
 
     One batch, used over and over, sits in the CPU's caches as a batch that the pipeline has
@@ -75,7 +76,7 @@ def raw_images_per_s(model_name, classes, size, batch, device, threads, *, optim
     """
     torch.manual_seed(0)
     model = models.create_model(model_name, classes).to(device).train()
-    cl = device.type == "cuda"
+    cl = recipe.uses_channels_last(device) if channels_last is None else channels_last
     if cl:
         model = model.to(memory_format=torch.channels_last)
     x = models.preprocess(torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, device=device),
@@ -85,7 +86,7 @@ def raw_images_per_s(model_name, classes, size, batch, device, threads, *, optim
 
     def step():
         model.zero_grad(set_to_none=True)
-        with recipe.autocast(device):
+        with recipe.autocast(device, precision):
             out = model(x)
         F.binary_cross_entropy_with_logits(out.float(), y).backward()
         if optimizer_step:
@@ -101,6 +102,33 @@ def raw_images_per_s(model_name, classes, size, batch, device, threads, *, optim
         n += 1
     sync(device)
     return n * batch / (now() - t0)
+
+
+def levers(shape, precision, *, rounds, seconds):
+    """The recipe's speed levers, each added to the one before: training images/s of a raw
+    forward+backward+Adam step (the recipe's own pipeline is timed below), median of
+    ``rounds`` rounds that alternate their order."""
+    model, classes, size, batch, device, threads = shape
+    steps = [  # (what, batch, channels_last, precision)
+        ("float32, default layout, batch 64 (the quick profile)", 64, False, "fp32"),
+        (f"+ batch {batch}", batch, False, "fp32"),
+        ("+ channels_last", batch, True, "fp32"),
+        (f"+ {precision} autocast (the default recipe)", batch, True, precision),
+    ]
+    got = {k: [] for k in range(len(steps))}
+    for r in range(rounds):
+        for k in (range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))):
+            _, b, cl, prec = steps[k]
+            got[k].append(raw_images_per_s(model, classes, size, b, device, threads, optimizer_step=True,
+                                           seconds=seconds, precision=prec, channels_last=cl))
+    print(f"\nthe recipe's speed levers: raw training images/s ({model}, {size} px), median of {rounds} rounds")
+    base = prev = None
+    for k, (what, *_rest) in enumerate(steps):
+        ips = float(np.median(got[k]))
+        gain = "" if prev is None else f"   x{ips / prev:.2f} (x{ips / base:.2f} in all)"
+        print(f"    {what:52s}: {ips:8.0f}{gain}")
+        base, prev = base or ips, ips
+    print()
 
 
 def sync(device):
@@ -156,28 +184,31 @@ def main(argv=None) -> int:
         data = (tx, ty, vx, vy)
         tiny_val = (tx, ty, vx[:8], vy[:8])  # the training loop alone, validation negligible
         cfg = T.TrainConfig(model=args.model, pretrained=False, max_epochs=args.epochs,
-                            patience=args.epochs, batch_size=args.batch_size, lr=prof["lr"])
+                            patience=args.epochs, batch_size=args.batch_size, lr=prof["lr"],
+                            schedule=prof["schedule"], precision=prof["precision"])
+        precision = recipe.resolve_precision(cfg.precision, device)
         threads = None
         if device.type == "cpu":  # both sides of every ratio run with the count training uses
             threads = runtime.check_threads(args.threads)
             torch.set_num_threads(threads)
         print(f"device: {device_name(device)}; torch {torch.__version__}; model {args.model}, "
               f"{args.resolution} px, batch {args.batch_size}, {args.images} training images, "
-              f"{args.epochs} epochs per timed training"
+              f"{args.epochs} epochs per timed training; {precision}"
               + (f"; {threads} thread(s)" if threads else ""))
 
         # pipeline efficiency
         now = clock(device, threads)
         shape = (args.model, args.classes, args.resolution, args.batch_size, device, threads)
+        levers(shape, precision, rounds=args.rounds, seconds=1.0 if args.quick else 2.0)
         # untimed warm-up: one-off costs of a process (first checkpoint write, lazy imports)
         fit_seconds(data, cfg, seeds=[0], population="sequential", device=device,
                     threads=threads, tag="warm", now=now)
 
         def measure(side, r):
             if side == "raw":
-                return raw_images_per_s(*shape, optimizer_step=False, seconds=2.0)
+                return raw_images_per_s(*shape, optimizer_step=False, seconds=2.0, precision=precision)
             if side == "raw_opt":
-                return raw_images_per_s(*shape, optimizer_step=True, seconds=2.0)
+                return raw_images_per_s(*shape, optimizer_step=True, seconds=2.0, precision=precision)
             return args.epochs * args.images / fit_seconds(
                 data if side == "e2e" else tiny_val, cfg, seeds=[0], population="sequential",
                 device=device, threads=threads, tag=f"{side}{r}", now=now)

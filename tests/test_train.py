@@ -18,6 +18,7 @@ from prunecxr import train as T
 from prunecxr.metrics import ranking_metrics
 from prunecxr.train import checkpoints, loop
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
@@ -171,7 +172,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(arrays, tmp_path, kin
     """(A killed Ray worker, and a killed driver of Ray tasks: tests/test_ray.py.)"""
     epochs = 4
     cfg = dict(model="small_resnet", pretrained=False, max_epochs=epochs, patience=epochs, batch_size=32,
-               lr=1e-3)
+               lr=1e-3, schedule="onecycle")  # the rate is a function of the step: resumed on its curve
     tx, ty, vx, vy = arrays
     np.savez(tmp_path / "data.npz", tx=tx, ty=ty, vx=vx, vy=vy)
     script = tmp_path / "killer.py"
@@ -191,9 +192,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(arrays, tmp_path, kin
         assert state["epoch"] == 1  # the interrupted write of epoch 2 left its temporary
         assert list(rp.seed_dir(0).glob(".*.tmp"))
 
-    resumed = _fit(arrays, "killed", max_epochs=epochs, patience=epochs)
+    resumed = _fit(arrays, "killed", max_epochs=epochs, patience=epochs, schedule="onecycle")
     assert "resumed" in set(resumed["status"])
-    _fit(arrays, "whole", population="sequential", max_epochs=epochs, patience=epochs)
+    _fit(arrays, "whole", population="sequential", max_epochs=epochs, patience=epochs, schedule="onecycle")
     for s in (0, 1):
         assert _same(_weights("killed", s), _weights("whole", s)), f"seed {s}"
         assert _history("killed", s).equals(_history("whole", s))
@@ -204,7 +205,7 @@ def test_early_stopping_keeps_the_lowest_validation_loss(arrays, monkeypatch):
     def scripted(losses):
         calls = [0]
 
-        def fake_validate(net, val, *, batch_size, device):
+        def fake_validate(net, val, *, batch_size, device, precision):
             calls[0] += 1
             return losses[calls[0] - 1], 0.5
 
@@ -258,7 +259,8 @@ def test_a_population_keeps_one_configuration(arrays):
 def test_threads_zero_means_every_usable_core(arrays):
     _fit(arrays, "all", seeds=1, max_epochs=1, threads=0)
     assert artifacts.read_train_record("all")["execution"] == {
-        "population": "sequential", "threads": runtime.usable_cores(), "workers": 1, "device": "cpu"}
+        "population": "sequential", "threads": runtime.usable_cores(), "workers": 1, "device": "cpu",
+        "precision": "bf16" if runtime.cpu_has_bf16() else "fp32"}
     with pytest.raises(ValueError, match=r"gpus_per_model must be a fraction in \(0, 1\] .* got 1\.5"):
         T.fit_population(*arrays, seeds=1, config=_config(), run="gpu", population="ray", gpus_per_model=1.5)
 
@@ -295,6 +297,66 @@ def test_a_population_continues_only_with_its_thread_count(arrays):
     artifacts.write_json(paths.run_paths("thr").train_config, record)
     with pytest.raises(ValueError, match="does not record the device and thread count"):
         _fit(arrays, "thr", seeds=2, max_epochs=1, threads=1)
+
+
+def test_onecycle_rises_to_lr_then_falls_to_nearly_zero():
+    from prunecxr.train import recipe
+
+    cfg = _config(lr=4e-3, schedule="onecycle")
+    total = 400
+    rates = [recipe.learning_rate(cfg, k, total) for k in range(total)]
+    peak = int(np.argmax(rates))
+    assert peak == 100 and rates[peak] == pytest.approx(4e-3)  # a quarter of the steps
+    assert rates[0] == pytest.approx(4e-3 / 25) and rates[-1] == pytest.approx(4e-3 * 1e-4)
+    assert all(a < b for a, b in zip(rates[:peak], rates[1:peak + 1]))
+    assert all(a > b for a, b in zip(rates[peak:-1], rates[peak + 1:]))
+    assert {recipe.learning_rate(_config(lr=4e-3), k, total) for k in (0, 200, 399)} == {4e-3}
+    with pytest.raises(ValueError, match="unknown schedule 'cosine'"):
+        _config(schedule="cosine")
+
+
+def test_precision_auto_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    from prunecxr.train import recipe
+
+    cpu = torch.device("cpu")
+    assert recipe.resolve_precision("fp32", cpu) == "fp32" and recipe.resolve_precision("bf16", cpu) == "bf16"
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda native=native: native)
+        assert recipe.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        _config(precision="fp16")
+
+
+def test_cpu_flags_decide_native_bf16(monkeypatch, tmp_path):
+    info = tmp_path / "cpuinfo"
+    real = runtime.Path
+
+    for flags, expected in (("fpu sse avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
+                            ("fpu sse avx2 avx512f", False)):
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(runtime, "Path", lambda p, info=info: info if p == "/proc/cpuinfo" else real(p))
+        runtime.cpu_has_bf16.cache_clear()
+        assert runtime.cpu_has_bf16() is expected, flags
+    runtime.cpu_has_bf16.cache_clear()
+
+
+def test_a_population_continues_only_in_its_precision(arrays):
+    """bf16 and float32 round differently: a started population refuses the other one."""
+    _fit(arrays, "prec", seeds=1, max_epochs=1, precision="fp32")
+    assert artifacts.read_train_record("prec")["execution"]["precision"] == "fp32"
+    with pytest.raises(ValueError, match=r"trained with precision='fp32' \(now 'bf16'\)"):
+        _fit(arrays, "prec", seeds=2, max_epochs=1, precision="bf16")
+    # "auto" resolves per machine: a population started where it meant fp32 refuses bf16 here
+    _fit(arrays, "prec-auto", seeds=1, max_epochs=1, precision="auto")
+    record = artifacts.read_train_record("prec-auto")
+    here = record["execution"]["precision"]
+    other = "fp32" if here == "bf16" else "bf16"
+    record["execution"]["precision"] = other
+    artifacts.write_json(paths.run_paths("prec-auto").train_config, record)
+    with pytest.raises(ValueError, match=rf"trained in {other}, this call would train in {here}.*precision = '{other}'"):
+        _fit(arrays, "prec-auto", seeds=2, max_epochs=1, precision="auto")
+    _fit(arrays, "prec-bf16", seeds=1, max_epochs=1, precision="bf16")
+    assert not _same(_weights("prec", 0), _weights("prec-bf16", 0))  # the precision is real
 
 
 def test_a_diverging_seed_stops_with_its_name_and_epoch(arrays, monkeypatch):
@@ -347,7 +409,8 @@ def test_a_run_trains_summarizes_and_plots():
                                  patience=2, batch_size=64, lr=1e-3, device="cpu", threads=1, progress=False)
     assert list(summary["seed"]) == [0, 1] and (summary["epochs"] == 2).all()
     record = artifacts.read_train_record("tiny")
-    assert record["execution"] == {"population": "sequential", "threads": 1, "workers": 1, "device": "cpu"}
+    assert record["execution"] == {"population": "sequential", "threads": 1, "workers": 1, "device": "cpu",
+                                   "precision": "bf16" if runtime.cpu_has_bf16() else "fp32"}
     assert record["classes"] == list(data.open_split("tiny", "test").classes)
     assert T.plan_text("tiny") == "Trained one seed after another on cpu, 1 thread per model."
     assert artifacts.trained_seeds("tiny") == [0, 1]

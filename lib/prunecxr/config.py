@@ -46,6 +46,11 @@ PHANTOM_NOTICE = (
 # =========================================================================================
 # Profiles
 # =========================================================================================
+#: the one profile key that is not a notebook parameter: which notebooks ``make reproduce`` runs
+#: (``"all"``, ``"01-07"``, ``"08"``; the ``--notebooks`` option wins)
+NOTEBOOKS_KEY = "notebooks"
+
+
 def profiles(path: str | Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
     """Every profile, by name, resolved: ``default``'s values updated by the profile's own."""
     path = Path(path)

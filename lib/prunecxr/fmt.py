@@ -43,3 +43,10 @@ def ratio(x, digits: int = 1) -> str:
     if _missing(x):
         return "—"
     return f"{float(x):.{digits}f}×"
+
+
+def count(x) -> str:
+    """A whole count with thousands separators (``78506`` → ``78,506``); ``—`` for NaN/None."""
+    if _missing(x):
+        return "—"
+    return f"{int(round(float(x))):,}"

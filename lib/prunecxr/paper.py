@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import artifacts, config, fmt, paths
 from .analysis import cooccurrence, forgetting, overall, pies
-from .published import DATASET_MATCH, KINDS, NIH, PAPER_SETTINGS, PUBLISHED
+from .published import DATASET_MATCH, KINDS, MIMIC, NIH, PAPER_SETTINGS, PUBLISHED
 
 VALUE_COLUMNS = [
     "key", "quantity", "kind", "source", "published_dataset", "published_value", "this_run_value",
@@ -286,3 +286,67 @@ SECTIONS = {
                         "eq2_interaction_p"],
     "06_pies": ["pie_rarest_ratio_min", "pie_rarest_ratio_max", "pie_4plus_ratio"],
 }
+
+
+# -- the data: supplementary Table 2 beside the run's class counts ---------------------------
+#: Table 2's dataset key (:func:`prunecxr.data.reference.class_counts`) of each paper dataset
+_TABLE2 = {NIH: "nih-cxr-lt", MIMIC: "mimic-cxr-lt"}
+#: NIH-CXR-LT's findings parsed from reports; it clears No Finding on the images that carry one
+NIH_ADDED_FINDINGS = ("Subcutaneous Emphysema", "Tortuous Aorta", "Calcification of the Aorta",
+                      "Pneumoperitoneum", "Pneumomediastinum")
+
+
+def class_count_table(run: str) -> pd.DataFrame:
+    """Images per class and split: the paper's supplementary Table 2 beside this run.
+
+    One row per class of the paper's dataset (the one :func:`dataset_match` compares the run
+    with) or of the run, in the paper's order, then the run's own: ``class``, ``paper_train``,
+    ``paper_val``, ``paper_test``, ``run_train``, ``run_val``, ``run_test`` (NaN where a class
+    is not in that dataset) and ``note``; a last row ``all images`` holds the image totals.
+    Counts come from ``labels.parquet``; nothing is recomputed from scratch.
+    """
+    from .data import reference
+
+    paper_dataset, _ = dataset_match(run)
+    table2 = reference.class_counts(_TABLE2[paper_dataset])
+    labels = artifacts.read_labels(run)
+    classes = artifacts.class_names(labels)
+    splits = ("train", "val", "test")
+    names = list(table2.index) + [c for c in classes if c not in table2.index]
+    counts = {s: labels.loc[labels["split"] == s, classes].sum() for s in splits}
+    info = config.run_data(run)
+    subsample = info.get("n_images_available", len(labels)) > len(labels)
+    rows = []
+    for name in names:
+        row = {"class": name}
+        for s in splits:
+            row[f"paper_{s}"] = float(table2.loc[name, s]) if name in table2.index else np.nan
+            row[f"run_{s}"] = float(counts[s][name]) if name in classes else np.nan
+        note = ""
+        if name not in classes:
+            note = "not a class of this run"
+        elif name not in table2.index:
+            note = f"not a class of {paper_dataset}"
+        elif name == "No Finding" and paper_dataset == NIH and not set(NIH_ADDED_FINDINGS) <= set(classes):
+            note = f"{paper_dataset} clears No Finding on images with one of its five report-parsed findings"
+        elif not subsample and any(row[f"paper_{s}"] != row[f"run_{s}"] for s in splits):
+            note = "differs"
+        rows.append(row | {"note": note})
+    totals = reference.image_totals(_TABLE2[paper_dataset])
+    total_row = {"class": "all images", "note": f"a subsample of {len(labels):,} images" if subsample else ""}
+    for s in splits:
+        total_row[f"paper_{s}"] = float(totals[s])
+        total_row[f"run_{s}"] = float((labels["split"] == s).sum())
+    rows.append(total_row)
+    return pd.DataFrame(rows)
+
+
+def class_count_display(run: str) -> pd.DataFrame:
+    """:func:`class_count_table` as text: counts with thousands separators (:func:`prunecxr.fmt.count`)."""
+    table = class_count_table(run)
+    out = table[["class"]].copy()
+    for col in table.columns:
+        if col.startswith(("paper_", "run_")):
+            out[col.replace("_", " ")] = [fmt.count(v) for v in table[col]]
+    out["note"] = table["note"]
+    return out

@@ -475,7 +475,8 @@ def run_notebooks(
     ----------
     profile : a profile of ``profiles.toml``.
     run : the run name; default the ``run`` override, else the profile's ``run``.
-    notebooks : which notebooks (see :func:`select_notebooks`); default all.
+    notebooks : which notebooks (see :func:`select_notebooks`); default the profile's
+        ``notebooks`` key (:data:`prunecxr.config.NOTEBOOKS_KEY`), else all.
     overrides : ``key=value`` texts (``["n_seeds=3", "methods=['global_l1']"]``).
     notebooks_dir : where the notebooks are; default ``notebooks/`` of the checkout.
     profile_values : the profile's parameters, to use instead of ``profiles.toml`` (tests).
@@ -492,8 +493,9 @@ def run_notebooks(
         When a notebook fails; the notebooks before it are complete.
     """
     all_nbs = discover_notebooks(notebooks_dir)
-    selected = select_notebooks(notebooks, all_nbs)
     values = dict(profile_values) if profile_values is not None else config.load_profile(profile)
+    chosen = values.pop(config.NOTEBOOKS_KEY, None)
+    selected = select_notebooks(notebooks if notebooks is not None else chosen, all_nbs)
     run_name, resolved = resolve_parameters(
         values, overrides, selected=selected, notebooks=all_nbs, profile=profile, run=run
     )

@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import platform
+from pathlib import Path
 from typing import Any, Iterator
 
 
@@ -86,6 +88,27 @@ def resolve_device(name: Any = "auto"):
 
 
 # -- cores and threads ---------------------------------------------------------------------
+#: CPU flags (Linux ``/proc/cpuinfo``) of native bf16 arithmetic
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX; read from ``/proc/cpuinfo``).
+
+    False where the flags cannot be read (not Linux): bf16 is then left to an explicit choice.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return any(f in flags for f in BF16_FLAGS)
+    return False
+
+
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask; the CPU count elsewhere)."""
     try:

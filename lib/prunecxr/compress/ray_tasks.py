@@ -84,12 +84,13 @@ class RaySweep:
         if not seeds:
             return
         task = ray.remote(sweep_seed_task).options(**self.options)
-        refs = {
-            task.remote(unit, self.run, method, seed, self.images_ref, levels=list(levels), n_classes=n_classes,
-                        batch_size=batch_size, device=str(self.device), threads=self.threads,
-                        calibration=calibration, recovery=recovery, shared=self.shared,
-                        relay=self.relay): seed
-            for seed in seeds
-        }
-        for seed, (block, node) in cluster.completed(refs, self.relay, lambda name, args: step()):
+
+        def submit(seed):
+            return task.remote(unit, self.run, method, seed, self.images_ref, levels=list(levels),
+                               n_classes=n_classes, batch_size=batch_size, device=str(self.device),
+                               threads=self.threads, calibration=calibration, recovery=recovery,
+                               shared=self.shared, relay=self.relay)
+
+        for seed, (block, node) in cluster.completed(seeds, submit, self.relay, lambda name, args: step(),
+                                                     options=self.options):
             yield seed, block, node

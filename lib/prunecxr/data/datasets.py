@@ -25,7 +25,7 @@ import pandas as pd
 
 from .. import artifacts, config, paths
 from ..artifacts import SPLITS
-from . import cache, images, phantom, tables
+from . import cache, images, phantom, reference, tables
 from .specs import (CSV_OPTIONS, DEFAULT_LABELS_CSV, PATIENT_COLUMN_CANDIDATES,
                     DatasetSpec, check_uncertain, dataset_spec)
 from .splits import check_splits_nonempty, patient_split, subsample_patients
@@ -69,15 +69,17 @@ class Dataset(abc.ABC):
 # -- the phantom -------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _phantom_table(split_seed: int) -> pd.DataFrame:
+@functools.lru_cache(maxsize=1)
+def _phantom_table() -> pd.DataFrame:
     meta = phantom.load_table()
-    split = patient_split(meta["patient_id"].unique().tolist(), seed=split_seed)
-    out = pd.DataFrame({
-        "image_id": meta["image_id"],
-        "patient_id": meta["patient_id"],
-        "split": meta["patient_id"].map(split),
-    })
+    split = meta["image_id"].map(reference.nih_cxr_lt_split())
+    if split.isna().any():
+        missing = meta.loc[split.isna(), "image_id"].iloc[0]
+        raise ValueError(
+            f"image {missing!r} of the phantom's label table is not in NIH-CXR-LT's split "
+            f"({reference.SPLIT_FILE}, package data); reinstall the project"
+        )
+    out = pd.DataFrame({"image_id": meta["image_id"], "patient_id": meta["patient_id"], "split": split})
     for c in phantom.CLASSES:
         out[c] = meta[c].to_numpy(np.int8)
     return out
@@ -89,10 +91,11 @@ def _phantom_index() -> pd.Index:
 
 
 class PhantomDataset(Dataset):
-    """The NIH phantom: the wheel's label table and rendered images."""
+    """The NIH phantom: the wheel's label table and rendered images, on NIH-CXR-LT's split
+    (:func:`prunecxr.data.reference.nih_cxr_lt_split`: the paper's train, val and test images)."""
 
     def table(self) -> pd.DataFrame:
-        return _phantom_table(self.split_seed).copy()
+        return _phantom_table().copy()
 
     def source(self, table: pd.DataFrame) -> images.ImageSource:
         pos = _phantom_index().get_indexer(table["image_id"])
@@ -251,7 +254,8 @@ def create_dataset(
         The phantom reads no files (leave it empty).
     uncertain : policy for blank and -1 labels, one of
         :data:`~prunecxr.data.specs.UNCERTAIN_POLICIES`.
-    split_seed : key of the patient split where the data has none (phantom, csv).
+    split_seed : key of the patient split of a ``csv`` table without a split column (the phantom
+        has NIH-CXR-LT's split) and of the patient subsample (``max_patients``).
     labels_csv, image_column, class_columns, patient_column, split_column : dataset
         ``csv`` only: the label table (relative to ``data_root``; empty: ``labels.csv``)
         and its columns; empty means inferred (:func:`prunecxr.data.tables.csv_columns`;

@@ -124,7 +124,8 @@ def check_meta(found: dict[str, Any], expected: dict[str, Any], where) -> None:
 
 
 def check_execution(record: dict[str, Any], execution: dict[str, Any], where) -> None:
-    """Refuse to continue a population on another kind of device or with another thread count.
+    """Refuse to continue a population on another kind of device, in another precision or with
+    another thread count.
 
     ``record`` is the population's ``train.json``; ``execution`` how this call would train.
     Both change the floating-point rounding, and training amplifies rounding into
@@ -142,6 +143,13 @@ def check_execution(record: dict[str, Any], execution: dict[str, Any], where) ->
             f"{where}: the population was trained on {old['device']!r}, this call would train on "
             f"{execution['device']!r}, which rounds differently. Set device = {old['device']!r}. "
             f"{_START_OVER}"
+        )
+    old_precision = old.get("precision", "bf16" if old_type == "cuda" else "fp32")  # before it was recorded
+    if old_precision != execution["precision"]:
+        raise ValueError(
+            f"{where}: the population was trained in {old_precision}, this call would train in "
+            f"{execution['precision']} (precision 'auto' is bf16 where the hardware computes it "
+            f"natively). Set precision = {old_precision!r}. {_START_OVER}"
         )
     if old["threads"] != execution["threads"]:
         here = runtime.usable_cores()

@@ -26,7 +26,8 @@ from ..metrics import mean_average_precision
 from . import checkpoints
 from .feed import DeviceSplit
 from .progress import bar, interactive
-from .recipe import TrainConfig, adam, augment, autocast, draw_augmentation, sum_dtype, uses_channels_last
+from .recipe import (TrainConfig, adam, augment, autocast, draw_augmentation, learning_rate, resolve_precision,
+                     sum_dtype, uses_channels_last)
 
 __all__ = ["train_epoch", "train_seed", "validate"]
 
@@ -62,6 +63,7 @@ def train_seed(
         fresh = optimizer.state_dict()
         fresh["state"] = opt_state["state"]
         optimizer.load_state_dict(fresh)
+        _match_layouts(optimizer)
 
     label = f"seed {seed}"
     report.start(label, rec.epoch)
@@ -70,8 +72,9 @@ def train_seed(
             t0 = time.perf_counter()
             net.train(not (config.bn_eval_compat and rec.epoch >= 1))
             train_loss = train_epoch(net, optimizer, train, rec.generator, config=config, device=device,
-                                     progress=progress, desc=f"{label} epoch {rec.epoch + 1}")
-            val_loss, val_ap = validate(net, val, batch_size=config.batch_size, device=device)
+                                     progress=progress, desc=f"{label} epoch {rec.epoch + 1}", epoch=rec.epoch)
+            val_loss, val_ap = validate(net, val, batch_size=config.batch_size, device=device,
+                                        precision=resolve_precision(config.precision, device))
             seconds = time.perf_counter() - t0
             if not (math.isfinite(val_loss) and math.isfinite(train_loss)):
                 raise FloatingPointError(
@@ -98,13 +101,28 @@ def train_seed(
         report.stop(label)
 
 
+def _match_layouts(optimizer) -> None:
+    """Give the resumed optimizer moments their parameters' memory layout (channels_last).
+
+    Checkpoints store contiguous tensors; an uninterrupted run keeps Adam's moments in the
+    layout of their parameters, and the fused Adam step rounds differently when the two
+    differ, so a resumed seed would drift from the uninterrupted one.
+    """
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.Generator, *,
-                config: TrainConfig, device: torch.device, progress: bool, desc: str) -> float:
-    """One epoch over ``train`` in the order and with the augmentation ``generator`` draws.
+                config: TrainConfig, device: torch.device, progress: bool, desc: str, epoch: int = 0) -> float:
+    """Epoch ``epoch`` (0-based) over ``train`` in the order and with the augmentation
+    ``generator`` draws, each step at the schedule's learning rate.
 
     Returns the mean binary cross-entropy over the epoch's images and classes.
     """
     size, bsz = len(train), config.batch_size
+    precision = resolve_precision(config.precision, device)
     perm = torch.randperm(size, generator=generator)
     flip = angle = None
     if config.augment:
@@ -113,6 +131,7 @@ def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.
     cl = uses_channels_last(device)
     total = torch.zeros((), dtype=sum_dtype(device), device=device)
     steps = math.ceil(size / bsz)
+    total_steps = steps * config.max_epochs
     # batches: in a terminal only (a notebook would store every redraw)
     batches = bar(progress and steps > 1 and interactive(), total=steps, desc=desc, unit="batch",
                   transient=True)
@@ -122,7 +141,10 @@ def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.
             images, labels = train.take(perm[sl], perm_dev[sl])
             if flip is not None:
                 images = augment(images, flip=flip[sl], angle=angle[sl])
-            with autocast(device):
+            if config.schedule != "constant":
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, epoch * steps + step, total_steps)
+            with autocast(device, precision):
                 logits = net(models.preprocess(images, channels_last=cl))
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
             optimizer.zero_grad()
@@ -138,7 +160,8 @@ def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.
 
 
 @torch.no_grad()
-def validate(net: nn.Module, val: DeviceSplit, *, batch_size: int, device: torch.device) -> tuple[float, float]:
+def validate(net: nn.Module, val: DeviceSplit, *, batch_size: int, device: torch.device,
+             precision: str = "fp32") -> tuple[float, float]:
     """Mean binary cross-entropy over all validation images and classes, and the mean AP
     over classes with a positive (:func:`prunecxr.metrics.mean_average_precision`; NaN when
     a probability is not finite)."""
@@ -147,7 +170,7 @@ def validate(net: nn.Module, val: DeviceSplit, *, batch_size: int, device: torch
     loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
     probs, labels = [], []
     for images, y in val.ordered(batch_size):
-        with autocast(device):
+        with autocast(device, precision):
             logits = net(models.preprocess(images, channels_last=cl))
         logits = logits.float()
         loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum").to(loss_sum.dtype)

@@ -20,6 +20,7 @@ uninterrupted run (on a GPU, up to rounding: see :mod:`prunecxr.train.loop`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -31,7 +32,7 @@ from . import checkpoints
 from .feed import DeviceSplit, check_split
 from .loop import train_seed
 from .progress import Report
-from .recipe import TrainConfig, deterministic
+from .recipe import TrainConfig, deterministic, resolve_precision
 
 __all__ = ["POPULATION_MODES", "check_seeds", "fit_population", "train_population"]
 
@@ -140,7 +141,10 @@ def fit_population(
             else:
                 dev = runtime.resolve_device(device)
             n_threads = runtime.check_threads(threads) if dev.type == "cpu" else None
-            execution = {"population": population, "threads": n_threads, "workers": 1, "device": str(dev)}
+            precision = resolve_precision(config.precision, dev)
+            execution = {"population": population, "threads": n_threads, "workers": 1, "device": str(dev),
+                         "precision": precision}
+            config = dataclasses.replace(config, precision=precision)  # "auto" as resolved here, on every node
             if population == "ray":
                 options = cluster.task_options(dev, threads=n_threads, gpus_per_model=gpus_per_model)
                 workers, _ = cluster.capacity(options)
@@ -198,6 +202,8 @@ def train_population(
     batch_size: int,
     lr: float,
     bn_eval_compat: bool = False,
+    schedule: str = "constant",
+    precision: str = "auto",
     device: str = "auto",
     population: str = "sequential",
     threads: int = 0,
@@ -215,7 +221,7 @@ def train_population(
 
     config = TrainConfig(
         model=model, pretrained=pretrained, max_epochs=max_epochs, patience=patience,
-        batch_size=batch_size, lr=lr, bn_eval_compat=bn_eval_compat,
+        batch_size=batch_size, lr=lr, bn_eval_compat=bn_eval_compat, schedule=schedule, precision=precision,
     )
     tr = data.open_split(run, "train")
     va = data.open_split(run, "val")

@@ -65,10 +65,11 @@ def train_on_ray(seeds: Sequence[int], arrays: Sequence[np.ndarray], *, config: 
     with cluster.shared_paths(folders, owner=str(rp.root)) as shared:
         relay = cluster.relay()
         task = ray.remote(train_seed_task).options(**options)
-        refs = {
-            task.remote(seed, handles, config=config, meta=meta, rp=rp, device=str(device), threads=threads,
-                        processes=processes, shared=shared, relay=relay): seed
-            for seed in seeds
-        }
-        for seed, result in cluster.completed(refs, relay, lambda name, args: getattr(report, name)(*args)):
+
+        def submit(seed):
+            return task.remote(seed, handles, config=config, meta=meta, rp=rp, device=str(device), threads=threads,
+                               processes=processes, shared=shared, relay=relay)
+
+        for seed, result in cluster.completed(seeds, submit, relay, lambda name, args: getattr(report, name)(*args),
+                                              options=options):
             on_final(seed, result["node"])
