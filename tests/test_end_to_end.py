@@ -44,8 +44,8 @@ def test_every_notebook_timed(smoke_run, rp):
 def test_run_record(rp):
     record = config.read_run(RUN)
     assert record["profile"] == "smoke"
-    for key, value in PROFILE.items():  # every stage's parameters, the run name aside
-        if key != "run":
+    for key, value in PROFILE.items():  # every stage's parameters, the run name and the runner's key aside
+        if key not in ("run", config.NOTEBOOKS_KEY):
             assert record["parameters"][key] == value, key
     assert record["data"]["dataset"] == PROFILE["dataset"] and record["data"]["synthetic"] is True
     assert "running" not in record and "failed" not in record
@@ -219,3 +219,25 @@ def test_notebooks_04_to_06_on_a_weight_quant_store(smoke_run, tmp_path):
     assert {"dense_bits", "pie_bits"} <= set(pies_table.columns) and pies_table["is_pie"].any()
     for name in ("fig2_forgettability", "fig3_frequency", "fig4_cooccurrence", "fig5_pies"):
         assert (rq.figures / f"{name}.html").exists(), name
+
+
+def test_class_counts_beside_table_2(rp):
+    """Notebook 01's and the report's class-count table: the paper's Table 2 beside the run."""
+    from prunecxr import paper
+    from prunecxr.data import reference
+
+    table = paper.class_count_table(RUN).set_index("class")
+    labels = pd.read_parquet(rp.labels)
+    table2 = reference.class_counts("nih-cxr-lt")
+    assert list(table.index[:-1]) == list(table2.index) and table.index[-1] == "all images"
+    for split in ("train", "val", "test"):
+        assert (table.loc[table2.index, f"paper_{split}"] == table2[split]).all()
+        assert table.loc["Hernia", f"run_{split}"] == labels.loc[labels["split"] == split, "Hernia"].sum()
+        assert table.loc["all images", f"run_{split}"] == (labels["split"] == split).sum()
+    for added in paper.NIH_ADDED_FINDINGS:
+        assert np.isnan(table.loc[added, "run_train"]) and table.loc[added, "note"] == "not a class of this run"
+    assert "clears No Finding" in table.loc["No Finding", "note"]
+    assert table.loc["all images", "note"].startswith("a subsample of")  # smoke keeps 200 patients
+    shown = paper.class_count_display(RUN)
+    assert shown.loc[shown["class"] == "all images", "paper train"].item() == "78,506"
+    assert "Images per class" in (rp.reports / "index.html").read_text()

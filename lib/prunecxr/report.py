@@ -397,7 +397,17 @@ def _paper_section(run: str) -> str:
         return head + f'<p class="note">{_esc(why)}</p>'
     notice = config.PHANTOM_NOTICE if config.is_synthetic(run) else ""
     caption = f'<p class="phantom">{_esc(notice)}</p>' if notice else ""
-    return head + caption + _table(df)
+    return head + caption + _table(df) + _class_count_section(run)
+
+
+def _class_count_section(run: str) -> str:
+    """Images per class and split: the paper's supplementary Table 2 beside the run's."""
+    head = '<h3 id="class-counts">Images per class: supplementary Table 2 beside this run</h3>'
+    try:
+        paper = importlib.import_module(f"{__package__}.paper")
+        return head + _table(paper.class_count_display(run))
+    except Exception as err:  # the report still shows everything else; the reason is shown
+        return head + f'<p class="note">{_esc(f"The table could not be built: {type(err).__name__}: {err}")}</p>'
 
 
 def build_report(
