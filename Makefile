@@ -29,14 +29,17 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 # The figures the README shows; a run never writes docs/ (runs write figures/<run>/).
-README_FIGURES := fig1_overall fig2_forgettability fig3_frequency fig4_cooccurrence fig5_pies fig6_reader_study compression_tradeoff
+README_FIGURES := fig1_overall fig2_forgettability fig3_frequency fig4_cooccurrence fig5_pies fig6_reader_study
+# notebook 08's, copied when the run has it (PROFILE=compression adds it to the default run)
+OPTIONAL_FIGURES := compression_tradeoff
 FIGURES_DIR = $${PRUNECXR_HOME:-.}/figures/$(or $(RUN),default)
 
 readme-figures:
 	@for f in $(README_FIGURES); do test -f "$(FIGURES_DIR)/$$f.png" || \
 		{ echo "$(FIGURES_DIR)/$$f.png is missing: run make reproduce (with a Chrome for PNGs) first"; exit 1; }; done
 	@for f in $(README_FIGURES); do cp "$(FIGURES_DIR)/$$f.png" docs/figures/; done
-	@echo "copied $(words $(README_FIGURES)) figures from $(FIGURES_DIR) to docs/figures/"
+	@for f in $(OPTIONAL_FIGURES); do test ! -f "$(FIGURES_DIR)/$$f.png" || cp "$(FIGURES_DIR)/$$f.png" docs/figures/; done
+	@echo "copied the figures of $(FIGURES_DIR) to docs/figures/"
 
 bench: $(VENV)/.installed
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

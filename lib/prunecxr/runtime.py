@@ -15,7 +15,7 @@ A training or evaluation step on the CPU allocates and frees the same few-megaby
 over and over. By default glibc hands such memory back to the kernel (a block above its
 ``mmap`` threshold is mapped on its own and unmapped when freed; free memory at the top of
 the heap beyond the trim threshold is returned), and every later step takes page faults to
-get it back. On the 2-core machine this project was built on, the default profile's
+get it back. On the 2-core machine this project was built on, the (then) default profile's
 small ResNet took tens of thousands of page faults a second, a tenth of its time spent in
 the kernel. With the thresholds below a warmed-up step takes none; training steps ran up
 to 1.3x faster (with 2 threads; about even with one) and the pruning sweep's forward passes
