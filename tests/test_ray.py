@@ -240,3 +240,34 @@ def test_arrays_reach_tasks_by_path_or_through_the_object_store(two_nodes, tmp_p
     assert [h[0] for h in handles] == ["memmap", "object", "object"]  # the cache file is mapped again
     for handle, array in zip(handles, (whole, whole[1:], labels)):
         np.testing.assert_array_equal(cluster.open_array(handle), array)
+
+
+def test_a_started_cluster_gets_only_the_tasks_it_can_run(two_nodes, monkeypatch):
+    """On a cluster the driver started, queued tasks made Ray start spare workers: at most
+    ``capacity`` tasks are in flight. On a joined cluster, all at once (an autoscaler's demand)."""
+
+    def _nap(key):  # nested: Ray ships it by value (workers cannot import the test module)
+        import time
+
+        time.sleep(0.2)
+        return key * 10
+
+    options = {"num_cpus": 1, "num_gpus": 0}
+    task = ray.remote(_nap).options(**options)
+    relay = cluster.relay()
+    for started_here, most in ((True, 2), (False, 5)):
+        monkeypatch.setattr(cluster, "_started_here", started_here)
+        submitted, finished, refs, peak = [], [], [], [0]
+
+        def submit(key):  # tasks in flight: the unfinished ones and this one
+            unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)[1] if refs else []
+            peak[0] = max(peak[0], len(unfinished) + 1)
+            submitted.append(key)
+            refs.append(task.remote(key))
+            return refs[-1]
+
+        for key, result in cluster.completed(range(5), submit, relay, lambda *_: None, options=options):
+            finished.append(key)
+            assert result == key * 10
+        assert sorted(finished) == list(range(5)) and submitted == list(range(5))
+        assert peak[0] == most, started_here
