@@ -14,7 +14,11 @@ time, exactly the sequential schedule: the ratio ``sequential / ray`` (wall time
 Ray's scheduling, its worker processes and the progress relay cost. Goal: at least 0.95 (Ray
 costs at most 5%). Both sides give the same weights bit for bit (checked and printed).
 
-It also prints the per-task scheduling overhead: the mean round trip of an empty task with the
+It also times the same training steps in this process alone and with the idle cluster beside
+it: on a machine of few cores, Ray's own processes (its raylet, GCS and agents) take a share of
+the cores whatever the tasks do, a floor under the ratio that no scheduling removes.
+
+And it prints the per-task scheduling overhead: the mean round trip of an empty task with the
 population's resource request (submit, schedule, run, return), after the workers are warm.
 
 Shared machines drift (up to 30% from minute to minute on the 2-core VM this was written on,
@@ -73,6 +77,37 @@ def same_weights(run_a: str, run_b: str, seeds: int) -> bool:
     return True
 
 
+#: seconds the cluster is left alone before the steps are timed beside it
+IDLE_SECONDS = 5.0
+
+
+def fixed_work(prof: dict, steps: int = 60) -> float:
+    """Seconds of the same training steps in this process (one batch, the profile's model):
+    timed with and without a Ray cluster idle beside it, what Ray's own processes cost."""
+    from prunecxr import models
+    from prunecxr.train import recipe
+
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    net = models.create_model(prof["model"], 15).to(memory_format=torch.channels_last)
+    opt = recipe.adam(net.parameters(), lr=1e-3, device=device)
+    x = models.preprocess(torch.randint(0, 256, (prof["batch_size"], prof["resolution"], prof["resolution"]),
+                                        dtype=torch.uint8), channels_last=True)
+    y = torch.zeros(prof["batch_size"], 15)
+    precision = recipe.resolve_precision(prof["precision"], device)
+    t0 = 0.0
+    for k in range(steps + 5):
+        if k == 5:
+            t0 = time.perf_counter()
+        with recipe.autocast(device, precision):
+            out = net(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
 def _noop() -> None:
     return None
 
@@ -120,19 +155,24 @@ def main(argv=None) -> int:
               f"{n_train} training images, up to {args.epochs} epochs (patience {prof['patience']}), "
               f"{threads} thread(s) per model")
 
-        seq, ray_, starts, stops = [], [], [], []
+        seq, ray_, starts, stops, alone, beside = [], [], [], [], [], []
         options = per_task = None
         for r in range(args.repeats):
             for side in (("sequential", "ray") if r % 2 == 0 else ("ray", "sequential")):
                 if side == "sequential":  # no Ray process runs beside it
                     got = train("seq", prof, seeds=args.seeds, epochs=args.epochs, population=side)
                     seq.append(got)
+                    with runtime.num_threads(threads):
+                        alone.append(fixed_work(prof))
                 else:
                     t0 = time.perf_counter()
                     with cluster.connect(""):  # a cluster on this machine, as a notebook starts it
                         starts.append(time.perf_counter() - t0)
                         got = train("ray", prof, seeds=args.seeds, epochs=args.epochs, population=side)
                         ray_.append(got)
+                        time.sleep(IDLE_SECONDS)  # Ray stops the workers the tasks left idle
+                        with runtime.num_threads(threads):
+                            beside.append(fixed_work(prof))
                         if per_task is None:
                             options = cluster.task_options(torch.device("cpu"), threads=threads, gpus_per_model=1.0)
                             per_task = task_round_trip(options, args.tasks)
@@ -165,6 +205,9 @@ def main(argv=None) -> int:
         print("       what Ray adds around the epochs, immune to the machine's drift between the sides;")
         print(f"       it leaves out any slowdown inside them: here the epochs took {fmt.num(r_in / s_in, 3)}x as long on Ray)")
         print(f"    Ray's time outside epochs, per seed = {fmt.num((r_out - s_out) / args.seeds, 2)} s more than sequential")
+        print(f"    the same training steps in this process with the idle cluster beside it: "
+              f"x{min(beside) / min(alone):.3f} as long (fastest of {len(alone)}; Ray's own processes "
+              f"share the {runtime.usable_cores()} cores)")
         print(f"    per-task scheduling overhead (empty task, {options['num_cpus']} CPU(s), mean of {args.tasks}) "
               f"= {per_task * 1000:.1f} ms")
     finally:
