@@ -300,9 +300,10 @@ def class_count_table(run: str) -> pd.DataFrame:
     """Images per class and split: the paper's supplementary Table 2 beside this run.
 
     One row per class of the paper's dataset (the one :func:`dataset_match` compares the run
-    with) or of the run, in the paper's order, then the run's own: ``class``, ``paper_train``,
-    ``paper_val``, ``paper_test``, ``run_train``, ``run_val``, ``run_test`` (NaN where a class
-    is not in that dataset) and ``note``; a last row ``all images`` holds the image totals.
+    with) or of the run, in the paper's order, then the run's own: ``class``, then per split the
+    paper's count beside the run's (``paper_train``, ``run_train``, ``paper_val``, ``run_val``,
+    ``paper_test``, ``run_test``; NaN where a class is not in that dataset) and ``note``; a
+    last row ``all images`` holds the image totals.
     Counts come from ``labels.parquet``; nothing is recomputed from scratch.
     """
     from .data import reference
