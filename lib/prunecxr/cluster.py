@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from . import paths
+from . import paths, runtime
 
 __all__ = [
     "MAX_RETRIES",
@@ -349,16 +349,8 @@ def task_paths(shared: SharedPaths) -> Iterator[None]:
     missing = shared.missing()
     if missing:
         raise _refusal(f"Ray node {socket.gethostname()} (node id {node_id()[:12]})", missing)
-    saved = {k: os.environ.get(k) for k in (paths.HOME_ENV, paths.CACHE_ENV)}
-    os.environ[paths.HOME_ENV], os.environ[paths.CACHE_ENV] = shared.home, shared.cache
-    try:
+    with runtime.environment({paths.HOME_ENV: shared.home, paths.CACHE_ENV: shared.cache}):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # -- progress and results ------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import Any
 
 import nbformat
 
-from . import artifacts, config, paths, runlock
+from . import artifacts, config, paths, runlock, runtime
 from .stages import (
     RUN_PARAMETER, Notebook, Parameter, ParameterError, conform, discover_notebooks, select_notebooks,
 )
@@ -330,16 +330,8 @@ def _kernel_env(values: Mapping[str, str]):
     """Environment variables for the kernels started inside the block: which notebooks they
     run (``paths.NOTEBOOKS_ENV``, so ``start_stage`` reads the parameters cell of the
     notebook being executed) and that this process holds the run's lock."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+    with runtime.environment(values):
         yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 #: free space below which a dead kernel is reported together with the disk's state

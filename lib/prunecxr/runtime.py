@@ -41,6 +41,7 @@ import ctypes
 import functools
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -122,6 +123,22 @@ def check_threads(threads: Any, *, name: str = "threads") -> int:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"{name} must be an int >= 0 (0 = all usable cores), got {threads!r}")
     return threads or usable_cores()
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set the environment variables ``values`` for the block, then restore each one as it was
+    (removed again where it was unset)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextlib.contextmanager
