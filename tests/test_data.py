@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from prunecxr import config, paths
+from prunecxr import artifacts, config, paths
 from prunecxr import data
-from prunecxr.data import cache, images, specs, splits, summaries, tables
+from prunecxr.data import cache, images, phantom, specs, splits, summaries, tables
 
 pytestmark = pytest.mark.filterwarnings("ignore::prunecxr.data.EmptyClassWarning")
 
@@ -203,6 +203,37 @@ def test_every_dataset_prepares_a_run(name, tmp_path):
     assert info["dataset"] == name and info["classes"] == classes
     assert config.run_dataset("r") == name
     assert config.is_synthetic("r") == data.DATASETS[name].synthetic
+
+
+def test_phantom_run_records_difficulty_and_drawn_locations():
+    """A phantom run writes locations.parquet (one row per positive finding, boxes inside the
+    image, reused with the cache) and records its difficulty condition; the conditions are
+    different caches."""
+    data.prepare_run("p", dataset="nih-phantom", resolution=RES, max_patients=40)
+    labels = artifacts.read_labels("p")
+    loc = artifacts.read_locations("p")
+    assert list(loc.columns) == list(artifacts.LOCATIONS_COLUMNS)
+    findings = [c for c in phantom.FINDINGS]
+    assert len(loc) == int(labels[findings].to_numpy().sum())
+    merged = loc.merge(labels[["image_id", "split"]], on="image_id", suffixes=("", "_labels"))
+    assert (merged["split"] == merged["split_labels"]).all()
+    drawn = loc[loc["pixels"] > 0]
+    assert ((drawn["x0"] >= 0) & (drawn["x0"] < drawn["x1"]) & (drawn["x1"] <= RES)).all()
+    assert ((drawn["y0"] >= 0) & (drawn["y0"] < drawn["y1"]) & (drawn["y1"] <= RES)).all()
+    record = config.run_data("p")["phantom_difficulty"]
+    assert record == {"condition": "calibrated", "strength": phantom.strengths("calibrated")}
+    summary = data.difficulty_table("p")
+    assert list(summary["finding"]) == list(phantom.FINDINGS)
+
+    data.prepare_run("q", dataset="nih-phantom", resolution=RES, max_patients=40)
+    assert config.run_data("q")["cache_reused"] == {s: True for s in data.SPLITS}
+    pd.testing.assert_frame_equal(artifacts.read_locations("q"), loc)
+
+    data.prepare_run("e", dataset="nih-phantom", resolution=RES, max_patients=40,
+                     phantom_difficulty="equal")
+    assert config.run_data("e")["phantom_difficulty"]["condition"] == "equal"
+    if phantom.strengths("equal") != phantom.strengths("calibrated"):
+        assert config.run_data("e")["cache"]["test"]["key"] != config.run_data("p")["cache"]["test"]["key"]
 
 
 @pytest.mark.parametrize("name", sorted(data.DATASETS))

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from prunecxr import data
-from prunecxr.data import keys, phantom
+from prunecxr.data import keys, phantom, reference
 
 RES = 48
 
@@ -161,5 +161,96 @@ def test_same_patient_shares_anatomy(table):
 
 def test_fingerprint_names_the_knobs():
     fp = phantom.fingerprint()
-    assert fp["finding_contrast"] == phantom.FINDING_CONTRAST
+    assert fp["strength"] == phantom.strengths("calibrated")
     assert fp["renderer_version"] == phantom.RENDERER_VERSION
+    assert phantom.fingerprint("equal")["strength"] == phantom.strengths("equal")
+
+
+# -- difficulty: per-finding strengths ---------------------------------------------------
+
+
+@pytest.mark.parametrize("condition", ["calibrated", "equal"])
+def test_shipped_difficulty_tables_name_every_finding(condition):
+    record = reference.phantom_difficulty(condition)
+    strength = phantom.strengths(condition)
+    assert list(strength) == list(phantom.FINDINGS)
+    assert strength == {f: float(record["strength"][f]) for f in phantom.FINDINGS}
+    assert all(0 < v <= 50 for v in strength.values())
+
+
+def test_strengths_refuse_bad_tables():
+    good = {f: 2.0 for f in phantom.FINDINGS}
+    with pytest.raises(ValueError, match="unknown phantom difficulty 'hard'"):
+        phantom.strengths("hard")
+    with pytest.raises(ValueError, match=r"missing findings \['Hernia'\]"):
+        phantom.strengths({f: v for f, v in good.items() if f != "Hernia"})
+    with pytest.raises(ValueError, match=r"unknown findings \['Hernias'\]"):
+        phantom.strengths({**good, "Hernias": 1.0})
+    for bad in (0.0, -1.0, float("nan"), 51.0, True, "2"):
+        with pytest.raises(ValueError, match="strength of 'Mass'"):
+            phantom.strengths({**good, "Mass": bad})
+    with pytest.raises(ValueError, match="phantom_difficulty must be"):
+        phantom.strengths(3)
+    with pytest.raises(ValueError, match="unknown phantom difficulty"):
+        data.create_dataset("nih-phantom", phantom_difficulty="hard")
+
+
+def test_strength_scales_only_its_own_finding(table):
+    """A finding's strength changes the images that carry it, and no other image."""
+    rows = _variants(table, [("Nodule",), ("Mass",), ()])
+    base = {f: 2.0 for f in phantom.FINDINGS}
+    weak = phantom.render(rows, resolution=RES, difficulty=base).astype(int)
+    strong = phantom.render(rows, resolution=RES, difficulty={**base, "Nodule": 6.0}).astype(int)
+    healthy = phantom.render(_variants(table, [()]), resolution=RES, difficulty=base).astype(int)[0]
+    assert np.array_equal(weak[1:], strong[1:])  # Mass and the healthy film: untouched
+    assert np.abs(strong[0] - healthy).sum() > 2 * np.abs(weak[0] - healthy).sum()
+
+
+# -- where findings were drawn -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def located(table):
+    rows = table[table[list(phantom.FINDINGS)].sum(axis=1) >= 1].iloc[:60].reset_index(drop=True)
+    images = phantom.render(rows, resolution=RES)
+    return rows, images, phantom.locate(rows, images, resolution=RES)
+
+
+def test_locations_hold_every_drawn_pixel(located):
+    """The reference: each image rendered alone with the finding's label cleared; every pixel
+    that changes visibly (phantom.drawn_mask) lies in the recorded box, which is tight."""
+    rows, images, loc = located
+    assert list(loc.columns) == list(phantom.LOCATION_COLUMNS)
+    assert len(loc) == int(rows[list(phantom.FINDINGS)].to_numpy().sum())
+    checked = 0
+    for r in loc.itertuples(index=False):
+        k = int(np.flatnonzero(rows["image_id"].to_numpy() == r.image_id)[0])
+        without = rows.iloc[[k]].copy()
+        without[r[1]] = 0
+        mask = phantom.drawn_mask(images[k], phantom.render(without, resolution=RES)[0])
+        assert r.pixels == mask.sum()
+        if r.pixels == 0:
+            assert (r.x0, r.y0, r.x1, r.y1) == (-1, -1, -1, -1)
+            continue
+        ys, xs = np.nonzero(mask)
+        assert (r.x0, r.y0, r.x1, r.y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        box = np.zeros_like(mask)
+        box[r.y0:r.y1, r.x0:r.x1] = True
+        assert not (mask & ~box).any()
+        checked += 1
+    assert checked > 50
+
+
+def test_focal_findings_get_small_boxes(located):
+    rows, images, loc = located
+    area = (loc["x1"] - loc["x0"]) * (loc["y1"] - loc["y0"]) / RES**2
+    nodules = area[(loc["class"] == "Nodule") & (loc["pixels"] > 0)]
+    assert len(nodules) and nodules.max() < 0.1
+
+
+def test_locations_are_deterministic_and_batch_free(located):
+    rows, images, loc = located
+    again = phantom.locate(rows, images, resolution=RES, batch_pixels=RES * RES * 7)
+    pd.testing.assert_frame_equal(loc, again)
+    with pytest.raises(ValueError, match="images must be uint8"):
+        phantom.locate(rows, images[:-1], resolution=RES)

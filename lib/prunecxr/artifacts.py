@@ -214,6 +214,25 @@ def read_labels(run: str, classes: Sequence[str] | None = None) -> pd.DataFrame:
     return labels
 
 
+#: the columns of ``locations.parquet`` (where the phantom drew each finding)
+LOCATIONS_COLUMNS = ("image_id", "split", "class", "x0", "y0", "x1", "y1", "pixels", "max_change")
+
+
+def write_locations(run: str, table: pd.DataFrame) -> Path:
+    _require(paths.run_paths(run).locations, table.columns, LOCATIONS_COLUMNS)
+    return write_parquet(paths.run_paths(run).locations, table[list(LOCATIONS_COLUMNS)])
+
+
+def read_locations(run: str) -> pd.DataFrame:
+    """``locations.parquet``: one row per positive (image, finding) of a phantom run, the box
+    ``x0 <= x < x1``, ``y0 <= y < y1`` (pixels at the run's resolution) of the finding's drawn
+    signature; ``pixels`` 0 (box -1) where it changed no pixel visibly."""
+    path = paths.run_paths(run).locations
+    table = read_parquet(path, what="notebook 01_data, for the phantom only")
+    _require(path, table.columns, LOCATIONS_COLUMNS)
+    return table
+
+
 def read_test_labels(run: str) -> tuple[np.ndarray, list[str], list[str]]:
     """Test labels of ``run``: ``(y [N, C] uint8, classes, image_ids)``.
 

@@ -98,10 +98,12 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def _small_resnet(num_classes, weights):
-    if weights is not None:
-        raise ValueError("model 'small_resnet' has no pretrained weights; set pretrained = false")
-    return SmallResNet(num_classes)
+def _small_resnet_of(width: int):
+    def build(num_classes, weights):
+        if weights is not None:
+            raise ValueError("the small ResNets have no pretrained weights; set pretrained = false")
+        return SmallResNet(num_classes, width=width)
+    return build
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -118,8 +120,17 @@ MODELS: dict[str, ModelSpec] = {
         "DenseNet-121, CheXNet's model (ImageNet weights, classifier → C outputs)",
     ),
     "small_resnet": ModelSpec(
-        "small_resnet", _small_resnet, None,
+        "small_resnet", _small_resnet_of(16), None,
         "compact residual CNN (stem + 3 BasicBlocks, widths 16/32/64) for CPU profiles; random init",
+    ),
+    # wider versions, for the capacity benchmark (benchmarks/bench_capacity.py)
+    "small_resnet_w32": ModelSpec(
+        "small_resnet_w32", _small_resnet_of(32), None,
+        "the compact residual CNN twice as wide (widths 32/64/128); random init",
+    ),
+    "small_resnet_w64": ModelSpec(
+        "small_resnet_w64", _small_resnet_of(64), None,
+        "the compact residual CNN four times as wide (widths 64/128/256); random init",
     ),
 }
 

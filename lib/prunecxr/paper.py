@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import artifacts, config, fmt, paths
 from .analysis import cooccurrence, forgetting, overall, pies
-from .published import DATASET_MATCH, KINDS, MIMIC, NIH, PAPER_SETTINGS, PUBLISHED
+from .published import DATASET_MATCH, KINDS, MIMIC, NIH, PAPER_SETTINGS, PUBLISHED, SMALL_WEIGHT
 
 VALUE_COLUMNS = [
     "key", "quantity", "kind", "source", "published_dataset", "published_value", "this_run_value",
@@ -107,6 +107,18 @@ def _first_drop(run: str, method: str) -> _Measured:
     value = overall.first_significant_drop(overall.overall_table(metrics))
     note = "" if np.isfinite(value) else "no sparsity of this run has a significant drop"
     return _Measured(float(value), note)
+
+
+def _small_weights(run: str) -> _Measured:
+    """Fig. 1 (right): the share of the dense models' pruned-set weights below 0.01."""
+    from .compress.sweep import dense_magnitudes
+
+    summary = overall.magnitude_summary(dense_magnitudes(run), below=SMALL_WEIGHT)
+    if summary is None:
+        return _Measured(np.nan, "no dense checkpoints (imported predictions)")
+    return _Measured(summary.fraction_below,
+                     f"{summary.n_weights // summary.n_models:,} weights per model; the paper's "
+                     "ResNet-50 has 23.5 million")
 
 
 def _forgetting_values(run: str, method: str) -> dict[str, _Measured]:
@@ -223,7 +235,8 @@ def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
     method = method or forgetting.figure_method(run)
     paper_dataset, _ = dataset_match(run)
     data = run_data(run)
-    measured = {"first_significant_drop": _first_drop(run, method)}
+    measured = {"first_significant_drop": _first_drop(run, method),
+                "share_weights_below_001": _small_weights(run)}
     measured.update(_forgetting_values(run, method))
     measured.update(_cooccurrence_values(run, method))
     measured.update(_pie_values(run, method))
@@ -279,7 +292,7 @@ def comparison_table(run: str, *, method: str | None = None, keys: list[str] | N
 
 #: The rows each analysis notebook shows (its own findings); the report shows them all.
 SECTIONS = {
-    "04_class_forgetting": ["first_significant_drop", "rho_freq_first_drop", "r_freq_first_drop",
+    "04_class_forgetting": ["share_weights_below_001", "first_significant_drop", "rho_freq_first_drop", "r_freq_first_drop",
                             "rho_freq_change_095", "r_freq_change_095"],
     "05_cooccurrence": ["rho_fcd_freq_diff", "r_fcd_freq_diff", "rho_fcd_iou", "r_fcd_iou_quarter",
                         "eq2_intercept", "eq2_abs_log_freq_diff", "eq2_iou_quarter", "eq2_interaction",

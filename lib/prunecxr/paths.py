@@ -120,6 +120,11 @@ class RunPaths:
     def labels(self) -> Path:
         return self.root / "labels.parquet"
 
+    @property
+    def locations(self) -> Path:
+        """Where the phantom drew each finding (``locations.parquet``, synthetic data only)."""
+        return self.root / "locations.parquet"
+
     # -- models ---------------------------------------------------------------
     @property
     def models(self) -> Path:

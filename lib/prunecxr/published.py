@@ -46,7 +46,7 @@ DATASET_MATCH = {
 }
 
 #: How each kind of value is formatted (a function name of prunecxr.fmt).
-KINDS = {"sparsity": "pct", "corr": "num", "coef": "num", "p": "pvalue", "ratio": "ratio"}
+KINDS = {"sparsity": "pct", "share": "pct", "corr": "num", "coef": "num", "p": "pvalue", "ratio": "ratio"}
 
 _ROWS = [
     # key, quantity, kind, dataset, value, source
@@ -54,6 +54,8 @@ _ROWS = [
      "Results, overall effect of pruning; Fig. 1"),
     ("first_significant_drop", "First sparsity with a significant drop in mean AP", "sparsity", MIMIC, 0.60,
      "Results, overall effect of pruning; Fig. 1"),
+    ("share_weights_below_001", "Share of the dense models' weights with |w| < 0.01 (the regime)", "share",
+     NIH, 0.5, "Fig. 1 (right) and text: \"over half of all learned weights\", a lower bound"),
     ("rho_freq_first_drop", "Spearman ρ: log training frequency vs first sparsity with a 20% AP drop", "corr",
      NIH, 0.61, "Fig. 3 and text"),
     ("rho_freq_first_drop", "Spearman ρ: log training frequency vs first sparsity with a 20% AP drop", "corr",

@@ -11,7 +11,8 @@ Rooms, one job each:
 ``datasets``              datasets bound to a data root; :func:`prepare_run`, :func:`open_split`
 ``images``                decoding image files; where a split's pixels come from
 ``cache``                 the image cache (one memory-mapped uint8 array per split)
-``phantom``               the NIH phantom: real labels, rendered images
+``phantom``               the NIH phantom: real labels, rendered images, drawn locations
+``reference``             the paper's and CheXNet's published data, the phantom's difficulty
 ``layout``                :func:`check_layout` (``python -m prunecxr check-data``)
 ``summaries``             notebook 01's tables and figures
 ========================  =====================================================================
@@ -23,14 +24,15 @@ from ..artifacts import SPLITS, class_names, read_labels
 from .datasets import Split, create_dataset, open_split, prepare_run
 from .layout import check_layout, check_with_warnings, format_layout_report
 from .specs import DATASETS, dataset_spec
-from .summaries import (cache_report, class_counts_figure, examples_figure, iou_figure,
-                        label_iou, labels_per_image_figure, patients_figure, split_summary)
+from .summaries import (cache_report, class_counts_figure, difficulty_caption, difficulty_table,
+                        examples_figure, iou_figure, label_iou, labels_per_image_figure,
+                        locations_figure, patients_figure, split_summary)
 from .tables import EmptyClassWarning
 
 __all__ = [
     "DATASETS", "SPLITS", "EmptyClassWarning", "Split", "cache_report", "check_layout",
     "check_with_warnings", "class_counts_figure", "class_names", "create_dataset",
-    "dataset_spec", "examples_figure", "format_layout_report", "iou_figure", "label_iou",
-    "labels_per_image_figure", "open_split", "patients_figure", "prepare_run", "read_labels",
+    "dataset_spec", "difficulty_caption", "difficulty_table", "examples_figure", "format_layout_report", "iou_figure", "label_iou",
+    "labels_per_image_figure", "locations_figure", "open_split", "patients_figure", "prepare_run", "read_labels",
     "split_summary",
 ]

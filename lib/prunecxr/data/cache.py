@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pandas as pd
 
 from .. import artifacts, paths
 from .images import ImageSource, check_resolution
@@ -58,6 +59,11 @@ class CacheEntry:
     @property
     def manifest_path(self) -> Path:
         return self.path.with_suffix(".json")
+
+    @property
+    def locations_path(self) -> Path:
+        """Where a source that knows where it drew findings (the phantom) keeps them."""
+        return self.path.with_suffix(".locations.parquet")
 
     def record(self) -> dict:
         """What ``run.json`` keeps about this entry."""
@@ -166,7 +172,9 @@ def build_cache(
     rel = f"{dataset}/{resolution}px/{split}-{key}.npy"
     entry = CacheEntry(rel, key, len(ids), resolution)
     remove_stale_temporaries()
-    if entry.path.exists() and entry.manifest_path.exists():
+    locates = callable(getattr(source, "locate", None))
+    if entry.path.exists() and entry.manifest_path.exists() and (
+            not locates or entry.locations_path.exists()):
         return CacheEntry(rel, key, len(ids), resolution, reused=True)
     start = time.perf_counter()
     with _build_lock(exclusive=False):
@@ -176,10 +184,18 @@ def build_cache(
             try:
                 source.read_into(arr, resolution)
                 arr.flush()
+                if locates:  # before the manifest, which marks the entry complete
+                    artifacts.write_parquet(entry.locations_path, source.locate(arr, resolution))
             finally:
                 del arr
         artifacts.write_json(entry.manifest_path, {**manifest, "key": key, "image_ids": ids})
     return CacheEntry(rel, key, len(ids), resolution, seconds=time.perf_counter() - start)
+
+
+def read_locations(record: dict) -> pd.DataFrame | None:
+    """The drawn locations of a cache entry recorded in ``run.json`` (None: the source has none)."""
+    path = (paths.cache_root() / record["path"]).with_suffix(".locations.parquet")
+    return artifacts.read_parquet(path, "drawn locations") if path.exists() else None
 
 
 def open_cache(record: dict, image_ids=None) -> np.ndarray:

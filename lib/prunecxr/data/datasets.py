@@ -18,7 +18,7 @@ import abc
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,7 +103,8 @@ class PhantomDataset(Dataset):
             bad = table["image_id"].iloc[int(np.flatnonzero(pos < 0)[0])]
             raise ValueError(f"image id {bad!r} is not in the phantom's label table")
         meta = phantom.load_table().iloc[pos]
-        return images.PhantomImages(meta.reset_index(drop=True))
+        strength = phantom.strengths(self.options.get("phantom_difficulty", "calibrated"))
+        return images.PhantomImages(meta.reset_index(drop=True), strength)
 
     def wheel_problems(self) -> list[str]:
         """What is missing from the installed ``torchxrayvision`` wheel (empty: nothing)."""
@@ -243,6 +244,7 @@ def create_dataset(
     class_columns: Sequence[str] = (),
     patient_column: str = "",
     split_column: str = "",
+    phantom_difficulty: str | Mapping[str, float] = "calibrated",
 ) -> Dataset:
     """Bind dataset ``name`` of :data:`~prunecxr.data.specs.DATASETS` to a data root and options.
 
@@ -260,6 +262,9 @@ def create_dataset(
         ``csv`` only: the label table (relative to ``data_root``; empty: ``labels.csv``)
         and its columns; empty means inferred (:func:`prunecxr.data.tables.csv_columns`;
         without a split column, a patient-level 70/10/20 split).
+    phantom_difficulty : the phantom's per-finding strengths: ``"calibrated"`` (CheXNet's
+        per-class AUROC), ``"equal"`` (one common AUROC) or a table finding → strength
+        (:func:`prunecxr.data.phantom.strengths`). Real datasets ignore it.
     """
     spec = dataset_spec(name)
     check_uncertain(uncertain)
@@ -277,6 +282,8 @@ def create_dataset(
     if spec.synthetic:
         if data_root:
             raise ValueError(f"dataset {name!r} reads no files: leave data_root empty (got {data_root!r})")
+        phantom.strengths(phantom_difficulty)  # a bad condition or table fails here, naming it
+        options["phantom_difficulty"] = phantom_difficulty
         return PhantomDataset(spec, "", uncertain, int(split_seed), options)
     return FileDataset(spec, str(data_root), uncertain, int(split_seed), options)
 
@@ -293,6 +300,7 @@ def prepare_run(
     split_seed: int = 0,
     max_patients: int = 0,
     uncertain: str = "error",
+    phantom_difficulty: str | Mapping[str, float] = "calibrated",
     **options,
 ) -> pd.DataFrame:
     """Write ``runs/<run>/labels.parquet`` and build (or reuse) the image cache.
@@ -306,20 +314,22 @@ def prepare_run(
     split_seed : key of generated patient splits and of the patient subsample.
     max_patients : keep this many patients (0 = all), in each split in proportion.
     uncertain : policy for blank and -1 labels (:data:`~prunecxr.data.specs.UNCERTAIN_POLICIES`).
+    phantom_difficulty : the phantom's per-finding strengths (see :func:`create_dataset`).
     **options : the ``csv`` dataset's options (see :func:`create_dataset`).
 
     Returns
     -------
     The table written: ``image_id``, ``patient_id``, ``split``, then one int8 column per
     class in canonical order. Nothing is written when any input is bad; a class without a
-    positive in a split warns (:class:`~prunecxr.data.tables.EmptyClassWarning`). The data
+    positive in a split warns (:class:`~prunecxr.data.tables.EmptyClassWarning`). For the
+    phantom, ``runs/<run>/locations.parquet`` says where each finding was drawn. The data
     record (``run.json["data"]``, :func:`prunecxr.config.record_data`) says what the run's
     data is, for every later stage.
     """
     paths.check_run_name(run)
     resolution = images.check_resolution(resolution)
     ds = create_dataset(dataset, data_root=data_root, uncertain=uncertain, split_seed=split_seed,
-                        **options)
+                        phantom_difficulty=phantom_difficulty, **options)
     full = ds.table()
     table = subsample_patients(full, max_patients, seed=split_seed)
     check_splits_nonempty(table, f" (dataset {dataset!r}, max_patients={max_patients})")
@@ -333,6 +343,12 @@ def prepare_run(
                for split in SPLITS}
 
     artifacts.write_labels(run, table)
+    drawn = {split: cache.read_locations(e.record()) for split, e in entries.items()}
+    if all(d is not None for d in drawn.values()):
+        artifacts.write_locations(run, pd.concat(
+            [d.assign(split=split) for split, d in drawn.items()], ignore_index=True))
+    else:
+        paths.run_paths(run).locations.unlink(missing_ok=True)  # a former phantom run's
     record = {
         "dataset": dataset,
         "synthetic": ds.synthetic,
@@ -346,6 +362,10 @@ def prepare_run(
         "cache_reused": {s: e.reused for s, e in entries.items()},
         "cache_seconds": round(sum(e.seconds for e in entries.values()), 3),
     }
+    if ds.synthetic:
+        condition = phantom_difficulty if isinstance(phantom_difficulty, str) else "table"
+        record["phantom_difficulty"] = {"condition": condition,
+                                        "strength": phantom.strengths(phantom_difficulty)}
     config.record_data(run, record)
     return table
 

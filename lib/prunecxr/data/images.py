@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -194,15 +194,21 @@ class FileImages:
 
 @dataclass(frozen=True)
 class PhantomImages:
-    """Phantom images drawn from rows of :func:`prunecxr.data.phantom.load_table`."""
+    """Phantom images drawn from rows of :func:`prunecxr.data.phantom.load_table`, with the
+    findings' strengths of :func:`prunecxr.data.phantom.strengths` (``difficulty``)."""
 
     meta: pd.DataFrame
+    difficulty: dict = field(default_factory=lambda: phantom.strengths("calibrated"))
 
     def fingerprint(self) -> dict:
         cols = list(phantom.META_COLUMNS + phantom.FINDINGS)
         rows = pd.util.hash_pandas_object(self.meta[cols], index=False).to_numpy()
-        return {"kind": "phantom", **phantom.fingerprint(),
+        return {"kind": "phantom", **phantom.fingerprint(self.difficulty),
                 "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest()}
 
     def read_into(self, out: np.ndarray, resolution: int) -> None:
-        phantom.render(self.meta, resolution=resolution, out=out)
+        phantom.render(self.meta, resolution=resolution, difficulty=self.difficulty, out=out)
+
+    def locate(self, images: np.ndarray, resolution: int) -> pd.DataFrame:
+        """Where each finding was drawn in ``images`` (:func:`prunecxr.data.phantom.locate`)."""
+        return phantom.locate(self.meta, images, resolution=resolution, difficulty=self.difficulty)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import config, stats
+from .. import artifacts, config, stats
+from . import reference
 from ..artifacts import SPLITS, class_names
 from .datasets import open_split
 from .keys import hash_rank
@@ -203,4 +204,71 @@ def examples_figure(run: str, *, split: str = "train", seed: int = 0):
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
     fig.update_layout(title=f"One {split} image per class, as the models see them")
+    return fig, table
+
+
+def difficulty_table(run: str) -> pd.DataFrame:
+    """The phantom run's per-finding strengths beside the calibration's target and reached AUROC.
+
+    One row per finding: ``finding``, ``strength`` (the run's), ``target_auroc`` and
+    ``calibration_auroc`` (what the calibration's own seeds reached with the shipped table;
+    blank when the run used a table of its own).
+    """
+    record = config.run_data(run).get("phantom_difficulty")
+    if record is None:
+        raise ValueError(f"run {run!r} is not a phantom run: it has no phantom difficulty")
+    shipped = (reference.phantom_difficulty(record["condition"])
+               if record["condition"] in reference.CONDITIONS else None)
+    rows = []
+    for finding, strength in record["strength"].items():
+        row = {"finding": finding, "strength": strength,
+               "target_auroc": np.nan, "calibration_auroc": np.nan}
+        if shipped is not None and shipped["strength"].get(finding) == strength:
+            row["target_auroc"] = shipped.get("target_auroc", {}).get(finding, np.nan)
+            row["calibration_auroc"] = shipped.get("reached_auroc", {}).get(finding, np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def difficulty_caption(run: str) -> str:
+    """One line naming the run's difficulty condition and where its table comes from."""
+    record = config.run_data(run)["phantom_difficulty"]
+    condition = record["condition"]
+    if condition not in reference.CONDITIONS:
+        return "a strength table of the run's own (not a shipped condition)"
+    prov = reference.phantom_difficulty(condition).get("provenance", {})
+    what = {"calibrated": "every finding at CheXNet's published AUROC",
+            "equal": "every finding at one AUROC, the median of CheXNet's"}[condition]
+    when = f", calibrated {prov['date']} with seeds {prov.get('seeds')}" if "date" in prov else ""
+    return f"condition {condition!r} ({what}{when})"
+
+
+def locations_figure(run: str):
+    """How large each finding's drawn location is: the box's share of the image, per finding."""
+    import plotly.graph_objects as go
+
+    loc = artifacts.read_locations(run)
+    res = config.run_data(run)["resolution"]
+    drawn = loc[loc["pixels"] > 0]
+    area = (drawn["x1"] - drawn["x0"]).astype(float) * (drawn["y1"] - drawn["y0"]) / res**2
+    table = (pd.DataFrame({"class": drawn["class"], "area": area, "pixels": drawn["pixels"] / res**2})
+             .groupby("class", sort=False)
+             .agg(positives=("area", "size"), box_median=("area", "median"),
+                  box_q1=("area", lambda a: a.quantile(0.25)), box_q3=("area", lambda a: a.quantile(0.75)),
+                  signature_median=("pixels", "median"))
+             .reset_index())
+    faint = loc.groupby("class", sort=False)["pixels"].apply(lambda p: int((p == 0).sum()))
+    table["not_visible"] = table["class"].map(faint).fillna(0).astype(int)
+    fig = go.Figure()
+    fig.add_bar(x=table["class"], y=table["box_median"], name="box (median)",
+                error_y={"type": "data", "symmetric": False,
+                         "array": table["box_q3"] - table["box_median"],
+                         "arrayminus": table["box_median"] - table["box_q1"]},
+                customdata=table[["positives", "not_visible"]],
+                hovertemplate="%{x}<br>median box %{y:.1%} of the image<br>%{customdata[0]} positives, "
+                              "%{customdata[1]} too faint to locate<extra></extra>")
+    fig.add_bar(x=table["class"], y=table["signature_median"], name="drawn pixels (median)")
+    fig.update_layout(title="Where findings were drawn: share of the image in the box (median, IQR)",
+                      barmode="group", xaxis_title="finding", yaxis_title="share of the image",
+                      yaxis_tickformat=".0%")
     return fig, table

@@ -1,212 +1,35 @@
-"""The NIH phantom: real ChestX-ray14 labels, synthetic chest images rendered from them.
-
-The label table is the real one that the ``torchxrayvision`` wheel ships as
-``data/Data_Entry_2017_v2020.csv.gz`` (112,120 images of 30,805 patients, 14 findings plus
-No Finding). It is read from the installed wheel without importing ``torchxrayvision``
-(whose import pulls in scikit-image) and without any download.
-
-Pixels are synthetic: every image is an 8-bit grayscale frontal chest radiograph drawn from
-a procedural anatomy (thorax, lungs, heart, mediastinum, diaphragm, ribs, clavicles, vessel
-markings, stomach bubble, breast shadows) that varies per patient, posed and exposed
-differently per image, with one clinically inspired signature per finding on top:
-
-=====================  =====================================================================
-finding                what is drawn (severity, size, contrast and position vary per image)
-=====================  =====================================================================
-Infiltration           patchy ill-defined opacities, focal (real box prior) or bibasal
-Effusion               fluid filling the costophrenic angle up to a meniscus rising laterally
-Atelectasis            a plate-like linear band (real box prior) with hemidiaphragm elevation
-Nodule                 a small round well-defined opacity (real box prior)
-Mass                   a large lobulated opacity (real box prior)
-Consolidation          dense homogeneous lobar opacity bounded by a fissure
-Pneumothorax           a lucent rim without lung markings and a thin visceral pleural line
-Pleural Thickening     a dense band along the lateral chest wall and an apical cap
-Cardiomegaly           an enlarged heart silhouette (width from the real boxes)
-Emphysema              hyperlucent, over-inflated lungs, flat low diaphragm, sparse markings
-Edema                  bilateral perihilar haze ("bat wing") with Kerley B lines
-Fibrosis               a coarse peripheral, basal reticular pattern with volume loss
-Pneumonia              a focal patchy airspace opacity (real box prior)
-Hernia                 a retrocardiac soft-tissue mass with a gas cap and an air-fluid level
-=====================  =====================================================================
-
-Findings that look alike on real films look alike here too (infiltration, pneumonia and
-consolidation; pneumothorax and pleural thickening share their geometry with opposite
-sign; an AP view magnifies the heart like mild cardiomegaly). Locations and sizes of the
-eight findings that NIH boxed come from the real boxes of ``data/BBox_List_2017.csv.gz``.
-
-Every random number derives from a keyed hash of the image id (pose, exposure, noise,
-finding appearance) or of the patient id (anatomy, vessel markings), so the same image id
-renders the same pixels at a given resolution, in any batch and any order, and films of one
-patient share their anatomy. :data:`FINDING_CONTRAST` is the one knob for the
-task's difficulty: it scales every finding's intensity and anatomical change.
-
-The label structure is real; the pixels are not. Nothing learned on them is evidence about
-real chest X-rays, and every figure and table made from them says so
-(:data:`prunecxr.config.PHANTOM_NOTICE`).
+"""Drawing the phantom: a procedural chest per patient, posed and exposed per image, and one
+signature per finding on top, each at its own strength (see the package docstring).
 """
 
 from __future__ import annotations
 
-import functools
-from importlib import metadata
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from .keys import id_seeds
+from ..keys import id_seeds
+from .labels import FINDINGS, bbox_priors
+from .randomness import noise_field, pixel_noise, uniform
 
-#: Bump when the drawing changes: it is part of the image cache key.
-RENDERER_VERSION = 1
+#: Bump when the drawing changes: it is part of the image cache key. Version 2: per-finding
+#: strengths (version 1 had one global contrast, 2.0) and a hiatal hernia 1.7 times larger.
+RENDERER_VERSION = 2
 
-#: The difficulty knob: scales every finding's intensity and anatomical change. Lower makes
-#: findings subtler (lower AP), higher makes them obvious. Measured when it was set, on a
-#: subset (1,000 patients, 64×64; test mean prevalence 0.09): ``small_resnet`` trained 8 epochs
-#: (batch 64, AdamW 2e-3) reaches a test mean AP of 0.29 at 2.0 (0.26 at 1.5); a linear
-#: probe on 32×32 pixels 0.44 at 2.0 (0.41 at 1.5, 0.35 at 1.0). On all images at 48×48 (the
-#: default recipe, one seed) 3.0 raised the test mean AP from 0.69 to 0.75 and still did not
-#: teach Hernia (AP 0.007), so it stays at 2.0. Part of the image cache key.
-FINDING_CONTRAST = 2.0
+#: The strength every finding had before calibration (version 1's global contrast): the
+#: calibration's starting point. Measured then, on all images at 48×48 (the default recipe,
+#: one seed): a global 3.0 raised the test mean AP from 0.69 to 0.75 and still did not teach
+#: Hernia, whose signature was too small to survive 48 px; it is now drawn 1.7 times larger
+#: (:data:`HERNIA_SIZE`), and each finding's strength is its own.
+UNCALIBRATED_STRENGTH = 2.0
+
+#: The hiatal hernia's size relative to version 1 (sac half-axes 4–7.5 % and 3–5 % of the
+#: image then). Real hiatal hernias are retrocardiac masses several centimetres across; at
+#: 1.0 the sac was 1–2 pixels at 48 px and no strength made it learnable (an AP of 0.61 for one
+#: seed at 1.7 times the size and 3 times the intensity).
+HERNIA_SIZE = 1.7
 
 #: Standard deviation of the quantum noise added to every pixel (intensity in [0, 1]).
 NOISE_LEVEL = 0.025
-
-WHEEL = "torchxrayvision"
-TABLE_FILE = "torchxrayvision/data/Data_Entry_2017_v2020.csv.gz"
-BBOX_FILE = "torchxrayvision/data/BBox_List_2017.csv.gz"
-
-#: The 14 findings of ChestX-ray14, in NIH-CXR-LT's canonical order (the paper's).
-FINDINGS = (
-    "Infiltration",
-    "Effusion",
-    "Atelectasis",
-    "Nodule",
-    "Mass",
-    "Consolidation",
-    "Pneumothorax",
-    "Pleural Thickening",
-    "Cardiomegaly",
-    "Emphysema",
-    "Edema",
-    "Fibrosis",
-    "Pneumonia",
-    "Hernia",
-)
-#: The phantom's 15 classes: No Finding first, then the findings, as in NIH-CXR-LT.
-CLASSES = ("No Finding",) + FINDINGS
-
-#: the table's spelling → the canonical class name
-_TABLE_NAMES = {"Pleural_Thickening": "Pleural Thickening"}
-#: the box list's spelling → the canonical class name
-_BOX_NAMES = {"Infiltrate": "Infiltration"}
-
-#: columns of :func:`load_table` that the renderer reads besides the classes
-META_COLUMNS = ("image_id", "patient_id", "view", "sex", "age")
-
-
-# -- the wheel's tables ------------------------------------------------------------------
-
-
-def wheel_file(relative: str) -> Path:
-    """A data file of the installed ``torchxrayvision`` wheel, located without importing it."""
-    try:
-        dist = metadata.distribution(WHEEL)
-    except metadata.PackageNotFoundError:
-        raise FileNotFoundError(
-            f"the {WHEEL} package is not installed; the phantom reads its label table "
-            f"{relative} (install the project: make install)"
-        ) from None
-    path = Path(dist.locate_file(relative))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed {WHEEL} wheel")
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def _load_table_cached() -> pd.DataFrame:
-    path = wheel_file(TABLE_FILE)
-    raw = pd.read_csv(
-        path,
-        usecols=["Image Index", "Finding Labels", "Patient ID", "Patient Age",
-                 "Patient Gender", "View Position"],
-    )
-    spelling = {v: k for k, v in _TABLE_NAMES.items()}
-    names = {c: spelling.get(c, c) for c in CLASSES}  # canonical name → the table's spelling
-    padded = "|" + raw["Finding Labels"].astype(str) + "|"
-    findings = {c: padded.str.contains(f"|{n}|", regex=False).to_numpy() for c, n in names.items()}
-    n_tokens = raw["Finding Labels"].astype(str).str.count(r"\|").to_numpy() + 1
-    if not np.array_equal(sum(v.astype(np.int64) for v in findings.values()), n_tokens):
-        raise ValueError(f"{path}: unexpected finding names in column 'Finding Labels'")
-    table = pd.DataFrame(
-        {
-            "image_id": raw["Image Index"].astype(str),
-            "patient_id": raw["Patient ID"].map("{:08d}".format),
-            "view": raw["View Position"].astype(str),
-            "sex": raw["Patient Gender"].astype(str),
-            "age": raw["Patient Age"].astype(np.int16),
-        }
-    )
-    for name in CLASSES:
-        table[name] = findings[name].astype(np.int8)
-    return table
-
-
-def load_table() -> pd.DataFrame:
-    """The real NIH ChestX-ray14 label table, one row per image.
-
-    Returns
-    -------
-    DataFrame with ``image_id`` (``00000001_000.png``), ``patient_id`` (8 digits, as in the
-    image names), ``view`` (``PA``/``AP``), ``sex`` (``M``/``F``), ``age`` (years), then one
-    int8 0/1 column per class of :data:`CLASSES`. 112,120 rows, 30,805 patients.
-    """
-    return _load_table_cached().copy()
-
-
-@functools.lru_cache(maxsize=1)
-def bbox_priors() -> dict[str, np.ndarray]:
-    """The real boxes of ``BBox_List_2017.csv.gz``, per finding, as fractions of the image.
-
-    Returns
-    -------
-    dict finding → float32 array ``[n_boxes, 4]`` of (centre x, centre y, width, height),
-    each divided by the 1024-pixel side of the released images.
-    """
-    path = wheel_file(BBOX_FILE)
-    raw = pd.read_csv(path).iloc[:, :6]
-    raw.columns = ["image", "finding", "x", "y", "w", "h"]
-    raw["finding"] = raw["finding"].replace(_BOX_NAMES)
-    out = {}
-    for name, group in raw.groupby("finding", sort=True):
-        if name not in FINDINGS:
-            raise ValueError(f"{path}: unexpected finding name {name!r}")
-        g = group[["x", "y", "w", "h"]].to_numpy(np.float64) / 1024.0
-        out[name] = np.stack(
-            [g[:, 0] + g[:, 2] / 2, g[:, 1] + g[:, 3] / 2, g[:, 2], g[:, 3]], axis=1
-        ).astype(np.float32)
-    return out
-
-
-# -- counter-based randomness: a hash of (id, stream, counter) ----------------------------
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-def _splitmix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
-    z = x + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
-
-
-def _uniform(seeds: np.ndarray, n: int, stream: int) -> np.ndarray:
-    """float32 ``[len(seeds), n]`` uniforms in [0, 1): value k of stream ``stream`` per seed."""
-    counters = _splitmix(np.uint64(stream) << np.uint64(32) | np.arange(n, dtype=np.uint64))
-    bits = _splitmix(seeds[:, None] ^ counters[None, :])
-    return (bits >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
 
 
 # -- drawing helpers (all float32, broadcasting over [B, R, R]) ---------------------------
@@ -221,67 +44,6 @@ def _ramp(d: np.ndarray, width: float) -> np.ndarray:
 
 def _gauss(d2: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * d2)
-
-
-@functools.lru_cache(maxsize=16)
-def _smooth_matrix(resolution: int, n: int) -> np.ndarray:
-    """Interpolates an ``n``-point lattice onto ``resolution`` pixels (Gaussian weights)."""
-    t = (np.arange(resolution) + 0.5) / resolution * n - 0.5
-    w = np.exp(-0.5 * ((t[:, None] - np.arange(n)[None, :]) / 0.7) ** 2)
-    w /= w.sum(axis=1, keepdims=True)
-    # a lattice of unit variance gives pixels of variance (Σ_k w_ik²)(Σ_l w_jl²): undo it
-    w /= np.sqrt(np.mean(np.sum(w**2, axis=1)))
-    return w.astype(np.float32)
-
-
-def _gaussian_noise(seeds: np.ndarray, shape: tuple[int, ...], stream: int) -> np.ndarray:
-    """Standard normal float32 ``[len(seeds), *shape]``, one PCG64 stream per seed."""
-    out = np.empty((len(seeds),) + tuple(shape), np.float32)
-    bits = np.random.PCG64()
-    rng = np.random.Generator(bits)
-    state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0}
-    for k, seed in enumerate(seeds.tolist()):
-        # PCG64 seeded directly by (seed, stream): setting its state is far cheaper than seeding
-        state["state"] = {"state": seed << 64 | seed, "inc": (stream << 1) | 1}
-        bits.state = state
-        rng.standard_normal(dtype=np.float32, out=out[k])
-    return out
-
-
-@functools.lru_cache(maxsize=8)
-def _noise_bank(resolution: int) -> np.ndarray:
-    """A fixed standard normal texture of side ``4 R`` from which images take windows."""
-    rng = np.random.Generator(np.random.PCG64(0x5EED + resolution))
-    return rng.standard_normal((4 * resolution, 4 * resolution), dtype=np.float32)
-
-
-def _pixel_noise(seeds: np.ndarray, resolution: int) -> np.ndarray:
-    """Quantum noise ``[B, R, R]``: per image, a window of :func:`_noise_bank` at an offset
-    hashed from its seed, flipped and transposed by the hash too (far cheaper than drawing)."""
-    bank = _noise_bank(resolution)
-    u = _uniform(seeds, 3, stream=9)
-    span = bank.shape[0] - resolution
-    offs = (u[:, :2] * span).astype(np.int64)
-    flips = (u[:, 2] * 4).astype(np.int64)
-    out = np.empty((len(seeds), resolution, resolution), np.float32)
-    for k in range(len(seeds)):
-        win = bank[offs[k, 0]:offs[k, 0] + resolution, offs[k, 1]:offs[k, 1] + resolution]
-        f = flips[k]
-        out[k] = win.T if f & 2 else win
-        if f & 1:
-            out[k] = out[k, ::-1]
-    return out
-
-
-def _noise_field(seeds: np.ndarray, resolution: int, n: int, stream: int) -> np.ndarray:
-    """A smooth random field ``[B, R, R]`` of roughly unit variance, with ``n`` lobes a side."""
-    b = len(seeds)
-    lattice = _gaussian_noise(seeds, (n, n), stream)
-    w = _smooth_matrix(resolution, n)
-    # W · L · Wᵀ for every image, as two large matrix products
-    half = (lattice.reshape(b * n, n) @ w.T).reshape(b, n, resolution)
-    full = w @ half.transpose(1, 0, 2).reshape(n, b * resolution)
-    return np.ascontiguousarray(full.reshape(resolution, b, resolution).transpose(1, 0, 2))
 
 
 def _col(x) -> np.ndarray:
@@ -302,18 +64,19 @@ def _pick_box(name: str, u: np.ndarray) -> np.ndarray:
     return boxes[idx]
 
 
-class _Scene:
+class Scene:
     """Per-image parameters of one batch, before and after the findings change them."""
 
-    def __init__(self, meta: pd.DataFrame, resolution: int):
+    def __init__(self, meta: pd.DataFrame, resolution: int, strength: dict[str, float]):
         n = len(meta)
+        self.strength = strength
         self.n = n
         self.res = resolution
         self.edge = max(1.5 / resolution, 0.006)
         self.img_seed = id_seeds(meta["image_id"].tolist(), "phantom-image")
         self.pat_seed = id_seeds(meta["patient_id"].tolist(), "phantom-patient")
-        ui = _uniform(self.img_seed, _N_IMAGE, stream=1)
-        up = _uniform(self.pat_seed, _N_PATIENT, stream=2)
+        ui = uniform(self.img_seed, _N_IMAGE, stream=1)
+        up = uniform(self.pat_seed, _N_PATIENT, stream=2)
         self.pose = ui[:, :_N_POSE]
         self.fu = ui[:, _N_POSE:].reshape(n, len(FINDINGS), _N_PER_FINDING)
         self.has = {f: meta[f].to_numpy(dtype=bool) for f in FINDINGS}
@@ -361,15 +124,15 @@ class _Scene:
         return self.fu[idx, FINDINGS.index(finding)]
 
     def severity(self, finding: str, idx: np.ndarray) -> np.ndarray:
-        return (0.35 + 0.65 * self.u(finding, idx)[:, 0]) * FINDING_CONTRAST
+        return (0.35 + 0.65 * self.u(finding, idx)[:, 0]) * np.float32(self.strength[finding])
 
     def idx(self, finding: str) -> np.ndarray:
         return np.flatnonzero(self.has[finding])
 
 
-def _apply_anatomical_findings(s: _Scene) -> None:
+def _apply_anatomical_findings(s: Scene) -> None:
     """Findings that change the anatomy itself rather than add an opacity."""
-    c = FINDING_CONTRAST
+    c = s.strength["Cardiomegaly"]
     i = s.idx("Cardiomegaly")
     if len(i):
         u = s.u("Cardiomegaly", i)
@@ -402,7 +165,7 @@ def _apply_anatomical_findings(s: _Scene) -> None:
         s.dome_l[i] -= np.where(right, 0, 0.03 * sev)
 
 
-def _grid(s: _Scene, idx=slice(None)):
+def _grid(s: Scene, idx=slice(None)):
     """Patient coordinates ``X, Y`` ``[B, R, R]`` of every pixel after the image's pose."""
     r = s.res
     g = ((np.arange(r, dtype=np.float32) + 0.5) / r - 0.5)
@@ -445,7 +208,7 @@ def _ellipse(X, Y, x0, y0, rx, ry, edge):
     return _ramp((1 - d2) * (0.5 * np.minimum(rx, ry)), edge)
 
 
-def _render_batch(s: _Scene, out: np.ndarray) -> None:
+def render_batch(s: Scene, out: np.ndarray) -> None:
     """Draw the images of scene ``s`` into ``out`` (uint8 ``[B, R, R]``)."""
     _apply_anatomical_findings(s)
     e = s.edge
@@ -498,7 +261,7 @@ def _render_batch(s: _Scene, out: np.ndarray) -> None:
     clav = _ramp(0.013 - np.abs(Y - clav_y), e) * _ramp(ax - 0.03, e) * _ramp(tw - 0.02 - ax, e)
     img += 0.09 * clav
 
-    markings = _noise_field(s.pat_seed, s.res, 16, stream=3)  # the patient's vessels
+    markings = noise_field(s.pat_seed, s.res, 16, stream=3)  # the patient's vessels
     hilum = 1 / (1 + ((ax - 0.11) / 0.12) ** 2 + ((Y - _col(s.dome_r) + 0.22) / 0.16) ** 2)
     vessels = np.clip(markings, 0, None) * (0.35 + 0.65 * hilum) * lungs
     vessels *= _col(s.marking_amp * s.markings_scale)
@@ -607,7 +370,7 @@ def _render_batch(s: _Scene, out: np.ndarray) -> None:
                        + ((Yi - _col(box[:, 1])) / _col(0.5 * box[:, 3] + 0.03)) ** 2)
         basal = _ramp(Yi - _col(s.dome_r[i]) + 0.22, 0.1)
         where = np.where(_col(u[:, 2] < 0.4), basal, focal)
-        patches = _ramp(_noise_field(s.img_seed[i], s.res, 12, stream=5) - 0.2, 1.0)
+        patches = _ramp(noise_field(s.img_seed[i], s.res, 12, stream=5) - 0.2, 1.0)
         img[i] += _col(0.16 * sev) * patches * where * lungs[i]
 
     # pneumonia: a focal patchy airspace opacity
@@ -620,7 +383,7 @@ def _render_batch(s: _Scene, out: np.ndarray) -> None:
         sx = _col(0.4 * box[:, 2] + 0.02)
         sy = _col(0.4 * box[:, 3] + 0.02)
         blob = _gauss(((Xi - _col(box[:, 0])) / sx) ** 2 + ((Yi - _col(box[:, 1])) / sy) ** 2)
-        patchy = 0.75 + 0.25 * _noise_field(s.img_seed[i], s.res, 10, stream=6)
+        patchy = 0.75 + 0.25 * noise_field(s.img_seed[i], s.res, 10, stream=6)
         img[i] += _col(0.2 * sev) * np.clip(blob * patchy, 0, 1) * lungs[i]
 
     # edema: bilateral perihilar haze and Kerley B lines at the bases
@@ -643,7 +406,7 @@ def _render_batch(s: _Scene, out: np.ndarray) -> None:
         u = s.u("Fibrosis", i)
         sev = s.severity("Fibrosis", i)
         Xi, Yi = X[i], Y[i]
-        warp = _noise_field(s.img_seed[i], s.res, 8, stream=7)
+        warp = noise_field(s.img_seed[i], s.res, 8, stream=7)
         f = 11 + 3 * u[:, 3]
         net = np.maximum(
             np.cos(_col(2 * np.pi * f) * (Xi + 0.02 * warp)),
@@ -688,8 +451,8 @@ def _render_batch(s: _Scene, out: np.ndarray) -> None:
         sev = s.severity("Hernia", i)
         x0 = _col(s.cx[i] + 0.02 + 0.04 * (u[:, 1] - 0.5))
         y0 = _col(s.dome_l[i] - 0.06 - 0.03 * u[:, 2])
-        rx = _col(0.04 + 0.035 * u[:, 3])
-        ry = _col(0.03 + 0.02 * u[:, 4])
+        rx = _col(HERNIA_SIZE * (0.04 + 0.035 * u[:, 3]))
+        ry = _col(HERNIA_SIZE * (0.03 + 0.02 * u[:, 4]))
         Xi, Yi = X[i], Y[i]
         sac = _ellipse(Xi, Yi, x0, y0, rx, ry, e)
         level = y0 - ry * _col(0.1 + 0.3 * u[:, 5])
@@ -704,68 +467,8 @@ def _render_batch(s: _Scene, out: np.ndarray) -> None:
     img += _col(s.offset)
     np.clip(img, 0, 1, out=img)
     img **= _col(s.gamma)
-    img += _pixel_noise(s.img_seed, s.res) * _col(s.noise)
+    img += pixel_noise(s.img_seed, s.res) * _col(s.noise)
     img *= 255.0
     img += 0.5
     np.clip(img, 0, 255, out=img)
     out[...] = img.astype(np.uint8)
-
-
-def _check_meta(meta: pd.DataFrame) -> None:
-    missing = [c for c in META_COLUMNS + FINDINGS if c not in meta.columns]
-    if missing:
-        raise ValueError(f"phantom metadata is missing columns {missing}")
-
-
-def render(
-    meta: pd.DataFrame,
-    *,
-    resolution: int,
-    out: np.ndarray | None = None,
-    batch_pixels: int = 1 << 20,
-    progress=None,
-) -> np.ndarray:
-    """Render the phantom images of ``meta``'s rows.
-
-    Parameters
-    ----------
-    meta : rows of :func:`load_table` (or any table with its columns: ``image_id``,
-        ``patient_id``, ``view``, ``sex``, ``age`` and the 14 finding columns).
-    resolution : side ``R`` of the square images, in pixels (8 to 2048).
-    out : optional uint8 ``[N, R, R]`` array (e.g. a memory map) to draw into.
-    batch_pixels : pixels drawn per vectorized batch (memory ~ 60 bytes per pixel).
-    progress : optional callable ``progress(n_done)`` called after each batch.
-
-    Returns
-    -------
-    uint8 array ``[N, R, R]``: ``out`` when given. Row ``k`` depends only on row ``k`` of
-    ``meta`` (and ``resolution``), never on the batch it was drawn in.
-    """
-    _check_meta(meta)
-    if not isinstance(resolution, (int, np.integer)) or not 8 <= resolution <= 2048:
-        raise ValueError(f"resolution must be an int from 8 to 2048, got {resolution!r}")
-    resolution = int(resolution)
-    n = len(meta)
-    if out is None:
-        out = np.empty((n, resolution, resolution), np.uint8)
-    elif out.shape != (n, resolution, resolution) or out.dtype != np.uint8:
-        raise ValueError(f"out must be uint8 {(n, resolution, resolution)}, got {out.dtype} {out.shape}")
-    batch = max(1, batch_pixels // (resolution * resolution))
-    meta = meta.reset_index(drop=True)
-    for start in range(0, n, batch):
-        part = meta.iloc[start : start + batch]
-        _render_batch(_Scene(part, resolution), out[start : start + len(part)])
-        if progress is not None:
-            progress(start + len(part))
-    return out
-
-
-def fingerprint() -> dict:
-    """What the rendering depends on besides the rows: part of the image cache key."""
-    return {
-        "renderer_version": RENDERER_VERSION,
-        "finding_contrast": FINDING_CONTRAST,
-        "noise_level": NOISE_LEVEL,
-        "table_file": TABLE_FILE,
-        "wheel_version": metadata.version(WHEEL),
-    }

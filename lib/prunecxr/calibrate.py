@@ -1,0 +1,314 @@
+"""Calibrating the phantom's difficulty to a published target (``python -m prunecxr calibrate-phantom``).
+
+The phantom draws each finding with a *strength* of its own (:mod:`prunecxr.data.phantom`).
+This module fits those strengths so that the default recipe's dense models reach a target
+per-class test AUROC, and writes them as package data with their provenance
+(``data/reference/phantom_difficulty_<condition>.json``, read by
+:func:`prunecxr.data.reference.phantom_difficulty`). Two conditions:
+
+``calibrated``
+    every finding at CheXNet's published AUROC on ChestX-ray14 (Rajpurkar et al. 2017,
+    arXiv:1711.05225, Table 2), so the phantom is as hard, class by class, as real films are
+    for a real model;
+``equal``
+    every finding at one common AUROC, the median of that table, so that the findings differ
+    only in frequency (the controlled experiment of profile ``controlled``).
+
+The calibration only ever looks at dense test AUROC against the target: never at pruning.
+
+How one iteration works: render all images with the current strengths, train the
+calibration seeds with the default profile's recipe, predict the test split, and average each
+finding's AUROC over the seeds. Then, per finding, a step on the binormal scale: an AUROC
+``A`` corresponds to a separation ``d' = √2 Φ⁻¹(A)`` between the scores of positives and
+negatives, and a detector's ``d'`` grows with the signal's amplitude; so ``log strength`` is
+moved by ``(log d'_target - log d'_reached) / slope``, where the slope of ``log d'`` on
+``log strength`` is estimated from the last two iterations (secant; 1 until there are two,
+or when the estimate is implausible), and every step is limited to a factor
+:data:`MAX_STEP`. The iterations start from :data:`prunecxr.data.phantom.UNCALIBRATED_STRENGTH`
+for every finding and are deterministic, so the same command on the same machine gives the
+same table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import config, inference, paths
+from .data import phantom, reference
+from .data.datasets import create_dataset
+from .data.splits import subsample_patients
+from .metrics import ranking_metrics
+from .train import TrainConfig, fit_population
+
+#: the largest factor one iteration may change a strength by
+MAX_STEP = 2.5
+#: AUROCs are clipped to this range before the binormal transform (0.5 has d' = 0)
+AUROC_CLIP = (0.505, 0.995)
+#: the secant slope is used only inside this range; else the step assumes slope 1
+SLOPE_RANGE = (0.25, 4.0)
+#: the recipe keys of a profile the calibration trains with
+RECIPE_KEYS = ("resolution", "max_patients", "model", "max_epochs", "patience", "batch_size",
+               "lr", "schedule", "precision", "threads", "eval_batch_size")
+SOURCE = ("Rajpurkar, P., Irvin, J., et al.: CheXNet: Radiologist-Level Pneumonia Detection on "
+          "Chest X-Rays with Deep Learning. arXiv:1711.05225 (2017), Table 2, column CheXNet "
+          "(data/reference/chexnet_auroc.csv)")
+
+
+def target_auroc(condition: str) -> dict[str, float]:
+    """The AUROC each finding is calibrated to under ``condition`` (finding → AUROC)."""
+    published = reference.chexnet_auroc()
+    missing = [f for f in phantom.FINDINGS if f not in published.index]
+    if missing:
+        raise ValueError(f"{reference.CHEXNET_FILE} lacks the findings {missing}")
+    if condition == "calibrated":
+        return {f: float(published[f]) for f in phantom.FINDINGS}
+    if condition == "equal":
+        common = float(np.median(published[list(phantom.FINDINGS)].to_numpy()))
+        return {f: common for f in phantom.FINDINGS}
+    raise ValueError(f"unknown phantom difficulty {condition!r}; choose one of {list(reference.CONDITIONS)}")
+
+
+def separation(auroc: float) -> float:
+    """The binormal separation ``d' = √2 Φ⁻¹(AUROC)``, AUROC clipped to :data:`AUROC_CLIP`."""
+    return math.sqrt(2.0) * float(stats.norm.ppf(min(max(auroc, AUROC_CLIP[0]), AUROC_CLIP[1])))
+
+
+def next_strength(
+    strength: Mapping[str, float],
+    reached: Mapping[str, float],
+    target: Mapping[str, float],
+    *,
+    previous: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
+) -> dict[str, float]:
+    """One calibration step for every finding (see the module docstring).
+
+    Parameters
+    ----------
+    strength : the strengths just measured.
+    reached : the dense test AUROC they gave (seed mean), finding → AUROC.
+    target : finding → target AUROC.
+    previous : the strengths and AUROCs of the iteration before, for the secant slope.
+
+    Returns
+    -------
+    dict finding → the next strength, within a factor :data:`MAX_STEP` of ``strength`` and
+    within the renderer's range (0, 50].
+    """
+    out = {}
+    for f in strength:
+        slope = 1.0
+        if previous is not None:
+            ds = math.log(strength[f]) - math.log(previous[0][f])
+            dd = math.log(separation(reached[f])) - math.log(separation(previous[1][f]))
+            if abs(ds) > 0.05 and SLOPE_RANGE[0] <= dd / ds <= SLOPE_RANGE[1]:
+                slope = dd / ds
+        step = (math.log(separation(target[f])) - math.log(separation(reached[f]))) / slope
+        step = min(max(step, -math.log(MAX_STEP)), math.log(MAX_STEP))
+        out[f] = round(min(strength[f] * math.exp(step), 50.0), 4)
+    return out
+
+
+def recipe(profile: str = "default", **overrides) -> dict:
+    """The training recipe of ``profile`` the calibration uses (:data:`RECIPE_KEYS`)."""
+    prof = config.load_profile(profile)
+    if prof["dataset"] != "nih-phantom":
+        raise ValueError(f"profile {profile!r} does not use the phantom (dataset {prof['dataset']!r})")
+    unknown = sorted(set(overrides) - set(RECIPE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown recipe keys {unknown}; choose from {list(RECIPE_KEYS)}")
+    return {k: overrides.get(k, prof[k]) for k in RECIPE_KEYS}
+
+
+@contextlib.contextmanager
+def _scratch_home() -> Iterator[Path]:
+    """A temporary ``PRUNECXR_HOME`` for the calibration's models (removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="prunecxr-calibrate-") as tmp:
+        old = os.environ.get(paths.HOME_ENV)
+        os.environ[paths.HOME_ENV] = tmp
+        try:
+            yield Path(tmp)
+        finally:
+            if old is None:
+                os.environ.pop(paths.HOME_ENV, None)
+            else:
+                os.environ[paths.HOME_ENV] = old
+
+
+def measure(
+    strength: Mapping[str, float],
+    *,
+    recipe: Mapping,
+    seeds: Sequence[int],
+    run: str = "calibration",
+    after_training: Callable[[str, int], None] | None = None,
+) -> pd.DataFrame:
+    """Dense test AUROC of the phantom drawn with ``strength``: one row per (seed, finding).
+
+    Renders the phantom (all images, or ``recipe["max_patients"]``) on NIH-CXR-LT's split,
+    trains ``seeds`` with ``recipe`` in a scratch home, and evaluates each on the test split.
+    ``after_training(run, seed)``, when given, is called for each trained seed while its
+    model is still there (:func:`prunecxr.inference.load_model` reads it). Returns columns
+    ``seed``, ``class``, ``auroc``, ``n_pos``.
+    """
+    table = create_dataset("nih-phantom").table()
+    table = subsample_patients(table, int(recipe["max_patients"]), seed=0).reset_index(drop=True)
+    meta = phantom.load_table().set_index("image_id").loc[table["image_id"]].reset_index()
+    res = int(recipe["resolution"])
+    images = phantom.render(meta, resolution=res, difficulty=dict(strength))
+    classes = list(phantom.CLASSES)
+    labels = table[classes].to_numpy(np.uint8)
+    part = {s: (table["split"] == s).to_numpy() for s in ("train", "val", "test")}
+    cfg = TrainConfig(model=recipe["model"], pretrained=False, max_epochs=int(recipe["max_epochs"]),
+                      patience=int(recipe["patience"]), batch_size=int(recipe["batch_size"]),
+                      lr=float(recipe["lr"]), schedule=recipe["schedule"], precision=recipe["precision"])
+    rows = []
+    with _scratch_home():
+        fit_population(images[part["train"]], labels[part["train"]], images[part["val"]],
+                       labels[part["val"]], seeds=list(seeds), config=cfg, run=run, classes=classes,
+                       device="cpu", threads=int(recipe["threads"]), progress=False)
+        for seed in seeds:
+            if after_training is not None:
+                after_training(run, seed)
+            probs = inference.predict(inference.load_model(run, seed), images[part["test"]],
+                                      batch_size=int(recipe["eval_batch_size"]), device="cpu")
+            _, auroc = ranking_metrics(labels[part["test"]], probs)
+            for k, c in enumerate(classes):
+                rows.append({"seed": seed, "class": c, "auroc": float(auroc[k]),
+                             "n_pos": int(labels[part["test"], k].sum())})
+    return pd.DataFrame(rows)
+
+
+def _finding_means(measured: pd.DataFrame) -> dict[str, float]:
+    means = measured.groupby("class")["auroc"].mean()
+    return {f: float(means[f]) for f in phantom.FINDINGS}
+
+
+def _errors(reached: Mapping[str, float], target: Mapping[str, float]) -> tuple[float, float]:
+    diff = np.array([abs(reached[f] - target[f]) for f in phantom.FINDINGS])
+    return float(diff.mean()), float(diff.max())
+
+
+def calibrate(
+    condition: str,
+    *,
+    seeds: Sequence[int] = (0, 1),
+    max_iterations: int = 10,
+    tolerance_mean: float = 0.015,
+    tolerance_max: float = 0.04,
+    profile: str = "default",
+    recipe_overrides: Mapping | None = None,
+    start: Mapping[str, float] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Fit the strengths of ``condition`` (see the module docstring).
+
+    Parameters
+    ----------
+    condition : ``"calibrated"`` or ``"equal"`` (:func:`target_auroc`).
+    seeds : the calibration's training seeds; each iteration averages their AUROCs.
+    max_iterations : iterations at most; the loop ends early once the seed-mean AUROCs are
+        within ``tolerance_mean`` (mean absolute difference) and ``tolerance_max`` (every
+        finding) of the target.
+    profile, recipe_overrides : the recipe (:func:`recipe`).
+    start : the first strengths (default :data:`~prunecxr.data.phantom.UNCALIBRATED_STRENGTH`
+        for every finding).
+    log : where a line per iteration goes.
+
+    Returns
+    -------
+    The record :func:`write_table` writes: ``condition``, ``strength`` (the iteration closest
+    to the target, by mean absolute difference), ``target_auroc``, ``reached_auroc``,
+    ``provenance``.
+    """
+    target = target_auroc(condition)
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+        raise ValueError(f"max_iterations must be a positive int, got {max_iterations!r}")
+    rec = recipe(profile, **dict(recipe_overrides or {}))
+    seeds = [int(s) for s in seeds]
+    strength = phantom.strengths(start or {f: phantom.UNCALIBRATED_STRENGTH for f in phantom.FINDINGS})
+    history, previous = [], None
+    for k in range(max_iterations):
+        t0 = time.perf_counter()
+        measured = measure(strength, recipe=rec, seeds=seeds)
+        reached = _finding_means(measured)
+        undefined = [f for f, v in reached.items() if not np.isfinite(v)]
+        if undefined:
+            raise ValueError(f"no test AUROC for {undefined} (no positive or no negative test image "
+                             f"with max_patients={rec['max_patients']}): calibrate on more patients")
+        mean_err, max_err = _errors(reached, target)
+        history.append({"iteration": k, "strength": dict(strength), "auroc": reached,
+                        "mean_abs_diff": round(mean_err, 4), "max_abs_diff": round(max_err, 4),
+                        "seconds": round(time.perf_counter() - t0, 1)})
+        worst = max(phantom.FINDINGS, key=lambda f: abs(reached[f] - target[f]))
+        log(f"[{condition}] iteration {k}: mean |AUROC - target| {mean_err:.3f}, largest "
+            f"{max_err:.3f} ({worst}: {reached[worst]:.3f} vs {target[worst]:.3f}), "
+            f"{history[-1]['seconds']:.0f} s")
+        if mean_err <= tolerance_mean and max_err <= tolerance_max:
+            break
+        strength, previous = next_strength(strength, reached, target, previous=previous), (strength, reached)
+    best = min(history, key=lambda h: (h["mean_abs_diff"], h["max_abs_diff"]))
+    return {
+        "condition": condition,
+        "strength": best["strength"],
+        "target_auroc": target,
+        "reached_auroc": {f: round(v, 4) for f, v in best["auroc"].items()},
+        "provenance": {
+            "target_source": SOURCE if condition == "calibrated"
+            else "the median of " + SOURCE + ", for every finding",
+            "recipe": rec,
+            "profile": profile,
+            "seeds": seeds,
+            "renderer_version": phantom.RENDERER_VERSION,
+            "tolerance": {"mean_abs_diff": tolerance_mean, "max_abs_diff": tolerance_max},
+            "converged": best["mean_abs_diff"] <= tolerance_mean and best["max_abs_diff"] <= tolerance_max,
+            "chosen_iteration": best["iteration"],
+            "iterations": history,
+            "date": _dt.date.today().isoformat(),
+            "command": f"python -m prunecxr calibrate-phantom --condition {condition}",
+            "what_it_looks_at": "dense test AUROC against the target only; never pruning results",
+        },
+    }
+
+
+def check(condition: str, *, seeds: Sequence[int] = (0, 1), profile: str = "default") -> dict:
+    """Measure the shipped table of ``condition`` once: its record with ``reached_auroc``
+    replaced by what the seeds reach now (nothing is written)."""
+    record = reference.phantom_difficulty(condition)
+    measured = measure(record["strength"], recipe=recipe(profile), seeds=[int(s) for s in seeds])
+    record["reached_auroc"] = {f: round(v, 4) for f, v in _finding_means(measured).items()}
+    return record
+
+
+def write_table(record: Mapping, folder: str | os.PathLike | None = None) -> Path:
+    """Write ``record`` as ``phantom_difficulty_<condition>.json`` into ``folder`` (default:
+    the package's reference data, where the renderer reads it)."""
+    from . import artifacts
+
+    file = reference.difficulty_file(record["condition"])
+    folder = Path(str(file)).parent if folder is None else folder  # package data: a plain folder
+    path = Path(folder) / file.name
+    artifacts.write_json(path, dict(record))
+    return path
+
+
+def compare(record_or_condition: Mapping | str) -> pd.DataFrame:
+    """Target beside reached AUROC, per finding, of a table (or a shipped condition)."""
+    record = (reference.phantom_difficulty(record_or_condition)
+              if isinstance(record_or_condition, str) else record_or_condition)
+    rows = [{"finding": f, "strength": record["strength"][f],
+             "target_auroc": record["target_auroc"][f], "reached_auroc": record["reached_auroc"][f]}
+            for f in phantom.FINDINGS]
+    out = pd.DataFrame(rows)
+    out["difference"] = out["reached_auroc"] - out["target_auroc"]
+    return out
