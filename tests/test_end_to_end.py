@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunecxr import artifacts, config, figures, paths, report
+from prunecxr import artifacts, config, figures, fmt, paths, report
 
 NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
-             "06_pies", "07_reader_study", "08_compression"]
+             "06_pies", "07_reader_study", "08_compression", "10_controlled"]
 PROFILE = config.load_profile("smoke")
 RUN = PROFILE["run"]
 
@@ -241,3 +241,46 @@ def test_class_counts_beside_table_2(rp):
     shown = paper.class_count_display(RUN)
     assert shown.loc[shown["class"] == "all images", "paper train"].item() == "78,506"
     assert "Images per class" in (rp.reports / "index.html").read_text()
+
+
+def test_controlled_experiment_answers_from_both_runs(smoke_run, tmp_path, monkeypatch):
+    """Notebook 10's comparison on two phantom runs of different conditions: the smoke run and
+    a copy of it relabelled ``equal`` (same artifacts, so every value is the same on both
+    sides); the answer quotes the correlations of forgetting.read_results."""
+    import shutil
+
+    from prunecxr import controlled
+    from prunecxr.analysis import forgetting
+
+    home = tmp_path / "home"
+    shutil.copytree(smoke_run["home"] / "runs" / RUN, home / "runs" / RUN)
+    shutil.copytree(smoke_run["home"] / "runs" / RUN, home / "runs" / "equal")
+    monkeypatch.setenv("PRUNECXR_HOME", str(home))
+    record = artifacts.read_json(paths.run_paths("equal").run_json)
+    record["data"]["phantom_difficulty"]["condition"] = "equal"
+    artifacts.write_json(paths.run_paths("equal").run_json, record)
+    assert controlled.condition("equal") == "equal" and controlled.condition(RUN) == "calibrated"
+
+    table = controlled.findings_table("equal", RUN)
+    assert list(table["key"]) == list(controlled.FINDING_KEYS)
+    same = table[f"calibrated ({RUN})"].fillna(-9) == table["equal (equal)"].fillna(-9)
+    assert same.all()
+    auroc = controlled.dense_auroc("equal", RUN)
+    assert list(auroc["class"]) == artifacts.class_names(artifacts.read_labels(RUN))
+
+    text = controlled.answer("equal", RUN)
+    res = forgetting.read_results(RUN, "global_l1")
+    change = res.correlations.set_index("y").loc[forgetting.change_column(res.summary)]
+    assert fmt.num(change["spearman_rho"]) in text
+    verdict = change["spearman_rho"] > 0 and change["spearman_p"] < controlled.ALPHA
+    assert ("frequency alone predicts forgetting" in text) == bool(verdict)
+    assert "Neither run is of condition 'equal'" in controlled.answer(RUN, RUN)
+
+    other = home / "runs" / "other"
+    shutil.copytree(home / "runs" / RUN, other)
+    labels = artifacts.read_labels("other")
+    artifacts.write_labels("other", labels.iloc[1:])
+    with pytest.raises(ValueError, match="different labels or splits"):
+        controlled.check_runs("other", RUN)
+    with pytest.raises(FileNotFoundError, match="run 'missing' does not exist"):
+        controlled.check_runs("missing", RUN)

@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="stop when the mean |AUROC - target| is at most this (default: %(default)s)")
     cal.add_argument("--tolerance-max", type=float, default=0.04,
                      help="... and every finding's is at most this (default: %(default)s)")
+    cal.add_argument("--profile", default="default",
+                     help="the phantom profile whose recipe the table is fitted for (default: %(default)s)")
+    cal.add_argument("--threads", type=int, default=None,
+                     help="CPU threads per model (default: the profile's, 0 = every usable core); "
+                          "1 is far faster on a machine other work shares")
     cal.add_argument("--out", default=None,
                      help="folder to write phantom_difficulty_<condition>.json to "
                           "(default: the package's data/reference/)")
@@ -112,13 +117,16 @@ def _cmd_calibrate(args) -> int:
         return 2
     conditions = ("calibrated", "equal") if args.condition == "both" else (args.condition,)
     seeds = tuple(range(args.seeds))
+    overrides = {} if args.threads is None else {"threads": args.threads}
     for condition in conditions:
         if args.check:
-            record = calibrate.check(condition, seeds=seeds)
+            record = calibrate.check(condition, seeds=seeds, profile=args.profile,
+                                     recipe_overrides=overrides)
         else:
             record = calibrate.calibrate(condition, seeds=seeds, max_iterations=args.max_iterations,
                                          tolerance_mean=args.tolerance_mean,
-                                         tolerance_max=args.tolerance_max, log=print)
+                                         tolerance_max=args.tolerance_max, profile=args.profile,
+                                         recipe_overrides=overrides, log=print)
             print(f"wrote {calibrate.write_table(record, args.out)}")
         table = calibrate.compare(record)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
+import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -51,6 +54,11 @@ from .data.splits import subsample_patients
 from .metrics import ranking_metrics
 from .train import TrainConfig, fit_population
 
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; two calibrations may then train the same seed twice
+    fcntl = None
+
 #: the largest factor one iteration may change a strength by
 MAX_STEP = 2.5
 #: AUROCs are clipped to this range before the binormal transform (0.5 has d' = 0)
@@ -58,8 +66,11 @@ AUROC_CLIP = (0.505, 0.995)
 #: the secant slope is used only inside this range; else the step assumes slope 1
 SLOPE_RANGE = (0.25, 4.0)
 #: the recipe keys of a profile the calibration trains with
-RECIPE_KEYS = ("resolution", "max_patients", "model", "max_epochs", "patience", "batch_size",
-               "lr", "schedule", "precision", "threads", "eval_batch_size")
+RECIPE_KEYS = ("resolution", "max_patients", "model", "pretrained", "max_epochs", "patience",
+               "batch_size", "lr", "schedule", "precision", "threads", "eval_batch_size")
+#: keys that change how the recipe runs, not what it learns (beyond rounding): a table
+#: calibrated with other values of these still belongs to the recipe
+EXECUTION_KEYS = ("threads", "device")
 SOURCE = ("Rajpurkar, P., Irvin, J., et al.: CheXNet: Radiologist-Level Pneumonia Detection on "
           "Chest X-Rays with Deep Learning. arXiv:1711.05225 (2017), Table 2, column CheXNet "
           "(data/reference/chexnet_auroc.csv)")
@@ -124,25 +135,53 @@ def recipe(profile: str = "default", **overrides) -> dict:
     prof = config.load_profile(profile)
     if prof["dataset"] != "nih-phantom":
         raise ValueError(f"profile {profile!r} does not use the phantom (dataset {prof['dataset']!r})")
-    unknown = sorted(set(overrides) - set(RECIPE_KEYS))
+    keys = RECIPE_KEYS + ("device",)
+    unknown = sorted(set(overrides) - set(keys))
     if unknown:
-        raise ValueError(f"unknown recipe keys {unknown}; choose from {list(RECIPE_KEYS)}")
-    return {k: overrides.get(k, prof[k]) for k in RECIPE_KEYS}
+        raise ValueError(f"unknown recipe keys {unknown}; choose from {list(keys)}")
+    return {k: overrides.get(k, prof[k]) for k in keys}
 
 
 @contextlib.contextmanager
-def _scratch_home() -> Iterator[Path]:
-    """A temporary ``PRUNECXR_HOME`` for the calibration's models (removed afterwards)."""
-    with tempfile.TemporaryDirectory(prefix="prunecxr-calibrate-") as tmp:
-        old = os.environ.get(paths.HOME_ENV)
-        os.environ[paths.HOME_ENV] = tmp
+def _home(folder: Path) -> Iterator[Path]:
+    """``PRUNECXR_HOME`` set to ``folder`` for the calibration's models, then restored."""
+    old = os.environ.get(paths.HOME_ENV)
+    os.environ[paths.HOME_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop(paths.HOME_ENV, None)
+        else:
+            os.environ[paths.HOME_ENV] = old
+
+
+def _seed_key(strength: Mapping[str, float], recipe: Mapping, seed: int) -> str:
+    """What one seed's measurement depends on, hashed: the strengths, the recipe, the renderer."""
+    text = json.dumps({"strength": dict(strength), "recipe": dict(recipe), "seed": int(seed),
+                       "renderer_version": phantom.RENDERER_VERSION,
+                       "hernia_size": phantom.HERNIA_SIZE}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, *, wait: bool) -> Iterator[bool]:
+    """Try to hold an exclusive lock on ``path`` (waiting for it when ``wait``); yields whether
+    it is held. Two calibrations that need the same seed: one trains it, the other reads it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        if fcntl is None:
+            yield True
+            return
         try:
-            yield Path(tmp)
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
         finally:
-            if old is None:
-                os.environ.pop(paths.HOME_ENV, None)
-            else:
-                os.environ[paths.HOME_ENV] = old
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def measure(
@@ -150,42 +189,83 @@ def measure(
     *,
     recipe: Mapping,
     seeds: Sequence[int],
-    run: str = "calibration",
     after_training: Callable[[str, int], None] | None = None,
 ) -> pd.DataFrame:
     """Dense test AUROC of the phantom drawn with ``strength``: one row per (seed, finding).
 
     Renders the phantom (all images, or ``recipe["max_patients"]``) on NIH-CXR-LT's split,
-    trains ``seeds`` with ``recipe`` in a scratch home, and evaluates each on the test split.
-    ``after_training(run, seed)``, when given, is called for each trained seed while its
-    model is still there (:func:`prunecxr.inference.load_model` reads it). Returns columns
-    ``seed``, ``class``, ``auroc``, ``n_pos``.
+    trains ``seeds`` with ``recipe`` and evaluates each on the test split. Each seed's result
+    is kept under ``<cache>/calibration/<key>.json`` (the key hashes the strengths, the recipe,
+    the seed and the renderer), and its training resumes from the last finished epoch
+    (``<cache>/calibration/work/<key>/``): a killed calibration continues where it stopped, and
+    two conditions that measure the same table share the work. ``after_training(run, seed)``,
+    when given, is called for each seed while its model is still there
+    (:func:`prunecxr.inference.load_model` reads it); the seed is then trained afresh in a
+    temporary folder. Returns columns ``seed``, ``class``, ``auroc``, ``n_pos``.
     """
-    table = create_dataset("nih-phantom").table()
-    table = subsample_patients(table, int(recipe["max_patients"]), seed=0).reset_index(drop=True)
-    meta = phantom.load_table().set_index("image_id").loc[table["image_id"]].reset_index()
-    res = int(recipe["resolution"])
-    images = phantom.render(meta, resolution=res, difficulty=dict(strength))
+    from . import artifacts
+
+    root = paths.cache_root() / "calibration"
     classes = list(phantom.CLASSES)
-    labels = table[classes].to_numpy(np.uint8)
-    part = {s: (table["split"] == s).to_numpy() for s in ("train", "val", "test")}
-    cfg = TrainConfig(model=recipe["model"], pretrained=False, max_epochs=int(recipe["max_epochs"]),
+    device = recipe.get("device", "cpu")
+    cfg = TrainConfig(model=recipe["model"], pretrained=bool(recipe.get("pretrained", False)),
+                      max_epochs=int(recipe["max_epochs"]),
                       patience=int(recipe["patience"]), batch_size=int(recipe["batch_size"]),
                       lr=float(recipe["lr"]), schedule=recipe["schedule"], precision=recipe["precision"])
-    rows = []
-    with _scratch_home():
-        fit_population(images[part["train"]], labels[part["train"]], images[part["val"]],
-                       labels[part["val"]], seeds=list(seeds), config=cfg, run=run, classes=classes,
-                       device="cpu", threads=int(recipe["threads"]), progress=False)
-        for seed in seeds:
+    drawn = {}
+
+    def arrays():
+        if not drawn:
+            table = create_dataset("nih-phantom").table()
+            table = subsample_patients(table, int(recipe["max_patients"]), seed=0).reset_index(drop=True)
+            meta = phantom.load_table().set_index("image_id").loc[table["image_id"]].reset_index()
+            drawn["images"] = phantom.render(meta, resolution=int(recipe["resolution"]),
+                                             difficulty=dict(strength))
+            drawn["labels"] = table[classes].to_numpy(np.uint8)
+            drawn["part"] = {s: (table["split"] == s).to_numpy() for s in ("train", "val", "test")}
+        return drawn["images"], drawn["labels"], drawn["part"]
+
+    def train_and_score(seed: int, home: Path) -> list[dict]:
+        images, labels, part = arrays()
+        with _home(home):
+            fit_population(images[part["train"]], labels[part["train"]], images[part["val"]],
+                           labels[part["val"]], seeds=[seed], config=cfg, run="calibration",
+                           classes=classes, device=device, threads=int(recipe["threads"]),
+                           progress=False)
             if after_training is not None:
-                after_training(run, seed)
-            probs = inference.predict(inference.load_model(run, seed), images[part["test"]],
-                                      batch_size=int(recipe["eval_batch_size"]), device="cpu")
-            _, auroc = ranking_metrics(labels[part["test"]], probs)
-            for k, c in enumerate(classes):
-                rows.append({"seed": seed, "class": c, "auroc": float(auroc[k]),
-                             "n_pos": int(labels[part["test"], k].sum())})
+                after_training("calibration", seed)
+            probs = inference.predict(inference.load_model("calibration", seed), images[part["test"]],
+                                      batch_size=int(recipe["eval_batch_size"]), device=device)
+        _, auroc = ranking_metrics(labels[part["test"]], probs)
+        return [{"seed": seed, "class": c, "auroc": float(auroc[k]),
+                 "n_pos": int(labels[part["test"], k].sum())} for k, c in enumerate(classes)]
+
+    results: dict[int, list[dict]] = {}
+    pending = [int(s) for s in seeds]
+    if after_training is not None:
+        for seed in pending:
+            with tempfile.TemporaryDirectory(prefix="prunecxr-calibrate-") as tmp:
+                results[seed] = train_and_score(seed, Path(tmp))
+        pending = []
+    while pending:  # seeds another process is training now are left for later
+        progressed = False
+        for seed in list(pending):
+            key = _seed_key(strength, recipe, seed)
+            done = root / f"{key}.json"
+            with _exclusive(root / f"{key}.lock", wait=False) as held:
+                if not held:
+                    continue
+                if not done.exists():
+                    work = root / "work" / key
+                    artifacts.write_json(done, train_and_score(seed, work))
+                    shutil.rmtree(work, ignore_errors=True)
+                results[seed] = artifacts.read_json(done)
+                pending.remove(seed)
+                progressed = True
+        if pending and not progressed:  # wait until the other process lets go of one
+            with _exclusive(root / f"{_seed_key(strength, recipe, pending[0])}.lock", wait=True):
+                pass
+    rows = [row for seed in (int(s) for s in seeds) for row in results[seed]]
     return pd.DataFrame(rows)
 
 
@@ -281,11 +361,13 @@ def calibrate(
     }
 
 
-def check(condition: str, *, seeds: Sequence[int] = (0, 1), profile: str = "default") -> dict:
+def check(condition: str, *, seeds: Sequence[int] = (0, 1), profile: str = "default",
+          recipe_overrides: Mapping | None = None) -> dict:
     """Measure the shipped table of ``condition`` once: its record with ``reached_auroc``
     replaced by what the seeds reach now (nothing is written)."""
     record = reference.phantom_difficulty(condition)
-    measured = measure(record["strength"], recipe=recipe(profile), seeds=[int(s) for s in seeds])
+    measured = measure(record["strength"], recipe=recipe(profile, **dict(recipe_overrides or {})),
+                       seeds=[int(s) for s in seeds])
     record["reached_auroc"] = {f: round(v, 4) for f, v in _finding_means(measured).items()}
     return record
 
