@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from prunecxr import calibrate
+from prunecxr import calibrate, paths
 from prunecxr.__main__ import main
 from prunecxr.data import phantom, reference
 
@@ -81,6 +81,14 @@ def test_calibrate_writes_a_table_with_provenance(tmp_path):
     assert first == {f: phantom.UNCALIBRATED_STRENGTH for f in phantom.FINDINGS}
     assert second == calibrate.next_strength(first, prov["iterations"][0]["auroc"], record["target_auroc"])
     assert record["strength"] == prov["iterations"][prov["chosen_iteration"]]["strength"]
+    # each seed's result is kept: measuring the same table again reads it, training nothing
+    kept = sorted((paths.cache_root() / "calibration").glob("*.json"))
+    assert len(kept) == 2 and not any((paths.cache_root() / "calibration" / "work").iterdir())
+    rec = calibrate.recipe("default", max_patients=1500, resolution=16, max_epochs=1, threads=1)
+    again = calibrate.measure(first, recipe=rec, seeds=[0])
+    assert again.set_index("class")["auroc"].loc[list(phantom.FINDINGS)].to_dict() == pytest.approx(
+        prov["iterations"][0]["auroc"])
+    assert sorted((paths.cache_root() / "calibration").glob("*.json")) == kept
     path = calibrate.write_table(record, tmp_path)
     assert path.name == "phantom_difficulty_equal.json"
     assert json.loads(path.read_text())["strength"] == record["strength"]
