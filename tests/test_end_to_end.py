@@ -275,6 +275,8 @@ def test_controlled_experiment_answers_from_both_runs(smoke_run, tmp_path, monke
     verdict = change["spearman_rho"] > 0 and change["spearman_p"] < controlled.ALPHA
     assert ("frequency alone predicts forgetting" in text) == bool(verdict)
     assert "Neither run is of condition 'equal'" in controlled.answer(RUN, RUN)
+    page = report.build_report("equal", export=False).read_text()  # the report's section
+    assert "Two difficulty conditions" in page and fmt.num(change["spearman_rho"]) in page
 
     other = home / "runs" / "other"
     shutil.copytree(home / "runs" / RUN, other)

@@ -23,8 +23,8 @@ finding's AUROC over the seeds. Then, per finding, a step on the binormal scale:
 negatives, and a detector's ``d'`` grows with the signal's amplitude; so ``log strength`` is
 moved by ``(log d'_target - log d'_reached) / slope``, where the slope of ``log d'`` on
 ``log strength`` is estimated from the last two iterations (secant; 1 until there are two,
-or when the estimate is implausible), and every step is limited to a factor
-:data:`MAX_STEP`. The iterations start from :data:`prunecxr.data.phantom.UNCALIBRATED_STRENGTH`
+or when the estimate is implausible), a step that follows an overshoot is halved, and every
+step is limited to a factor :data:`MAX_STEP`. The iterations start from :data:`prunecxr.data.phantom.UNCALIBRATED_STRENGTH`
 for every finding and are deterministic, so the same command on the same machine gives the
 same table.
 """
@@ -124,7 +124,12 @@ def next_strength(
             dd = math.log(separation(reached[f])) - math.log(separation(previous[1][f]))
             if abs(ds) > 0.05 and SLOPE_RANGE[0] <= dd / ds <= SLOPE_RANGE[1]:
                 slope = dd / ds
-        step = (math.log(separation(target[f])) - math.log(separation(reached[f]))) / slope
+        error = math.log(separation(target[f])) - math.log(separation(reached[f]))
+        step = error / slope
+        if previous is not None:
+            before = math.log(separation(target[f])) - math.log(separation(previous[1][f]))
+            if before * error < 0:  # overshot the target: halve the step (a class that is
+                step *= 0.5         # learned or not, Hernia near its edge, would oscillate)
         step = min(max(step, -math.log(MAX_STEP)), math.log(MAX_STEP))
         out[f] = round(min(strength[f] * math.exp(step), 50.0), 4)
     return out

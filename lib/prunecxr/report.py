@@ -410,6 +410,23 @@ def _class_count_section(run: str) -> str:
         return head + f'<p class="note">{_esc(f"The table could not be built: {type(err).__name__}: {err}")}</p>'
 
 
+def _controlled_section(run: str, record: dict[str, Any]) -> str:
+    """Notebook 10's comparison of the two difficulty conditions, when the run has it."""
+    stage = record.get("stages", {}).get("10_controlled")
+    if not stage:
+        return ""
+    head = '<h2 id="controlled">Two difficulty conditions: does frequency alone predict forgetting?</h2>'
+    try:
+        controlled = importlib.import_module(f"{__package__}.controlled")
+        baseline = stage.get("parameters", {}).get("baseline_run") or record["parameters"]["baseline_run"]
+        method = stage.get("parameters", {}).get("method")
+        table = controlled.findings_display(controlled.findings_table(run, baseline, method=method))
+        answer = controlled.answer(run, baseline, method=method)
+        return head + _table(table) + f"<p>{_esc(answer)}</p>"
+    except Exception as err:  # the report still shows everything else; the reason is shown
+        return head + f'<p class="note">{_esc(f"The comparison could not be built: {type(err).__name__}: {err}")}</p>'
+
+
 def build_report(
     run: str,
     *,
@@ -472,6 +489,7 @@ Medical Image Classifiers?” — reproduced. {" · ".join(meta)}</p>
 <p>Contents: <a href="#paper">paper versus run</a> · <a href="#figures">key figures</a> ·
 <a href="#notebooks">notebooks</a> · <a href="#parameters">parameters</a></p>
 {_paper_section(run)}
+{_controlled_section(run, record)}
 {figures_html}
 {_notebooks_section(run, names, timings, reports)}
 {_parameters_section(record)}

@@ -259,6 +259,8 @@ def locations_figure(run: str):
              .reset_index())
     faint = loc.groupby("class", sort=False)["pixels"].apply(lambda p: int((p == 0).sum()))
     table["not_visible"] = table["class"].map(faint).fillna(0).astype(int)
+    order = {c: k for k, c in enumerate(config.run_data(run)["classes"])}  # canonical order
+    table = table.sort_values("class", key=lambda c: c.map(order)).reset_index(drop=True)
     fig = go.Figure()
     fig.add_bar(x=table["class"], y=table["box_median"], name="box (median)",
                 error_y={"type": "data", "symmetric": False,

@@ -13,7 +13,10 @@ from .randomness import noise_field, pixel_noise, uniform
 
 #: Bump when the drawing changes: it is part of the image cache key. Version 2: per-finding
 #: strengths (version 1 had one global contrast, 2.0) and a hiatal hernia 1.7 times larger.
-RENDERER_VERSION = 2
+#: Version 3: every part of a signature scales with its strength (an effusion's fluid and a
+#: pneumothorax's missing markings had a floor that no strength removed, so neither could be
+#: made as hard as CheXNet finds them).
+RENDERER_VERSION = 3
 
 #: The strength every finding had before calibration (version 1's global contrast): the
 #: calibration's starting point. Measured then, on all images at 48×48 (the default recipe,
@@ -294,7 +297,7 @@ def render_batch(s: Scene, out: np.ndarray) -> None:
             inner *= 1 - heart[j]
             whole = lung_side(j, side)
             rim = np.clip(whole - inner, 0, 1)
-            vessels[j] *= 1 - rim
+            vessels[j] *= 1 - _col(np.clip(0.5 * sev[on], 0, 1)) * rim  # faint: markings stay
             img[j] -= _col(0.09 * sev[on]) * rim
             line = np.clip(inner * (1 - inner) * 4, 0, 1) * whole
             img[j] += _col(0.07 * sev[on]) * line
@@ -341,8 +344,9 @@ def render_batch(s: Scene, out: np.ndarray) -> None:
             top = cp - _col(depth[on]) - _col(meniscus[on]) * rel**2
             fluid = _ramp(Yj - top, 0.02) * lung_side(j, side)
             dense = _col(s.lung_dark[j] * np.clip(0.55 + 0.45 * sev[on], 0, 1.3))
-            img[j] += dense * fluid
-            vessels[j] *= 1 - fluid
+            seen = _col(np.clip(0.5 * sev[on], 0, 1))  # a faint effusion fades away entirely
+            img[j] += seen * dense * fluid
+            vessels[j] *= 1 - seen * fluid
 
     # consolidation: dense homogeneous lobar opacity bounded by a fissure
     i = s.idx("Consolidation")
