@@ -47,8 +47,11 @@ def _parser() -> argparse.ArgumentParser:
                           "-p \"methods=['global_l1']\" -p dataset=nih-cxr-lt")
     run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: %(default)s)")
-    run.add_argument("-v", "--verbose", action="store_true",
-                     help="stream the notebooks' printed output")
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("-v", "--verbose", action="store_true",
+                       help="stream the notebooks' printed output (instead of the progress line)")
+    shown.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress line: only a line as each notebook starts and ends")
 
     rep = sub.add_parser("report", help="(re)build reports/<run>/index.html and notebook exports")
     rep.add_argument("--run", required=True, help="the run's name")
@@ -94,6 +97,7 @@ def _cmd_run(args) -> int:
             report=not args.no_report,
             kernel=args.kernel,
             log_output=args.verbose,
+            progress="off" if args.verbose or args.quiet else "auto",
         )
     except runner.NotebookFailed as err:
         print(f"\nerror: {err.describe()}", file=sys.stderr)

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import artifacts, cluster, data, inference, paths, runtime
+from .. import artifacts, cluster, data, events, inference, paths, runtime
 from ..levels import axis as level_axis
 from .compressor import CalibrationSet
 from .methods import METHODS, check_method, pruned_magnitudes
@@ -332,8 +332,10 @@ def sweep_method(
     computed = 0
     bar = tqdm(total=len(seeds) * k, initial=(len(seeds) - len(pending)) * k, desc=method, unit="model",
                disable=not progress, mininterval=5)
+    step = _SweepProgress(method, bar, seeds=seeds, pending=pending, levels=level_list,
+                          axis=entry.axis, in_order=on_ray is None)
     unit = dict(levels=level_list, n_classes=len(classes), batch_size=batch_size, calibration=calibration,
-                recovery=recovery, step=lambda: bar.update(1))
+                recovery=recovery, step=step)
     if on_ray is not None:
         blocks = on_ray.blocks(sweep_seed, method, pending, **unit)
     else:
@@ -356,6 +358,36 @@ def sweep_method(
     for partial in work.glob("seed-*.npy"):
         partial.unlink()
     return rp.probs(method)
+
+
+class _SweepProgress:
+    """The sweep's step callback: advances the bar and emits a progress event (task
+    ``"sweep <method>"``, in models: one model is one seed at one level). Computed here,
+    one seed after another, the detail names the seed and level; with Ray the seeds run
+    side by side and only the count is given."""
+
+    def __init__(self, method: str, bar, *, seeds, pending, levels, axis, in_order: bool):
+        self.task, self.bar, self.levels, self.axis = f"sweep {method}", bar, list(levels), axis
+        self.pending, self.in_order = list(pending), in_order
+        self.total = len(seeds) * len(self.levels)
+        self.before = (len(seeds) - len(self.pending)) * len(self.levels)
+        self.count = 0
+        self._emit()
+
+    def _emit(self) -> None:
+        detail = ""
+        k = len(self.levels)
+        if self.in_order and self.count < len(self.pending) * k:
+            i, j = divmod(self.count, k)
+            seed_no = self.before // k + i + 1  # the seeds already swept come first
+            detail = (f"seed {self.pending[i]} ({seed_no}/{self.total // k}), "
+                      f"{self.axis.name} {self.levels[j]:g} ({j + 1}/{k})")
+        events.emit(self.task, done=self.before + self.count, total=self.total, unit="model", detail=detail)
+
+    def __call__(self) -> None:
+        self.bar.update(1)
+        self.count += 1
+        self._emit()
 
 
 # =========================================================================================
