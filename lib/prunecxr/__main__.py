@@ -1,4 +1,4 @@
-"""Command line: ``python -m prunecxr {run,report,profiles,check-data}`` (also ``prunecxr``).
+"""Command line: ``python -m prunecxr {run,report,profiles,check-data,provenance}`` (also ``prunecxr``).
 
 Examples::
 
@@ -8,10 +8,11 @@ Examples::
     python -m prunecxr profiles
     python -m prunecxr check-data --dataset nih-cxr-lt --data-root /data/nih-cxr-lt
     python -m prunecxr check-data --dataset csv --data-root /data/mine --uncertain zero
+    python -m prunecxr provenance figures/default/fig3_frequency.png
 
 ``make reproduce PROFILE=... RUN=... PARAMS="k=v k=v" NOTEBOOKS=03-05`` maps onto ``run``.
-Exit status: 0 on success, 1 when a notebook fails (or check-data finds problems),
-2 for a usage error (an unknown parameter, a bad value, an unknown notebook or profile).
+Exit status: 0 on success, 1 when a notebook fails (or check-data finds problems, or
+provenance finds a stale figure), 2 for a usage error (an unknown parameter, a bad value, an unknown notebook or profile).
 """
 
 from __future__ import annotations
@@ -82,7 +83,27 @@ def _parser() -> argparse.ArgumentParser:
         chk.add_argument(f"--{option}", default="", help=f"csv only: {what}; empty: inferred")
     chk.add_argument("--class-columns", default="", metavar="A,B,...",
                      help="csv only: class columns, comma-separated; empty: inferred")
+    prov = sub.add_parser(
+        "provenance", help="how a figure was made, and whether its inputs changed since",
+        description="Print the provenance a figure file carries (run, package version, commit, "
+        "notebook cell, parameters, input files with their SHA-256) and check each input "
+        "against the file as it is now. Exit status 1 when the figure is stale (an input "
+        "changed or is missing).",
+    )
+    prov.add_argument("file", help="a figure's .png, .html, .csv or .provenance.json")
     return parser
+
+
+def _cmd_provenance(args) -> int:
+    from . import provenance
+
+    try:
+        text, stale = provenance.describe(args.file)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    return 1 if stale else 0
 
 
 def _cmd_run(args) -> int:
@@ -183,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _cmd_report,
         "profiles": _cmd_profiles,
         "check-data": _cmd_check_data,
+        "provenance": _cmd_provenance,
     }[args.command]
     try:
         return handler(args)

@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, paths, runlock, stages
+from . import artifacts, paths, provenance, runlock, stages
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 #: the profile that names every key; the others inherit from it
@@ -182,6 +182,9 @@ def start_stage(stage: str, namespace: Mapping[str, Any]) -> paths.RunPaths:
     The stage holds the run's lock (:mod:`prunecxr.runlock`) until :func:`finish_stage`,
     unless the runner that started this kernel holds it; another process holding it is
     refused with :class:`prunecxr.runlock.RunLocked`.
+
+    From here on the figures this process saves carry the stage, its parameters and the
+    files it read (:mod:`prunecxr.provenance`).
     """
     params = declared_parameters(stage, namespace)
     run = params.pop(stages.RUN_PARAMETER)
@@ -195,7 +198,9 @@ def start_stage(stage: str, namespace: Mapping[str, Any]) -> paths.RunPaths:
     def update(record):
         record.setdefault("running", {})[stage] = {"parameters": params, "started": now()}
 
-    _update_run(run, update)
+    record = _update_run(run, update)
+    provenance.begin_stage(stage, run=run, parameters=params, package_version=record["package_version"],
+                           git_commit=record["git_commit"])
     return rp
 
 
