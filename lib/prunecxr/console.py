@@ -94,11 +94,12 @@ class LiveProgress:
         now = self.clock() if now is None else now
         parts = [self.label]
         e = self.last
-        if e is not None:
+        running = e is not None and e.done < e.total  # a finished task no longer says where it is
+        if running:
             count = f"{e.task}: {_count(e.done)}/{_count(e.total)} {e.unit}s"
             parts.append(count + (f" ({e.detail})" if e.detail else ""))
         parts.append(f"{format_duration(now - self.started)} elapsed")
-        left = self.seconds_left(now)
+        left = self.seconds_left(now) if running else None
         if left is not None:
             parts.append(f"about {format_duration(left)} left")
         return " · ".join(parts)

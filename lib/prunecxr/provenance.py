@@ -115,8 +115,9 @@ def location(path: str | os.PathLike) -> str:
 
 def resolve(name: str, *, home: Path) -> Path:
     """The file an input's name means, for figures under ``home``."""
-    if name.startswith(CACHE_PREFIX):
-        return paths.cache_root() / name[len(CACHE_PREFIX):]
+    if name.startswith(CACHE_PREFIX):  # PRUNECXR_CACHE, else the cache folder of that home
+        cache = paths.cache_root() if os.environ.get(paths.CACHE_ENV) else home / "cache"
+        return cache / name[len(CACHE_PREFIX):]
     p = Path(name)
     return p if p.is_absolute() else home / p
 

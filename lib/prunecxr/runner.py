@@ -334,13 +334,25 @@ def _kernel_env(values: Mapping[str, str]):
         yield
 
 
-def kernel_config():
-    """The configuration of papermill's kernel manager (nbclient passes it on): IPC
-    transport, so the kernel's sockets are files of this user instead of TCP ports that
-    carry code and outputs unencrypted (ipykernel warns about those on every start)."""
+def kernel_config(*, kernel_log: bool = False):
+    """The configuration of papermill's notebook client and kernel manager (papermill
+    passes it to nbclient, which passes it to the manager it creates).
+
+    - IPC transport: the kernel's sockets are files only this user can open, instead of TCP
+      ports that carry code and outputs unencrypted (ipykernel warns about those on every
+      start).
+    - Unless ``kernel_log``, the kernel application's own log is kept to critical messages:
+      it writes to the runner's console, and what it says there asks nothing of the user
+      (a ``KeyboardInterrupt caught in kernel`` when jupyter_client interrupts the kernel
+      as it shuts it down, whatever the kernel is doing). A cell's errors and warnings are in
+      the executed notebook; a kernel that dies fails the notebook.
+    """
     from traitlets.config import Config
 
-    return Config({"KernelManager": {"transport": "ipc"}})
+    config = {"KernelManager": {"transport": "ipc"}}
+    if not kernel_log:
+        config["NotebookClient"] = {"extra_arguments": ["--IPKernelApp.log_level=CRITICAL"]}
+    return Config(config)
 
 
 def progress_file(run: str, notebook: str) -> Path:
@@ -426,7 +438,7 @@ def execute_notebook(
                 progress_bar=False,
                 stdout_file=sys.stdout if log_output else None,
                 stderr_file=sys.stderr if log_output else None,
-                config=kernel_config(),
+                config=kernel_config(kernel_log=log_output),
             )
     except BaseException as err:
         seconds = time.perf_counter() - t0
