@@ -51,9 +51,9 @@ config.finish_stage(STAGE, run=run)
 
 def stage_notebook(folder, name, *, extra_params=""):
     params = (
-        f'run: str = "fake"  # the run\n'
-        f"size: int = 2  # a number every stage declares\n"
-        f'flag: str = ""  # fail while this file exists and names the stage\n' + extra_params
+        'run: str = "fake"  # the run\n'
+        "size: int = 2  # a number every stage declares\n"
+        'flag: str = ""  # fail while this file exists and names the stage\n' + extra_params
     )
     return write_notebook(Path(folder) / f"{name}.ipynb", params,
                           [f"STAGE = {name!r}", STAGE])

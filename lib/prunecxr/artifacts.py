@@ -30,14 +30,15 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import levels as levels_, paths, published
+from . import levels as levels_
+from . import paths, published
 
 #: The name pattern of the temporary files of :func:`atomic_path`.
 TEMPORARY_GLOB = ".*.tmp"

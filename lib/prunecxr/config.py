@@ -94,7 +94,7 @@ def load_profile(name: str) -> dict[str, Any]:
 # Provenance
 # =========================================================================================
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def package_version() -> str:

@@ -12,7 +12,8 @@ weights_only=True)`` (:func:`load_checkpoint`): loading never executes code from
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -478,7 +478,7 @@ def build_report(
         f"created {_esc(record.get('created', '—'))}",
         f"updated {_esc(record.get('updated', '—'))}",
     ]
-    generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    generated = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -43,7 +43,13 @@ import nbformat
 
 from . import artifacts, config, console, events, paths, runlock, runtime
 from .stages import (
-    RUN_PARAMETER, Notebook, Parameter, ParameterError, conform, discover_notebooks, select_notebooks,
+    RUN_PARAMETER,
+    Notebook,
+    Parameter,
+    ParameterError,
+    conform,
+    discover_notebooks,
+    select_notebooks,
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -24,20 +24,19 @@ Fig. 1's statistics read these files without torch: :mod:`prunecxr.analysis.over
 
 from . import compressor, deploy, evaluate, importer, methods, quantize, recovery, structured, sweep
 from .compressor import CalibrationSet, CompressionMethod
+from .deploy import deployment_table, tradeoff_figure
 from .evaluate import compute_metrics, write_all_metrics, write_method_metrics
 from .importer import check_import_methods, import_predictions
-from .deploy import deployment_table, tradeoff_figure
 from .methods import (
     METHODS,
     Pruner,
     PruningMethod,
     check_method,
-    compress_model,
-    create_compressor,
     check_sparsities,
     check_sparsity,
+    compress_model,
+    create_compressor,
     create_pruner,
-    derived_seed,
     layer_quotas,
     magnitude_thresholds,
     n_to_prune,
@@ -45,6 +44,7 @@ from .methods import (
     prune_model,
     pruned_magnitudes,
     pruned_set_sparsity,
+    random_mask_seed,
 )
 from .recovery import Recovery
 from .sweep import calibration_set, dense_magnitudes, run_sweep, store_summary, sweep_method
@@ -69,7 +69,7 @@ __all__ = [
     "deploy",
     "deployment_table",
     "dense_magnitudes",
-    "derived_seed",
+    "random_mask_seed",
     "evaluate",
     "import_predictions",
     "importer",

@@ -26,8 +26,17 @@ from ..metrics import mean_average_precision
 from . import checkpoints
 from .feed import DeviceSplit
 from .progress import bar, interactive, seed_label
-from .recipe import (TrainConfig, adam, augment, autocast, draw_augmentation, learning_rate, resolve_precision,
-                     sum_dtype, uses_channels_last)
+from .recipe import (
+    TrainConfig,
+    adam,
+    augment,
+    autocast,
+    draw_augmentation,
+    learning_rate,
+    resolve_precision,
+    sum_dtype,
+    uses_channels_last,
+)
 
 __all__ = ["train_epoch", "train_seed", "validate"]
 
