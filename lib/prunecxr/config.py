@@ -224,6 +224,27 @@ def finish_stage(stage: str, *, run: str) -> None:
     runlock.release(run)
 
 
+def stage_parameters(stage: str, *, run: str) -> dict[str, Any]:
+    """The parameters notebook ``stage`` of ``run`` is running with, as :func:`start_stage`
+    recorded them (``run.json["running"][stage]["parameters"]``, without ``run``).
+
+    A stage's entry point (``px.train.run_stage(run)``) reads its options here, so a notebook
+    passes the run name, not each of its parameters by hand.
+
+    Raises
+    ------
+    RuntimeError
+        When ``stage`` has not been started for ``run`` (call ``px.start_stage`` first).
+    """
+    attempt = read_run(run).get("running", {}).get(stage)
+    if attempt is None:
+        raise RuntimeError(
+            f"run.json of run {run!r} has no running {stage}: start the stage first "
+            f"(px.start_stage({stage!r}, globals()) in the notebook)"
+        )
+    return dict(attempt["parameters"])
+
+
 def fail_stage(stage: str, *, run: str, error: str) -> None:
     """Record that notebook ``stage`` failed: its parameters go to ``failed.<stage>``, apart
     from the parameters the run's files were made with."""

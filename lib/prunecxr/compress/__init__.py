@@ -47,7 +47,15 @@ from .methods import (
     random_mask_seed,
 )
 from .recovery import Recovery
-from .sweep import calibration_set, dense_magnitudes, run_sweep, store_summary, sweep_method
+from .sweep import (
+    calibration_set,
+    dense_magnitudes,
+    run_compression_stage,
+    run_prune_stage,
+    run_sweep,
+    store_summary,
+    sweep_method,
+)
 
 __all__ = [
     "METHODS",
@@ -83,6 +91,8 @@ __all__ = [
     "pruned_set_sparsity",
     "quantize",
     "recovery",
+    "run_compression_stage",
+    "run_prune_stage",
     "run_sweep",
     "store_summary",
     "structured",

@@ -37,9 +37,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import artifacts, cluster, data, events, inference, paths, runtime
+from .. import artifacts, cluster, config, data, events, inference, paths, runtime
 from ..levels import axis as level_axis
 from .compressor import CalibrationSet
+from .importer import check_import_methods, import_predictions
 from .methods import METHODS, check_method, pruned_magnitudes
 from .recovery import Recovery, recovered_model
 
@@ -525,3 +526,45 @@ def run_sweep(
                 progress=progress, calibration=calibration, recovery=recovery, on_ray=ray_here,
             )
     return out
+
+
+# =========================================================================================
+# The stages' entry points: each reads its notebook's recorded parameters
+# =========================================================================================
+def run_prune_stage(run: str, *, progress: bool = True) -> dict[str, Path]:
+    """Notebook 03's step, with the parameters the stage recorded when it started
+    (:func:`prunecxr.config.stage_parameters`): the authors' predictions imported when
+    ``import_dir`` is set (:func:`prunecxr.compress.importer.import_predictions`), else the
+    sweep (:func:`run_sweep`; ``eval_batch_size`` is its ``batch_size``).
+
+    Returns
+    -------
+    dict
+        ``method → prune/<method>/probs.npy``.
+    """
+    p = config.stage_parameters("03_prune", run=run)
+    check_import_methods(p["methods"], import_dir=p["import_dir"])
+    if p["import_dir"]:
+        path = import_predictions(run, p["import_dir"], allow_pickle=p["allow_pickle"],
+                                  sparsities=p["sparsities"], progress=progress)
+        return {p["methods"][0]: path}
+    return run_sweep(
+        run, methods=p["methods"], sparsities=p["sparsities"], device=p["device"],
+        batch_size=p["eval_batch_size"], threads=p["threads"], population=p["population"],
+        ray_address=p["ray_address"], gpus_per_model=p["gpus_per_model"], progress=progress,
+    )
+
+
+def run_compression_stage(run: str, *, progress: bool = True) -> dict[str, Path]:
+    """Notebook 08's sweep of the methods beyond pruning (``compression_methods``), with the
+    parameters the stage recorded when it started (:func:`prunecxr.config.stage_parameters`):
+    the levels of each axis (``bits``, ``channel_fractions``), the calibration and the
+    recovery (:func:`run_sweep`; ``eval_batch_size`` is its ``batch_size``)."""
+    p = config.stage_parameters("08_compression", run=run)
+    return run_sweep(
+        run, methods=p["compression_methods"], bits=p["bits"], channel_fractions=p["channel_fractions"],
+        device=p["device"], batch_size=p["eval_batch_size"], threads=p["threads"],
+        calibration_images=p["calibration_images"], recover=p["recover"],
+        recover_batches=p["recover_batches"], finetune_epochs=p["finetune_epochs"],
+        finetune_lr=p["finetune_lr"], progress=progress,
+    )
