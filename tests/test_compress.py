@@ -714,3 +714,21 @@ def test_stage_entry_points_sweep_or_import_with_the_recorded_parameters(started
     assert kw["methods"] == ["weight_quant"] and kw["bits"] == [32, 4] and kw["recover"] == "bn"
     assert kw["recover_batches"] == 2 and kw["channel_fractions"] == p8["channel_fractions"]
     assert kw["calibration_images"] == p8["calibration_images"] and kw["batch_size"] == p8["eval_batch_size"]
+
+
+def test_sweep_emits_a_progress_event_per_model(tmp_path, monkeypatch):
+    """The runner's progress line: one event as the sweep starts, one per (seed, level), naming
+    the next seed and level; a seed already swept counts as done."""
+    from prunecxr import events
+
+    monkeypatch.setenv(events.PROGRESS_ENV, str(tmp_path / "progress.jsonl"))
+    rp, images = make_run()
+    sweep(rp, images, Loader(rp), seeds=(0,))
+    sweep(rp, images, Loader(rp), seeds=(0, 1))  # seed 0 is finished: the count starts at 3
+    got, _ = events.read_events(tmp_path / "progress.jsonl")
+    assert {e.task for e in got} == {"sweep global_l1"} and {e.unit for e in got} == {"model"}
+    first, second = got[:4], got[4:]
+    assert [(e.done, e.total) for e in first] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [(e.done, e.total) for e in second] == [(3, 6), (4, 6), (5, 6), (6, 6)]
+    assert first[0].detail == "seed 0 (1/1), sparsity 0 (1/3)"
+    assert second[1].detail == f"seed 1 (2/2), sparsity {SWEEP_SPARSITIES[1]:g} (2/3)"

@@ -315,7 +315,7 @@ def class_count_table(run: str) -> pd.DataFrame:
     splits = ("train", "val", "test")
     names = list(table2.index) + [c for c in classes if c not in table2.index]
     counts = {s: labels.loc[labels["split"] == s, classes].sum() for s in splits}
-    info = config.run_dataset_label(run)
+    info = config.run_data(run)
     subsample = info.get("n_images_available", len(labels)) > len(labels)
     rows = []
     for name in names:

@@ -383,7 +383,9 @@ class _SweepProgress:
             seed_no = self.before // k + i + 1  # the seeds already swept come first
             detail = (f"seed {self.pending[i]} ({seed_no}/{self.total // k}), "
                       f"{self.axis.name} {self.levels[j]:g} ({j + 1}/{k})")
-        events.emit(self.task, done=self.before + self.count, total=self.total, unit="model", detail=detail)
+        # a Ray task retried after its worker died steps again: the count never passes the total
+        events.emit(self.task, done=min(self.before + self.count, self.total), total=self.total,
+                    unit="model", detail=detail)
 
     def __call__(self) -> None:
         self.bar.update(1)
