@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..artifacts import note_read
 from .keys import id_seeds
 
 #: Bump when the drawing changes: it is part of the image cache key.
@@ -125,6 +126,7 @@ def wheel_file(relative: str) -> Path:
 @functools.lru_cache(maxsize=1)
 def _load_table_cached() -> pd.DataFrame:
     path = wheel_file(TABLE_FILE)
+    note_read(path)  # read once per process (cached): the first stage to read it names it
     raw = pd.read_csv(
         path,
         usecols=["Image Index", "Finding Labels", "Patient ID", "Patient Age",
