@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh Linux machine with Python 3.11:
 #   make reproduce [PROFILE=default] [RUN=name] [PARAMS="n_seeds=3 max_epochs=2"] [NOTEBOOKS=03-05]
 #   make test
+#   make lint          (ruff: the linter, then the formatter's check; configured in pyproject.toml)
 # and, to refresh the README's example figures (docs/figures/) from a finished run:
 #   make readme-figures [RUN=default]
 PYTHON ?= python3.11
@@ -11,7 +12,7 @@ RUN ?=
 PARAMS ?=
 NOTEBOOKS ?=
 
-.PHONY: reproduce test install bench readme-figures clean-venv
+.PHONY: reproduce test lint install bench readme-figures clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,10 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # The figures the README shows; a run never writes docs/ (runs write figures/<run>/).
 README_FIGURES := fig1_overall fig2_forgettability fig3_frequency fig4_cooccurrence fig5_pies fig6_reader_study

@@ -66,3 +66,27 @@ def arrays():
         r, q = divmod(k, 2)
         images[labels[:, k] == 1, 8 * r:8 * r + 8, 8 * q:8 * q + 8] += 100
     return images[:96], labels[:96], images[96:], labels[96:]
+
+
+@pytest.fixture
+def started_stage():
+    """Start notebook ``stage`` of ``run`` as the notebook would (``px.start_stage``), with its
+    declared defaults updated by ``values``; a stage still running is finished when the test
+    ends."""
+    from prunecxr import config, paths, stages
+
+    started = []
+
+    def start(stage, run, **values):
+        nb = stages.read_notebook(paths.notebooks_dir() / f"{stage}.ipynb")
+        namespace = {name: p.default for name, p in nb.parameters.items()} | values | {"run": run}
+        if not paths.run_paths(run).run_json.exists():
+            config.init_run(run, profile=None)
+        config.start_stage(stage, namespace)
+        started.append((stage, run))
+        return config.stage_parameters(stage, run=run)
+
+    yield start
+    for stage, run in dict.fromkeys(started):
+        if stage in config.read_run(run).get("running", {}):  # a test may have finished it
+            config.finish_stage(stage, run=run)

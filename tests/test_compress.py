@@ -192,7 +192,7 @@ def test_random_pruning_depends_on_seed_and_sparsity_only():
     assert np.array_equal(a, compress.create_pruner("random", tied_resnet(seed=9), seed=4).mask(0.5))
     assert not np.array_equal(a, compress.create_pruner("random", model, seed=5).mask(0.5))
     assert not np.array_equal(a, compress.create_pruner("random", model, seed=4).mask(0.55)[: a.size])
-    assert compress.derived_seed(4, 0.5) != compress.derived_seed(5, 0.5)
+    assert compress.random_mask_seed(4, 0.5) != compress.random_mask_seed(5, 0.5)
 
 
 def test_pruned_magnitudes_are_the_pruned_set():
@@ -682,3 +682,53 @@ def test_import_reads_a_pickle_written_by_the_authors_pandas(tmp_path):
     np.testing.assert_array_equal(probs[0, 1], np.random.default_rng(0).random((5, 3)).astype(np.float32))
     y, _, _ = artifacts.read_test_labels("old")
     assert y.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_stage_entry_points_sweep_or_import_with_the_recorded_parameters(started_stage, monkeypatch):
+    """Notebooks 03 and 08 pass the run name; their parameters reach the sweep (or import)."""
+    from prunecxr.compress import sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda run, **kw: calls.append(("sweep", kw)) or {})
+    monkeypatch.setattr(sweep, "import_predictions", lambda run, d, **kw: calls.append(("import", d, kw)) or "p")
+    p = started_stage("03_prune", "es", methods=["global_l1", "random"], sparsities=[0.0, 0.5],
+                      eval_batch_size=64, threads=1)
+    compress.run_prune_stage("es")
+    kind, kw = calls.pop()
+    assert kind == "sweep" and kw["methods"] == ["global_l1", "random"] and kw["sparsities"] == [0.0, 0.5]
+    assert kw["batch_size"] == 64 and kw["threads"] == 1 and kw["population"] == p["population"]
+    config.finish_stage("03_prune", run="es")
+
+    started_stage("03_prune", "es", import_dir="/release", allow_pickle=True, sparsities=[0.0, 0.9])
+    assert compress.run_prune_stage("es") == {"global_l1": "p"}
+    assert calls.pop() == ("import", "/release", {"allow_pickle": True, "sparsities": [0.0, 0.9], "progress": True})
+    config.finish_stage("03_prune", run="es")
+    started_stage("03_prune", "es", import_dir="/release", methods=["global_l1", "random"])
+    with pytest.raises(ValueError, match=r"methods \['random'\] cannot be imported"):
+        compress.run_prune_stage("es")
+
+    p8 = started_stage("08_compression", "es", compression_methods=["weight_quant"], bits=[32, 4],
+                       recover="bn", recover_batches=2)
+    compress.run_compression_stage("es")
+    kind, kw = calls.pop()
+    assert kw["methods"] == ["weight_quant"] and kw["bits"] == [32, 4] and kw["recover"] == "bn"
+    assert kw["recover_batches"] == 2 and kw["channel_fractions"] == p8["channel_fractions"]
+    assert kw["calibration_images"] == p8["calibration_images"] and kw["batch_size"] == p8["eval_batch_size"]
+
+
+def test_sweep_emits_a_progress_event_per_model(tmp_path, monkeypatch):
+    """The runner's progress line: one event as the sweep starts, one per (seed, level), naming
+    the next seed and level; a seed already swept counts as done."""
+    from prunecxr import events
+
+    monkeypatch.setenv(events.PROGRESS_ENV, str(tmp_path / "progress.jsonl"))
+    rp, images = make_run()
+    sweep(rp, images, Loader(rp), seeds=(0,))
+    sweep(rp, images, Loader(rp), seeds=(0, 1))  # seed 0 is finished: the count starts at 3
+    got, _ = events.read_events(tmp_path / "progress.jsonl")
+    assert {e.task for e in got} == {"sweep global_l1"} and {e.unit for e in got} == {"model"}
+    first, second = got[:4], got[4:]
+    assert [(e.done, e.total) for e in first] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert [(e.done, e.total) for e in second] == [(3, 6), (4, 6), (5, 6), (6, 6)]
+    assert first[0].detail == "seed 0 (1/1), sparsity 0 (1/3)"
+    assert second[1].detail == f"seed 1 (2/2), sparsity {SWEEP_SPARSITIES[1]:g} (2/3)"

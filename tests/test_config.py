@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from prunecxr import artifacts, config, paths, runlock, stages
-
 from test_runner import write_notebook
 
 
@@ -104,3 +103,14 @@ def test_data_record_decides_what_the_run_is(stage_folder):
     with pytest.raises(ValueError, match="names its 'dataset' and whether it is 'synthetic'"):
         config.record_data("r", {"dataset": "csv"})
     config.finish_stage("01_data", run="r")
+
+
+def test_stage_parameters_are_those_the_running_stage_recorded(started_stage):
+    with pytest.raises(FileNotFoundError, match="run notebook 01_data"):
+        config.stage_parameters("02_train", run="sp")
+    config.init_run("sp", profile=None)
+    with pytest.raises(RuntimeError, match=r"no running 02_train: start the stage first"):
+        config.stage_parameters("02_train", run="sp")
+    params = started_stage("02_train", "sp", n_seeds=7, lr=0.5)
+    assert params["n_seeds"] == 7 and params["lr"] == 0.5 and "run" not in params
+    assert params == config.read_run("sp")["running"]["02_train"]["parameters"]

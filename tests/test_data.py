@@ -16,8 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from prunecxr import artifacts, config, paths
-from prunecxr import data
+from prunecxr import artifacts, config, data, paths
 from prunecxr.data import cache, images, phantom, specs, splits, summaries, tables
 
 pytestmark = pytest.mark.filterwarnings("ignore::prunecxr.data.EmptyClassWarning")
@@ -644,12 +643,12 @@ def test_tiny_phantom_run_is_fast():
 # -- summaries of notebook 01 ---------------------------------------------------------------------
 
 
-def test_label_iou_hand_computed():
+def test_class_iou_table_hand_computed():
     labels = pd.DataFrame({
         "image_id": list("abcd"), "patient_id": list("abcd"), "split": ["train"] * 4,
         "A": [1, 1, 0, 0], "B": [1, 0, 1, 0], "C": [0, 0, 0, 0],
     })
-    iou = data.label_iou(labels)
+    iou = data.class_iou_table(labels)
     assert iou.loc["A", "B"] == pytest.approx(1 / 3)  # {a} / {a, b, c}
     assert iou.loc["A", "A"] == 1.0
     assert np.isnan(iou.loc["C", "C"]) and iou.loc["A", "C"] == 0.0

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunecxr import artifacts, config, figures, fmt, paths, report
+from prunecxr import artifacts, config, console, figures, fmt, paths, provenance, report
 
 NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
              "06_pies", "07_reader_study", "08_compression", "10_controlled"]
@@ -39,6 +39,37 @@ def test_every_notebook_timed(smoke_run, rp):
     print(f"\nsmoke run: {smoke_run['elapsed']:.1f} s wall, notebooks {total:.1f} s: "
           f"{per_notebook}")
     assert all(seconds > 0 for seconds in per_notebook.values())
+
+
+def test_console_is_quiet_and_shows_progress(smoke_run, rp):
+    """No kernel transport warning, no library warning; a progress line every 10 s of a long
+    notebook (the captured output is not a terminal)."""
+    out, err = smoke_run["stdout"], smoke_run["stderr"]
+    assert "without encryption" not in out + err
+    assert "warning" not in (out + err).lower(), out + err
+    assert err.strip() == "", err
+    timings = artifacts.read_json(rp.reports / "timings.json")
+    for i, name in enumerate(NOTEBOOKS, 1):
+        lines = [line for line in out.splitlines() if line.startswith(f"[{i}/{len(NOTEBOOKS)}] {name} · ")]
+        if timings[name]["seconds"] > console.LOG_INTERVAL + 2:
+            assert lines and all(" elapsed" in line for line in lines), (name, out)
+
+
+def test_figures_carry_provenance(rp):
+    for html in rp.figures.glob("*.html"):
+        record = provenance.read(html)
+        assert record["run"] == RUN and record["notebook"] in NOTEBOOKS, html.name
+        assert record["cell"] is not None and record["inputs"], html.name
+        assert record["parameters"] == config.read_run(RUN)["stages"][record["notebook"]]["parameters"]
+        assert provenance.read(rp.figures / f"{html.stem}.csv")["parameters_sha256"] == record["parameters_sha256"]
+    record = provenance.read(rp.figures / "fig3_frequency.html")
+    cells = nbformat.read(paths.notebooks_dir() / "04_class_forgetting.ipynb", as_version=4).cells
+    assert '"fig3_frequency"' in cells[record["cell"]].source
+    assert any(i["path"] == f"runs/{RUN}/prune/global_l1/metrics.parquet" for i in record["inputs"])
+    text, stale = provenance.describe(rp.figures / "fig3_frequency.html")
+    assert not stale and "up to date" in text
+    index = (rp.reports / "index.html").read_text(encoding="utf-8")
+    assert index.count('<p class="provenance"') == len(list(rp.figures.glob("*.html")))
 
 
 def test_run_record(rp):
@@ -141,7 +172,7 @@ def test_report_index(rp):
     for name in NOTEBOOKS:
         assert f'data-notebook="{name}"' in text and f'href="{name}.html"' in text
     assert config.PHANTOM_NOTICE in text
-    assert f"profile <b>smoke</b>" in text
+    assert "profile <b>smoke</b>" in text
     section = text[text.index('id="paper"'):text.index('id="figures"')]
     assert "<table" in section, f"no paper-versus-run table: {re.sub('<[^>]+>', ' ', section)}"
     key = [p.stem for p in rp.figures.glob("fig*.html")]

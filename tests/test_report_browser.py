@@ -74,6 +74,9 @@ def test_index_shows_every_figure_offline(offline_page, tmp_path):
         assert block.locator("g.scatterlayer path.js-line").count() >= 1
         box = block.locator(".plotly-graph-div").bounding_box()
         assert box["width"] > 300 and box["height"] > 300
+        line = block.locator("p.provenance")  # how the figure was made, under it
+        assert line.is_visible() and line.inner_text().startswith("run browser · ")
+        assert line.bounding_box()["y"] >= box["y"] + box["height"]
     assert "PHANTOM IMAGES" in page.locator("#provenance").inner_text()
     assert page.locator("tr[data-notebook]").count() == 7
     assert attempted == [] and errors == []

@@ -51,9 +51,9 @@ config.finish_stage(STAGE, run=run)
 
 def stage_notebook(folder, name, *, extra_params=""):
     params = (
-        f'run: str = "fake"  # the run\n'
-        f"size: int = 2  # a number every stage declares\n"
-        f'flag: str = ""  # fail while this file exists and names the stage\n' + extra_params
+        'run: str = "fake"  # the run\n'
+        "size: int = 2  # a number every stage declares\n"
+        'flag: str = ""  # fail while this file exists and names the stage\n' + extra_params
     )
     return write_notebook(Path(folder) / f"{name}.ipynb", params,
                           [f"STAGE = {name!r}", STAGE])
@@ -406,6 +406,12 @@ def test_cli_maps_options_onto_run_notebooks(monkeypatch, capsys):
     assert seen["overrides"] == ["n_seeds=3", "methods=['global_l1']"]
     assert seen["report"] is False
     assert "done: run 'r1'" in capsys.readouterr().out
+    assert seen["progress"] == "auto" and seen["log_output"] is False  # the live line by default
+    for flags in (["--quiet"], ["-q"], ["-v"]):
+        assert cli.main(["run", *flags]) == 0
+        assert seen["progress"] == "off" and seen["log_output"] is (flags == ["-v"])
+    with pytest.raises(SystemExit):
+        cli.main(["run", "-q", "-v"])
 
 
 def test_cli_reports_a_failed_notebook_and_exits_1(monkeypatch, capsys):
@@ -446,3 +452,36 @@ def test_cli_profiles_lists_every_profile_and_key(capsys):
 def test_cli_report_needs_an_existing_run(capsys):
     assert cli.main(["report", "--run", "nothing-here"]) == 2
     assert "nothing-here" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_live_line_follows_the_events_a_stage_emits(tmp_path, prunecxr_home, monkeypatch, capfd):
+    """Not a terminal: a line every interval, from the kernel's own events, and no kernel
+    transport warning; the progress file is gone afterwards."""
+    from prunecxr import console
+
+    monkeypatch.setattr(console, "LOG_INTERVAL", 0.4)
+    emitting = ("import time\nfrom prunecxr import events\n"
+                "for i in range(8):\n"
+                "    events.emit('sweep m', done=i, total=8, unit='model', detail=f'level {i}')\n"
+                "    time.sleep(0.25)\n")
+    nb = stages.read_notebook(write_notebook(tmp_path / "nb" / "01_emit.ipynb",
+                                             'run: str = "p"  # run\nsize: int = 1  # unused',
+                                             [emitting]))
+    out = []
+
+    class Stream:
+        def write(self, text):
+            out.append(text)
+
+        def flush(self):
+            pass
+
+    runner.execute_notebook(nb, run="p", parameters={"run": "p"}, progress="log", label="[1/1] 01_emit",
+                            stream=Stream(), export_html=False)
+    lines = "".join(out).splitlines()
+    assert len(lines) >= 2, lines
+    assert all(line.startswith("[1/1] 01_emit · ") for line in lines)
+    assert any("sweep m: " in line and "/8 models (level " in line for line in lines), lines
+    assert not list(paths.run_paths("p").reports.glob(".*progress*"))
+    assert "without encryption" not in capfd.readouterr().err

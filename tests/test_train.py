@@ -18,7 +18,6 @@ from prunecxr import train as T
 from prunecxr.metrics import ranking_metrics
 from prunecxr.train import checkpoints, loop
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
@@ -432,3 +431,14 @@ def test_a_run_trains_summarizes_and_plots():
     assert len(fig.data) == 2 * 2 * 2
     assert list(plotted.columns) == ["seed", "epoch", "val_loss", "val_mean_ap"]
     assert len(T.class_ap_figure(ap).data) == len(test.classes)
+
+
+def test_run_stage_trains_with_the_recorded_parameters(started_stage, monkeypatch):
+    """Notebook 02 passes the run name; every parameter it declares reaches training."""
+    seen = {}
+    monkeypatch.setattr(T.population, "train_population", lambda run, **kw: seen.update(kw, run=run) or "table")
+    params = started_stage("02_train", "rs", n_seeds=3, max_epochs=2, lr=0.01, schedule="constant",
+                           threads=1, population="sequential", gpus_per_model=0.5)
+    assert T.run_stage("rs") == "table"
+    assert seen.pop("run") == "rs" and seen.pop("seeds") == 3 and seen.pop("progress") is True
+    assert seen == {k: v for k, v in params.items() if k != "n_seeds"}  # the others by name

@@ -1,4 +1,4 @@
-"""Command line: ``python -m prunecxr {run,report,profiles,check-data}`` (also ``prunecxr``).
+"""Command line: ``python -m prunecxr {run,report,profiles,check-data,provenance}`` (also ``prunecxr``).
 
 Examples::
 
@@ -8,10 +8,11 @@ Examples::
     python -m prunecxr profiles
     python -m prunecxr check-data --dataset nih-cxr-lt --data-root /data/nih-cxr-lt
     python -m prunecxr check-data --dataset csv --data-root /data/mine --uncertain zero
+    python -m prunecxr provenance figures/default/fig3_frequency.png
 
 ``make reproduce PROFILE=... RUN=... PARAMS="k=v k=v" NOTEBOOKS=03-05`` maps onto ``run``.
-Exit status: 0 on success, 1 when a notebook fails (or check-data finds problems),
-2 for a usage error (an unknown parameter, a bad value, an unknown notebook or profile).
+Exit status: 0 on success, 1 when a notebook fails (or check-data finds problems, or
+provenance finds a stale figure), 2 for a usage error (an unknown parameter, a bad value, an unknown notebook or profile).
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                           "-p \"methods=['global_l1']\" -p dataset=nih-cxr-lt")
     run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel (default: %(default)s)")
-    run.add_argument("-v", "--verbose", action="store_true",
-                     help="stream the notebooks' printed output")
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("-v", "--verbose", action="store_true",
+                       help="stream the notebooks' printed output (instead of the progress line)")
+    shown.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress line: only a line as each notebook starts and ends")
 
     rep = sub.add_parser("report", help="(re)build reports/<run>/index.html and notebook exports")
     rep.add_argument("--run", required=True, help="the run's name")
@@ -106,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: the package's data/reference/)")
     cal.add_argument("--check", action="store_true",
                      help="measure the shipped table (target beside reached AUROC); write nothing")
+    prov = sub.add_parser(
+        "provenance", help="how a figure was made, and whether its inputs changed since",
+        description="Print the provenance a figure file carries (run, package version, commit, "
+        "notebook cell, parameters, input files with their SHA-256) and check each input "
+        "against the file as it is now. Exit status 1 when the figure is stale (an input "
+        "changed or is missing).",
+    )
+    prov.add_argument("file", help="a figure's .png, .html, .csv or .provenance.json")
     return parser
 
 
@@ -135,6 +147,18 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_provenance(args) -> int:
+    from . import provenance
+
+    try:
+        text, stale = provenance.describe(args.file)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    return 1 if stale else 0
+
+
 def _cmd_run(args) -> int:
     from . import runlock, runner, stages
 
@@ -147,6 +171,7 @@ def _cmd_run(args) -> int:
             report=not args.no_report,
             kernel=args.kernel,
             log_output=args.verbose,
+            progress="off" if args.verbose or args.quiet else "auto",
         )
     except runner.NotebookFailed as err:
         print(f"\nerror: {err.describe()}", file=sys.stderr)
@@ -233,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profiles": _cmd_profiles,
         "check-data": _cmd_check_data,
         "calibrate-phantom": _cmd_calibrate,
+        "provenance": _cmd_provenance,
     }[args.command]
     try:
         return handler(args)

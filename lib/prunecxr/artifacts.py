@@ -13,6 +13,14 @@ them when the stage runs again.
 Readers. Each run file has exactly one reader here; a reader checks what the contract
 promises (the columns or keys) and, when the file is missing, names the notebook that writes
 it.
+
+What a stage read. Every reader notes the file it read (:func:`note_read`; a reader of
+another module calls it too), so a figure can name its inputs: :func:`files_read` lists the
+files read since the stage started (:func:`start_reading`), which the figure helper records
+with their content hashes (:mod:`prunecxr.provenance`). The run record ``run.json`` is not
+noted (every stage reads and rewrites it; the figure records the parameters instead), and an
+image cache ``.npy`` is noted by its manifest (``.json``), which names what the images were
+made from and whose hash is the cache file's name.
 """
 
 from __future__ import annotations
@@ -22,14 +30,15 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import levels as levels_, paths, published
+from . import levels as levels_
+from . import paths, published
 
 #: The name pattern of the temporary files of :func:`atomic_path`.
 TEMPORARY_GLOB = ".*.tmp"
@@ -106,6 +115,33 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = Fal
     return count
 
 
+# =========================================================================================
+# What a stage read
+# =========================================================================================
+_read: dict[Path, None] = {}  # an ordered set: the files read since the stage started
+
+
+def start_reading() -> None:
+    """Forget the files noted so far: a stage starts (:func:`prunecxr.config.start_stage`)."""
+    _read.clear()
+
+
+def note_read(path: str | os.PathLike) -> None:
+    """Note that the current stage read ``path`` (see :func:`files_read`)."""
+    path = Path(path).resolve()
+    if path.name == "run.json" or path.name.startswith("."):
+        return
+    if path.suffix == ".npy" and path.is_relative_to(paths.cache_root()):
+        manifest = path.with_suffix(".json")
+        path = manifest if manifest.exists() else path
+    _read[path] = None
+
+
+def files_read() -> list[Path]:
+    """The files read since the stage started (:func:`start_reading`), first read first."""
+    return [p for p in _read if p.exists()]
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -134,7 +170,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        note_read(path)
+        return obj
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
     except json.JSONDecodeError as err:
@@ -153,7 +191,9 @@ def read_parquet(path: str | os.PathLike, what: str = "") -> pd.DataFrame:
     if not path.exists():
         hint = f" (written by {what})" if what else ""
         raise FileNotFoundError(f"{path} does not exist{hint}; run that stage first")
-    return pd.read_parquet(path)
+    table = pd.read_parquet(path)
+    note_read(path)
+    return table
 
 
 def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> Path:
@@ -171,7 +211,9 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 def load_npy(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
     """Load a ``.npy`` file without ever unpickling objects."""
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    note_read(path)
+    return array
 
 
 def _require(path: Path, have: Iterable[str], need: Iterable[str], what: str = "columns") -> None:
@@ -298,6 +340,7 @@ def read_history(run: str, seed: int) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: seed {seed} of run {run!r} has not trained an epoch")
     df = pd.read_csv(path)
+    note_read(path)
     _require(path, df.columns, HISTORY_COLUMNS)
     return df
 

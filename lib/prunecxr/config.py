@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, paths, runlock, stages
+from . import artifacts, paths, provenance, runlock, stages
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
 #: the profile that names every key; the others inherit from it
@@ -94,7 +94,7 @@ def load_profile(name: str) -> dict[str, Any]:
 # Provenance
 # =========================================================================================
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def package_version() -> str:
@@ -182,6 +182,9 @@ def start_stage(stage: str, namespace: Mapping[str, Any]) -> paths.RunPaths:
     The stage holds the run's lock (:mod:`prunecxr.runlock`) until :func:`finish_stage`,
     unless the runner that started this kernel holds it; another process holding it is
     refused with :class:`prunecxr.runlock.RunLocked`.
+
+    From here on the figures this process saves carry the stage, its parameters and the
+    files it read (:mod:`prunecxr.provenance`).
     """
     params = declared_parameters(stage, namespace)
     run = params.pop(stages.RUN_PARAMETER)
@@ -195,7 +198,9 @@ def start_stage(stage: str, namespace: Mapping[str, Any]) -> paths.RunPaths:
     def update(record):
         record.setdefault("running", {})[stage] = {"parameters": params, "started": now()}
 
-    _update_run(run, update)
+    record = _update_run(run, update)
+    provenance.begin_stage(stage, run=run, parameters=params, package_version=record["package_version"],
+                           git_commit=record["git_commit"])
     return rp
 
 
@@ -217,6 +222,27 @@ def finish_stage(stage: str, *, run: str) -> None:
 
     _update_run(run, update)
     runlock.release(run)
+
+
+def stage_parameters(stage: str, *, run: str) -> dict[str, Any]:
+    """The parameters notebook ``stage`` of ``run`` is running with, as :func:`start_stage`
+    recorded them (``run.json["running"][stage]["parameters"]``, without ``run``).
+
+    A stage's entry point (``px.train.run_stage(run)``) reads its options here, so a notebook
+    passes the run name, not each of its parameters by hand.
+
+    Raises
+    ------
+    RuntimeError
+        When ``stage`` has not been started for ``run`` (call ``px.start_stage`` first).
+    """
+    attempt = read_run(run).get("running", {}).get(stage)
+    if attempt is None:
+        raise RuntimeError(
+            f"run.json of run {run!r} has no running {stage}: start the stage first "
+            f"(px.start_stage({stage!r}, globals()) in the notebook)"
+        )
+    return dict(attempt["parameters"])
 
 
 def fail_stage(stage: str, *, run: str, error: str) -> None:

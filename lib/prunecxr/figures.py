@@ -10,12 +10,18 @@ started per process and reused for every figure. Without a Chrome, the HTML and 
 still written and :func:`png_status` says that the PNGs were skipped and how to enable them.
 
 Figures of a run on synthetic pixels (the phantom) carry :data:`config.PHANTOM_NOTICE`.
+
+Every figure carries its provenance (:mod:`prunecxr.provenance`): the run, package version,
+commit, notebook cell, parameters and input files with their hashes, in the PNG's text
+chunks, the HTML's footer and metadata, and ``<name>.provenance.json`` beside the CSV. In a
+notebook, :func:`publish` saves a figure and shows it in one call.
 """
 
 from __future__ import annotations
 
 import atexit
 import base64
+import html as _html
 import io
 import logging
 import os
@@ -30,7 +36,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from PIL import Image
 
-from . import artifacts, config, paths
+from . import artifacts, config, paths, provenance
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +131,21 @@ def _stamp(fig: go.Figure, run: str) -> go.Figure:
 
 @dataclass(frozen=True)
 class SavedFigure:
+    """The files of a saved figure and its provenance record."""
+
     html: Path
     png: Path | None
     csv: Path | None
+    provenance: Path | None = None
+    record: dict | None = None
+
+
+def _context(run: str) -> provenance.StageContext:
+    """The running stage of ``run``; outside one, a context with this checkout's version and commit."""
+    ctx = provenance.current()
+    if ctx is not None and ctx.run == run:
+        return ctx
+    return provenance.StageContext("", run, {}, config.package_version(), config.git_commit())
 
 
 def save_figure(
@@ -138,6 +156,7 @@ def save_figure(
     data: pd.DataFrame | None = None,
     width: int = 1000,
     height: int = 560,
+    inputs=None,
 ) -> SavedFigure:
     """Write ``fig`` as ``figures/<run>/<name>.html`` (+ ``.png``, + ``.csv`` of ``data``).
 
@@ -148,26 +167,58 @@ def save_figure(
     run : the run whose figure this is.
     data : the values the figure plots, saved as CSV beside it.
     width, height : static export size in pixels.
+    inputs : the files the figure was drawn from; default those the stage has read so far
+        (:func:`prunecxr.artifacts.files_read`).
+
+    Every file carries the figure's provenance record (:func:`prunecxr.provenance.collect`),
+    also written to ``<name>.provenance.json``.
     """
     out = paths.run_paths(run).figures
     out.mkdir(parents=True, exist_ok=True)
     _stamp(fig, run)
     fig.update_layout(width=None, height=height)
+    record = provenance.collect(name, run=run, inputs=inputs, context=_context(run))
 
     html = out / f"{name}.html"
     with artifacts.atomic_path(html) as tmp:
         fig.write_html(tmp, include_plotlyjs="directory", full_html=True)
+        tmp.write_text(provenance.html_with_provenance(tmp.read_text(encoding="utf-8"), record),
+                       encoding="utf-8")
     csv = None
     if data is not None:
         csv = artifacts.write_csv(out / f"{name}.csv", data)
     png = None
     if _ensure_server():
         png = out / f"{name}.png"
-        with artifacts.atomic_path(png) as tmp, warnings.catch_warnings():
+        with warnings.catch_warnings():
             # plotly warns that per-call browser options are ignored with a shared server
             warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-            fig.write_image(tmp, format="png", width=width, height=height, scale=1.5)
-    return SavedFigure(html=html, png=png, csv=csv)
+            image = fig.to_image(format="png", width=width, height=height, scale=1.5)
+        artifacts.write_bytes(png, provenance.png_with_provenance(image, record))
+    files = [p.name for p in (html, png, csv) if p is not None]
+    side = provenance.write_sidecar(html, record | {"files": files})
+    return SavedFigure(html=html, png=png, csv=csv, provenance=side, record=record)
+
+
+def publish(
+    fig: go.Figure,
+    name: str,
+    *,
+    run: str,
+    data: pd.DataFrame | None = None,
+    width: int = 1000,
+    height: int = 560,
+    inputs=None,
+) -> None:
+    """Save ``fig`` (:func:`save_figure`, same parameters) and show it in the notebook, with
+    its provenance line under it: the one call a notebook makes for a figure. Returns
+    nothing, so that a cell ending in it shows only the figure."""
+    from IPython.display import HTML, display
+
+    saved = save_figure(fig, name, run=run, data=data, width=width, height=height, inputs=inputs)
+    fig.show()
+    display(HTML(f'<p class="prunecxr-provenance" style="font-size:11px;color:#666">'
+                 f"{_html.escape(provenance.short_line(saved.record))}</p>"))
 
 
 def png_base64(image: np.ndarray) -> str:

@@ -12,7 +12,8 @@ weights_only=True)`` (:func:`load_checkpoint`): loading never executes code from
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,9 +36,11 @@ def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
 def load_checkpoint(path: str | os.PathLike) -> Any:
     """``torch.load(path, weights_only=True)`` onto the CPU; a damaged file names itself."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a damaged file
         raise ValueError(f"cannot load {path}: {err}") from err
+    artifacts.note_read(path)
+    return state
 
 
 # -- models --------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def dataset_match(run: str) -> tuple[str, str]:
     return DATASET_MATCH.get(dataset, (NIH, f"dataset {dataset!r} has no published counterpart"))
 
 
-def run_data(run: str) -> str:
+def run_dataset_label(run: str) -> str:
     """The run's dataset as the table names it; synthetic pixels are said so."""
     dataset = config.run_dataset(run)
     return f"{dataset} (PHANTOM: synthetic pixels)" if config.is_synthetic(run) else dataset
@@ -46,7 +46,7 @@ def run_data(run: str) -> str:
 def caption(run: str) -> str:
     """A caption for the paper-versus-run table: what is compared with what."""
     paper_dataset, caveat = dataset_match(run)
-    text = f"Published values ({paper_dataset} unless noted) beside run {run!r} ({run_data(run)})"
+    text = f"Published values ({paper_dataset} unless noted) beside run {run!r} ({run_dataset_label(run)})"
     return text + (f"; {caveat}" if caveat else "")
 
 
@@ -234,7 +234,7 @@ def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
     """
     method = method or forgetting.figure_method(run)
     paper_dataset, _ = dataset_match(run)
-    data = run_data(run)
+    data = run_dataset_label(run)
     measured = {"first_significant_drop": _first_drop(run, method),
                 "share_weights_below_001": _small_weights(run)}
     measured.update(_forgetting_values(run, method))

@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import artifacts, config, fmt, paths
+from . import artifacts, config, fmt, paths, provenance
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 TEMPLATE_NAME = "prunecxr"
@@ -183,7 +184,23 @@ def figure_fragment(path: str | os.PathLike) -> str | None:
     def keep(m: re.Match) -> str:
         return "" if re.search(r"\bsrc\s*=", m.group(1), re.I) else m.group(0)
 
-    return _SCRIPT_ELEMENT.sub(keep, match.group(1)).strip()
+    body = provenance.HTML_BLOCK.sub("", match.group(1))  # the report shows its own line
+    return _SCRIPT_ELEMENT.sub(keep, body).strip()
+
+
+def provenance_line(f: FigureFiles) -> str:
+    """The short provenance line of a figure (:func:`prunecxr.provenance.short_line`) as HTML,
+    or a note that the figure carries none (saved before figures carried provenance)."""
+    for p in (f.html, f.png, f.csv):
+        if p is None:
+            continue
+        try:
+            record = provenance.read(p)
+        except (FileNotFoundError, ValueError):
+            continue
+        return (f'<p class="provenance" title="python -m prunecxr provenance {_esc(p.name)}">'
+                f"{_esc(provenance.short_line(record))}</p>")
+    return '<p class="provenance">No provenance recorded for this figure.</p>'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,8 +245,14 @@ def paper_table(run: str) -> tuple[pd.DataFrame | None, str]:
     build = getattr(paper, "comparison_table", None)
     if build is None:
         return None, "prunecxr.paper has no comparison_table(run); no table."
+    from .metrics import MissingPositivesWarning
+
     try:
-        return build(run), ""
+        with warnings.catch_warnings():
+            # the notebooks show it where the numbers are made; in the runner's console it
+            # asks nothing of the user (a class without a positive test image is the data's)
+            warnings.simplefilter("ignore", MissingPositivesWarning)
+            return build(run), ""
     except FileNotFoundError as err:  # a partial run: the artifacts are not there yet
         return None, f"Not available for this run yet: {err}"
     except Exception as err:  # the report still shows everything else; the reason is shown
@@ -261,6 +284,7 @@ table.table th { background: #f5f5f5; }
 .status-ok { color: #1b5e20; } .status-failed { color: #b00020; font-weight: bold; }
 .status-not { color: #888; }
 img.figure-png { max-width: 100%; border: 1px solid #eee; }
+.provenance { font-size: 11px; color: #666; margin: 2px 0 0; }
 """
 
 
@@ -343,12 +367,12 @@ def _figures_section(run: str, reports: Path) -> tuple[str, bool]:
             body = '<p class="note">This figure could not be embedded; open its file.</p>'
         parts.append(
             f'<div class="figure" data-figure="{_esc(f.name)}"><h3>{_esc(f.name)}</h3>'
-            f'<div class="files">files: {_file_links(f, reports)}</div>{body}</div>'
+            f'<div class="files">files: {_file_links(f, reports)}</div>{body}{provenance_line(f)}</div>'
         )
     if other:
         items = "".join(
             f'<li data-other-figure="{_esc(f.name)}"><b>{_esc(f.name)}</b>: '
-            f"{_file_links(f, reports)}</li>" for f in other
+            f"{_file_links(f, reports)}{provenance_line(f)}</li>" for f in other
         )
         parts.append(
             '<h3 id="other-figures">Other figures</h3><p>Figures of the notebooks beyond the '
@@ -471,7 +495,7 @@ def build_report(
         f"created {_esc(record.get('created', '—'))}",
         f"updated {_esc(record.get('updated', '—'))}",
     ]
-    generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    generated = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -37,13 +37,19 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import nbformat
 
-from . import artifacts, config, paths, runlock, runtime
+from . import artifacts, config, console, events, paths, runlock, runtime
 from .stages import (
-    RUN_PARAMETER, Notebook, Parameter, ParameterError, conform, discover_notebooks, select_notebooks,
+    RUN_PARAMETER,
+    Notebook,
+    Parameter,
+    ParameterError,
+    conform,
+    discover_notebooks,
+    select_notebooks,
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -334,6 +340,33 @@ def _kernel_env(values: Mapping[str, str]):
         yield
 
 
+def kernel_config(*, kernel_log: bool = False):
+    """The configuration of papermill's notebook client and kernel manager (papermill
+    passes it to nbclient, which passes it to the manager it creates).
+
+    - IPC transport: the kernel's sockets are files only this user can open, instead of TCP
+      ports that carry code and outputs unencrypted (ipykernel warns about those on every
+      start).
+    - Unless ``kernel_log``, the kernel application's own log is kept to critical messages:
+      it writes to the runner's console, and what it says there asks nothing of the user
+      (a ``KeyboardInterrupt caught in kernel`` when jupyter_client interrupts the kernel
+      as it shuts it down, whatever the kernel is doing). A cell's errors and warnings are in
+      the executed notebook; a kernel that dies fails the notebook.
+    """
+    from traitlets.config import Config
+
+    config = {"KernelManager": {"transport": "ipc"}}
+    if not kernel_log:
+        config["NotebookClient"] = {"extra_arguments": ["--IPKernelApp.log_level=CRITICAL"]}
+    return Config(config)
+
+
+def progress_file(run: str, notebook: str) -> Path:
+    """The progress events file of ``notebook`` while the runner executes it (hidden; it is
+    removed when the notebook ends)."""
+    return paths.run_paths(run).reports / f".{notebook}.progress.jsonl"
+
+
 #: free space below which a dead kernel is reported together with the disk's state
 LOW_DISK_BYTES = 64 << 20
 
@@ -364,11 +397,20 @@ def execute_notebook(
     kernel: str = "python3",
     log_output: bool = False,
     export_html: bool = True,
+    progress: str = "off",
+    label: str | None = None,
+    stream: TextIO | None = None,
 ) -> NotebookRun:
     """Execute ``nb`` into ``reports/<run>/<nb>.ipynb`` and export it to ``<nb>.html``.
 
     The notebook executes into a hidden file that is renamed when it finishes, so
     ``<nb>.ipynb`` is always a complete run. On failure it is renamed ``<nb>.failed.ipynb``.
+
+    The kernel talks to papermill over IPC sockets (files only this user can open) rather
+    than unencrypted TCP, the transport ipykernel warns about. Its progress events
+    (:mod:`prunecxr.events`) go to ``reports/<run>/.<nb>.progress.jsonl``, which
+    ``progress`` (a mode of :class:`prunecxr.console.LiveProgress`; ``label`` names the
+    notebook there, ``stream`` is where the line goes, stdout by default) follows.
 
     Raises
     ------
@@ -383,11 +425,16 @@ def execute_notebook(
     final = reports / f"{nb.name}.ipynb"
     failed = reports / f"{nb.name}.failed.ipynb"
     partial = reports / f".{nb.name}.running.ipynb"
+    events_file = progress_file(run, nb.name)
+    events_file.unlink(missing_ok=True)
     started, t0 = config.now(), time.perf_counter()
     entry = {"started": started, "parameters": dict(parameters)}
     try:
-        kernel_env = {paths.NOTEBOOKS_ENV: str(nb.path.parent.resolve()), **runlock.holder_env(run)}
-        with _quiet_papermill_inspection(), _kernel_env(kernel_env):
+        kernel_env = {paths.NOTEBOOKS_ENV: str(nb.path.parent.resolve()), **runlock.holder_env(run),
+                      events.PROGRESS_ENV: str(events_file)}
+        live = console.LiveProgress(label or nb.name, events_file, mode=progress,
+                                    stream=stream if stream is not None else sys.stdout)
+        with _quiet_papermill_inspection(), _kernel_env(kernel_env), live:
             papermill.execute_notebook(
                 str(nb.path),
                 str(partial),
@@ -397,6 +444,7 @@ def execute_notebook(
                 progress_bar=False,
                 stdout_file=sys.stdout if log_output else None,
                 stderr_file=sys.stderr if log_output else None,
+                config=kernel_config(kernel_log=log_output),
             )
     except BaseException as err:
         seconds = time.perf_counter() - t0
@@ -432,6 +480,8 @@ def execute_notebook(
         except OSError as second:
             failure.notes.append(f"the failure could not be recorded either: {second}")
         raise failure from (None if isinstance(err, PapermillExecutionError) else err)
+    finally:
+        events_file.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
@@ -460,6 +510,7 @@ def run_notebooks(
     report: bool = True,
     log_output: bool = False,
     echo: Callable[[str], None] = print,
+    progress: str = "off",
 ) -> RunResult:
     """Execute the selected notebooks in order; stop at the first failure.
 
@@ -475,7 +526,10 @@ def run_notebooks(
     kernel : the Jupyter kernel to execute with.
     report : build ``reports/<run>/index.html`` at the end.
     log_output : stream the notebooks' outputs to this process's stdout/stderr.
-    echo : where progress lines go.
+    echo : where the runner's lines go (a notebook started, finished).
+    progress : the live progress line of each notebook (:class:`prunecxr.console.LiveProgress`):
+        ``"auto"`` (redrawn in place on a terminal, a line every 10 s elsewhere), ``"line"``,
+        ``"log"`` or ``"off"`` (the default here; ``python -m prunecxr run`` shows it).
 
     Raises
     ------
@@ -510,7 +564,7 @@ def run_notebooks(
             echo(f"[{i}/{len(selected)}] {nb.name} ...")
             result = execute_notebook(
                 nb, run=run_name, parameters=notebook_parameters(nb, resolved), kernel=kernel,
-                log_output=log_output,
+                log_output=log_output, progress=progress, label=f"[{i}/{len(selected)}] {nb.name}",
             )
             done.append(result)
             extra = f", HTML {result.html.name}" if result.html else ""
@@ -530,14 +584,15 @@ def run_notebooks(
 
 def remove_leftovers(run: str) -> int:
     """Remove what killed writes of ``run`` left behind: temporary files of atomic writes
-    (``.*.tmp``) under ``runs/<run>/``, ``figures/<run>/`` and ``reports/<run>/``, and
-    partially executed notebooks (``reports/<run>/.NN_name.running.ipynb``). Call it only
-    while holding the run's lock (no other process is writing them)."""
+    (``.*.tmp``) under ``runs/<run>/``, ``figures/<run>/`` and ``reports/<run>/``,
+    partially executed notebooks (``reports/<run>/.NN_name.running.ipynb``) and their
+    progress files (``.NN_name.progress.jsonl``). Call it only while holding the run's lock
+    (no other process is writing them)."""
     rp = paths.run_paths(run)
     count = sum(artifacts.remove_stale_temporaries(folder, recursive=True)
                 for folder in (rp.root, rp.figures, rp.reports))
     if rp.reports.is_dir():
-        for partial in rp.reports.glob(".*.running.ipynb"):
+        for partial in [*rp.reports.glob(".*.running.ipynb"), *rp.reports.glob(".*.progress.jsonl")]:
             partial.unlink(missing_ok=True)
             count += 1
     return count

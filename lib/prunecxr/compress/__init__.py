@@ -24,20 +24,19 @@ Fig. 1's statistics read these files without torch: :mod:`prunecxr.analysis.over
 
 from . import compressor, deploy, evaluate, importer, methods, quantize, recovery, structured, sweep
 from .compressor import CalibrationSet, CompressionMethod
+from .deploy import deployment_table, tradeoff_figure
 from .evaluate import compute_metrics, write_all_metrics, write_method_metrics
 from .importer import check_import_methods, import_predictions
-from .deploy import deployment_table, tradeoff_figure
 from .methods import (
     METHODS,
     Pruner,
     PruningMethod,
     check_method,
-    compress_model,
-    create_compressor,
     check_sparsities,
     check_sparsity,
+    compress_model,
+    create_compressor,
     create_pruner,
-    derived_seed,
     layer_quotas,
     magnitude_thresholds,
     n_to_prune,
@@ -45,9 +44,18 @@ from .methods import (
     prune_model,
     pruned_magnitudes,
     pruned_set_sparsity,
+    random_mask_seed,
 )
 from .recovery import Recovery
-from .sweep import calibration_set, dense_magnitudes, run_sweep, store_summary, sweep_method
+from .sweep import (
+    calibration_set,
+    dense_magnitudes,
+    run_compression_stage,
+    run_prune_stage,
+    run_sweep,
+    store_summary,
+    sweep_method,
+)
 
 __all__ = [
     "METHODS",
@@ -69,7 +77,7 @@ __all__ = [
     "deploy",
     "deployment_table",
     "dense_magnitudes",
-    "derived_seed",
+    "random_mask_seed",
     "evaluate",
     "import_predictions",
     "importer",
@@ -83,6 +91,8 @@ __all__ = [
     "pruned_set_sparsity",
     "quantize",
     "recovery",
+    "run_compression_stage",
+    "run_prune_stage",
     "run_sweep",
     "store_summary",
     "structured",

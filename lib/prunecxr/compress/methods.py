@@ -244,7 +244,7 @@ class _LayerwiseL1:
         return np.concatenate([select(int(q)) for select, q in zip(self.layers, quotas)])
 
 
-def derived_seed(seed: int, sparsity: float) -> int:
+def random_mask_seed(seed: int, sparsity: float) -> int:
     """A 63-bit generator seed for ``(model seed, sparsity)``, stable across platforms."""
     key = [int(seed), round(check_sparsity(sparsity) * 1_000_000)]
     hi, lo = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
@@ -255,7 +255,7 @@ class _Random:
     """Unstructured random pruning: ``round(s·n)`` weights drawn uniformly without replacement.
 
     The control of the authors' code (``RandomUnstructured`` over the same parameters). The
-    draw is ``torch.randperm(n)[:k]`` from a generator seeded by :func:`derived_seed`, so it
+    draw is ``torch.randperm(n)[:k]`` from a generator seeded by :func:`random_mask_seed`, so it
     depends on (model seed, sparsity) only.
     """
 
@@ -267,7 +267,7 @@ class _Random:
         k = n_to_prune(sparsity, self.n)
         mask = np.zeros(self.n, dtype=bool)
         if k:
-            gen = torch.Generator().manual_seed(derived_seed(self.seed, sparsity))
+            gen = torch.Generator().manual_seed(random_mask_seed(self.seed, sparsity))
             mask[torch.randperm(self.n, generator=gen)[:k].numpy()] = True
         return mask
 
@@ -303,7 +303,7 @@ class PruningMethod:
         """The sparsities this method computes: all of ``requested``, checked (0.0 first)."""
         return self.axis.check_levels(requested, dense_first=True, name="sparsities")
 
-    def create(self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> "Pruner":
+    def create(self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> Pruner:
         return Pruner(self.name, model, seed=seed)
 
 
@@ -363,7 +363,7 @@ class Pruner:
     model : nn.Module
         Modified in place by :meth:`apply` and :meth:`restore`.
     seed : int
-        The model's seed; only ``random`` uses it (with the sparsity, see :func:`derived_seed`).
+        The model's seed; only ``random`` uses it (with the sparsity, see :func:`random_mask_seed`).
     """
 
     def __init__(self, method: str, model: nn.Module, *, seed: int = 0):

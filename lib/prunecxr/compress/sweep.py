@@ -37,9 +37,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import artifacts, cluster, data, inference, paths, runtime
+from .. import artifacts, cluster, config, data, events, inference, paths, runtime
 from ..levels import axis as level_axis
 from .compressor import CalibrationSet
+from .importer import check_import_methods, import_predictions
 from .methods import METHODS, check_method, pruned_magnitudes
 from .recovery import Recovery, recovered_model
 
@@ -332,8 +333,10 @@ def sweep_method(
     computed = 0
     bar = tqdm(total=len(seeds) * k, initial=(len(seeds) - len(pending)) * k, desc=method, unit="model",
                disable=not progress, mininterval=5)
+    step = _SweepProgress(method, bar, seeds=seeds, pending=pending, levels=level_list,
+                          axis=entry.axis, in_order=on_ray is None)
     unit = dict(levels=level_list, n_classes=len(classes), batch_size=batch_size, calibration=calibration,
-                recovery=recovery, step=lambda: bar.update(1))
+                recovery=recovery, step=step)
     if on_ray is not None:
         blocks = on_ray.blocks(sweep_seed, method, pending, **unit)
     else:
@@ -356,6 +359,38 @@ def sweep_method(
     for partial in work.glob("seed-*.npy"):
         partial.unlink()
     return rp.probs(method)
+
+
+class _SweepProgress:
+    """The sweep's step callback: advances the bar and emits a progress event (task
+    ``"sweep <method>"``, in models: one model is one seed at one level). Computed here,
+    one seed after another, the detail names the seed and level; with Ray the seeds run
+    side by side and only the count is given."""
+
+    def __init__(self, method: str, bar, *, seeds, pending, levels, axis, in_order: bool):
+        self.task, self.bar, self.levels, self.axis = f"sweep {method}", bar, list(levels), axis
+        self.pending, self.in_order = list(pending), in_order
+        self.total = len(seeds) * len(self.levels)
+        self.before = (len(seeds) - len(self.pending)) * len(self.levels)
+        self.count = 0
+        self._emit()
+
+    def _emit(self) -> None:
+        detail = ""
+        k = len(self.levels)
+        if self.in_order and self.count < len(self.pending) * k:
+            i, j = divmod(self.count, k)
+            seed_no = self.before // k + i + 1  # the seeds already swept come first
+            detail = (f"seed {self.pending[i]} ({seed_no}/{self.total // k}), "
+                      f"{self.axis.name} {self.levels[j]:g} ({j + 1}/{k})")
+        # a Ray task retried after its worker died steps again: the count never passes the total
+        events.emit(self.task, done=min(self.before + self.count, self.total), total=self.total,
+                    unit="model", detail=detail)
+
+    def __call__(self) -> None:
+        self.bar.update(1)
+        self.count += 1
+        self._emit()
 
 
 # =========================================================================================
@@ -493,3 +528,45 @@ def run_sweep(
                 progress=progress, calibration=calibration, recovery=recovery, on_ray=ray_here,
             )
     return out
+
+
+# =========================================================================================
+# The stages' entry points: each reads its notebook's recorded parameters
+# =========================================================================================
+def run_prune_stage(run: str, *, progress: bool = True) -> dict[str, Path]:
+    """Notebook 03's step, with the parameters the stage recorded when it started
+    (:func:`prunecxr.config.stage_parameters`): the authors' predictions imported when
+    ``import_dir`` is set (:func:`prunecxr.compress.importer.import_predictions`), else the
+    sweep (:func:`run_sweep`; ``eval_batch_size`` is its ``batch_size``).
+
+    Returns
+    -------
+    dict
+        ``method → prune/<method>/probs.npy``.
+    """
+    p = config.stage_parameters("03_prune", run=run)
+    check_import_methods(p["methods"], import_dir=p["import_dir"])
+    if p["import_dir"]:
+        path = import_predictions(run, p["import_dir"], allow_pickle=p["allow_pickle"],
+                                  sparsities=p["sparsities"], progress=progress)
+        return {p["methods"][0]: path}
+    return run_sweep(
+        run, methods=p["methods"], sparsities=p["sparsities"], device=p["device"],
+        batch_size=p["eval_batch_size"], threads=p["threads"], population=p["population"],
+        ray_address=p["ray_address"], gpus_per_model=p["gpus_per_model"], progress=progress,
+    )
+
+
+def run_compression_stage(run: str, *, progress: bool = True) -> dict[str, Path]:
+    """Notebook 08's sweep of the methods beyond pruning (``compression_methods``), with the
+    parameters the stage recorded when it started (:func:`prunecxr.config.stage_parameters`):
+    the levels of each axis (``bits``, ``channel_fractions``), the calibration and the
+    recovery (:func:`run_sweep`; ``eval_batch_size`` is its ``batch_size``)."""
+    p = config.stage_parameters("08_compression", run=run)
+    return run_sweep(
+        run, methods=p["compression_methods"], bits=p["bits"], channel_fractions=p["channel_fractions"],
+        device=p["device"], batch_size=p["eval_batch_size"], threads=p["threads"],
+        calibration_images=p["calibration_images"], recover=p["recover"],
+        recover_batches=p["recover_batches"], finetune_epochs=p["finetune_epochs"],
+        finetune_lr=p["finetune_lr"], progress=progress,
+    )

@@ -24,15 +24,25 @@ from ..artifacts import SPLITS, class_names, read_labels
 from .datasets import Split, create_dataset, open_split, prepare_run
 from .layout import check_layout, check_with_warnings, format_layout_report
 from .specs import DATASETS, dataset_spec
-from .summaries import (cache_report, class_counts_figure, difficulty_caption, difficulty_table,
-                        examples_figure, iou_figure, label_iou, labels_per_image_figure,
-                        locations_figure, patients_figure, split_summary)
+from .summaries import (
+    cache_report,
+    class_counts_figure,
+    class_iou_table,
+    difficulty_caption,
+    difficulty_table,
+    examples_figure,
+    iou_figure,
+    labels_per_image_figure,
+    locations_figure,
+    patients_figure,
+    split_summary,
+)
 from .tables import EmptyClassWarning
 
 __all__ = [
     "DATASETS", "SPLITS", "EmptyClassWarning", "Split", "cache_report", "check_layout",
     "check_with_warnings", "class_counts_figure", "class_names", "create_dataset",
-    "dataset_spec", "difficulty_caption", "difficulty_table", "examples_figure", "format_layout_report", "iou_figure", "label_iou",
+    "dataset_spec", "class_iou_table", "difficulty_caption", "difficulty_table", "examples_figure", "format_layout_report", "iou_figure",
     "labels_per_image_figure", "locations_figure", "open_split", "patients_figure", "prepare_run", "read_labels",
     "split_summary",
 ]

@@ -9,7 +9,7 @@ a stale cache is never read; an unchanged input reuses the file, for every seed 
 
 Writes are atomic: a cache file is complete or absent, never half-written. A build that is
 killed leaves its temporary file (``.<split>-<key>.npy.<random>.tmp``, as large as the
-split's images); the next build removes such leftovers (:func:`remove_stale_temporaries`),
+split's images); the next build removes such leftovers (:func:`remove_stale_cache_temporaries`),
 never one that another process is still writing.
 """
 
@@ -19,9 +19,9 @@ import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ except ImportError:  # Windows has no flock: stale temporaries are then left alo
 #: Bump when decoding or the cache layout changes: it is part of every cache key.
 CACHE_VERSION = 1
 #: the lock file in the cache root that builds share while they write (see
-#: :func:`remove_stale_temporaries`)
+#: :func:`remove_stale_cache_temporaries`)
 LOCK_FILE = ".build.lock"
 
 
@@ -122,7 +122,7 @@ def _build_lock(*, exclusive: bool) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def remove_stale_temporaries() -> int:
+def remove_stale_cache_temporaries() -> int:
     """Remove the temporary files that killed builds left under the cache root; returns how many.
 
     Every build holds a shared lock on ``<cache_root>/.build.lock`` while it writes; this
@@ -162,7 +162,7 @@ def build_cache(
     Returns
     -------
     CacheEntry whose ``path`` holds uint8 ``[N, R, R]`` (``reused`` tells whether it existed).
-    Temporaries that killed builds left are removed first (:func:`remove_stale_temporaries`).
+    Temporaries that killed builds left are removed first (:func:`remove_stale_cache_temporaries`).
     """
     resolution = check_resolution(resolution)
     ids = [str(i) for i in image_ids]
@@ -171,7 +171,7 @@ def build_cache(
     key = manifest_key(manifest)
     rel = f"{dataset}/{resolution}px/{split}-{key}.npy"
     entry = CacheEntry(rel, key, len(ids), resolution)
-    remove_stale_temporaries()
+    remove_stale_cache_temporaries()
     locates = callable(getattr(source, "locate", None))
     if entry.path.exists() and entry.manifest_path.exists() and (
             not locates or entry.locations_path.exists()):

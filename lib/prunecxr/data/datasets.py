@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import abc
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,14 @@ import pandas as pd
 from .. import artifacts, config, paths
 from ..artifacts import SPLITS
 from . import cache, images, phantom, reference, tables
-from .specs import (CSV_OPTIONS, DEFAULT_LABELS_CSV, PATIENT_COLUMN_CANDIDATES,
-                    DatasetSpec, check_uncertain, dataset_spec)
+from .specs import (
+    CSV_OPTIONS,
+    DEFAULT_LABELS_CSV,
+    PATIENT_COLUMN_CANDIDATES,
+    DatasetSpec,
+    check_uncertain,
+    dataset_spec,
+)
 from .splits import check_splits_nonempty, patient_split, subsample_patients
 
 
@@ -367,6 +374,8 @@ def prepare_run(
         record["phantom_difficulty"] = {"condition": condition,
                                         "strength": phantom.strengths(phantom_difficulty)}
     config.record_data(run, record)
+    # the table returned is the file just written: what the stage draws from it, it read there
+    artifacts.note_read(paths.run_paths(run).labels)
     return table
 
 

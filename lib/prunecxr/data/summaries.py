@@ -67,7 +67,7 @@ def class_counts(labels: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def label_iou(labels: pd.DataFrame, *, split: str | None = None) -> pd.DataFrame:
+def class_iou_table(labels: pd.DataFrame, *, split: str | None = None) -> pd.DataFrame:
     """Co-occurrence of classes as intersection over union of their positive images
     (:func:`prunecxr.stats.label_iou`, over the images of ``split``, or all): a square
     DataFrame indexed and columned by class, NaN where neither class has a positive."""
@@ -140,7 +140,7 @@ def iou_figure(labels: pd.DataFrame, *, split: str | None = None):
     """Heatmap of class co-occurrence, IoU of positive image sets (diagonal blank)."""
     import plotly.graph_objects as go
 
-    iou = label_iou(labels, split=split)
+    iou = class_iou_table(labels, split=split)
     shown = iou.to_numpy(copy=True)
     np.fill_diagonal(shown, np.nan)
     fig = go.Figure(go.Heatmap(z=shown, x=list(iou.columns), y=list(iou.index),

@@ -11,15 +11,19 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..artifacts import LABEL_META_COLUMNS, SPLITS
-from .specs import (IMAGE_COLUMN_CANDIDATES, PATIENT_COLUMN_CANDIDATES, SPLIT_COLUMN_CANDIDATES,
-                    check_uncertain)
+from ..artifacts import LABEL_META_COLUMNS, SPLITS, note_read
+from .specs import (
+    IMAGE_COLUMN_CANDIDATES,
+    PATIENT_COLUMN_CANDIDATES,
+    SPLIT_COLUMN_CANDIDATES,
+    check_uncertain,
+)
 
 #: values a class column may hold (as numbers): 0/1, and -1 (uncertain) under a policy
 LABEL_VALUES = (0, 1, -1)
@@ -42,9 +46,11 @@ def read_label_file(path: Path, what: str = "label file") -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist (see data_access.md)")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{what} {path} is not a readable CSV table: {err}") from None
+    note_read(path)  # a figure of the stage names the dataset's label file as an input
+    return table
 
 
 def require_columns(df: pd.DataFrame, path: Path, columns: Sequence[str], role: str) -> None:

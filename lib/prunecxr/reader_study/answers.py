@@ -251,6 +251,7 @@ def read_responses(files: Iterable[str | Path], key: pd.DataFrame, *, source: st
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             problems.append(f"{path}: cannot be read as CSV ({err})")
             continue
+        artifacts.note_read(path)
         df.columns = [str(c).strip().lower() for c in df.columns]
         missing = [c for c in required if c not in df.columns]
         if missing:

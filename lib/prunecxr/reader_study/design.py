@@ -209,7 +209,9 @@ def read_key(run: str) -> pd.DataFrame:
     path = paths.run_paths(run).reader_key
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 07_reader_study first")
-    return check_key(pd.read_csv(path, dtype=str, keep_default_na=False), where=str(path))
+    key = check_key(pd.read_csv(path, dtype=str, keep_default_na=False), where=str(path))
+    artifacts.note_read(path)
+    return key
 
 
 def check_key(key: pd.DataFrame, *, where: str) -> pd.DataFrame:

@@ -27,7 +27,7 @@ Loading a trained model and predicting is :mod:`prunecxr.inference`; devices, co
 threads are :mod:`prunecxr.runtime`.
 """
 
-from .population import POPULATION_MODES, check_seeds, fit_population, train_population
+from .population import POPULATION_MODES, check_seeds, fit_population, run_stage, train_population
 from .recipe import MAX_ROTATION, EarlyStopping, TrainConfig, augment, draw_augmentation
 from .summaries import (
     class_ap_figure,
@@ -53,6 +53,7 @@ __all__ = [
     "learning_curves_figure",
     "plan_text",
     "read_histories",
+    "run_stage",
     "summarize_test_ap",
     "test_average_precision",
     "train_population",

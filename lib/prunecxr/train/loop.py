@@ -25,9 +25,18 @@ from .. import models, paths
 from ..metrics import mean_average_precision
 from . import checkpoints
 from .feed import DeviceSplit
-from .progress import bar, interactive
-from .recipe import (TrainConfig, adam, augment, autocast, draw_augmentation, learning_rate, resolve_precision,
-                     sum_dtype, uses_channels_last)
+from .progress import bar, interactive, seed_label
+from .recipe import (
+    TrainConfig,
+    adam,
+    augment,
+    autocast,
+    draw_augmentation,
+    learning_rate,
+    resolve_precision,
+    sum_dtype,
+    uses_channels_last,
+)
 
 __all__ = ["train_epoch", "train_seed", "validate"]
 
@@ -65,7 +74,7 @@ def train_seed(
         optimizer.load_state_dict(fresh)
         _match_layouts(optimizer)
 
-    label = f"seed {seed}"
+    label = seed_label(seed)
     report.start(label, rec.epoch)
     try:
         while True:

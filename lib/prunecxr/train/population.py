@@ -27,14 +27,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import artifacts, cluster, paths, runtime
+from .. import artifacts, cluster, config, paths, runtime
 from . import checkpoints
 from .feed import DeviceSplit, check_split
 from .loop import train_seed
 from .progress import Report
 from .recipe import TrainConfig, deterministic, resolve_precision
 
-__all__ = ["POPULATION_MODES", "check_seeds", "fit_population", "train_population"]
+__all__ = ["POPULATION_MODES", "STAGE", "check_seeds", "fit_population", "run_stage", "train_population"]
+
+#: the notebook whose step :func:`run_stage` is
+STAGE = "02_train"
 
 #: how the seeds of a population are scheduled; the weights are the same either way
 POPULATION_MODES = cluster.POPULATION_MODES
@@ -231,4 +234,18 @@ def train_population(
         tr.images, tr.labels, va.images, va.labels, seeds=seeds, config=config, run=run,
         classes=list(tr.classes), device=device, population=population, threads=threads,
         ray_address=ray_address, gpus_per_model=gpus_per_model, progress=progress,
+    )
+
+
+def run_stage(run: str, *, progress: bool = True) -> pd.DataFrame:
+    """Notebook 02's training step: :func:`train_population` with the parameters the stage
+    recorded when it started (:func:`prunecxr.config.stage_parameters`); ``n_seeds`` gives
+    the seeds ``0 .. n_seeds-1``, every other parameter its namesake."""
+    p = config.stage_parameters(STAGE, run=run)
+    return train_population(
+        run, seeds=p["n_seeds"], model=p["model"], pretrained=p["pretrained"], max_epochs=p["max_epochs"],
+        patience=p["patience"], batch_size=p["batch_size"], lr=p["lr"], bn_eval_compat=p["bn_eval_compat"],
+        schedule=p["schedule"], precision=p["precision"], device=p["device"], population=p["population"],
+        threads=p["threads"], ray_address=p["ray_address"], gpus_per_model=p["gpus_per_model"],
+        progress=progress,
     )

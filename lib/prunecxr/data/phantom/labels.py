@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...artifacts import note_read
+
 WHEEL = "torchxrayvision"
 TABLE_FILE = "torchxrayvision/data/Data_Entry_2017_v2020.csv.gz"
 BBOX_FILE = "torchxrayvision/data/BBox_List_2017.csv.gz"
@@ -67,6 +69,7 @@ def wheel_file(relative: str) -> Path:
 @functools.lru_cache(maxsize=1)
 def _load_table_cached() -> pd.DataFrame:
     path = wheel_file(TABLE_FILE)
+    note_read(path)  # read once per process (cached): the first stage to read it names it
     raw = pd.read_csv(
         path,
         usecols=["Image Index", "Finding Labels", "Patient ID", "Patient Age",
