@@ -115,7 +115,7 @@ def bootstrap_indices(
     method: str,
     seed: int,
     batch: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bootstrap intervals of a vector of statistics of ``n`` exchangeable units.
 
     ``statistic(idx)`` receives unit indices of shape ``(..., n)`` (one resample per row)
@@ -123,9 +123,11 @@ def bootstrap_indices(
     of resamples serves all of them. Calls :func:`scipy.stats.bootstrap` on ``arange(n)``
     (vectorized, seeded ``numpy.random.Generator``).
 
-    Returns ``(low, high, distribution, method)``: arrays of shape ``(q,)`` and ``(q, B)``,
-    and the method used. BCa falls back to the percentile interval, for every statistic of
-    the call, when scipy finds it degenerate (the fallback is named in ``method``).
+    Returns ``(low, high, distribution, methods)``: arrays of shape ``(q,)``, ``(q,)``,
+    ``(q, B)`` and ``(q,)``. Where scipy's interval is undefined (BCa with a constant
+    jackknife, or a statistic undefined in some resamples, e.g. a correlation of a resample
+    whose classes all coincide) but at least half of the resamples define the statistic,
+    the percentile interval of those resamples is used and ``methods`` says so; else NaN.
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be at least 1; got {n_resamples!r}")
@@ -135,32 +137,28 @@ def bootstrap_indices(
     def stat(idx, axis=-1):
         return statistic(np.moveaxis(idx, axis, -1))
 
-    kwargs = dict(vectorized=True, n_resamples=int(n_resamples), confidence_level=confidence, batch=batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("error", scipy.stats.DegenerateDataWarning)
-        try:
-            res = scipy.stats.bootstrap((np.arange(n),), stat, method=method,
-                                        rng=np.random.default_rng(seed), **kwargs)
-            used = method
-        except scipy.stats.DegenerateDataWarning:
-            warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
-            res = scipy.stats.bootstrap((np.arange(n),), stat, method="percentile",
-                                        rng=np.random.default_rng(seed), **kwargs)
-            used = f"percentile ({method} degenerate)"
+        warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
+        res = scipy.stats.bootstrap((np.arange(n),), stat, method=method, rng=np.random.default_rng(seed),
+                                    vectorized=True, n_resamples=int(n_resamples), confidence_level=confidence,
+                                    batch=batch)
     low = np.atleast_1d(np.asarray(res.confidence_interval.low, dtype=float))
     high = np.atleast_1d(np.asarray(res.confidence_interval.high, dtype=float))
     dist = np.asarray(res.bootstrap_distribution, dtype=float).reshape(len(low), -1)
-    if used == method and method.lower() == "bca":
-        # BCa is undefined where the statistic's jackknife is constant; scipy then gives NaN
-        bad = ~np.isfinite(low) | ~np.isfinite(high)
-        finite = np.isfinite(dist).all(axis=1)
-        if np.any(bad & finite):
-            alpha = (1 - confidence) / 2
-            low = np.where(bad & finite, np.quantile(dist, alpha, axis=1), low)
-            high = np.where(bad & finite, np.quantile(dist, 1 - alpha, axis=1), high)
-            used = "BCa (percentile where BCa is undefined)"
-    return low, high, dist, used
+    methods = np.full(len(low), method, dtype=object)
+    bad = np.isnan(low) | np.isnan(high)
+    defined = np.mean(np.isfinite(dist), axis=1)
+    fix = bad & (defined >= 0.5)
+    if fix.any():
+        alpha = (1 - confidence) / 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low[fix] = np.nanquantile(dist[fix], alpha, axis=1)
+            high[fix] = np.nanquantile(dist[fix], 1 - alpha, axis=1)
+        for i in np.flatnonzero(fix):
+            methods[i] = f"percentile of the {100 * defined[i]:.0f}% defined resamples ({method} undefined)"
+    return low, high, dist, methods
 
 
 def interval_rows(
@@ -170,7 +168,7 @@ def interval_rows(
     high: np.ndarray,
     *,
     resampling: str,
-    method: str,
+    method: str | np.ndarray,
     n_resamples: int,
     confidence: float,
     n: np.ndarray | int,
@@ -178,12 +176,13 @@ def interval_rows(
 ) -> pd.DataFrame:
     """Tidy interval rows (:data:`INTERVAL_COLUMNS`) for ``names`` = ``[(quantity, subset)]``."""
     n = np.broadcast_to(np.asarray(n), (len(names),))
+    method = np.broadcast_to(np.asarray(method, dtype=object), (len(names),))
     return pd.DataFrame({
         "quantity": [q for q, _ in names],
         "subset": [s for _, s in names],
         "estimate": np.asarray(estimates, dtype=float),
         "resampling": resampling,
-        "interval": method,
+        "interval": list(method),
         "n_resamples": int(n_resamples),
         "confidence": float(confidence),
         "ci_low": np.asarray(low, dtype=float),
@@ -422,7 +421,7 @@ def forgetting_intervals(
                                                confidence=confidence, method="percentile", seed=seed + 2,
                                                batch=50)
         frames.append(interval_rows([names[i] for i in keep], estimates[keep], low[keep], high[keep],
-                                    resampling="patients", method=used, n_resamples=n_boot_patients,
+                                    resampling="patients", method=used[keep], n_resamples=n_boot_patients,
                                     confidence=confidence, n=n_used[keep]))
     return pd.concat(frames, ignore_index=True)
 
@@ -499,6 +498,6 @@ def interval_display(intervals: pd.DataFrame) -> pd.DataFrame:
     for r in intervals.itertuples(index=False):
         row = rows.setdefault((r.quantity, r.subset), {"quantity": r.quantity, "subset": r.subset,
                                                         "estimate": fmt.num(r.estimate, 3)})
-        row[f"{r.resampling} ({r.interval}, {int(round(100 * r.confidence))}%)"] = (
-            f"[{fmt.num(r.ci_low, 3)}, {fmt.num(r.ci_high, 3)}]")
+        row[f"{int(round(100 * r.confidence))}% CI over {r.resampling}"] = (
+            f"[{fmt.num(r.ci_low, 3)}, {fmt.num(r.ci_high, 3)}] {r.interval}")
     return pd.DataFrame(list(rows.values())).fillna("")
