@@ -155,8 +155,9 @@ def resampled_ap(y: np.ndarray, scores: np.ndarray, counts: np.ndarray, groups: 
         (np.ones(int(keep.sum()), np.float32), (g[keep], run[keep])), shape=(counts.shape[1], pos.size)
     )
     c = counts.astype(np.float32, copy=False)
-    seen = np.cumsum(per_run.T.dot(c.T).T, axis=1)  # weighted images scored >= s_i, (B, P)
-    w_pos = c[:, g[pos]]
+    # weighted images scored >= s_i, (B, P): integer counts, exact in float32, summed in float64
+    seen = np.cumsum(per_run.T.dot(c.T).T, axis=1, dtype=np.float64)
+    w_pos = c[:, g[pos]].astype(np.float64)
     # positives up to the end of each positive's tie run
     last_pos = np.searchsorted(pos, end_of_pos, side="right") - 1
     tp = np.cumsum(w_pos, axis=1)[:, last_pos]
