@@ -110,3 +110,10 @@ def test_bad_options_are_named(data):
         paired.first_significant(paired.paired_table(metrics), "wilcoxon")
     with pytest.raises(ValueError, match="n_resamples"):
         paired.first_drop_stability(metrics, n_resamples=0)
+
+
+def test_floor_sentence_tells_the_user(data):
+    _, _, metrics = data
+    text = paired.floor_sentence(paired.paired_table(metrics))
+    assert "0.00195" in text and "never" in text
+    assert "can reach" in paired.floor_sentence(paired.paired_table(metrics), alpha=0.05)

@@ -184,3 +184,21 @@ def test_pie_stability_of_identical_seeds_is_total():
     assert (stab["retained"] == 1).all() and (stab["jaccard"] == 1).all()
     rows = pie_intervals.stability_rows(stab)
     assert rows.set_index("quantity").loc["pie_retained_share", "estimate"] == 1
+
+
+def test_figures_flag_the_unlearned_classes():
+    from prunecxr.analysis import cooccurrence
+
+    m = synth_metrics()
+    curves = forgetting.forgettability_curves(m, classes=CLASSES)
+    labels = pd.DataFrame((np.random.default_rng(0).random((300, 8)) < 0.3).astype(int), columns=CLASSES)
+    labels["split"] = ["train", "test"] * 150
+    summary = forgetting.class_summary(curves, labels)
+    result = forgetting.Forgetting("m", curves, summary, forgetting.frequency_correlations(summary))
+    flagged = uncertainty.unlearned_table(m, CLASSES).query("unlearned")["class"].tolist()
+    fig, data = forgetting.figure_3(result, unlearned=flagged)
+    assert data.set_index("class")["unlearned"].to_dict() == {c: c == "c0" for c in CLASSES}
+    assert "not learned" in fig.layout.annotations[-1].text
+    fig4, data4 = cooccurrence.figure_4(cooccurrence.summarize("m", cooccurrence.pair_table(curves, labels)),
+                                        unlearned=flagged)
+    assert data4["involves_unlearned"].sum() == len(CLASSES) - 1  # every pair of c0

@@ -373,3 +373,18 @@ def stability_display(stability: pd.DataFrame) -> pd.DataFrame:
              for v in stability[axis.name]}
     wide = wide.loc[sorted(wide.index, key=lambda k: ranks[k])]
     return wide.map(lambda v: f"{100 * v:.1f}%").reset_index()
+
+
+def floor_sentence(table: pd.DataFrame, *, alpha: float = PAPER_ALPHA) -> str:
+    """Whether the sign-flip test can reach ``alpha`` at all with this many seeds, in words."""
+    from .. import fmt
+
+    n = int(table["n_pairs"].iloc[0]) if len(table) else 0
+    floor = float(table["signflip_min_p"].iloc[0]) if len(table) else math.nan
+    kind = "exact" if len(table) and bool(table["signflip_exact"].iloc[0]) else "Monte Carlo"
+    if not np.isfinite(floor):
+        return "No pairs: the sign-flip test is undefined."
+    verdict = ("so it can never find a drop at this α, whatever the data (nor can Wilcoxon's signed-rank test)"
+               if floor >= alpha else "so it can reach this α")
+    return (f"With {n} seeds the {kind} sign-flip test's smallest possible P is {fmt.num(floor, 5)}, "
+            f"against α = {fmt.num(alpha, 3)}: {verdict}.")

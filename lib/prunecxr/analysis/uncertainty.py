@@ -220,6 +220,14 @@ def unlearned_table(metrics_table: pd.DataFrame, classes: list[str], *, threshol
     return out.sort_values(["unlearned", "dense_auroc"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
 
 
+def unlearned_classes(run: str, method: str, *, threshold: float = UNLEARNED_AUROC) -> list[str]:
+    """The classes of ``method`` whose dense AUROC (median over seeds) is below ``threshold``,
+    in canonical order (the figures flag them)."""
+    classes = list(artifacts.read_meta(run, method)["classes"])
+    flags = unlearned(dense_auroc(artifacts.read_metrics(run, method), classes), threshold=threshold)
+    return [c for c in classes if bool(flags.get(c, False))]
+
+
 # =========================================================================================
 # Fig. 3: per-seed relative changes, and the correlations with frequency
 # =========================================================================================
