@@ -198,7 +198,7 @@ def test_figures_flag_the_unlearned_classes():
     flagged = uncertainty.unlearned_table(m, CLASSES).query("unlearned")["class"].tolist()
     fig, data = forgetting.figure_3(result, unlearned=flagged)
     assert data.set_index("class")["unlearned"].to_dict() == {c: c == "c0" for c in CLASSES}
-    assert "not learned" in fig.layout.annotations[-1].text
+    assert "not learned" in fig.layout.title.text
     fig4, data4 = cooccurrence.figure_4(cooccurrence.summarize("m", cooccurrence.pair_table(curves, labels)),
                                         unlearned=flagged)
     assert data4["involves_unlearned"].sum() == len(CLASSES) - 1  # every pair of c0

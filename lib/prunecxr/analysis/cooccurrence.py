@@ -439,13 +439,11 @@ def figure_4(
         )
         fig.update_xaxes(title_text=label, row=1, col=col)
     fig.update_yaxes(title_text=f"FCD ({definition})", row=1, col=1)
-    if flagged:
-        fig.add_annotation(text=f"open grey: a pair with a class not learned ({', '.join(sorted(flagged))})",
-                           xref="paper", yref="paper", x=1, y=1.08, xanchor="right", showarrow=False,
-                           font=dict(size=11, color="#555555"))
+    note = (f"<br><sup>open grey: a pair with a class not learned ({', '.join(sorted(flagged))}); kept in the "
+            "lines and the correlations</sup>") if flagged else ""
     fig.update_layout(
         title=f"Forgettability curve dissimilarity and co-occurrence (Fig. 4), {result.method}; "
-              f"co-occurrence: {cooc}",
+              f"co-occurrence: {cooc}{note}",
         legend=dict(orientation="h", y=-0.2),
     )
     return fig, pairs

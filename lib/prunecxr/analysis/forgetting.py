@@ -564,13 +564,12 @@ def figure_3(result: Forgetting, *, unlearned=()) -> tuple[go.Figure, pd.DataFra
         fig.update_xaxes(title_text=label, row=1, col=col)
     fig.update_xaxes(tickformat=axis.tickformat, autorange=True if axis.increasing else "reversed", row=1, col=1)
     fig.update_yaxes(title_text="Log training frequency (ln images)", row=1, col=1)
-    fig.update_layout(title=f"Class frequency and forgettability (Fig. 3), {result.method}")
+    title = f"Class frequency and forgettability (Fig. 3), {result.method}"
     if flagged:
         names = ", ".join(c for c in data["class"] if c in flagged)
-        fig.add_annotation(text=f"× not learned (dense AUROC low): {names}; kept in the line and correlations",
-                           xref="paper", yref="paper", x=0, y=-0.25, xanchor="left", showarrow=False,
-                           font=dict(size=11, color="#d62728"))
-        fig.update_layout(margin=dict(b=110))
+        title += (f"<br><sup>× not learned (dense AUROC low): {names}; kept in the line and the "
+                  "correlations</sup>")
+    fig.update_layout(title=title, margin=dict(t=110))
     return fig, data[["class", "train_count", "log_train_count", "first_drop", change, "unlearned"]]
 
 
