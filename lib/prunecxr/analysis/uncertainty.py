@@ -157,7 +157,7 @@ def bootstrap_indices(
             low[fix] = np.nanquantile(dist[fix], alpha, axis=1)
             high[fix] = np.nanquantile(dist[fix], 1 - alpha, axis=1)
         for i in np.flatnonzero(fix):
-            methods[i] = f"percentile of the {100 * defined[i]:.0f}% defined resamples ({method} undefined)"
+            methods[i] = f"percentile of the {np.floor(1000 * defined[i]) / 10:g}% defined resamples ({method} undefined)"
     return low, high, dist, methods
 
 
