@@ -132,3 +132,16 @@ def test_learned_pairs_drop_every_pair_of_an_unlearned_class():
     assert "c1" not in set(sub["class_a"]) | set(sub["class_b"])
     with pytest.raises(ValueError, match="not among"):
         dyadic.pair_index(pairs, classes[:3])
+
+
+def test_holm_within_each_family_of_tests():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(7)
+    classes, pairs = _pairs(rng)
+    tests = dyadic.dyadic_tests(pairs, classes, n_permutations=99)
+    fam = tests[(tests["inference"] == "HC3") & (tests["quantity"] != "eq2_intercept")]
+    np.testing.assert_allclose(fam["p_holm"], multipletests(fam["p_value"], method="holm")[1])
+    fig4 = tests[tests["inference"] == "Mantel (class permutation)"]
+    np.testing.assert_allclose(fig4["p_holm"], multipletests(fig4["p_value"], method="holm")[1])
+    assert tests.loc[tests["quantity"] == "eq2_intercept", "p_holm"].isna().all()

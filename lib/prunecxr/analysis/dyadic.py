@@ -39,7 +39,7 @@ import pandas as pd
 
 from . import cooccurrence, uncertainty
 
-DYADIC_COLUMNS = ["quantity", "subset", "estimate", "inference", "statistic", "p_value", "n_permutations",
+DYADIC_COLUMNS = ["quantity", "subset", "estimate", "inference", "statistic", "p_value", "p_holm", "n_permutations",
                   "assumes_independent_pairs"]
 #: the Eq. 2 terms in the design's column order, and their keys in prunecxr.paper
 EQ2_KEYS = {
@@ -256,7 +256,25 @@ def dyadic_tests(pairs: pd.DataFrame, classes: list[str], *, subset: str = "all"
                          n_permutations, False))
             rows.append((key, subset, coef, "Freedman–Lane (class permutation)", float(t_obs[j]), float(p_fl[j]),
                          n_permutations, False))
-    return pd.DataFrame(rows, columns=DYADIC_COLUMNS)
+    out = pd.DataFrame(rows, columns=[c for c in DYADIC_COLUMNS if c != "p_holm"])
+    out.insert(out.columns.get_loc("p_value") + 1, "p_holm", holm_by_family(out))
+    return out
+
+
+def holm_by_family(tests: pd.DataFrame) -> np.ndarray:
+    """Holm-adjusted P within each family: one subset, one inference, and either Fig. 4's four
+    correlations or Eq. 2's three slopes (the intercept is not a hypothesis of the paper)."""
+    from .paired import adjust
+
+    out = np.full(len(tests), np.nan)
+    family = np.where(tests["quantity"].str.startswith("eq2_"), "eq2", "fig4")
+    slope = tests["quantity"].to_numpy() != "eq2_intercept"
+    for _, idx in tests.assign(_f=family).groupby(["subset", "inference", "_f"], sort=False).groups.items():
+        idx = np.asarray([i for i in idx if slope[tests.index.get_loc(i)]])
+        if idx.size:
+            pos = tests.index.get_indexer(idx)
+            out[pos] = adjust(tests["p_value"].to_numpy(dtype=float)[pos], "holm")
+    return out
 
 
 # =========================================================================================

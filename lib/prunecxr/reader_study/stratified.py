@@ -16,6 +16,8 @@ An image seen by several readers (``allow_overlap``) still counts once per answe
 reader per image, as in the paper's design, that is exact; otherwise the P values are
 optimistic, which the ``note`` column says.
 
+The three questions are a family: ``p_holm`` is Holm-adjusted over them.
+
 Output: ``reader_study/stratified_tests.parquet`` (:data:`STRATIFIED_COLUMNS`).
 """
 
@@ -31,7 +33,7 @@ from .. import fmt
 from .questions import QUESTIONS
 
 STRATIFIED_COLUMNS = [
-    "question", "test", "effect", "estimate", "ci_low", "ci_high", "statistic", "p_value", "n_readers",
+    "question", "test", "effect", "estimate", "ci_low", "ci_high", "statistic", "p_value", "p_holm", "n_readers",
     "n_answers", "note",
 ]
 
@@ -114,9 +116,13 @@ def stratified_tests(answers: pd.DataFrame, *, confidence: float = 0.95) -> pd.D
     missing = [c for c in ("reader", "image_id", "is_pie", *(q.name for q in QUESTIONS)) if c not in answers.columns]
     if missing:
         raise ValueError(f"answers lack column(s) {missing}; use read_responses()")
+    from ..analysis.paired import adjust
+
     rows = [cmh_agree(answers, confidence=confidence) if q.name == "agree"
             else ordinal_by_reader(answers, q.name, confidence=confidence) for q in QUESTIONS]
-    return pd.DataFrame(rows, columns=STRATIFIED_COLUMNS)
+    table = pd.DataFrame(rows, columns=[c for c in STRATIFIED_COLUMNS if c != "p_holm"])
+    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", adjust(table["p_value"].to_numpy(), "holm"))
+    return table
 
 
 def stratified_display(stratified: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
@@ -129,6 +135,7 @@ def stratified_display(stratified: pd.DataFrame, tests: pd.DataFrame) -> pd.Data
         "effect [CI]": [f"{fmt.num(e)} [{fmt.num(lo)}, {fmt.num(hi)}]"
                         for e, lo, hi in zip(stratified["estimate"], stratified["ci_low"], stratified["ci_high"])],
         "reader-adjusted P": [fmt.pvalue(p) for p in stratified["p_value"]],
+        "Holm over the questions": [fmt.pvalue(p) for p in stratified["p_holm"]],
         "readers": stratified["n_readers"],
         "note": stratified["note"],
     })
