@@ -162,8 +162,8 @@ def test_comparison_table_is_formatted_text():
     write_run("fmt")
     run_analyses("fmt")
     table = paper.comparison_table("fmt")
-    assert list(table.columns) == ["quantity", "published", "published_dataset", "this_run", "this_run_data",
-                                   "source", "note"]
+    assert list(table.columns) == ["quantity", "published", "published_dataset", "this_run", "this_run_interval",
+                                   "verdict", "this_run_data", "source", "note"]
     pub = dict(zip(paper.comparison_values("fmt")["key"], table["published"]))
     assert pub["first_significant_drop"] == "65%"
     assert pub["rho_fcd_iou"] == "-0.47"
@@ -237,3 +237,35 @@ def test_notebook_follows_the_conventions(name):
     # every markdown step comes before its code (no two code cells without prose between, but short runs ok)
     kinds = [c.cell_type for c in book.cells]
     assert kinds[0] == "markdown" and kinds.count("markdown") >= 5
+
+
+def test_verdict_from_the_interval():
+    assert paper.verdict(0.6, 0.4, 0.8, "corr") == paper.INSIDE
+    assert paper.verdict(0.9, 0.4, 0.8, "corr") == paper.SAME_SIDE  # same direction, another size
+    assert paper.verdict(0.6, -0.2, 0.5, "corr") == paper.NEITHER  # the interval reaches 0
+    assert paper.verdict(-0.3, 0.1, 0.5, "coef") == paper.NEITHER  # opposite sign
+    assert paper.verdict(15.0, 2.0, 9.0, "ratio") == paper.SAME_SIDE  # both above 1
+    assert paper.verdict(0.65, 0.7, 0.9, "sparsity") == paper.NEITHER  # no sign for a sparsity
+    assert paper.verdict(0.005, np.nan, np.nan, "p") == paper.NO_INTERVAL
+    assert paper.format_interval(0.9, np.inf, "sparsity", "seeds") == "[90%, none] (seeds)"
+    assert paper.format_interval(np.nan, np.nan, "corr") == "—"
+
+
+def test_comparison_table_shows_the_widest_interval_and_its_verdict(tmp_path):
+    run = "verdicts"
+    write_run(run)
+    method = "global_l1"
+    intervals = pd.DataFrame({
+        "quantity": ["rho_fcd_iou", "rho_fcd_iou", "rho_fcd_iou"], "subset": ["all", "all", "learned"],
+        "estimate": [-0.2] * 3, "resampling": ["seeds", "classes", "classes"], "interval": ["BCa"] * 3,
+        "n_resamples": [100] * 3, "confidence": [0.95] * 3, "ci_low": [-0.3, -0.6, -0.9], "ci_high": [-0.1, 0.2, 0.9],
+        "n": [10] * 3, "note": [""] * 3,
+    })
+    artifacts.write_intervals(run, method, "cooccurrence", intervals)
+    values = paper.comparison_values(run, method=method).set_index("key")
+    row = values.loc["rho_fcd_iou"]
+    assert (row["ci_low"], row["ci_high"]) == (-0.6, 0.2)  # the widest of subset "all"
+    assert row["verdict"] == paper.INSIDE and "classes" in row["interval"]
+    assert values.loc["rho_fcd_freq_diff", "verdict"] == paper.NO_INTERVAL
+    table = paper.comparison_table(run, method=method)
+    assert {"this_run_interval", "verdict"} <= set(table.columns)

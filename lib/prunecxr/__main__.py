@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--condition", choices=("calibrated", "equal", "both"), default="both",
                      help="which table to fit (default: %(default)s)")
     cal.add_argument("--seeds", type=int, default=2, help="training seeds per iteration (default: 2)")
-    cal.add_argument("--max-iterations", type=int, default=10, help="default: %(default)s")
+    cal.add_argument("--max-iterations", type=int, default=12, help="default: %(default)s")
     cal.add_argument("--tolerance-mean", type=float, default=0.015,
                      help="stop when the mean |AUROC - target| is at most this (default: %(default)s)")
     cal.add_argument("--tolerance-max", type=float, default=0.04,

@@ -549,10 +549,37 @@ read_pairs = _analysis_reader("pairs", "05_cooccurrence", PAIRS_COLUMNS)
 read_pies = _analysis_reader("pies", "06_pies", PIES_COLUMNS)
 
 
+#: ``analysis/<method>/intervals_<stage>.parquet`` (:mod:`prunecxr.analysis.uncertainty`)
+INTERVAL_COLUMNS = ("quantity", "subset", "estimate", "resampling", "interval", "ci_low", "ci_high")
+PAIRED_TESTS_COLUMNS = ("n_pairs", "mean_diff", "ci_low", "ci_high", "paired_p", "signflip_p", "welch_p")
+DYADIC_COLUMNS = ("quantity", "subset", "estimate", "inference", "p_value")
+
+read_paired_tests = _analysis_reader("paired_tests", "03_prune", PAIRED_TESTS_COLUMNS, level=True)
+read_first_drop_stability = _analysis_reader("first_drop_stability", "03_prune", ("test", "correction", "share"),
+                                             level=True)
+read_dyadic_tests = _analysis_reader("dyadic_tests", "05_cooccurrence", DYADIC_COLUMNS)
+_INTERVAL_NOTEBOOK = {"overall": "03_prune", "forgetting": "04_class_forgetting",
+                      "cooccurrence": "05_cooccurrence", "pies": "06_pies"}
+
+
+def read_intervals(run: str, method: str, stage: str) -> pd.DataFrame:
+    """``analysis/<method>/intervals_<stage>.parquet``: bootstrap intervals of one analysis."""
+    path = paths.run_paths(run).intervals(method, stage)
+    table = read_parquet(path, what=f"notebook {_INTERVAL_NOTEBOOK[stage]}")
+    _require(path, table.columns, INTERVAL_COLUMNS)
+    return table
+
+
+def write_intervals(run: str, method: str, stage: str, table: pd.DataFrame) -> Path:
+    """Write ``analysis/<method>/intervals_<stage>.parquet``."""
+    return write_parquet(paths.run_paths(run).intervals(method, stage), table)
+
+
 def write_analysis(run: str, method: str, file: str, table: pd.DataFrame) -> Path:
     """Write ``analysis/<method>/<file>.parquet`` (``file``: forgettability, class_summary,
-    pairs or pies)."""
-    if file not in ("forgettability", "class_summary", "pairs", "pies"):
+    pairs, pies, paired_tests, first_drop_stability or dyadic_tests)."""
+    if file not in ("forgettability", "class_summary", "pairs", "pies", "paired_tests", "first_drop_stability",
+                    "dyadic_tests"):
         raise ValueError(f"unknown analysis file {file!r}")
     return write_parquet(getattr(paths.run_paths(run), file)(method), table)
 

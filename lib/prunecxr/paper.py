@@ -27,8 +27,20 @@ from .published import DATASET_MATCH, KINDS, MIMIC, NIH, PAPER_SETTINGS, PUBLISH
 
 VALUE_COLUMNS = [
     "key", "quantity", "kind", "source", "published_dataset", "published_value", "this_run_value",
-    "this_run_data", "method", "note",
+    "ci_low", "ci_high", "interval", "verdict", "this_run_data", "method", "note",
 ]
+#: the value a kind's "same sign" is taken against (none: only "inside" or not)
+VERDICT_REFERENCE = {"corr": 0.0, "coef": 0.0, "ratio": 1.0}
+INSIDE, SAME_SIDE, NEITHER, NO_INTERVAL = (
+    "inside the interval", "outside, same sign", "neither", "no interval")
+#: which analysis's intervals file holds each key (prunecxr.paths.INTERVAL_STAGES)
+_INTERVAL_STAGE = {"first_significant_drop": "overall", "pie_rarest_ratio_min": "pies",
+                   "pie_rarest_ratio_max": "pies", "pie_4plus_ratio": "pies"}
+_INTERVAL_STAGE.update({k: "forgetting" for k in ("rho_freq_first_drop", "r_freq_first_drop", "rho_freq_change_095",
+                                                  "r_freq_change_095")})
+_INTERVAL_STAGE.update({k: "cooccurrence" for k in ("rho_fcd_freq_diff", "r_fcd_freq_diff", "rho_fcd_iou",
+                                                    "r_fcd_iou_quarter", "eq2_intercept", "eq2_abs_log_freq_diff",
+                                                    "eq2_iou_quarter", "eq2_interaction")})
 
 
 def dataset_match(run: str) -> tuple[str, str]:
@@ -208,6 +220,56 @@ def _pie_values(run: str, method: str) -> dict[str, _Measured]:
     }
 
 
+def verdict(published: float, low: float, high: float, kind: str) -> str:
+    """Where the paper's value falls against this run's interval ``[low, high]``.
+
+    ``inside the interval``; else ``outside, same sign`` when the whole interval lies on the
+    paper's side of the kind's reference (0 for correlations and coefficients, 1 for ratios:
+    the run finds the same direction, of another size); else ``neither``. ``no interval``
+    when the run has none (a P value, a notebook not run).
+    """
+    if not (np.isfinite(published) and not np.isnan(low) and not np.isnan(high)):
+        return NO_INTERVAL
+    if low <= published <= high:
+        return INSIDE
+    ref = VERDICT_REFERENCE.get(kind)
+    if ref is not None and ((published > ref and low > ref) or (published < ref and high < ref)):
+        return SAME_SIDE
+    return NEITHER
+
+
+def _interval_for(run: str, method: str, key: str) -> tuple[float, float, str]:
+    """The widest interval of ``key`` over the resampling units (seeds, classes, patients) of
+    the analysis that computed it, over every class (``subset`` "all"): ``(low, high, label)``."""
+    stage = _INTERVAL_STAGE.get(key)
+    if stage is None:
+        return np.nan, np.nan, ""
+    try:
+        table = artifacts.read_intervals(run, method, stage)
+    except FileNotFoundError:
+        return np.nan, np.nan, ""
+    quantity = "first_significant_drop[welch, none]" if key == "first_significant_drop" else key
+    rows = table[(table["quantity"] == quantity) & (table["subset"] == "all")]
+    rows = rows[np.isfinite(rows["ci_low"].to_numpy(dtype=float)) | np.isinf(rows["ci_high"].to_numpy(dtype=float))]
+    if rows.empty:
+        return np.nan, np.nan, ""
+    width = (rows["ci_high"] - rows["ci_low"]).to_numpy(dtype=float)
+    row = rows.iloc[int(np.nanargmax(np.where(np.isnan(width), -np.inf, width)))]
+    level = f"{round(100 * float(row['confidence']))}%"
+    return float(row["ci_low"]), float(row["ci_high"]), f"{level}, over {row['resampling']} ({row['interval']})"
+
+
+def _dyadic_note(run: str, method: str) -> str:
+    """The permutation P values of Eq. 2's interaction, beside the classical one."""
+    try:
+        tests = artifacts.read_dyadic_tests(run, method)
+    except FileNotFoundError:
+        return ""
+    rows = tests[(tests["quantity"] == "eq2_interaction") & (tests["subset"] == "all")].set_index("inference")
+    parts = [f"{name}: {fmt.pvalue(rows.loc[name, 'p_value'])}" for name in ("Y-QAP (class permutation)", "Freedman–Lane (class permutation)") if name in rows.index]
+    return ("this run's P is the classical one, which assumes independent pairs; " + ", ".join(parts)) if parts else ""
+
+
 def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
     """Each published value beside this run's value of the same quantity (numbers).
 
@@ -221,8 +283,10 @@ def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
     -------
     DataFrame
         One row per quantity of :data:`PUBLISHED`: ``key``, ``quantity``, ``kind``,
-        ``source``, ``published_dataset``, ``published_value``, ``this_run_value``,
-        ``this_run_data`` (the run's dataset, marked when synthetic), ``method`` and
+        ``source``, ``published_dataset``, ``published_value``, ``this_run_value``, its
+        interval ``ci_low``/``ci_high`` (the widest of the run's bootstrap intervals over
+        seeds, classes and patients; ``docs/statistics.md``) described in ``interval``,
+        ``verdict`` (:func:`verdict`), ``this_run_data`` (the run's dataset, marked when synthetic), ``method`` and
         ``note`` (why a value is missing, or how the comparison differs: another dataset,
         other settings). ``this_run_value`` is NaN when the notebook that produces it has not
         run, or when the quantity is undefined on this run (the note says which).
@@ -245,12 +309,16 @@ def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
         first = PUBLISHED[PUBLISHED["key"] == key].iloc[0]
         pub_dataset, pub_value, pub_note = _published_for(key, paper_dataset)
         m = measured[key]
-        note = "; ".join(x for x in (pub_note, m.note) if x)
+        extra = _dyadic_note(run, method) if key == "eq2_interaction_p" else ""
+        note = "; ".join(x for x in (pub_note, m.note, extra) if x)
+        low, high, interval = _interval_for(run, method, key)
         rows.append({
             "key": key, "quantity": first["quantity"], "kind": first["kind"],
             "source": PUBLISHED.loc[(PUBLISHED["key"] == key) & (PUBLISHED["dataset"] == pub_dataset), "source"].iloc[0],
             "published_dataset": pub_dataset, "published_value": pub_value,
             "this_run_value": float(m.value) if m.value is not None else np.nan,
+            "ci_low": low, "ci_high": high, "interval": interval,
+            "verdict": verdict(pub_value, low, high, first["kind"]),
             "this_run_data": data, "method": method, "note": note,
         })
     return pd.DataFrame(rows, columns=VALUE_COLUMNS)
@@ -266,11 +334,24 @@ def format_value(value, kind: str) -> str:
     return getattr(fmt, KINDS[kind])(value)
 
 
+def format_interval(low: float, high: float, kind: str, what: str = "") -> str:
+    """``[low, high]`` in the kind's format, with what it is taken over; ``—`` when absent.
+    An infinite end on the sparsity axis is "none" (no significant level in those draws)."""
+    if np.isnan(low) and np.isnan(high):
+        return "—"
+
+    def one(v):
+        return "none" if np.isinf(v) and kind == "sparsity" else format_value(v, kind)
+
+    return f"[{one(low)}, {one(high)}]" + (f" ({what})" if what else "")
+
+
 def comparison_table(run: str, *, method: str | None = None, keys: list[str] | None = None) -> pd.DataFrame:
     """The paper-versus-run table as text, for notebooks and the report.
 
     Columns ``quantity``, ``published``, ``published_dataset``, ``this_run``,
-    ``this_run_data``, ``source``, ``note``; rows of :func:`comparison_values` (only
+    ``this_run_interval`` (with what it is taken over), ``verdict``, ``this_run_data``,
+    ``source``, ``note``; rows of :func:`comparison_values` (only
     ``keys`` if given), every number formatted by :mod:`prunecxr.fmt`.
     """
     values = comparison_values(run, method=method)
@@ -284,6 +365,9 @@ def comparison_table(run: str, *, method: str | None = None, keys: list[str] | N
         "published": [format_value(v, k) for v, k in zip(values["published_value"], values["kind"])],
         "published_dataset": values["published_dataset"],
         "this_run": [format_value(v, k) for v, k in zip(values["this_run_value"], values["kind"])],
+        "this_run_interval": [format_interval(lo, hi, k, what) for lo, hi, k, what in
+                              zip(values["ci_low"], values["ci_high"], values["kind"], values["interval"])],
+        "verdict": values["verdict"],
         "this_run_data": values["this_run_data"] + " / " + values["method"],
         "source": values["source"],
         "note": values["note"],

@@ -79,6 +79,8 @@ def notebooks_dir() -> Path:
 
 #: the longest run name: it names folders, and file systems cap a name at 255 bytes
 MAX_RUN_NAME = 100
+#: the analyses that write ``analysis/<method>/intervals_<stage>.parquet``
+INTERVAL_STAGES = ("overall", "forgetting", "cooccurrence", "pies")
 
 
 def check_run_name(run: str) -> str:
@@ -182,6 +184,24 @@ class RunPaths:
     def pies(self, method: str) -> Path:
         return self.analysis_dir(method) / "pies.parquet"
 
+    def paired_tests(self, method: str) -> Path:
+        """Notebook 03's paired tests of Fig. 1, one row per level."""
+        return self.analysis_dir(method) / "paired_tests.parquet"
+
+    def first_drop_stability(self, method: str) -> Path:
+        """Notebook 03's first significant level under seed resampling."""
+        return self.analysis_dir(method) / "first_drop_stability.parquet"
+
+    def dyadic_tests(self, method: str) -> Path:
+        """Notebook 05's P values of Fig. 4 and Eq. 2 under each inference."""
+        return self.analysis_dir(method) / "dyadic_tests.parquet"
+
+    def intervals(self, method: str, stage: str) -> Path:
+        """Bootstrap intervals of one analysis (``overall``, ``forgetting``, ``cooccurrence``, ``pies``)."""
+        if stage not in INTERVAL_STAGES:
+            raise ValueError(f"unknown interval stage {stage!r}; choose one of {list(INTERVAL_STAGES)}")
+        return self.analysis_dir(method) / f"intervals_{stage}.parquet"
+
     @property
     def deployment(self) -> Path:
         """Notebook 08's deployment table: measured size, MACs, latency and AP per method and level."""
@@ -221,6 +241,11 @@ class RunPaths:
     @property
     def reader_tests(self) -> Path:
         return self.reader_study / "tests.parquet"
+
+    @property
+    def reader_stratified(self) -> Path:
+        """Notebook 07's reader-adjusted tests."""
+        return self.reader_study / "stratified_tests.parquet"
 
     # -- products ---------------------------------------------------------------
     @property

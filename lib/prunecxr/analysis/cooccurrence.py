@@ -375,14 +375,19 @@ def figure_4(
     result: Cooccurrence,
     *,
     label_pairs: list | None = None,
+    unlearned=(),
 ) -> tuple[go.Figure, pd.DataFrame]:
     """Fig. 4: FCD against |Δ log frequency| and against IoU^¼, one point per class pair.
 
     Each panel carries its least-squares line and the Pearson r and Spearman ρ of
     :func:`predictor_correlations`; the pairs of :func:`labelled_pairs` are highlighted
-    and named in the legend. Returns the figure and the plotted data.
+    and named in the legend. A pair with a class of ``unlearned`` (dense AUROC low) is drawn
+    as an open grey circle (kept in the line and correlations, the paper's). Returns the figure
+    and the plotted data (with ``involves_unlearned``).
     """
     pairs = result.pairs.copy()
+    flagged = set(unlearned)
+    pairs["involves_unlearned"] = pairs["class_a"].isin(flagged) | pairs["class_b"].isin(flagged)
     named = labelled_pairs(pairs, label_pairs)
     pairs["pair"] = pairs["class_a"] + " – " + pairs["class_b"]
     pairs["labelled"] = [(a, b) in set(named) for a, b in zip(pairs["class_a"], pairs["class_b"])]
@@ -399,7 +404,9 @@ def figure_4(
         fig.add_trace(
             go.Scatter(
                 x=pairs[x], y=pairs["fcd"], mode="markers", text=pairs["pair"], showlegend=False,
-                marker=dict(size=7, color="#1f77b4", opacity=0.6),
+                marker=dict(size=7, color=np.where(pairs["involves_unlearned"], "#888888", "#1f77b4").tolist(),
+                            symbol=np.where(pairs["involves_unlearned"], "circle-open", "circle").tolist(),
+                            opacity=0.6),
                 hovertemplate="%{text}<br>x %{x:.3f}<br>FCD %{y:.3f}<extra></extra>",
             ),
             row=1, col=col,
@@ -432,9 +439,11 @@ def figure_4(
         )
         fig.update_xaxes(title_text=label, row=1, col=col)
     fig.update_yaxes(title_text=f"FCD ({definition})", row=1, col=1)
+    note = (f"<br><sup>open grey: a pair with a class not learned ({', '.join(sorted(flagged))}); kept in the "
+            "lines and the correlations</sup>") if flagged else ""
     fig.update_layout(
         title=f"Forgettability curve dissimilarity and co-occurrence (Fig. 4), {result.method}; "
-              f"co-occurrence: {cooc}",
+              f"co-occurrence: {cooc}{note}",
         legend=dict(orientation="h", y=-0.2),
     )
     return fig, pairs

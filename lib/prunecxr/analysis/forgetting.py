@@ -502,15 +502,21 @@ def figure_2(
     return fig, data
 
 
-def figure_3(result: Forgetting) -> tuple[go.Figure, pd.DataFrame]:
+def figure_3(result: Forgetting, *, unlearned=()) -> tuple[go.Figure, pd.DataFrame]:
     """Fig. 3: log training frequency against the first-drop sparsity and the change at 95%.
 
     Each panel shows one point per class, the least-squares line (:func:`prunecxr.stats.fit_line`)
     and the Pearson r and Spearman ρ with their p-values, computed by
-    :func:`frequency_correlations`. Returns the figure and the plotted per-class data.
+    :func:`frequency_correlations`. Classes in ``unlearned`` (dense AUROC below
+    ``unlearned_auroc``, :func:`prunecxr.analysis.uncertainty.unlearned_table`) are drawn as red
+    crosses and named under the panels; the line and correlations keep them (the paper's), and
+    notebook 04 gives both versions. Returns the figure and the plotted per-class data (with an
+    ``unlearned`` column).
     """
     summary = result.summary
     data = _with_log_frequency(summary)
+    flagged = set(unlearned)
+    data["unlearned"] = data["class"].isin(flagged)
     corr = result.correlations.set_index("y")
     threshold = float(summary["drop_threshold"].iloc[0]) if len(summary) else published.DROP_THRESHOLD
     axis = levels.axis_of(result.curves.columns)
@@ -533,7 +539,8 @@ def figure_3(result: Forgetting) -> tuple[go.Figure, pd.DataFrame]:
         fig.add_trace(
             go.Scatter(
                 x=x, y=y, mode="markers", text=data["class"], name=label, showlegend=False,
-                marker=dict(size=10, color="#1f77b4"),
+                marker=dict(size=10, color=np.where(data["unlearned"], "#d62728", "#1f77b4").tolist(),
+                            symbol=np.where(data["unlearned"], "x", "circle").tolist()),
                 hovertemplate="%{text}<br>x %{x:.3f}<br>log frequency %{y:.2f}<extra></extra>",
             ),
             row=1, col=col,
@@ -557,8 +564,13 @@ def figure_3(result: Forgetting) -> tuple[go.Figure, pd.DataFrame]:
         fig.update_xaxes(title_text=label, row=1, col=col)
     fig.update_xaxes(tickformat=axis.tickformat, autorange=True if axis.increasing else "reversed", row=1, col=1)
     fig.update_yaxes(title_text="Log training frequency (ln images)", row=1, col=1)
-    fig.update_layout(title=f"Class frequency and forgettability (Fig. 3), {result.method}")
-    return fig, data[["class", "train_count", "log_train_count", "first_drop", change]]
+    title = f"Class frequency and forgettability (Fig. 3), {result.method}"
+    if flagged:
+        names = ", ".join(c for c in data["class"] if c in flagged)
+        title += (f"<br><sup>× not learned (dense AUROC low): {names}; kept in the line and the "
+                  "correlations</sup>")
+    fig.update_layout(title=title, margin=dict(t=110))
+    return fig, data[["class", "train_count", "log_train_count", "first_drop", change, "unlearned"]]
 
 
 def save_method_figures(

@@ -79,16 +79,17 @@ def seed_mean_ap(metrics: pd.DataFrame) -> pd.DataFrame:
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values; NaN entries stay NaN and do not count as tests.
 
-    With the ``m`` finite p-values sorted ascending, ``p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))``.
+    :func:`statsmodels.stats.multitest.multipletests` (``method="holm"``) over the finite
+    entries: with the ``m`` finite p-values sorted ascending,
+    ``p̃_(i) = min(1, max_{j ≤ i} (m − j + 1) p_(j))``.
     """
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(p, dtype=float)
     out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m:
-        order = ok[np.argsort(p[ok], kind="stable")]
-        scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
-        out[order] = np.maximum.accumulate(scaled)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
     return out
 
 

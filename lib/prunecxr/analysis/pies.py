@@ -254,18 +254,21 @@ def rarest_ratio_range(ratios: pd.DataFrame, *, n: int = published.N_RAREST) -> 
     return float(values.min()), float(values.max()), list(rare["class"])
 
 
-def figure_5(result: "Pies") -> tuple[go.Figure, pd.DataFrame]:
+def figure_5(result: "Pies", *, unlearned=()) -> tuple[go.Figure, pd.DataFrame]:
     """Fig. 5: PIE:non-PIE prevalence ratio per class (commonest to rarest) and per number of findings.
 
     A dashed line marks 1 (as frequent among PIEs as among non-PIEs); an undefined ratio is
-    an empty bar. Returns the figure and the plotted data (both panels, long format).
+    an empty bar; a class of ``unlearned`` (dense AUROC low) is a grey bar. Returns the figure
+    and the plotted data (both panels, long format, with ``unlearned``).
     """
-    cls = result.class_ratios
+    cls = result.class_ratios.copy()
+    cls["unlearned"] = cls["class"].isin(set(unlearned))
     bins = result.findings_ratios
     fig = make_subplots(rows=1, cols=2, column_widths=[0.75, 0.25], horizontal_spacing=0.08,
                         subplot_titles=("By class (commonest → rarest)", "By number of findings"))
     fig.add_trace(
-        go.Bar(x=cls["class"], y=cls["ratio"], showlegend=False, marker_color="#1f77b4",
+        go.Bar(x=cls["class"], y=cls["ratio"], showlegend=False,
+               marker_color=np.where(cls["unlearned"], "#aaaaaa", "#1f77b4").tolist(),
                texttemplate="%{y:.1f}", textposition="outside", cliponaxis=False,
                customdata=np.stack([cls["n_pie"], cls["n_non_pie"]], axis=1),
                hovertemplate="%{x}<br>ratio %{y:.2f}<br>PIEs with it %{customdata[0]}"
@@ -293,13 +296,15 @@ def figure_5(result: "Pies") -> tuple[go.Figure, pd.DataFrame]:
         margin=dict(t=140, b=170),
     )
     # an undefined ratio has no bar and no value: say so under the panels
-    fig.add_annotation(text="No bar and no value: ratio undefined (absent from non-PIEs, or no PIE).",
+    fig.add_annotation(text="No bar and no value: ratio undefined (absent from non-PIEs, or no PIE)."
+                       + (" Grey: a class the model did not learn (dense AUROC low)." if cls["unlearned"].any() else ""),
                        xref="paper", yref="paper", x=1, xanchor="right", y=-0.5, yanchor="top",
                        showarrow=False, font=dict(size=11))
     data = pd.concat(
         [
-            cls.assign(panel="class", group=cls["class"])[["panel", "group", "n_pie", "n_non_pie", "ratio"]],
-            bins.assign(panel="n_findings", group=bins["n_findings"])[["panel", "group", "n_pie", "n_non_pie", "ratio"]],
+            cls.assign(panel="class", group=cls["class"])[["panel", "group", "n_pie", "n_non_pie", "ratio", "unlearned"]],
+            bins.assign(panel="n_findings", group=bins["n_findings"], unlearned=False)[
+                ["panel", "group", "n_pie", "n_non_pie", "ratio", "unlearned"]],
         ],
         ignore_index=True,
     )

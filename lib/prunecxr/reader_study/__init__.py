@@ -45,6 +45,7 @@ These files are part of the run-directory contract, ``docs/artifacts.md``.
 from .answers import ResponseError, SimulationModel, collect_responses, coverage, read_responses
 from .design import assign_images, load_pies, read_key
 from .packets import write_study
+from .stratified import stratified_display, stratified_tests, write_stratified
 from .results import (
     compare_groups,
     figure_6,
@@ -67,7 +68,10 @@ __all__ = [
     "paper_comparison",
     "read_key",
     "read_responses",
+    "stratified_display",
+    "stratified_tests",
     "tests_table",
     "write_results",
+    "write_stratified",
     "write_study",
 ]
