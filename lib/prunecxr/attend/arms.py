@@ -22,7 +22,8 @@ from .. import artifacts, config, paths
 from ..train import TrainConfig, fit_population
 from .weights import ARMS, create_weigher
 
-__all__ = ["arm_run", "check_arms", "check_seeds_of", "parent_config", "prepare_arm", "train_arm"]
+__all__ = ["arm_run", "check_arms", "check_seeds_of", "parent_config", "prepare_arm", "sweep_arms", "train_arm",
+           "train_arms"]
 
 
 def check_arms(arms: Sequence[str]) -> list[str]:
@@ -85,7 +86,7 @@ def check_seeds_of(run: str, n_seeds: int) -> list[int]:
 
 def train_arm(run: str, arm: str, *, seeds: Sequence[int], weight: float, sparsity: float, fraction: float,
               beta: float, threads: int, device: str = "cpu", batch_size: int = 256,
-              posthoc_flags=None, progress: bool = True) -> pd.DataFrame:
+              posthoc_flags=None, progress: bool = False) -> pd.DataFrame:
     """Train (or resume) arm ``arm`` of ``run`` for ``seeds``; :func:`prunecxr.train.fit_population`'s table."""
     from .. import data
 
@@ -98,3 +99,37 @@ def train_arm(run: str, arm: str, *, seeds: Sequence[int], weight: float, sparsi
     return fit_population(tr.images, tr.labels, va.images, va.labels, seeds=seeds, config=parent_config(run),
                           run=name, classes=list(tr.classes), device=device, threads=threads,
                           progress=progress, weigher=weigher, attention=attention)
+
+
+def train_arms(run: str, arms: Sequence[str], *, seeds: Sequence[int], posthoc: pd.DataFrame | None = None,
+               **options) -> pd.DataFrame:
+    """:func:`train_arm` for every arm; one row per (arm, seed). ``posthoc`` (the post hoc HTL
+    table, :func:`prunecxr.attend.htl.posthoc_scores`) gives arm ``htl_posthoc`` its images."""
+    frames = []
+    for arm in check_arms(arms):
+        flags = None
+        if arm == "htl_posthoc":
+            if posthoc is None:
+                raise ValueError("arm 'htl_posthoc' needs the post hoc HTL table (posthoc=...)")
+            flags = posthoc["htl"].to_numpy()
+        frames.append(train_arm(run, arm, seeds=seeds, posthoc_flags=flags, **options).assign(arm=arm))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["arm", *[c for c in out.columns if c != "arm"]]]
+
+
+def sweep_arms(run: str, arms: Sequence[str], *, seeds: Sequence[int], method: str, sparsities: Sequence[float],
+               drop_threshold: float, device: str = "auto", batch_size: int = 128, threads: int = 0) -> list[str]:
+    """Notebook 03's sweep and notebook 04's analysis of ``method`` on every arm's run (resumable
+    like them); the arms' run names."""
+    from ..analysis import forgetting
+    from ..compress import run_sweep, write_all_metrics
+
+    names = []
+    for arm in check_arms(arms):
+        name = arm_run(run, arm)
+        run_sweep(name, methods=[method], sparsities=sparsities, device=device, batch_size=batch_size,
+                  seeds=list(seeds), threads=threads, progress=False)
+        write_all_metrics(name, [method])
+        forgetting.run_stage(name, drop_threshold=drop_threshold, methods=[method])
+        names.append(name)
+    return names

@@ -12,7 +12,10 @@ Localization is scored, per positive (image, finding) whose drawn signature is v
 (``locations.parquet``, ``pixels > 0``), on the map of the finding's class upsampled
 bilinearly to the image:
 
-* **pointing game** (Zhang et al., ECCV 2016): a hit when the map's maximum lies in the box;
+* **pointing game** (Zhang et al., ECCV 2016): a hit when the map's maximum lies in the box.
+  Upsampling a coarse map (3 × 3 cells for the default 48 px images) bilinearly leaves flat
+  plateaus at its borders, so the point is the centroid of the pixels at the maximum
+  (rounded down), not the first of them in row-major order, which would favour the top left;
 * **IoU**: the map min-max normalized to [0, 1] and thresholded at ``threshold`` (0.5 of its
   range, a common choice in weakly supervised localization), against the box.
 """
@@ -80,7 +83,7 @@ def localization_scores(model: nn.Module, images, image_ids, boxes: pd.DataFrame
     Returns
     -------
     DataFrame with :data:`LOCALIZATION_COLUMNS`, one row per scored box: ``pointing`` (bool,
-    the map's first maximum in row-major order lies in the box) and ``iou`` (float).
+    the centroid of the map's maximal pixels lies in the box) and ``iou`` (float).
     """
     if not 0 < threshold < 1:
         raise ValueError(f"cam_threshold must be in (0, 1); got {threshold!r}")
@@ -110,16 +113,17 @@ def localization_scores(model: nn.Module, images, image_ids, boxes: pd.DataFrame
             rows = order[(pos[order] >= start) & (pos[order] < start + batch_size)]
             if not len(rows):
                 continue
-            x = torch.as_tensor(np.asarray(images[start:start + batch_size])).to(dev)
+            x = torch.from_numpy(np.array(images[start:start + batch_size])).to(dev)
             cams, _ = class_activation_maps(model, models.preprocess(x))
             maps = cams[torch.as_tensor(pos[rows] - start, device=dev), torch.as_tensor(cls[rows], device=dev)]
             maps = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
             flat = maps.reshape(len(rows), -1)
-            top = flat.argmax(dim=1).cpu().numpy()
-            ty, tx = top // w, top % w
+            lo, hi = flat.min(dim=1).values[:, None, None], flat.max(dim=1).values[:, None, None]
+            peak = (maps == hi).double()  # the maximum's plateau (bilinear upsampling makes flat corners)
+            ty = torch.floor((peak * ys).sum(dim=(1, 2)) / peak.sum(dim=(1, 2))).long().cpu().numpy()
+            tx = torch.floor((peak * xs).sum(dim=(1, 2)) / peak.sum(dim=(1, 2))).long().cpu().numpy()
             b = box[rows]
             pointing[rows] = (tx >= b[:, 0]) & (tx < b[:, 2]) & (ty >= b[:, 1]) & (ty < b[:, 3])
-            lo, hi = flat.min(dim=1).values[:, None, None], flat.max(dim=1).values[:, None, None]
             span = hi - lo
             norm = torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, 1), torch.zeros_like(maps))
             on = norm >= threshold

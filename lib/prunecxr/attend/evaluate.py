@@ -15,9 +15,10 @@ from .. import artifacts, inference, paths, published
 from ..analysis import forgetting
 from .arms import arm_run
 from .cam import localization_scores
-from .compare import BASELINE
+from .compare import BASELINE, DIFFERENCE_COLUMNS
 
-__all__ = ["ALL_CLASSES", "RAREST", "classification_table", "forgetting_table", "htl_table",
+__all__ = ["ALL_CLASSES", "RAREST", "all_differences", "classification_table", "forgetting_table", "has_locations",
+           "htl_table", "shown_classes",
            "forgetting_correlations", "localization_table", "rarest_classes", "write_table"]
 
 #: the ``class`` of rows that aggregate every class (mean AP; every scored finding)
@@ -159,3 +160,27 @@ def forgetting_correlations(table: pd.DataFrame) -> pd.DataFrame:
               for arm, part in table.groupby("arm", sort=False)]
     out = pd.concat(frames, ignore_index=True)
     return out[["arm", *[c for c in out.columns if c != "arm"]]]
+
+
+def has_locations(run: str) -> bool:
+    """Whether ``run`` knows where its findings are drawn (``locations.parquet``: phantom runs).
+
+    Real NIH images would be scored against NIH's public boxes (``BBox_List_2017.csv``); that
+    reader is not implemented yet, so localization is scored on phantom runs only.
+    """
+    return paths.run_paths(run).locations.exists()
+
+
+def all_differences(*parts: pd.DataFrame | None) -> pd.DataFrame:
+    """The paired-difference tables of every quantity, in one (``attend/differences.parquet``)."""
+    frames = [p for p in parts if p is not None and len(p)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+
+
+def shown_classes(run: str) -> list[str]:
+    """The aggregates, then every class from commonest to rarest in training: the x axis of the
+    differences figure."""
+    labels = artifacts.read_labels(run)
+    counts = forgetting.label_counts(labels, artifacts.class_names(labels))
+    ordered = counts.sort_values("train_count", ascending=False, kind="mergesort")["class"].tolist()
+    return [ALL_CLASSES, RAREST, *ordered]

@@ -15,7 +15,7 @@ from .. import artifacts, fmt
 from ..analysis import forgetting, pies
 from .compare import BASELINE
 
-__all__ = ["differences_display", "differences_figure", "forgetting_figure", "htl_gallery", "htl_summary",
+__all__ = ["correlations_display", "differences_display", "differences_figure", "forgetting_figure", "htl_gallery", "htl_summary",
            "localization_figure"]
 
 #: the quantities notebook 09 compares, with their names in figures
@@ -128,3 +128,12 @@ def read_table(run: str, name: str) -> pd.DataFrame:
     from .. import paths
 
     return artifacts.read_parquet(paths.run_paths(run).attend_table(name), what="notebook 09_attend")
+
+
+def correlations_display(correlations: pd.DataFrame) -> pd.DataFrame:
+    """:func:`prunecxr.attend.evaluate.forgetting_correlations` as text, one row per arm and quantity."""
+    from .. import stats
+
+    shown = stats.correlation_display(correlations.drop(columns="arm"))
+    shown.insert(0, "arm", correlations["arm"].to_numpy())
+    return shown
