@@ -52,14 +52,10 @@ def htl_table(run: str, posthoc: pd.DataFrame | None, arms: Sequence[str], seeds
     for arm in arms:
         rp = paths.run_paths(arm_run(run, arm))
         for seed in seeds:
-            epoch = 0
-            while epoch < 10_000:
-                path = rp.attend_epoch(seed, epoch)
-                if path.exists():
-                    frames.append(artifacts.read_parquet(path).assign(source=arm, seed=seed, epoch=epoch))
-                elif epoch > 1:
-                    break
-                epoch += 1
+            found = rp.attend_epoch(seed, 0).parent.glob(f"seed-{int(seed)}-epoch-*.parquet")
+            for epoch in sorted(int(p.stem.rsplit("-", 1)[1]) for p in found):
+                frames.append(artifacts.read_parquet(rp.attend_epoch(seed, epoch)).assign(
+                    source=arm, seed=seed, epoch=epoch))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["image_id", "spearman", "htl", "source", "seed", "epoch"])
     out["seed"] = out["seed"].astype("Int64")
