@@ -39,6 +39,8 @@ PLACEHOLDERS = {
     "run": r"[A-Za-z0-9][A-Za-z0-9._-]*",
     "method": r"[a-z0-9][a-z0-9_]*",
     "s": r"\d+",
+    "e": r"\d+",
+    "arm": r"[a-z_]+",
     "r": r"\d+",
     "notebook": r"\d{2}_[A-Za-z0-9_]+",
     "stage": r"\d{2}_[A-Za-z0-9_]+",

@@ -1,4 +1,4 @@
-"""The whole pipeline: the eight notebooks through the runner's CLI on the smoke profile.
+"""The whole pipeline: every notebook through the runner's CLI on the smoke profile.
 
 Checks every artifact of docs/artifacts.md for the smoke run, the figures (HTML + CSV, and PNG
 where a Chrome exists), the executed notebooks and their offline HTML exports, the run
@@ -17,7 +17,7 @@ import pytest
 from prunecxr import artifacts, config, console, figures, fmt, paths, provenance, report
 
 NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
-             "06_pies", "07_reader_study", "08_compression", "10_controlled"]
+             "06_pies", "07_reader_study", "08_compression", "09_attend", "10_controlled"]
 PROFILE = config.load_profile("smoke")
 RUN = PROFILE["run"]
 
@@ -317,3 +317,29 @@ def test_controlled_experiment_answers_from_both_runs(smoke_run, tmp_path, monke
         controlled.check_runs("other", RUN)
     with pytest.raises(FileNotFoundError, match="run 'missing' does not exist"):
         controlled.check_runs("missing", RUN)
+
+
+def test_attend_artifacts(rp):
+    """Notebook 09: HTL sets of the documented size, every arm a run of its own, paired tables."""
+    from prunecxr.analysis.pies import n_pies
+    from prunecxr.attend import arm_run
+
+    arms, n_seeds, fraction = PROFILE["attend_arms"], PROFILE["attend_seeds"], PROFILE["htl_fraction"]
+    labels = pd.read_parquet(rp.labels)
+    n_train = int((labels["split"] == "train").sum())
+    htl = pd.read_parquet(rp.attend_table("htl"))
+    posthoc = htl[htl["source"] == "posthoc"]
+    assert len(posthoc) == n_train and int(posthoc["htl"].sum()) == n_pies(n_train, fraction)
+    weighed = htl[htl["source"] != "posthoc"].groupby(["source", "seed", "epoch"])["htl"]
+    assert set(weighed.sum()) == {n_pies(n_train, fraction)} and set(weighed.size()) == {n_train}
+    for arm in arms:
+        arm_rp = paths.run_paths(arm_run(RUN, arm))
+        assert artifacts.trained_seeds(arm_run(RUN, arm)) == list(range(n_seeds))
+        assert arm_rp.metrics(PROFILE["method"]).exists()
+        assert artifacts.read_json(arm_rp.run_json)["attend"] == {"parent": RUN, "arm": arm}
+    diff = pd.read_parquet(rp.attend_table("differences"))
+    assert set(diff["arm"]) == set(arms) and set(diff["quantity"]) == {"ap", "pointing", "iou"}
+    assert (diff["n_seeds"] == n_seeds).all()
+    assert np.isfinite(diff.loc[(diff["class"] == "(all classes)") & (diff["quantity"] == "ap"), "p_value"]).all()
+    for name in ("attend_differences", "attend_localization", "attend_forgetting"):
+        assert (rp.figures / f"{name}.csv").exists(), name

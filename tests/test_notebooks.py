@@ -1,6 +1,6 @@
 """The notebooks as stored in git: thin, parameterised, without outputs.
 
-* the eight notebooks 01_data … 08_compression exist;
+* the notebooks 01_data … 10_controlled exist;
 * they are stored without outputs or execution counts;
 * their first code cell is tagged ``parameters`` and holds ``name: type = literal  # comment``
   lines only, declaring ``run``; their defaults are the ``default`` profile's values;
@@ -17,7 +17,7 @@ import pytest
 from prunecxr import config, paths, runner, stages
 
 EXPECTED = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
-            "06_pies", "07_reader_study", "08_compression", "10_controlled"]
+            "06_pies", "07_reader_study", "08_compression", "09_attend", "10_controlled"]
 NOTEBOOKS_DIR = paths.notebooks_dir()
 PRESENT = sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 #: IPython syntax that is not Python: magics, shell escapes, help

@@ -202,6 +202,21 @@ class RunPaths:
             raise ValueError(f"unknown interval stage {stage!r}; choose one of {list(INTERVAL_STAGES)}")
         return self.analysis_dir(method) / f"intervals_{stage}.parquet"
 
+    # -- notebook 09 (attend) -------------------------------------------------------
+    @property
+    def attend_dir(self) -> Path:
+        """Notebook 09's tables (``attend/``)."""
+        return self.root / "attend"
+
+    def attend_table(self, name: str) -> Path:
+        """``attend/<name>.parquet``: ``htl``, ``classification``, ``localization``, ``differences``,
+        ``forgetting``."""
+        return self.attend_dir / f"{check_method_name(name)}.parquet"
+
+    def attend_epoch(self, seed: int, epoch: int) -> Path:
+        """An attended arm's record of the images it weighed in one epoch (0-based) of one seed."""
+        return self.attend_dir / "work" / f"seed-{int(seed)}-epoch-{int(epoch)}.parquet"
+
     @property
     def deployment(self) -> Path:
         """Notebook 08's deployment table: measured size, MACs, latency and AP per method and level."""

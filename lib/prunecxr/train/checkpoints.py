@@ -109,8 +109,9 @@ def train_meta(config: TrainConfig, num_classes: int, image_shape: tuple[int, in
 
 def check_meta(found: dict[str, Any], expected: dict[str, Any], where) -> None:
     """Refuse to continue ``where``'s population with another recipe or other data."""
-    for key in ("config", "num_classes", "image_shape"):
-        old, new = found.get(key), expected[key]
+    keys = ("config", "num_classes", "image_shape") + (("attention",) if "attention" in {*found, *expected} else ())
+    for key in keys:
+        old, new = found.get(key), expected.get(key)
         if key == "config" and isinstance(old, dict):
             diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
             if diff:

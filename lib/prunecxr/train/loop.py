@@ -38,7 +38,7 @@ from .recipe import (
     uses_channels_last,
 )
 
-__all__ = ["train_epoch", "train_seed", "validate"]
+__all__ = ["check_weights", "train_epoch", "train_seed", "validate", "weighted_bce"]
 
 
 def train_seed(
@@ -52,8 +52,16 @@ def train_seed(
     device: torch.device,
     progress: bool,
     report,
+    weigher=None,
 ) -> checkpoints.SeedState:
     """Train (or resume) seed ``seed`` until it is final; return its record.
+
+    ``weigher``, when given, is called as ``weigher(net, seed, epoch)`` at the start of every
+    epoch (``epoch`` 0-based) and returns the loss weights of that epoch's training images
+    (``[N]`` or ``[N, C]``, see :func:`train_epoch`) or None. It must be a function of the
+    weights it is given, the seed and the epoch only (:mod:`prunecxr.attend.weights`), so
+    that a resumed seed draws the same weights as an uninterrupted one; it must not draw from
+    the seed's data generator, so that the data order stays the seed's.
 
     After every epoch the seed's resume point and history are written
     (:func:`prunecxr.train.checkpoints.save_progress`); once early stopping ends it or
@@ -79,9 +87,11 @@ def train_seed(
     try:
         while True:
             t0 = time.perf_counter()
+            weights = None if weigher is None else weigher(net, seed, rec.epoch)
             net.train(not (config.bn_eval_compat and rec.epoch >= 1))
             train_loss = train_epoch(net, optimizer, train, rec.generator, config=config, device=device,
-                                     progress=progress, desc=f"{label} epoch {rec.epoch + 1}", epoch=rec.epoch)
+                                     progress=progress, desc=f"{label} epoch {rec.epoch + 1}", epoch=rec.epoch,
+                                     weights=weights)
             val_loss, val_ap = validate(net, val, batch_size=config.batch_size, device=device,
                                         precision=resolve_precision(config.precision, device))
             seconds = time.perf_counter() - t0
@@ -124,11 +134,18 @@ def _match_layouts(optimizer) -> None:
 
 
 def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.Generator, *,
-                config: TrainConfig, device: torch.device, progress: bool, desc: str, epoch: int = 0) -> float:
+                config: TrainConfig, device: torch.device, progress: bool, desc: str, epoch: int = 0,
+                weights: torch.Tensor | None = None) -> float:
     """Epoch ``epoch`` (0-based) over ``train`` in the order and with the augmentation
     ``generator`` draws, each step at the schedule's learning rate.
 
-    Returns the mean binary cross-entropy over the epoch's images and classes.
+    ``weights`` (optional) weighs each training image's loss: float ``[N]`` (one weight per
+    image, :mod:`prunecxr.attend`'s hard-to-learn images) or ``[N, C]`` (one per image and
+    class: class-balanced weighting), rows in the order of ``train``. A step's loss is then
+    ``mean_{i, c}(w_ic · BCE(logit_ic, y_ic))`` over the batch (:func:`weighted_bce`);
+    without weights it is the plain mean binary cross-entropy, computed exactly as before.
+
+    Returns the mean (weighted) binary cross-entropy over the epoch's images and classes.
     """
     size, bsz = len(train), config.batch_size
     precision = resolve_precision(config.precision, device)
@@ -137,6 +154,8 @@ def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.
     if config.augment:
         flip, angle = (t.to(device) for t in draw_augmentation(size, generator))
     perm_dev = perm.to(device)
+    if weights is not None:
+        weights = check_weights(weights, len(train), train.labels.shape[1]).to(device)
     cl = uses_channels_last(device)
     total = torch.zeros((), dtype=sum_dtype(device), device=device)
     steps = math.ceil(size / bsz)
@@ -155,7 +174,10 @@ def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.
                     group["lr"] = learning_rate(config, epoch * steps + step, total_steps)
             with autocast(device, precision):
                 logits = net(models.preprocess(images, channels_last=cl))
-            loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+            if weights is None:
+                loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+            else:
+                loss = weighted_bce(logits.float(), labels, weights[perm_dev[sl]])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -166,6 +188,26 @@ def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.
     finally:
         batches.close()
     return float(total.double().cpu()) / size
+
+
+def check_weights(weights, n_images: int, n_classes: int) -> torch.Tensor:
+    """``weights`` as a float32 tensor ``[n_images]`` or ``[n_images, n_classes]``, finite and
+    non-negative; a clear error naming the shape or value otherwise."""
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    if w.shape not in ((n_images,), (n_images, n_classes)):
+        raise ValueError(f"loss weights must have shape ({n_images},) or ({n_images}, {n_classes}); "
+                         f"got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError(f"loss weights must be finite and non-negative; got min {float(w.min())}")
+    return w
+
+
+def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``mean_{i, c}(w_ic · BCE(logit_ic, y_ic))`` for ``logits``/``labels`` ``[B, C]`` and
+    ``weights`` ``[B]`` (broadcast over classes) or ``[B, C]``."""
+    per = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    w = weights[:, None] if weights.dim() == 1 else weights
+    return (per * w).mean()
 
 
 @torch.no_grad()

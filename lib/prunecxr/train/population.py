@@ -75,6 +75,8 @@ def fit_population(
     ray_address: str = "",
     gpus_per_model: float = 1.0,
     progress: bool = True,
+    weigher=None,
+    attention: dict | None = None,
 ) -> pd.DataFrame:
     """Train (or resume) one model per seed on in-memory or memory-mapped arrays.
 
@@ -98,6 +100,10 @@ def fit_population(
         cluster started on this machine for this call.
     gpus_per_model : with Ray on GPUs, the GPU share of each task (0.25: four models per GPU).
     progress : show tqdm bars (seeds, epochs, batches) with the losses.
+    weigher : optional per-epoch loss weights of the training images
+        (:func:`prunecxr.train.loop.train_seed`); sequential populations only.
+    attention : what ``weigher`` does, as a JSON-able dict; recorded in ``train.json``
+        (``attention``), and a population continues only with the same one.
 
     Returns
     -------
@@ -119,9 +125,14 @@ def fit_population(
         )
     if classes is not None and len(classes) != train_labels.shape[1]:
         raise ValueError(f"{len(classes)} class names for {train_labels.shape[1]} label columns")
+    if weigher is not None and population != "sequential":
+        raise ValueError(f"population={population!r}: weighted (attended) training runs its seeds one "
+                         "after another in this process; set population = 'sequential'")
     rp = paths.run_paths(run)
     meta = checkpoints.train_meta(config, int(train_labels.shape[1]),
                                   (int(train_images.shape[1]), int(train_images.shape[2])))
+    if attention is not None:
+        meta["attention"] = attention
     final_before = {s for s in seeds if rp.checkpoint(s).exists()}
     pending = [s for s in seeds if s not in final_before]
     record, started = checkpoints.read_record(run), checkpoints.started_seeds(run)
@@ -179,7 +190,7 @@ def fit_population(
             with deterministic(dev), runtime.num_threads(n_threads):
                 for seed in pending:
                     train_seed(seed, train, val, config=config, meta=meta, rp=rp, device=dev,
-                               progress=progress, report=report)
+                               progress=progress, report=report, weigher=weigher)
 
     rows = []
     for s in seeds:
