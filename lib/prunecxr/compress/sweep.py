@@ -40,7 +40,7 @@ from torch import nn
 from .. import artifacts, cluster, data, inference, paths, runtime
 from ..levels import axis as level_axis
 from .compressor import CalibrationSet
-from .methods import METHODS, check_method, pruned_magnitudes
+from .methods import METHODS, ORIGINS, check_method, pruned_magnitudes
 from .recovery import Recovery, recovered_model
 
 
@@ -121,7 +121,7 @@ def store_summary(run: str, methods: Sequence[str]) -> pd.DataFrame:
         row.update({
             "test images": probs.shape[2],
             "classes": len(meta["classes"]),
-            "description": METHODS[method].description,
+            "description": METHODS[method].description if method in METHODS else meta.get("origin", ""),
         })
         rows.append(row)
     return pd.DataFrame(rows)
@@ -351,7 +351,7 @@ def sweep_method(
         blocks = (_finished_block(run, method, s, records[s], final) for s in seeds)
         artifacts.write_store(
             run, method, seeds=seeds, levels=level_list, level_name=entry.level_name, classes=classes,
-            n_test=n_test, blocks=blocks, recover=recovery.kind,
+            n_test=n_test, blocks=blocks, recover=recovery.kind, origin=ORIGINS.get(method),
         )
     for partial in work.glob("seed-*.npy"):
         partial.unlink()
@@ -406,7 +406,10 @@ def run_sweep(
     run : str
         A run whose models notebook 02_train has trained.
     methods : list of str
-        Keys of :data:`prunecxr.compress.methods.METHODS`.
+        Keys of :data:`prunecxr.compress.methods.METHODS`, names of installed packages'
+        methods (entry point group ``prunecxr.methods``) or ``"module:function"`` of the
+        user's code (:func:`prunecxr.compress.methods.check_method`); the returned dict
+        names each by its registry name.
     sparsities, bits, channel_fractions : lists of levels
         The levels of each axis (:mod:`prunecxr.levels`), in compression order and starting
         with the dense model's (0.0, 32 bits, 0.0), the baseline of every comparison. Each
