@@ -78,6 +78,11 @@ def _row(index: int) -> str:
     return f"row {index + 1}"
 
 
+def _show(value: Any) -> str:
+    """A cell's value as Python writes it (NumPy scalars as plain numbers)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV (``.csv``, ``.csv.gz``) or parquet (``.parquet``, ``.pq``) table; ids kept as text."""
     path = Path(path).expanduser()
@@ -98,7 +103,7 @@ def _numbers(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     bad = np.flatnonzero(np.isnan(values) & frame[column].notna().to_numpy())
     if bad.size:
         i = int(bad[0])
-        raise InterchangeError(f"{path}: {_row(i)}, column {column!r} holds {frame[column].iloc[i]!r}, not a number")
+        raise InterchangeError(f"{path}: {_row(i)}, column {column!r} holds {_show(frame[column].iloc[i])}, not a number")
     return values
 
 
@@ -126,14 +131,14 @@ def read_labels_file(path: str | Path) -> pd.DataFrame:
         first = int(np.flatnonzero(dup)[0])
         second = int(np.flatnonzero(dup & (ids == ids.iloc[first]).to_numpy())[1])
         raise InterchangeError(
-            f"{path}: image_id {ids.iloc[first]!r} appears twice ({_row(first)} and {_row(second)})"
+            f"{path}: image_id {_show(ids.iloc[first])} appears twice ({_row(first)} and {_row(second)})"
         )
     if "split" in frame.columns:
         split = frame["split"].astype(str)
         bad = np.flatnonzero(~split.isin(SPLITS).to_numpy())
         if bad.size:
             i = int(bad[0])
-            raise InterchangeError(f"{path}: {_row(i)} has split {frame['split'].iloc[i]!r}; use one of {list(SPLITS)}")
+            raise InterchangeError(f"{path}: {_row(i)} has split {_show(frame['split'].iloc[i])}; use one of {list(SPLITS)}")
     else:
         split = pd.Series(["test"] * len(frame))
     if not (split == "test").any():
@@ -148,7 +153,7 @@ def read_labels_file(path: str | Path) -> pd.DataFrame:
         bad = np.flatnonzero(~np.isin(values, (0.0, 1.0)))
         if bad.size:
             i = int(bad[0])
-            raise InterchangeError(f"{path}: {_row(i)}, class {name!r} holds {frame[name].iloc[i]!r}; labels must be 0 or 1")
+            raise InterchangeError(f"{path}: {_row(i)}, class {name!r} holds {_show(frame[name].iloc[i])}; labels must be 0 or 1")
         out[str(name)] = values.astype(np.int8)
     return out
 
@@ -186,31 +191,31 @@ def _read_long(path: Path, labels: pd.DataFrame, level_name: str, labels_name: s
     bad = np.flatnonzero(np.isnan(seeds) | (seeds < 0) | (seeds != np.floor(seeds)))
     if bad.size:
         i = int(bad[0])
-        raise InterchangeError(f"{path}: {_row(i)} has seed {frame['seed'].iloc[i]!r}; seeds are non-negative integers")
+        raise InterchangeError(f"{path}: {_row(i)} has seed {_show(frame['seed'].iloc[i])}; seeds are non-negative integers")
     level_values = _numbers(frame, "level", path)
     for i, value in enumerate(level_values):
         try:
-            axis.check_level(value, name="level")
+            axis.check_level(float(value), name="level")
         except ValueError as err:
             raise InterchangeError(f"{path}: {_row(i)}: {err}") from None
     prob = _numbers(frame, "prob", path)
     bad = np.flatnonzero(~((prob >= 0) & (prob <= 1)))  # NaN fails both
     if bad.size:
         i = int(bad[0])
-        raise InterchangeError(f"{path}: {_row(i)} has prob {frame['prob'].iloc[i]!r}; a probability is a number in [0, 1]")
+        raise InterchangeError(f"{path}: {_row(i)} has prob {_show(frame['prob'].iloc[i])}; a probability is a number in [0, 1]")
     image = frame["image_id"].astype(str)
     cls = frame["class"].astype(str)
     unknown = np.flatnonzero(~cls.isin(classes).to_numpy())
     if unknown.size:
         i = int(unknown[0])
-        raise InterchangeError(f"{path}: {_row(i)} names the class {cls.iloc[i]!r}, which {labels_name} does not have ({classes})")
+        raise InterchangeError(f"{path}: {_row(i)} names the class {_show(cls.iloc[i])}, which {labels_name} does not have ({classes})")
     outside = np.flatnonzero(~image.isin(test_ids).to_numpy())
     if outside.size:
         i = int(outside[0])
         where = labels.loc[labels["image_id"] == image.iloc[i], "split"]
         why = f"a {where.iloc[0]} image there" if len(where) else "not in it"
         raise InterchangeError(
-            f"{path}: {_row(i)} has image_id {image.iloc[i]!r}, which is not a test image of {labels_name} ({why})"
+            f"{path}: {_row(i)} has image_id {_show(image.iloc[i])}, which is not a test image of {labels_name} ({why})"
         )
     key = pd.DataFrame({"seed": seeds.astype(np.int64), "level": level_values, "image_id": image, "class": cls})
     dup = key.duplicated(keep=False).to_numpy()
@@ -220,8 +225,8 @@ def _read_long(path: Path, labels: pd.DataFrame, level_name: str, labels_name: s
         second = int(np.flatnonzero(same)[1])
         r = key.iloc[first]
         raise InterchangeError(
-            f"{path}: {_row(first)} and {_row(second)} both give seed {r['seed']}, level {r['level']!r}, "
-            f"image {r['image_id']!r}, class {r['class']!r}; each must appear once"
+            f"{path}: {_row(first)} and {_row(second)} both give seed {r['seed']}, level {_show(r['level'])}, "
+            f"image {_show(r['image_id'])}, class {_show(r['class'])}; each must appear once"
         )
     _check_class_order(list(pd.unique(cls)), classes, str(path), labels_name)
 
