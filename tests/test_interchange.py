@@ -2,10 +2,6 @@
 and its command line."""
 
 import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -233,18 +229,18 @@ def test_a_run_with_labels_refuses_other_labels(files):
     assert not paths.run_paths("mine").prune_dir("third").exists()
 
 
-def test_the_import_command(files, prunecxr_home):
+def test_the_import_command(files, prunecxr_home, capsys):
+    from prunecxr.__main__ import main
+
     tmp_path, _, preds = files
     path = write(tmp_path, preds)
-    env = dict(os.environ, PRUNECXR_HOME=str(prunecxr_home))
     bad = preds.copy()
     bad.loc[1, "prob"] = 2.0
-    command = [sys.executable, "-m", "prunecxr", "import", "--run", "cli", "--labels", str(tmp_path / "labels.csv")]
-    proc = subprocess.run([*command, "--predictions", str(write(tmp_path, bad, "bad.csv"))],
-                          env=env, capture_output=True, text=True)
-    assert proc.returncode == 2 and "bad.csv: row 2 has prob 2.0" in proc.stderr
+    command = ["import", "--run", "cli", "--labels", str(tmp_path / "labels.csv")]
+    assert main([*command, "--predictions", str(write(tmp_path, bad, "bad.csv"))]) == 2
+    assert "bad.csv: row 2 has prob 2.0" in capsys.readouterr().err
     assert not (prunecxr_home / "runs" / "cli").exists()
-    proc = subprocess.run([*command, "--predictions", str(path), "--method", "mine"], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "--notebooks 04-07" in proc.stdout
+    assert main([*command, "--predictions", str(path), "--method", "mine"]) == 0
+    assert "--notebooks 04-07" in capsys.readouterr().out
     assert (prunecxr_home / "runs" / "cli" / "prune" / "mine" / "metrics.parquet").exists()
+    assert "profile" not in artifacts.read_run("cli")
