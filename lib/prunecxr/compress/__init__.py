@@ -25,7 +25,7 @@ Fig. 1's statistics read these files without torch: :mod:`prunecxr.analysis.over
 """
 
 from . import compressor, deploy, evaluate, importer, interchange, methods, quantize, recovery, structured, sweep
-from .compressor import CalibrationSet, CompressionMethod
+from .compressor import CalibrationSet, CompressionMethod, UnsupportedModel
 from .evaluate import compute_metrics, write_all_metrics, write_method_metrics
 from .importer import check_import_methods, import_predictions
 from .deploy import deployment_table, tradeoff_figure
@@ -69,6 +69,7 @@ __all__ = [
     "Pruner",
     "PruningMethod",
     "Recovery",
+    "UnsupportedModel",
     "calibration_set",
     "check_import_methods",
     "check_method",
