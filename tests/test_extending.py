@@ -168,3 +168,48 @@ def test_timm_models_train_a_smoke_seed_and_are_pruned(model, tmp_path, monkeypa
         assert "\n" not in message and message.startswith("channel pruning cannot prune VisionTransformer: it has ")
         with pytest.raises(compress.UnsupportedModel, match=r"^int8_ptq cannot quantize VisionTransformer: torch.fx"):
             compress.run_sweep("arch", methods=["int8_ptq"], bits=[32, 8], device="cpu", progress=False)
+
+
+# -- the page's examples -------------------------------------------------------------------
+def page_blocks(text):
+    """The ``python`` and ``bash`` blocks of docs/extending.md, in order: (language, code)."""
+    return re.findall(r"^```(python|bash)\n(.*?)^```", text, flags=re.M | re.S)
+
+
+def test_page_blocks_are_found():
+    blocks = page_blocks("text\n```python\nx = 1\n```\n```console\nnot run\n```\n```bash\necho 2\n```\n")
+    assert blocks == [("python", "x = 1\n"), ("bash", "echo 2\n")]
+
+
+def test_the_pages_examples_run(tmp_path):
+    """Every python and bash block of docs/extending.md, in order, in one folder (consecutive
+    python blocks in one interpreter, each in a fresh namespace)."""
+    blocks = page_blocks(DOC.read_text())
+    assert len(blocks) >= 8
+    lib = str(paths.project_root() / "lib")
+    env = dict(os.environ, PRUNECXR_HOME=str(tmp_path / "home"), PRUNECXR_CACHE=str(tmp_path / "home" / "cache"),
+               PYTHONPATH=os.pathsep.join([str(tmp_path), lib, os.environ.get("PYTHONPATH", "")]),
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    steps = []  # (language, [(block number, code)])
+    for i, (language, code) in enumerate(blocks):
+        first = code.splitlines()[0]
+        if language == "python" and re.fullmatch(r"# [\w.]+\.py", first):
+            (tmp_path / first[2:]).write_text(code)
+        elif steps and language == "python" == steps[-1][0]:
+            steps[-1][1].append((i, code))
+        else:
+            steps.append((language, [(i, code)]))
+    for language, group in steps:
+        if language == "python":
+            runner = "".join(
+                f"exec(compile({code!r}, 'docs/extending.md block {i}', 'exec'), {{'__name__': '__main__'}})\n"
+                for i, code in group)
+            command = [sys.executable, "-c", runner]
+        else:
+            command = ["bash", "-e", "-c", group[0][1]]
+        proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        shown = "\n".join(code for _, code in group)
+        assert proc.returncode == 0, f"{language}:\n{shown}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    store = tmp_path / "home" / "runs" / "mine" / "prune" / "my_model"
+    assert (store / "metrics.parquet").exists()
+    assert artifacts.read_json(store / "meta.json")["seeds"] == [0, 1, 2]

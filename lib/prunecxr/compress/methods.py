@@ -498,7 +498,7 @@ class Pruner:
         self.dense = [p.detach().clone() for p in self.params]
         magnitudes = _flat_magnitudes(self.params, self.names)
         device = self.params[0].device
-        self.plan = METHODS[method].plan(magnitudes, self.sizes, seed=self.seed, device=device)
+        self.plan = METHODS[self.method].plan(magnitudes, self.sizes, seed=self.seed, device=device)
 
     def mask(self, sparsity: float) -> np.ndarray:
         """Flat boolean mask over the pruned set (True = pruned), shape ``(n,)``."""
