@@ -213,3 +213,79 @@ def test_the_pages_examples_run(tmp_path):
     store = tmp_path / "home" / "runs" / "mine" / "prune" / "my_model"
     assert (store / "metrics.parquet").exists()
     assert artifacts.read_json(store / "meta.json")["seeds"] == [0, 1, 2]
+
+
+# -- done when: predictions of a model the project did not train, through notebooks 04-07 ---
+def logistic_regression_predictions(folder):
+    """scikit-learn's logistic regression per class on flattened 16 px phantom images; three
+    seeds (bootstrap resamples of the training images), each compressed by coefficient
+    magnitude pruning at three levels of its own. Writes labels.csv and predictions.parquet."""
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # classes without positives among so few patients
+        data.prepare_run("pixels", dataset="nih-phantom", resolution=16, max_patients=150)
+    table = artifacts.read_labels("pixels")
+    classes = artifacts.class_names(table)
+    train_split, test_split = data.open_split("pixels", "train"), data.open_split("pixels", "test")
+    x_train = np.asarray(train_split.images, dtype=np.float64).reshape(len(train_split), -1) / 255
+    x_test = np.asarray(test_split.images, dtype=np.float64).reshape(len(test_split), -1) / 255
+    y_train = np.asarray(train_split.labels)
+    test_ids = table.loc[table["split"] == "test", "image_id"].to_numpy()
+    frames = []
+    for seed in range(3):
+        rows = np.random.default_rng(seed).integers(0, len(x_train), len(x_train))
+        fits = []
+        for j in range(len(classes)):
+            y = y_train[rows, j]
+            fits.append(LogisticRegression(C=1.0, max_iter=300).fit(x_train[rows], y) if 0 < y.sum() < len(y)
+                        else float(y.mean()))
+        for level in (0.0, 0.5, 0.9):  # the fraction of each class's coefficients set to 0
+            probs = np.empty((len(x_test), len(classes)))
+            for j, fit in enumerate(fits):
+                if isinstance(fit, float):
+                    probs[:, j] = fit
+                    continue
+                coef = fit.coef_[0].copy()
+                coef[np.argsort(np.abs(coef), kind="stable")[: round(level * coef.size)]] = 0
+                probs[:, j] = 1 / (1 + np.exp(-(x_test @ coef + fit.intercept_[0])))
+            frames.append(pd.DataFrame({
+                "seed": seed, "level": level, "image_id": np.repeat(test_ids, len(classes)),
+                "class": np.tile(classes, len(test_ids)), "prob": probs.reshape(-1),
+            }))
+    pd.concat(frames, ignore_index=True).to_parquet(folder / "predictions.parquet", index=False)
+    table.drop(columns="patient_id").to_csv(folder / "labels.csv", index=False)
+    return classes
+
+
+@pytest.mark.slow
+def test_predictions_of_a_model_we_did_not_train_go_through_notebooks_04_to_07(tmp_path, monkeypatch):
+    classes = logistic_regression_predictions(tmp_path)
+    home = tmp_path / "home"
+    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "prunecxr", *args], cwd=paths.project_root(), env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        return proc
+
+    cli("import", "--predictions", str(tmp_path / "predictions.parquet"), "--labels", str(tmp_path / "labels.csv"),
+        "--run", "logreg", "--method", "logreg_coef_l1")
+    cli("run", "--profile", "smoke", "--run", "logreg", "--notebooks", "04-07", "-p", "method=logreg_coef_l1")
+
+    rp = paths.RunPaths("logreg", home)
+    assert pd.read_parquet(rp.labels)[classes].shape[1] == len(classes)
+    curves = pd.read_parquet(rp.forgettability("logreg_coef_l1"))
+    assert curves["sparsity"].unique().tolist() == [0.0, 0.5, 0.9]
+    assert pd.read_parquet(rp.class_summary("logreg_coef_l1"))["train_count"].sum() > 0
+    assert pd.read_parquet(rp.pairs("logreg_coef_l1"))["fcd"].notna().any()
+    assert pd.read_parquet(rp.pies("logreg_coef_l1"))["is_pie"].any()
+    assert (rp.root / "reader_study" / "tests.parquet").exists()
+    for name in ("fig2_forgettability", "fig3_frequency", "fig4_cooccurrence", "fig5_pies", "fig6_reader_study"):
+        assert (rp.figures / f"{name}.html").exists(), name
+    index = (rp.reports / "index.html").read_text()
+    assert "logreg" in index and all((rp.reports / f"{nb}.html").exists()
+                                     for nb in ("04_class_forgetting", "05_cooccurrence", "06_pies", "07_reader_study"))
+    meta = artifacts.read_json(rp.prune_meta("logreg_coef_l1"))
+    assert meta["origin"].endswith("predictions.parquet") and meta["seeds"] == [0, 1, 2]
