@@ -129,6 +129,7 @@ def test_a_method_by_module_function_and_its_refusals(in_run, tmp_path, monkeypa
         meta = artifacts.read_meta("ext", "mine_l1")
         assert meta["origin"] == "module:function my_methods:smallest_first"
         assert compress.store_name("my_methods:smallest_first") == "mine_l1"
+        assert compress.methods.portable_name("mine_l1") == "my_methods:smallest_first"  # what a Ray task loads
         for spec, match in [("my_methods:clash", "names its method 'random', a built-in method's name"),
                             ("my_methods:not_a_method", "gave a int; a method is a prunecxr.compress.PruningMethod"),
                             ("my_methods:missing", "cannot import 'missing' from 'my_methods'"),
@@ -289,3 +290,13 @@ def test_predictions_of_a_model_we_did_not_train_go_through_notebooks_04_to_07(t
                                      for nb in ("04_class_forgetting", "05_cooccurrence", "06_pies", "07_reader_study"))
     meta = artifacts.read_json(rp.prune_meta("logreg_coef_l1"))
     assert meta["origin"].endswith("predictions.parquet") and meta["seeds"] == [0, 1, 2]
+
+
+def test_the_methods_command_lists_installed_methods(installed_example, capsys):
+    from prunecxr.__main__ import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "global_l1" in out and "built in" in out
+    assert "blockwise_l1" in out and "(prunecxr-blockprune 0.1.0)" in out
+    assert compress.methods.portable_name("blockwise_l1") == "blockwise_l1"

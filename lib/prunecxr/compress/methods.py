@@ -435,6 +435,15 @@ def store_name(method: str) -> str:
     return check_method(method) if ":" in str(method) else method
 
 
+def portable_name(method: str) -> str:
+    """What names ``method`` in another process (a Ray task): its ``"module:function"`` if it
+    was registered so (the task registers it again), else its name (built in, or an installed
+    package's entry point, found by name)."""
+    origin = ORIGINS.get(method, "")
+    prefix = "module:function "
+    return origin[len(prefix):] if origin.startswith(prefix) else method
+
+
 def available_methods() -> dict[str, str]:
     """Every method this process can run: name → where it comes from (entry points loaded)."""
     for name in _entry_points():

@@ -40,7 +40,7 @@ from torch import nn
 from .. import artifacts, cluster, data, inference, paths, runtime
 from ..levels import axis as level_axis
 from .compressor import CalibrationSet
-from .methods import METHODS, ORIGINS, check_method, pruned_magnitudes
+from .methods import METHODS, ORIGINS, check_method, portable_name, pruned_magnitudes
 from .recovery import Recovery, recovered_model
 
 
@@ -335,7 +335,7 @@ def sweep_method(
     unit = dict(levels=level_list, n_classes=len(classes), batch_size=batch_size, calibration=calibration,
                 recovery=recovery, step=lambda: bar.update(1))
     if on_ray is not None:
-        blocks = on_ray.blocks(sweep_seed, method, pending, **unit)
+        blocks = on_ray.blocks(sweep_seed, portable_name(method), pending, **unit)
     else:
         blocks = _blocks_here(method, pending, load_model=load_model, images=images, device=dev,
                               threads=n_threads, **unit)
