@@ -65,6 +65,9 @@ def test_analyze_on_another_axis_and_its_refusals():
     assert "bits" in result.curves.columns and "rel_change_at_extreme" in result.class_summary.columns
     assert result.pies["pie_bits"].unique().tolist() == [4.0]
     assert result.frequency_correlations["pearson_r"].isna().all()  # no training labels: no frequencies
+    other = prunecxr.analyze(probs, y, [0.0, 0.5, 0.8, 0.95], CLASSES)  # 0.9 absent: the most pruned level
+    assert other.pies["pie_sparsity"].unique().tolist() == [0.95]
+    assert other.class_summary["rel_change_at_095"].notna().all()
     with pytest.raises(ValueError, match=r"levels must start with 0.0 \(the dense model"):
         prunecxr.analyze(probs, y, [0.5, 0.6, 0.8, 0.9], CLASSES)
     with pytest.raises(ValueError, match=r"probs has shape \(3, 4, 120, 4\); expected \[3 seeds, 3 levels"):

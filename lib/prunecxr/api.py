@@ -140,8 +140,8 @@ def analyze(
     alpha, drop_threshold, fcd, cooccurrence_definition, pie_fraction
         As the notebooks' parameters (the paper's values by default).
     pie_level : float, optional
-        The compressed level compared with the dense one for PIEs: the paper's 0.9 on the
-        sparsity axis, the most compressed level on the others (default).
+        The compressed level compared with the dense one for PIEs: by default the paper's 0.9
+        on the sparsity axis when it is among the levels, else the most compressed level.
 
     Returns
     -------
@@ -178,6 +178,8 @@ def analyze(
     fit = cooccurrence.summarize(method, pairs)
     if pie_level is None:
         pie_level = axis.pie_level(level_list)
+        if not np.isclose(level_list, pie_level, atol=published.SPARSITY_ATOL, rtol=0).any():
+            pie_level = level_list[-1]  # the paper's 0.9 is not among the levels: the most compressed
     found = pies.analyze_arrays(
         method, probs, table, levels=level_list, level_name=axis.name, classes=classes,
         dense_sparsity=axis.dense, pie_sparsity=pie_level, fraction=pie_fraction, store="probs",
