@@ -271,9 +271,11 @@ def test_predictions_of_a_model_we_did_not_train_go_through_notebooks_04_to_07(t
         assert proc.returncode == 0, f"{args}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
         return proc
 
-    cli("import", "--predictions", str(tmp_path / "predictions.parquet"), "--labels", str(tmp_path / "labels.csv"),
-        "--run", "logreg", "--method", "logreg_coef_l1")
-    cli("run", "--profile", "smoke", "--run", "logreg", "--notebooks", "04-07", "-p", "method=logreg_coef_l1")
+    # notebook 03 imports them (its parameters predictions and labels_file; the command line
+    # `python -m prunecxr import` is run by the page's examples and test_interchange.py)
+    cli("run", "--profile", "smoke", "--run", "logreg", "--notebooks", "03-07", "-p", "method=logreg_coef_l1",
+        "-p", f"predictions={tmp_path / 'predictions.parquet'}", "-p", f"labels_file={tmp_path / 'labels.csv'}",
+        "-p", "methods=['logreg_coef_l1']")
 
     rp = paths.RunPaths("logreg", home)
     assert pd.read_parquet(rp.labels)[classes].shape[1] == len(classes)
@@ -283,11 +285,11 @@ def test_predictions_of_a_model_we_did_not_train_go_through_notebooks_04_to_07(t
     assert pd.read_parquet(rp.pairs("logreg_coef_l1"))["fcd"].notna().any()
     assert pd.read_parquet(rp.pies("logreg_coef_l1"))["is_pie"].any()
     assert (rp.root / "reader_study" / "tests.parquet").exists()
-    for name in ("fig2_forgettability", "fig3_frequency", "fig4_cooccurrence", "fig5_pies", "fig6_reader_study"):
+    for name in ("fig1_overall", "fig2_forgettability", "fig3_frequency", "fig4_cooccurrence", "fig5_pies", "fig6_reader_study"):
         assert (rp.figures / f"{name}.html").exists(), name
     index = (rp.reports / "index.html").read_text()
     assert "logreg" in index and all((rp.reports / f"{nb}.html").exists()
-                                     for nb in ("04_class_forgetting", "05_cooccurrence", "06_pies", "07_reader_study"))
+                                     for nb in ("03_prune", "04_class_forgetting", "05_cooccurrence", "06_pies", "07_reader_study"))
     meta = artifacts.read_json(rp.prune_meta("logreg_coef_l1"))
     assert meta["origin"].endswith("predictions.parquet") and meta["seeds"] == [0, 1, 2]
 

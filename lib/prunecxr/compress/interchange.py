@@ -193,10 +193,11 @@ def _read_long(path: Path, labels: pd.DataFrame, level_name: str, labels_name: s
         i = int(bad[0])
         raise InterchangeError(f"{path}: {_row(i)} has seed {_show(frame['seed'].iloc[i])}; seeds are non-negative integers")
     level_values = _numbers(frame, "level", path)
-    for i, value in enumerate(level_values):
+    for value in pd.unique(level_values):  # each distinct level once; the first row that holds a bad one
         try:
             axis.check_level(float(value), name="level")
         except ValueError as err:
+            i = int(np.flatnonzero((level_values == value) | (np.isnan(level_values) & np.isnan(value)))[0])
             raise InterchangeError(f"{path}: {_row(i)}: {err}") from None
     prob = _numbers(frame, "prob", path)
     bad = np.flatnonzero(~((prob >= 0) & (prob <= 1)))  # NaN fails both

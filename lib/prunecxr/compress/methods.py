@@ -20,6 +20,11 @@ set at sparsity ``s`` (:func:`n_to_prune`, torch's count):
 
 :func:`create_pruner` returns a :class:`Pruner` that writes one method's masks into a model,
 sparsity after sparsity, from the dense weights; :func:`prune_model` returns a pruned copy.
+
+Methods of the user's code join the registry with the same contract (:func:`check_method`,
+``docs/extending.md``): an installed package's entry point of group ``prunecxr.methods``, or
+``"module:function"``; :data:`ORIGINS` says where each came from, and the sweep records it in
+``meta.json`` (``origin``).
 """
 
 from __future__ import annotations
