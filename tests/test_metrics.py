@@ -65,13 +65,13 @@ def test_mean_average_precision_by_hand():
 
 
 def test_every_module_uses_the_one_implementation():
-    """Training's validation and test AP and the sweep's metrics all use prunecxr.metrics."""
+    """Training's validation and test AP, the sweep's metrics and prunecxr.analyze all use prunecxr.metrics."""
     users = []
     for info in pkgutil.walk_packages(prunecxr.__path__, "prunecxr."):
         if info.name.endswith("__main__"):
             continue
         module = importlib.import_module(info.name)
-        for name in ("ranking_metrics", "mean_average_precision"):
+        for name in ("ranking_metrics", "mean_average_precision", "compute_metrics"):
             if module is not metrics and hasattr(module, name):
                 assert getattr(module, name) is getattr(metrics, name), f"{info.name}.{name}"
                 users.append(info.name)

@@ -86,3 +86,51 @@ def test_preprocess_replicates_gray_to_normalized_rgb():
         models.preprocess(img.float())
     with pytest.raises(ValueError, match=r"\[B, H, W\]"):
         models.preprocess(torch.zeros(2, 3, 5, 5, dtype=torch.uint8))
+
+
+# -- any architecture: torchvision/<name>, timm/<name>, module:factory ----------------------
+OUTSIDE = ["torchvision/mobilenet_v3_small", "timm/vit_tiny_patch16_224", "timm/convnext_atto", "models_factory:tiny"]
+
+
+@pytest.fixture
+def factory_module(tmp_path, monkeypatch):
+    (tmp_path / "models_factory.py").write_text(
+        "import torch.nn as nn\n"
+        "def tiny(num_classes):\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n"
+        "def not_a_model(num_classes):\n"
+        "    return 'model'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", OUTSIDE)
+def test_models_from_outside_the_registry(name, factory_module):
+    if name.startswith("timm/"):
+        pytest.importorskip("timm")
+    a, b = _seeded(name, 3, 0).eval(), _seeded(name, 3, 0).eval()
+    assert models.check_model(name) == name
+    x = models.preprocess(torch.randint(0, 256, (2, 32, 32), dtype=torch.uint8))  # the run's size, not 224
+    with torch.no_grad():
+        assert a(x).shape == (2, 3)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_models_from_outside_are_checked(factory_module, tmp_path, monkeypatch):
+    for name, match in [("torchvision/not_a_net", "torchvision has no classification model 'not_a_net'"),
+                        ("nowhere_module:make", "cannot import 'make' from 'nowhere_module'"),
+                        ("resnet5O", r"unknown model 'resnet5O'; choose one of .*'timm/<name>'")]:
+        with pytest.raises(ValueError, match=match):
+            models.check_model(name)
+    with pytest.raises(ValueError, match="returned a str, not a torch.nn.Module"):
+        models.create_model("models_factory:not_a_model", 3)
+    with pytest.raises(ValueError, match="loads its own weights; set pretrained = false"):
+        models.create_model("models_factory:tiny", 3, pretrained=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(models.PretrainedWeightsMissing, match="never downloads"):
+        models.create_model("torchvision/mobilenet_v3_small", 3, pretrained=True)
+    if pytest.importorskip("timm"):
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        with pytest.raises(models.PretrainedWeightsMissing, match="timm.create_model"):
+            models.create_model("timm/convnext_atto", 3, pretrained=True)

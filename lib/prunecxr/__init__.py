@@ -2,7 +2,9 @@
 Classifiers?' (Holste et al., MICCAI 2023) as notebooks over a thin helper library.
 
 The notebooks under ``notebooks/`` call these modules; stages hand results to each other
-through the run directory (``runs/<run>/``, see the README).
+through the run directory (``runs/<run>/``, see the README). ``prunecxr.analyze(probs,
+labels, levels, classes)`` runs the analyses on arrays in memory (:mod:`prunecxr.api`,
+``docs/extending.md``).
 """
 
 from .config import finish_stage, load_profile, start_stage
@@ -17,6 +19,10 @@ def __getattr__(name: str):
     ``import prunecxr as px`` without importing plotly, torch, ... up front (PEP 562)."""
     import importlib
 
+    if name in ("analyze", "Result"):  # the analyses on arrays (prunecxr.api)
+        from . import api
+
+        return getattr(api, name)
     if name.startswith("_"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m prunecxr {run,report,profiles,check-data,provenance}`` (also ``prunecxr``).
+"""Command line: ``python -m prunecxr {run,report,profiles,check-data,calibrate-phantom,provenance,import,methods}`` (also ``prunecxr``).
 
 Examples::
 
@@ -9,6 +9,9 @@ Examples::
     python -m prunecxr check-data --dataset nih-cxr-lt --data-root /data/nih-cxr-lt
     python -m prunecxr check-data --dataset csv --data-root /data/mine --uncertain zero
     python -m prunecxr provenance figures/default/fig3_frequency.png
+    python -m prunecxr import --predictions preds.parquet --labels labels.csv --run mine --method my_pruning
+    python -m prunecxr import --release /data/nih-cxr-lt_L1-prune_preds --allow-pickle --run paper
+    python -m prunecxr methods
 
 ``make reproduce PROFILE=... RUN=... PARAMS="k=v k=v" NOTEBOOKS=03-05`` maps onto ``run``.
 Exit status: 0 on success, 1 when a notebook fails (or check-data finds problems, or
@@ -118,6 +121,34 @@ def _parser() -> argparse.ArgumentParser:
         "changed or is missing).",
     )
     prov.add_argument("file", help="a figure's .png, .html, .csv or .provenance.json")
+
+    imp = sub.add_parser(
+        "import", help="import predictions made elsewhere into a run (then run notebooks 04-07)",
+        description="Write a run's prediction store (prune/<method>/probs.npy, meta.json, "
+        "metrics.parquet), labels.parquet and data record from predictions in the interchange "
+        "layout (docs/extending.md) or from the authors' pickled release. Every file is checked "
+        "before anything is written. Then: python -m prunecxr run --run NAME --notebooks 04-07.",
+    )
+    imp.add_argument("--run", required=True, help="the run to write (created if absent)")
+    what = imp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--predictions", metavar="PATH",
+                      help="a long table (.csv, .parquet: seed, level, image_id, class, prob) or an "
+                           "array (.npy with a .json sidecar)")
+    what.add_argument("--release", metavar="DIR", help="a folder of the authors' released .pkl files")
+    imp.add_argument("--labels", default="", metavar="PATH",
+                     help="the labels table (.csv, .parquet: image_id, [split], [patient_id], one 0/1 "
+                          "column per class); may be left out when the run has labels.parquet")
+    imp.add_argument("--method", default="",
+                     help="the store's name, prune/<method>/ (default: imported; global_l1 for --release)")
+    imp.add_argument("--level-name", default="sparsity",
+                     help="the axis of the long table's levels: sparsity, bits or channel_fraction "
+                          "(default: %(default)s)")
+    imp.add_argument("--dataset", default="imported", help="the data record's dataset name (default: %(default)s)")
+    imp.add_argument("--allow-pickle", action="store_true",
+                     help="--release only: allow unpickling the release (runs code; trusted files only)")
+
+    sub.add_parser("methods", help="list the compression methods: built in, and registered by installed "
+                                   "packages (entry point group prunecxr.methods)")
     return parser
 
 
@@ -229,6 +260,48 @@ def _cmd_check_data(args) -> int:
     return 1 if problems else 0
 
 
+def _cmd_import(args) -> int:
+    import shutil
+
+    from . import config, paths, runlock
+    from .compress import evaluate, importer, interchange
+
+    try:
+        rp = paths.run_paths(paths.check_run_name(args.run))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    new_run = not rp.root.exists()
+    try:
+        runlock.acquire(args.run)
+        if args.release:
+            method = args.method or importer.PAPER_METHOD
+            path = importer.import_predictions(args.run, args.release, allow_pickle=args.allow_pickle, method=method)
+            evaluate.write_method_metrics(args.run, method)
+        else:
+            path = interchange.import_predictions(
+                args.run, args.predictions, labels=args.labels or None, method=args.method or "imported",
+                level_name=args.level_name, dataset=args.dataset,
+            )
+        config.init_run(args.run, profile=None)
+    except (ValueError, FileNotFoundError, importer.PickleOptInRequired, runlock.RunLocked) as err:
+        print(f"error: {err}", file=sys.stderr)
+        runlock.release(args.run)
+        if new_run and rp.root.exists() and {p.name for p in rp.root.iterdir()} <= {runlock.LOCK_FILE}:
+            shutil.rmtree(rp.root)  # the checks wrote nothing: leave no run behind
+        return 2
+    runlock.release(args.run)
+    print(f"wrote {path}; next: python -m prunecxr run --run {args.run} --notebooks 04-07")
+    return 0
+
+
+def _cmd_methods(args) -> int:
+    from .compress import methods
+
+    print(methods.describe_methods())
+    return 0
+
+
 #: what to do about an operating-system error, by errno
 _OS_HINTS = {
     errno.EROFS: "the file system is read-only: set PRUNECXR_HOME (and PRUNECXR_CACHE) to a writable folder",
@@ -259,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-data": _cmd_check_data,
         "calibrate-phantom": _cmd_calibrate,
         "provenance": _cmd_provenance,
+        "import": _cmd_import,
+        "methods": _cmd_methods,
     }[args.command]
     try:
         return handler(args)

@@ -447,12 +447,15 @@ def write_store(
     levels: Sequence[float] | None = None,
     level_name: str = "sparsity",
     recover: str = "none",
+    origin: str | None = None,
 ) -> Path:
     """Write ``probs.npy`` (one ``[K, N, C]`` block per seed, in order) and ``meta.json``.
 
     The K levels are ``levels`` of axis ``level_name`` (``sparsities`` is the same for a
     sparsity store, the paper's name, kept in ``meta.json``); ``recover`` says how the
-    compressed models were recovered (``none``, ``bn``, ``finetune``).
+    compressed models were recovered (``none``, ``bn``, ``finetune``); ``origin``, when
+    given, where the method or the probabilities came from (a method of the user's code, an
+    imported file), kept as ``meta.json``'s ``origin``.
 
     The array is filled in a temporary file that replaces ``probs.npy`` only when complete;
     the old ``meta.json`` is removed just before and the new one written just after, so a
@@ -495,6 +498,8 @@ def write_store(
         "recover": recover,
         "classes": [str(c) for c in classes],
     })
+    if origin is not None:
+        meta["origin"] = str(origin)
     write_json(rp.prune_meta(method), meta)
     return rp.probs(method)
 

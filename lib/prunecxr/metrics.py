@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["MissingPositivesWarning", "each_warning_once", "mean_average_precision", "ranking_metrics"]
+from . import artifacts
+
+__all__ = ["MissingPositivesWarning", "compute_metrics", "each_warning_once", "mean_average_precision", "ranking_metrics"]
 
 
 class MissingPositivesWarning(UserWarning):
@@ -166,3 +169,73 @@ def resampled_ap(y: np.ndarray, scores: np.ndarray, counts: np.ndarray, groups: 
         ap = (w_pos * (tp / np.where(seen > 0, seen, 1))).sum(axis=1, dtype=np.float64) / total
     ap[total == 0] = np.nan
     return ap
+
+
+def compute_metrics(
+    probs: np.ndarray,
+    y: np.ndarray,
+    *,
+    seeds: Sequence[int],
+    classes: Sequence[str],
+    sparsities: Sequence[float] | None = None,
+    levels: Sequence[float] | None = None,
+    level_name: str = "sparsity",
+) -> pd.DataFrame:
+    """AP and AUROC per (seed, level, class): the rows of ``metrics.parquet``.
+
+    Parameters
+    ----------
+    probs : array ``[S, K, N, C]``
+        Probabilities (:func:`prunecxr.artifacts.read_store`).
+    y : array ``[N, C]`` of 0/1
+        Test labels in the same row and class order.
+    seeds, classes : sequences
+        The labels of axes S and C.
+    levels, level_name : the labels of axis K and their axis (:mod:`prunecxr.levels`);
+        ``sparsities`` is ``levels`` of a sparsity store.
+
+    Returns
+    -------
+    DataFrame
+        Columns :func:`prunecxr.artifacts.metrics_columns` (the level column named
+        ``level_name``), seed-major, then level, then class. AP (and AUROC) is NaN for a class
+        with no positive test image, which warns (:class:`prunecxr.metrics.MissingPositivesWarning`).
+    """
+    levels = sparsities if levels is None else levels
+    if levels is None:
+        raise ValueError("compute_metrics needs the levels of axis 1")
+    columns = artifacts.metrics_columns(level_name)
+    probs = np.asarray(probs) if not isinstance(probs, np.ndarray) else probs
+    s_, k_, n_, c_ = probs.shape
+    if (len(seeds), len(levels), len(classes)) != (s_, k_, c_) or y.shape != (n_, c_):
+        raise ValueError(
+            f"probs {probs.shape} do not match {len(seeds)} seeds, {len(levels)} levels, "
+            f"{len(classes)} classes and labels {y.shape}"
+        )
+    n_pos = y.sum(axis=0).astype(np.int64)
+    empty = [classes[i] for i in np.flatnonzero(n_pos == 0)]
+    if empty:
+        warnings.warn(
+            f"classes without a positive test image: {empty}; their AP is NaN and they are "
+            "left out of class means",
+            MissingPositivesWarning,
+            stacklevel=2,
+        )
+    frames = []
+    for i, seed in enumerate(seeds):
+        for j, level in enumerate(levels):
+            p = np.asarray(probs[i, j])
+            if not np.isfinite(p).all():
+                r, cc = np.argwhere(~np.isfinite(p))[0]
+                raise ValueError(
+                    f"probabilities of seed {seed} at {level_name} {level} are not finite "
+                    f"(test row {r}, class {classes[cc]!r})"
+                )
+            ap, auroc = ranking_metrics(y, p)
+            frames.append(
+                pd.DataFrame({
+                    "seed": int(seed), level_name: float(level), "class": list(classes),
+                    "ap": ap, "auroc": auroc, "n_pos": n_pos,
+                })
+            )
+    return pd.concat(frames, ignore_index=True)[list(columns)]

@@ -1,10 +1,22 @@
 """Classifiers behind one registry, and the one input transform they all share.
 
-``create_model(name, num_classes, pretrained=...)`` returns a torchvision network whose
-classifier emits ``num_classes`` logits. ImageNet weights come through torchvision's
-weights API from the local torch cache only: when a profile asks for them and they are not
-there, :class:`PretrainedWeightsMissing` says how to get them. Nothing is ever downloaded,
-and nothing falls back silently to random weights.
+``create_model(name, num_classes, pretrained=...)`` returns a network whose classifier emits
+``num_classes`` logits. ``name`` is one of
+
+* a key of :data:`MODELS` (the paper's ResNet-50, ResNet-18, DenseNet-121, the CPU profiles'
+  small ResNet);
+* ``torchvision/<name>``: any classification model of ``torchvision.models``
+  (``torchvision/vit_b_16``, ``torchvision/convnext_tiny``, …);
+* ``timm/<name>``: any model of timm (the optional extra ``pip install prunecxr[timm]``;
+  ``timm/vit_tiny_patch16_224``, ``timm/convnext_atto``, …); vision transformers are built
+  with ``dynamic_img_size=True``, so they take the run's image size;
+* ``module:factory``: a function of the user's code, ``factory(num_classes)`` → ``nn.Module``
+  (:func:`check_model`).
+
+Weights come from the local caches only (torch's for torchvision, Hugging Face's for timm):
+when a profile asks for them and they are not there, :class:`PretrainedWeightsMissing` says
+how to get them. Nothing is ever downloaded, and nothing falls back silently to random
+weights. Random initialization draws from torch's generator, so the seed decides it.
 
 :func:`preprocess` is the one input transform of every model (training, evaluation,
 pruning).
@@ -12,6 +24,7 @@ pruning).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,19 +153,139 @@ def weights_file(weights) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
+#: prefixes of model names outside the registry
+TORCHVISION, TIMM = "torchvision/", "timm/"
+
+
+def _torchvision_names() -> list[str]:
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(
+            "timm models need the optional dependency timm: pip install 'prunecxr[timm]'"
+        ) from None
+    return timm
+
+
+def _factory(spec: str) -> Callable[[int], nn.Module]:
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    try:
+        target = importlib.import_module(module)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"model {spec!r}: cannot import {attr!r} from {module!r}: {err}") from None
+    if not callable(target):
+        raise ValueError(f"model {spec!r} is a {type(target).__name__}, not a function factory(num_classes)")
+    return target
+
+
+def check_model(name: str) -> str:
+    """``name`` if it names a model :func:`create_model` can build, else a ValueError saying why."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a model is named by a non-empty str, got {name!r}")
+    if name in MODELS:
+        return name
+    if name.startswith(TORCHVISION):
+        if name[len(TORCHVISION):] not in _torchvision_names():
+            raise ValueError(f"torchvision has no classification model {name[len(TORCHVISION):]!r}; "
+                             "see torchvision.models.list_models()")
+        return name
+    if name.startswith(TIMM):
+        if not _timm().is_model(name[len(TIMM):]):
+            raise ValueError(f"timm has no model {name[len(TIMM):]!r}; see timm.list_models()")
+        return name
+    if ":" in name:
+        _factory(name)
+        return name
+    raise ValueError(
+        f"unknown model {name!r}; choose one of {sorted(MODELS)}, 'torchvision/<name>', 'timm/<name>' "
+        "or 'module:factory' (docs/extending.md)"
+    )
+
+
+def _replace_head(model: nn.Module, num_classes: int, name: str) -> nn.Module:
+    """The last Linear of a pretrained network replaced by one with ``num_classes`` outputs."""
+    last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ValueError(f"model {name!r} has no Linear classifier to replace")
+    path, layer = last[-1]
+    parent = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
+    setattr(parent, path.rsplit(".", 1)[-1], nn.Linear(layer.in_features, num_classes))
+    return model
+
+
+def _missing(name: str, where: Path, how: str) -> PretrainedWeightsMissing:
+    return PretrainedWeightsMissing(
+        f"pretrained weights for {name!r} are not in the local cache ({where}). This project never "
+        f"downloads them. On a machine with internet access run\n    {how}\nand copy the cache here, "
+        "or set pretrained = false to train from random initialization."
+    )
+
+
+def _create_torchvision(name: str, num_classes: int, pretrained: bool) -> nn.Module:
+    arch = name[len(TORCHVISION):]
+    if not pretrained:
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    path = weights_file(weights)
+    if not path.exists():
+        raise _missing(name, path, f"python -c \"import torchvision; torchvision.models.get_model('{arch}', "
+                                   f"weights='{weights}')\"")
+    return _replace_head(torchvision.models.get_model(arch, weights=weights), num_classes, name)
+
+
+def _create_timm(name: str, num_classes: int, pretrained: bool) -> nn.Module:
+    timm = _timm()
+    arch = name[len(TIMM):]
+    options: dict = {"num_classes": num_classes}
+    if pretrained:
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(arch)
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        found = try_to_load_from_cache(repo, "model.safetensors") if repo else None
+        if not isinstance(found, str):
+            raise _missing(name, Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser(),
+                           f"python -c \"import timm; timm.create_model('{arch}', pretrained=True)\"")
+        options.update(pretrained=True, pretrained_cfg_overlay={"file": found})
+    try:
+        return timm.create_model(arch, dynamic_img_size=True, **options)
+    except TypeError:  # a network without a fixed input size (a CNN) takes any
+        return timm.create_model(arch, **options)
+
+
 def create_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn.Module:
     """Build model ``name`` with a ``num_classes``-output classifier.
 
     Parameters
     ----------
-    name : a key of :data:`MODELS`.
+    name : a key of :data:`MODELS`, ``torchvision/<name>``, ``timm/<name>`` or
+        ``module:factory`` (the module docstring).
     num_classes : number of outputs (one logit per class).
-    pretrained : load ImageNet weights from the local torch cache (never downloaded).
+    pretrained : load ImageNet weights from the local cache (never downloaded).
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    check_model(name)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if name.startswith(TORCHVISION):
+        return _create_torchvision(name, num_classes, pretrained)
+    if name.startswith(TIMM):
+        return _create_timm(name, num_classes, pretrained)
+    if name not in MODELS:
+        if pretrained:
+            raise ValueError(f"model {name!r} is built by your factory, which loads its own weights; "
+                             "set pretrained = false")
+        model = _factory(name)(num_classes)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model {name!r}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
     spec = MODELS[name]
     weights = None
     if pretrained:

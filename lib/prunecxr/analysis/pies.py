@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import html
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import artifacts, config, data, figures, fmt, levels, paths, published, stats
+from ..levels import axis as level_axis
 from . import forgetting
 
 #: bins of the number of findings per image (Fig. 5, right); "No Finding" is not a finding
@@ -357,24 +359,47 @@ def analyze(
     (:meth:`prunecxr.levels.Axis.pie_level`).
     """
     probs, meta = artifacts.read_store(run, method, mmap=True)
-    axis = levels.axis(meta["level_name"])
+    classes = list(meta["classes"])
+    labels = artifacts.read_labels(run, classes)
+    return analyze_arrays(
+        method, probs, labels, levels=meta["levels"], level_name=meta["level_name"], classes=classes,
+        dense_sparsity=dense_sparsity, pie_sparsity=pie_sparsity, fraction=fraction,
+        store=str(paths.run_paths(run).probs(method)), labels_name="labels.parquet",
+    )
+
+
+def analyze_arrays(
+    method: str,
+    probs: np.ndarray,
+    labels: pd.DataFrame,
+    *,
+    levels: Sequence[float],
+    level_name: str,
+    classes: list[str],
+    dense_sparsity: float = 0.0,
+    pie_sparsity: float = published.PIE_SPARSITY,
+    fraction: float = published.PIE_FRACTION,
+    store: str = "probs",
+    labels_name: str = "the labels",
+) -> Pies:
+    """:func:`analyze` on arrays: ``probs [S, K, N, C]`` (levels ``levels`` of axis
+    ``level_name``, classes ``classes``) and a ``labels.parquet``-like table whose test rows
+    are the N images (``store`` and ``labels_name`` name them in messages)."""
+    axis = level_axis(level_name)
     if axis.name == "sparsity":
         dense_level, pie_level, names = float(dense_sparsity), float(pie_sparsity), ("dense_sparsity", "pie_sparsity")
     else:
-        dense_level, pie_level = axis.dense, axis.pie_level(meta["levels"])
+        dense_level, pie_level = axis.dense, axis.pie_level(levels)
         names = (f"dense level ({axis.name})", f"pie level ({axis.name}, the most compressed)")
     if np.isclose(dense_level, pie_level, atol=published.SPARSITY_ATOL):
         raise ValueError(f"{names[0]} and {names[1]} are both {pie_level!r}; choose two different ones")
-    classes = list(meta["classes"])
-    labels = artifacts.read_labels(run, classes)
     test = labels[(labels["split"] == "test").to_numpy()].reset_index(drop=True)
     if probs.shape[2] != len(test):
         raise ValueError(
-            f"{paths.run_paths(run).probs(method)} holds {probs.shape[2]} test images; "
-            f"labels.parquet has {len(test)} (split == 'test')"
+            f"{store} holds {probs.shape[2]} test images; {labels_name} has {len(test)} (split == 'test')"
         )
-    dense = mean_probs(probs, meta["levels"], dense_level, name=names[0])
-    pruned = mean_probs(probs, meta["levels"], pie_level, name=names[1])
+    dense = mean_probs(probs, levels, dense_level, name=names[0])
+    pruned = mean_probs(probs, levels, pie_level, name=names[1])
     table = pie_table(dense, pruned, test["image_id"], fraction=fraction)
     columns = pie_columns(axis.name)
     table[columns[3]] = dense_level

@@ -17,21 +17,28 @@ the importer of the authors' released predictions.
 * :mod:`~prunecxr.compress.deploy` — the deployment table (measured size, MACs, latency,
   mean and tail AP) and the trade-off figure (notebook 08);
 * :mod:`~prunecxr.compress.evaluate` — AP and AUROC → ``prune/<method>/metrics.parquet``;
-* :mod:`~prunecxr.compress.importer` — the authors' released predictions into the same store.
+* :mod:`~prunecxr.compress.importer` — the authors' released predictions into the same store;
+* :mod:`~prunecxr.compress.interchange` — anyone's predictions (the interchange layout of
+  ``docs/extending.md``) into the same store.
 
 Fig. 1's statistics read these files without torch: :mod:`prunecxr.analysis.overall`.
 """
 
-from . import compressor, deploy, evaluate, importer, methods, quantize, recovery, structured, sweep
-from .compressor import CalibrationSet, CompressionMethod
+from . import compressor, deploy, evaluate, importer, interchange, methods, quantize, recovery, structured, sweep
+from .compressor import CalibrationSet, CompressionMethod, UnsupportedModel
 from .deploy import deployment_table, tradeoff_figure
 from .evaluate import compute_metrics, write_all_metrics, write_method_metrics
 from .importer import check_import_methods, import_predictions
 from .methods import (
     METHODS,
+    ORIGINS,
     Pruner,
     PruningMethod,
+    available_methods,
     check_method,
+    load_method,
+    register_method,
+    store_name,
     check_sparsities,
     check_sparsity,
     compress_model,
@@ -59,11 +66,18 @@ from .sweep import (
 
 __all__ = [
     "METHODS",
+    "ORIGINS",
+    "available_methods",
+    "interchange",
+    "load_method",
+    "register_method",
+    "store_name",
     "CalibrationSet",
     "CompressionMethod",
     "Pruner",
     "PruningMethod",
     "Recovery",
+    "UnsupportedModel",
     "calibration_set",
     "check_import_methods",
     "check_method",

@@ -36,6 +36,19 @@ from .. import levels, models
 CALIBRATIONS = ("random", "rare")
 
 
+class UnsupportedModel(ValueError):
+    """A method cannot compress this architecture; the message says why, in one line."""
+
+
+def attention_blocks(model: nn.Module) -> list[str]:
+    """The names of ``model``'s attention modules (``nn.MultiheadAttention``, or a module class
+    named ``*Attention``, as timm's and torchvision's transformers name theirs)."""
+    return [
+        name for name, m in model.named_modules()
+        if isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")
+    ]
+
+
 class Compressor(Protocol):
     """One dense model's compressor (see the module docstring)."""
 

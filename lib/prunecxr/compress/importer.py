@@ -306,13 +306,32 @@ def import_predictions(
     return probs_path
 
 
-def check_import_methods(methods: Sequence[str], *, import_dir: str) -> None:
-    """The release holds global L1 predictions only; refuse other methods with an import."""
+def check_import_methods(methods: Sequence[str], *, import_dir: str, predictions: str = "") -> list[str]:
+    """The stores notebook 03 writes: the names of ``methods`` (a ``"module:function"``
+    method's own name, :func:`prunecxr.compress.methods.store_name`), checked against the source.
+
+    The release holds global L1 predictions only, so with ``import_dir`` set the methods must
+    be ``["global_l1"]``; predictions in the interchange layout (``predictions``) fill one
+    store, named by the one method; the two sources exclude each other.
+    """
+    from .. import paths
+    from .methods import store_name
+
+    if import_dir and predictions:
+        raise ValueError(
+            f"import_dir ({import_dir!r}) and predictions ({predictions!r}) are both set; import one source at a time"
+        )
+    if predictions:
+        if len(methods) != 1:
+            raise ValueError(
+                f"predictions is set, and they fill one store, named by methods; methods is {list(methods)}: "
+                "set methods = ['<a name for your method>']"
+            )
+        return [paths.check_method_name(methods[0])]
     others = [m for m in methods if m != PAPER_METHOD]
     if import_dir and others:
         raise ValueError(
             f"import_dir is set, and the authors' release holds {PAPER_METHOD!r} predictions "
             f"only; methods {others} cannot be imported: set methods = [{PAPER_METHOD!r}]"
         )
-
-
+    return [store_name(m) for m in methods]

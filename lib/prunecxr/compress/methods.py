@@ -20,6 +20,11 @@ set at sparsity ``s`` (:func:`n_to_prune`, torch's count):
 
 :func:`create_pruner` returns a :class:`Pruner` that writes one method's masks into a model,
 sparsity after sparsity, from the dense weights; :func:`prune_model` returns a pruned copy.
+
+Methods of the user's code join the registry with the same contract (:func:`check_method`,
+``docs/extending.md``): an installed package's entry point of group ``prunecxr.methods``, or
+``"module:function"``; :data:`ORIGINS` says where each came from, and the sweep records it in
+``meta.json`` (``origin``).
 """
 
 from __future__ import annotations
@@ -325,11 +330,140 @@ METHODS: dict[str, PruningMethod | CompressionMethod] = {
 }
 
 
+#: the entry-point group through which installed packages register methods
+ENTRY_POINT_GROUP = "prunecxr.methods"
+#: where each method registered from outside the package came from (``meta.json``'s ``origin``)
+ORIGINS: dict[str, str] = {}
+#: the built-in methods' names (a registered method may not take one of them)
+BUILT_IN = frozenset(METHODS)
+
+
+def _entry_points() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def register_method(entry: PruningMethod | CompressionMethod, *, origin: str) -> str:
+    """Add a method of the user's code to :data:`METHODS`; returns its name.
+
+    ``entry`` honours the built-in methods' contract: a :class:`PruningMethod` (a ``plan``:
+    flat magnitudes → ``sparsity → mask``) or a
+    :class:`~prunecxr.compress.compressor.CompressionMethod` (a factory of compressors), with
+    one level axis of :mod:`prunecxr.levels`; for the same model, seed and level it must give
+    the same compressed model every time (the sweep's stores are compared bit for bit).
+    ``origin`` says where it came from; sweeps record it in ``meta.json``.
+    """
+    from .. import paths
+    from ..levels import axis
+
+    if not isinstance(entry, (PruningMethod, CompressionMethod)):
+        raise ValueError(
+            f"{origin} gave a {type(entry).__name__}; a method is a prunecxr.compress.PruningMethod or "
+            "CompressionMethod (docs/extending.md)"
+        )
+    try:
+        paths.check_method_name(entry.name)
+        axis(entry.level_name)
+    except ValueError as err:
+        raise ValueError(f"{origin}: {err}") from None
+    if entry.name in BUILT_IN:
+        raise ValueError(f"{origin} names its method {entry.name!r}, a built-in method's name; choose another")
+    if entry.name in ORIGINS and ORIGINS[entry.name] != origin:
+        raise ValueError(f"{origin} names its method {entry.name!r}, which {ORIGINS[entry.name]} registered already")
+    METHODS[entry.name] = entry
+    ORIGINS[entry.name] = origin
+    return entry.name
+
+
+def _load(target: Any, origin: str) -> str:
+    """A loaded entry point or ``module:function`` target: a method, or a function returning one."""
+    if callable(target) and not isinstance(target, (PruningMethod, CompressionMethod)):
+        try:
+            target = target()
+        except Exception as err:
+            raise ValueError(f"{origin} failed: {type(err).__name__}: {err}") from err
+    return register_method(target, origin=origin)
+
+
+def load_method(spec: str) -> str:
+    """Register the method ``spec`` names from the user's code; returns its name.
+
+    ``spec`` is ``"module:attribute"`` (a method, or a function of no argument returning
+    one, importable from ``sys.path``) or the name of an entry point of group
+    ``prunecxr.methods`` of an installed package.
+    """
+    import importlib
+
+    if ":" in spec:
+        module, _, attr = spec.partition(":")
+        try:
+            target = importlib.import_module(module)
+            for part in attr.split("."):
+                target = getattr(target, part)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"method {spec!r}: cannot import {attr!r} from {module!r}: {err}") from None
+        return _load(target, f"module:function {spec}")
+    found = _entry_points()
+    if spec not in found:
+        raise ValueError(
+            f"unknown method {spec!r}; choose one of {sorted(set(METHODS) | set(found))}, "
+            "or name one of your code as 'module:function' (docs/extending.md)"
+        )
+    ep = found[spec]
+    dist = f" ({ep.dist.name} {ep.dist.version})" if ep.dist is not None else ""
+    name = _load(ep.load(), f"entry point {ENTRY_POINT_GROUP}: {ep.name} = {ep.value}{dist}")
+    if name != spec:
+        METHODS.pop(name)
+        ORIGINS.pop(name)
+        raise ValueError(f"entry point {spec!r} of group {ENTRY_POINT_GROUP} gives a method named {name!r}; "
+                         "the two names must agree")
+    return name
+
+
 def check_method(method: str) -> str:
-    """``method`` if it names a registry entry, else a ValueError naming the choices."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    return method
+    """The registry name of ``method``, or a ValueError naming the choices.
+
+    A built-in name, a method registered already, the name of an installed package's entry
+    point (group ``prunecxr.methods``) or ``"module:function"`` (:func:`load_method`).
+    """
+    if not isinstance(method, str):
+        raise ValueError(f"a method is named by a str, got {method!r}")
+    if method in METHODS:
+        return method
+    return load_method(method)
+
+
+def store_name(method: str) -> str:
+    """The name under which ``method``'s store is written (``prune/<name>/``): a
+    ``"module:function"`` method's own name, any other name as it is."""
+    return check_method(method) if ":" in str(method) else method
+
+
+def portable_name(method: str) -> str:
+    """What names ``method`` in another process (a Ray task): its ``"module:function"`` if it
+    was registered so (the task registers it again), else its name (built in, or an installed
+    package's entry point, found by name)."""
+    origin = ORIGINS.get(method, "")
+    prefix = "module:function "
+    return origin[len(prefix):] if origin.startswith(prefix) else method
+
+
+def available_methods() -> dict[str, str]:
+    """Every method this process can run: name → where it comes from (entry points loaded)."""
+    for name in _entry_points():
+        if name not in METHODS:
+            check_method(name)
+    return {name: ORIGINS.get(name, "built in") for name in METHODS}
+
+
+def describe_methods() -> str:
+    """The methods as text: name, level axis, origin and description (``python -m prunecxr methods``)."""
+    lines = []
+    for name, origin in available_methods().items():
+        entry = METHODS[name]
+        lines.append(f"{name:20s} {entry.level_name:17s} {origin}\n{'':20s} {entry.description}")
+    return "\n".join(lines)
 
 
 def create_compressor(
@@ -378,7 +512,7 @@ class Pruner:
         self.dense = [p.detach().clone() for p in self.params]
         magnitudes = _flat_magnitudes(self.params, self.names)
         device = self.params[0].device
-        self.plan = METHODS[method].plan(magnitudes, self.sizes, seed=self.seed, device=device)
+        self.plan = METHODS[self.method].plan(magnitudes, self.sizes, seed=self.seed, device=device)
 
     def mask(self, sparsity: float) -> np.ndarray:
         """Flat boolean mask over the pruned set (True = pruned), shape ``(n,)``."""

@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .. import levels
-from .compressor import CalibrationSet, CompressionMethod, require_calibration
+from .compressor import CalibrationSet, CompressionMethod, UnsupportedModel, require_calibration
 
 BITS = levels.AXES["bits"]
 
@@ -198,6 +198,19 @@ def _cpu_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval()
 
 
+def check_traceable(model: nn.Module, method: str = "int8_ptq") -> None:
+    """Refuse a network torch.fx cannot trace (FX graph mode quantization needs its graph), such
+    as one whose forward branches on its input's size."""
+    try:
+        torch.fx.symbolic_trace(copy.deepcopy(model))
+    except Exception as err:  # torch.fx raises several types; each means the same here
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UnsupportedModel(
+            f"{method} cannot quantize {type(model).__name__}: torch.fx cannot trace it ({reason}); "
+            "use weight_quant"
+        ) from None
+
+
 class Int8Quantizer:
     """``int8_ptq`` for one dense model: each call quantizes a fresh copy.
 
@@ -208,6 +221,7 @@ class Int8Quantizer:
 
     def __init__(self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None,
                  draw: str = "random", method: str = "int8_ptq"):
+        check_traceable(model, method)
         self.model = model.eval()
         self.seed = int(seed)
         self.calibration = require_calibration(method, calibration)

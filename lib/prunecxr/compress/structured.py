@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import levels
-from .compressor import CalibrationSet, CompressionMethod
+from .compressor import CalibrationSet, CompressionMethod, UnsupportedModel, attention_blocks
 
 CHANNELS = levels.AXES["channel_fraction"]
 #: global pruning never removes more than this fraction of one layer's channels
@@ -77,11 +77,23 @@ def prune_channels(model: nn.Module, fraction: float, *, global_pruning: bool = 
     return pruned.eval()
 
 
+def check_prunable(model: nn.Module) -> None:
+    """Refuse a network with attention blocks: their heads tie the widths of the query, key,
+    value and output projections together, which this filter pruning does not keep."""
+    blocks = attention_blocks(model)
+    if blocks:
+        raise UnsupportedModel(
+            f"channel pruning cannot prune {type(model).__name__}: it has {len(blocks)} attention blocks "
+            f"({blocks[0]}, …) whose heads this filter pruning does not keep; use global_l1, layerwise_l1 or random"
+        )
+
+
 class ChannelPruner:
     """``channel_l1`` for one dense model: each level prunes a fresh copy of the dense model."""
 
     def __init__(self, model: nn.Module, *, global_pruning: bool, seed: int = 0,
                  calibration: CalibrationSet | None = None):
+        check_prunable(model)
         self.model = model.eval()
         self.global_pruning = global_pruning
 

@@ -41,7 +41,7 @@ from .. import artifacts, cluster, config, data, events, inference, paths, runti
 from ..levels import axis as level_axis
 from .compressor import CalibrationSet
 from .importer import check_import_methods, import_predictions
-from .methods import METHODS, check_method, pruned_magnitudes
+from .methods import METHODS, ORIGINS, check_method, portable_name, pruned_magnitudes
 from .recovery import Recovery, recovered_model
 
 
@@ -122,7 +122,7 @@ def store_summary(run: str, methods: Sequence[str]) -> pd.DataFrame:
         row.update({
             "test images": probs.shape[2],
             "classes": len(meta["classes"]),
-            "description": METHODS[method].description,
+            "description": METHODS[method].description if method in METHODS else meta.get("origin", ""),
         })
         rows.append(row)
     return pd.DataFrame(rows)
@@ -338,7 +338,7 @@ def sweep_method(
     unit = dict(levels=level_list, n_classes=len(classes), batch_size=batch_size, calibration=calibration,
                 recovery=recovery, step=step)
     if on_ray is not None:
-        blocks = on_ray.blocks(sweep_seed, method, pending, **unit)
+        blocks = on_ray.blocks(sweep_seed, portable_name(method), pending, **unit)
     else:
         blocks = _blocks_here(method, pending, load_model=load_model, images=images, device=dev,
                               threads=n_threads, **unit)
@@ -354,7 +354,7 @@ def sweep_method(
         blocks = (_finished_block(run, method, s, records[s], final) for s in seeds)
         artifacts.write_store(
             run, method, seeds=seeds, levels=level_list, level_name=entry.level_name, classes=classes,
-            n_test=n_test, blocks=blocks, recover=recovery.kind,
+            n_test=n_test, blocks=blocks, recover=recovery.kind, origin=ORIGINS.get(method),
         )
     for partial in work.glob("seed-*.npy"):
         partial.unlink()
@@ -441,7 +441,10 @@ def run_sweep(
     run : str
         A run whose models notebook 02_train has trained.
     methods : list of str
-        Keys of :data:`prunecxr.compress.methods.METHODS`.
+        Keys of :data:`prunecxr.compress.methods.METHODS`, names of installed packages'
+        methods (entry point group ``prunecxr.methods``) or ``"module:function"`` of the
+        user's code (:func:`prunecxr.compress.methods.check_method`); the returned dict
+        names each by its registry name.
     sparsities, bits, channel_fractions : lists of levels
         The levels of each axis (:mod:`prunecxr.levels`), in compression order and starting
         with the dense model's (0.0, 32 bits, 0.0), the baseline of every comparison. Each
@@ -535,21 +538,28 @@ def run_sweep(
 # =========================================================================================
 def run_prune_stage(run: str, *, progress: bool = True) -> dict[str, Path]:
     """Notebook 03's step, with the parameters the stage recorded when it started
-    (:func:`prunecxr.config.stage_parameters`): the authors' predictions imported when
-    ``import_dir`` is set (:func:`prunecxr.compress.importer.import_predictions`), else the
-    sweep (:func:`run_sweep`; ``eval_batch_size`` is its ``batch_size``).
+    (:func:`prunecxr.config.stage_parameters`): predictions in the interchange layout imported
+    when ``predictions`` is set (:func:`prunecxr.compress.interchange.import_predictions`), the
+    authors' release when ``import_dir`` is (:func:`prunecxr.compress.importer.import_predictions`),
+    else the sweep (:func:`run_sweep`; ``eval_batch_size`` is its ``batch_size``).
 
     Returns
     -------
     dict
-        ``method → prune/<method>/probs.npy``.
+        ``store → prune/<store>/probs.npy``.
     """
+    from . import interchange
+
     p = config.stage_parameters("03_prune", run=run)
-    check_import_methods(p["methods"], import_dir=p["import_dir"])
+    stores = check_import_methods(p["methods"], import_dir=p["import_dir"], predictions=p["predictions"])
+    if p["predictions"]:
+        path = interchange.import_predictions(run, p["predictions"], labels=p["labels_file"] or None,
+                                              method=stores[0], level_name=p["level_name"])
+        return {stores[0]: path}
     if p["import_dir"]:
         path = import_predictions(run, p["import_dir"], allow_pickle=p["allow_pickle"],
                                   sparsities=p["sparsities"], progress=progress)
-        return {p["methods"][0]: path}
+        return {stores[0]: path}
     return run_sweep(
         run, methods=p["methods"], sparsities=p["sparsities"], device=p["device"],
         batch_size=p["eval_batch_size"], threads=p["threads"], population=p["population"],

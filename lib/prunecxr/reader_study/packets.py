@@ -37,8 +37,9 @@ class PacketItem:
 
     code: str
     labels: tuple[str, ...]
-    png: str
+    png: str  # empty: the run holds no pixels (imported predictions); the packet names the image
     size: tuple[int, int] = (0, 0)  # (height, width) in pixels
+    image_id: str = ""
 
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
@@ -60,7 +61,9 @@ def _item_html(item: PacketItem, number: int, total: int) -> str:
         f'<section class="item" id="item-{code}" data-code="{code}">',
         f'<h2>Image {number} of {total}<span class="code">code {code}</span></h2>',
         '<div class="body">',
-        f'<img{small} src="data:image/png;base64,{item.png}" alt="Chest X-ray {number}">',
+        f'<img{small} src="data:image/png;base64,{item.png}" alt="Chest X-ray {number}">' if item.png else
+        f'<p class="missing">Open image <code>{html.escape(item.image_id)}</code> of your dataset: this run '
+        "holds its predictions only, not its pixels.</p>",
         '<div class="questions">',
         f'<p class="labels"><b>Given label(s):</b> {labels}</p>',
     ]
@@ -137,6 +140,12 @@ def _shown_labels(run: str, image_ids: Iterable[str]) -> dict[str, tuple[str, ..
     return {i: tuple(c for c, v in zip(classes, row) if v == 1) for i, row in zip(wanted, values)}
 
 
+def has_pixels(run: str) -> bool:
+    """Whether the run has an image cache (notebook 01); a run of imported predictions has none."""
+    path = paths.run_paths(run).run_json
+    return path.exists() and "cache" in (artifacts.read_json(path).get("data") or {})
+
+
 def _test_images(run: str, split: Any, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
     if split is None:
         split = data.open_split(run, "test")
@@ -166,7 +175,8 @@ def write_study(
     key : from :func:`assign_images`.
     parameters : the design parameters, recorded in ``study.json``.
     split : the test split (``.images`` uint8 ``[N, H, W]``, ``.image_ids``); by default
-        ``prunecxr.data.open_split(run, "test")``.
+        ``prunecxr.data.open_split(run, "test")``; a run without an image cache (imported
+        predictions, :func:`has_pixels`) gets packets that name each image instead of showing it.
     title : heading of every packet; on a run with synthetic pixels it says PHANTOM.
 
     Returns
@@ -192,14 +202,18 @@ def write_study(
     if config.is_synthetic(run):
         title += " — PHANTOM images (synthetic pixels: for trying the form, not for reading)"
     labels = _shown_labels(run, key["image_id"])
-    images = _test_images(run, split, list(key["image_id"]))
-    pngs = {i: figures.png_base64(img) for i, img in images.items()}
+    if split is None and not has_pixels(run):
+        images, pngs = {}, {}
+    else:
+        images = _test_images(run, split, list(key["image_id"]))
+        pngs = {i: figures.png_base64(img) for i, img in images.items()}
 
     written = {}
     for reader, group in key.groupby("reader", sort=False):
         group = group.sort_values("position")
         items = [
-            PacketItem(code=c, labels=labels[i], png=pngs[i], size=images[i].shape[:2])
+            PacketItem(code=c, labels=labels[i], png=pngs.get(i, ""),
+                       size=images[i].shape[:2] if i in images else (0, 0), image_id=i)
             for c, i in zip(group["code"], group["image_id"])
         ]
         text = render_packet(items, reader=reader, packet_id=group["packet_id"].iloc[0], title=title)

@@ -75,7 +75,8 @@ class TrainConfig:
 
     Parameters
     ----------
-    model : a key of :data:`prunecxr.models.MODELS`.
+    model : a key of :data:`prunecxr.models.MODELS`, ``torchvision/<name>``, ``timm/<name>`` or
+        ``module:factory`` (:func:`prunecxr.models.check_model`).
     pretrained : start from ImageNet weights (from the local torch cache only).
     max_epochs : most epochs per seed.
     patience : stop once the validation loss has not improved for this many epochs.
@@ -105,8 +106,7 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
-        if self.model not in models.MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(models.MODELS)}")
+        models.check_model(self.model)
         for name in ("pretrained", "augment", "bn_eval_compat"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
