@@ -77,8 +77,20 @@ def child(workload: str, threads: int, steps: int) -> dict:
 def run_child(workload: str, threads: int, steps: int, mode: str) -> dict:
     env = dict(os.environ, **{runtime.MALLOC_ENV: mode})
     out = subprocess.run(
-        [sys.executable, __file__, "--child", workload, "--threads", str(threads), "--steps", str(steps)],
-        env=env, check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            workload,
+            "--threads",
+            str(threads),
+            "--steps",
+            str(steps),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -86,7 +98,9 @@ def run_child(workload: str, threads: int, steps: int, mode: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=30, help="training steps per run (sweep: a tenth, in passes)")
+    ap.add_argument(
+        "--steps", type=int, default=30, help="training steps per run (sweep: a tenth, in passes)"
+    )
     ap.add_argument("--threads", type=int, default=0, help="0: one thread and all cores")
     ap.add_argument("--child", choices=("train", "sweep"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -100,8 +114,10 @@ def main(argv=None) -> int:
     if not probe["tuned"]:
         print("malloc is not glibc's here (or the environment tunes it): nothing to compare")
         return 0
-    print(f"{args.repeats} runs of each side, alternating; times are medians, ratio = median of "
-          "paired (default / tuned)")
+    print(
+        f"{args.repeats} runs of each side, alternating; times are medians, ratio = median of "
+        "paired (default / tuned)"
+    )
     for workload in ("train", "sweep"):
         for threads in counts:
             pairs = []
@@ -112,10 +128,12 @@ def main(argv=None) -> int:
             sys_s = np.array([p[0]["seconds"] for p in pairs])
             tun_s = np.array([p[1]["seconds"] for p in pairs])
             ratio = np.median(sys_s / tun_s)
-            print(f"  {workload:5s} {threads} thread{'s' if threads > 1 else ' '}: glibc default "
-                  f"{np.median(sys_s):6.2f} s ({int(np.median([p[0]['faults'] for p in pairs])):>7,} page faults), "
-                  f"tuned {np.median(tun_s):6.2f} s ({int(np.median([p[1]['faults'] for p in pairs])):>5,}); "
-                  f"speed-up {ratio:.2f}x (pairs {np.min(sys_s / tun_s):.2f}-{np.max(sys_s / tun_s):.2f})")
+            print(
+                f"  {workload:5s} {threads} thread{'s' if threads > 1 else ' '}: glibc default "
+                f"{np.median(sys_s):6.2f} s ({int(np.median([p[0]['faults'] for p in pairs])):>7,} page faults), "
+                f"tuned {np.median(tun_s):6.2f} s ({int(np.median([p[1]['faults'] for p in pairs])):>5,}); "
+                f"speed-up {ratio:.2f}x (pairs {np.min(sys_s / tun_s):.2f}-{np.max(sys_s / tun_s):.2f})"
+            )
     return 0
 
 

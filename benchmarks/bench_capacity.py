@@ -39,20 +39,28 @@ from prunecxr.compress.methods import pruned_magnitudes  # noqa: E402
 from prunecxr.data import phantom, reference  # noqa: E402
 from prunecxr.published import SMALL_WEIGHT  # noqa: E402
 
-DEFAULT_SETTINGS = ("small_resnet:48", "small_resnet_w32:48", "small_resnet_w64:48", "small_resnet:64")
+DEFAULT_SETTINGS = (
+    "small_resnet:48",
+    "small_resnet_w32:48",
+    "small_resnet_w64:48",
+    "small_resnet:64",
+)
 
 
 def measure_setting(model: str, resolution: int, patients: int, threads: int | None) -> dict:
     extra = {} if threads is None else {"threads": threads}
-    rec = calibrate.recipe("default", model=model, resolution=resolution, max_patients=patients, **extra)
+    rec = calibrate.recipe(
+        "default", model=model, resolution=resolution, max_patients=patients, **extra
+    )
     magnitudes = {}
 
     def keep_magnitudes(run: str, seed: int) -> None:
         magnitudes[seed] = pruned_magnitudes(inference.load_model(run, seed))
 
     t0 = time.perf_counter()
-    measured = calibrate.measure(phantom.strengths("calibrated"), recipe=rec, seeds=[0],
-                                 after_training=keep_magnitudes)
+    measured = calibrate.measure(
+        phantom.strengths("calibrated"), recipe=rec, seeds=[0], after_training=keep_magnitudes
+    )
     seconds = time.perf_counter() - t0
     auroc = measured[measured["class"].isin(phantom.FINDINGS)].set_index("class")["auroc"]
     target = reference.chexnet_auroc()
@@ -72,26 +80,38 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("settings", nargs="*", default=list(DEFAULT_SETTINGS), help="model:resolution")
     ap.add_argument("--patients", type=int, default=0, help="0: all 30,805 (the default profile)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads per model (default: the profile's); 1 on a shared machine")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per model (default: the profile's); 1 on a shared machine",
+    )
     args = ap.parse_args(argv)
     runtime.keep_freed_memory()
     threads = args.threads if args.threads is not None else torch.get_num_threads()
-    print(f"one seed each, default recipe, calibrated phantom, {threads} thread(s), "
-          f"{'all' if not args.patients else args.patients} patients", flush=True)
+    print(
+        f"one seed each, default recipe, calibrated phantom, {threads} thread(s), "
+        f"{'all' if not args.patients else args.patients} patients",
+        flush=True,
+    )
     rows = []
     for setting in args.settings:
         try:
             model, res = setting.split(":")
             res = int(res)
         except ValueError:
-            raise SystemExit(f"setting {setting!r}: expected model:resolution, e.g. small_resnet:48") from None
+            raise SystemExit(
+                f"setting {setting!r}: expected model:resolution, e.g. small_resnet:48"
+            ) from None
         rows.append(measure_setting(model, res, args.patients, args.threads))
         r = rows[-1]
-        print(f"  {r['setting']:<26} {r['seconds']:7.1f} s ({r['seconds'] / rows[0]['seconds']:.2f}×)  "
-              f"{r['weights']:>9,} weights, {r['share_below']:6.1%} below {SMALL_WEIGHT} "
-              f"(median |w| {r['median_abs_w']:.4f}); dense AUROC mean {r['mean_auroc']:.3f}, "
-              f"mean |Δ CheXNet| {r['mad_chexnet']:.3f}", flush=True)
+        print(
+            f"  {r['setting']:<26} {r['seconds']:7.1f} s ({r['seconds'] / rows[0]['seconds']:.2f}×)  "
+            f"{r['weights']:>9,} weights, {r['share_below']:6.1%} below {SMALL_WEIGHT} "
+            f"(median |w| {r['median_abs_w']:.4f}); dense AUROC mean {r['mean_auroc']:.3f}, "
+            f"mean |Δ CheXNet| {r['mad_chexnet']:.3f}",
+            flush=True,
+        )
     return 0
 
 

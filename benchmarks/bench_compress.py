@@ -91,24 +91,36 @@ def main(argv=None) -> None:
     for _ in range(args.rounds):
         for name, model in variants.items():
             times[name].append(seconds_per_call(model, x, threads, args.seconds))
-    print(f"ResNet-50, {args.classes} classes, {args.resolution}×{args.resolution} px, batch 1, {threads} CPU "
-          f"thread(s), {args.rounds} alternating rounds of ~{args.seconds:g} s per variant")
-    print(f"{'variant':<16}{'ms/img (median)':>16}{'speed-up':>10}{'goal':>8}  {'met':<12}"
-          f"{'params':>12}{'non-zero':>12}{'size MB (zlib)':>16}")
+    print(
+        f"ResNet-50, {args.classes} classes, {args.resolution}×{args.resolution} px, batch 1, {threads} CPU "
+        f"thread(s), {args.rounds} alternating rounds of ~{args.seconds:g} s per variant"
+    )
+    print(
+        f"{'variant':<16}{'ms/img (median)':>16}{'speed-up':>10}{'goal':>8}  {'met':<12}"
+        f"{'params':>12}{'non-zero':>12}{'size MB (zlib)':>16}"
+    )
     for name, model in variants.items():
         ratio = statistics.median(d / t for d, t in zip(times["dense"], times[name]))
         goal = GOALS.get(name)
         plain = name == "dense" or name in REFERENCES
         goal_text = "—" if plain else ("~1×" if goal is None else f"≥{goal:g}×")
-        met = "reference" if name in REFERENCES else ("" if plain else ("yes" if goal is None or ratio >= goal else "NO"))
+        met = (
+            "reference"
+            if name in REFERENCES
+            else ("" if plain else ("yes" if goal is None or ratio >= goal else "NO"))
+        )
         if name == "global_l1 90%":
             met = "as expected" if 0.8 <= ratio <= 1.25 else "unexpected"
         params, nonzero = deploy.parameter_counts(model)
         size = deploy.serialized_bytes(model) / 1e6
-        print(f"{name:<16}{1000 * statistics.median(times[name]):>16.1f}{ratio:>9.2f}×{goal_text:>8}  {met:<12}"
-              f"{params:>12,}{nonzero:>12,}{size:>16.1f}")
-    print("global_l1 at 90% keeps the dense network's shape and kernels: its zeros are still multiplied, "
-          "so it is no faster (it is smaller only once compressed).")
+        print(
+            f"{name:<16}{1000 * statistics.median(times[name]):>16.1f}{ratio:>9.2f}×{goal_text:>8}  {met:<12}"
+            f"{params:>12,}{nonzero:>12,}{size:>16.1f}"
+        )
+    print(
+        "global_l1 at 90% keeps the dense network's shape and kernels: its zeros are still multiplied, "
+        "so it is no faster (it is smaller only once compressed)."
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ def _make_pngs(folder: Path, n: int, size: int = 1024) -> list[str]:
     rng = np.random.default_rng(0)
     names = []
     for k in range(n):
-        big = np.asarray(Image.fromarray(base[k % len(base)]).resize((size, size), Image.Resampling.BICUBIC),
-                         dtype=np.float32)
+        big = np.asarray(
+            Image.fromarray(base[k % len(base)]).resize((size, size), Image.Resampling.BICUBIC),
+            dtype=np.float32,
+        )
         big += rng.normal(0, 6, big.shape).astype(np.float32)
         name = f"{k:05d}.png"
         Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(folder / name, compress_level=6)
@@ -76,22 +78,30 @@ def _cache_epoch(array: np.ndarray, order: np.ndarray, batch: int = 64) -> float
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=96, help="generated 1024×1024 PNGs")
-    parser.add_argument("--resolution", type=int, default=256, help="cache resolution (the paper's 256)")
-    parser.add_argument("--render", type=int, default=1024, help="images rendered at the default resolution and 64×64")
+    parser.add_argument(
+        "--resolution", type=int, default=256, help="cache resolution (the paper's 256)"
+    )
+    parser.add_argument(
+        "--render",
+        type=int,
+        default=1024,
+        help="images rendered at the default resolution and 64×64",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         tmp = Path(tmp)
         os.environ["PRUNECXR_HOME"] = str(tmp / "home")
         os.environ["PRUNECXR_CACHE"] = str(tmp / "cache")
-        from prunecxr.data import cache, images
-
         from prunecxr import config
+        from prunecxr.data import cache, images
 
         res = config.load_profile("default")["resolution"]
         rdef = _phantom_throughput(res, args.render)
-        print(f"phantom rendering {res:3d}×{res}: {rdef:8.0f} images/s (the default resolution): all 112,120 "
-              f"images in {112_120 / rdef:.0f} s (goal <= 60 s)")
+        print(
+            f"phantom rendering {res:3d}×{res}: {rdef:8.0f} images/s (the default resolution): all 112,120 "
+            f"images in {112_120 / rdef:.0f} s (goal <= 60 s)"
+        )
         r64 = _phantom_throughput(64, args.render)
         print(f"phantom rendering   64×64: {r64:8.0f} images/s")
         r256 = _phantom_throughput(256, max(16, args.render // 16))
@@ -102,19 +112,28 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         names = _make_pngs(folder, args.files)
         size_mb = sum((folder / n).stat().st_size for n in names) / len(names) / 2**20
-        print(f"generated {len(names)} PNGs of 1024×1024 ({size_mb:.2f} MB each) "
-              f"in {time.perf_counter() - start:.1f} s")
+        print(
+            f"generated {len(names)} PNGs of 1024×1024 ({size_mb:.2f} MB each) "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
 
         order = np.random.default_rng(1).permutation(len(names))
         decode = _decode_epoch(folder, names, args.resolution, order)
         print(f"epoch, decode + resize at every access (1 core): {decode:8.1f} images/s")
 
         start = time.perf_counter()
-        entry = cache.build_cache(images.FileImages(folder, tuple(names), workers=1), names,
-                                   dataset="bench", split="train", resolution=args.resolution)
+        entry = cache.build_cache(
+            images.FileImages(folder, tuple(names), workers=1),
+            names,
+            dataset="bench",
+            split="train",
+            resolution=args.resolution,
+        )
         build = time.perf_counter() - start
-        print(f"cache built once in {build:.1f} s ({len(names) / build:.1f} images/s, 1 core; "
-              f"uses up to 4 threads by default)")
+        print(
+            f"cache built once in {build:.1f} s ({len(names) / build:.1f} images/s, 1 core; "
+            f"uses up to 4 threads by default)"
+        )
         array = cache.open_cache(entry.record())
         _cache_epoch(array, order)  # the first epoch may come from disk; later ones from RAM
         cached = _cache_epoch(array, order)

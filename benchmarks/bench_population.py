@@ -59,11 +59,23 @@ def train(run: str, prof: dict, *, seeds: int, epochs: int, population: str) -> 
     """(wall seconds, seconds inside epochs) of one population."""
     shutil.rmtree(paths.run_paths(run).root / "models", ignore_errors=True)
     t0 = time.perf_counter()
-    T.train_population(run, seeds=seeds, model=prof["model"], pretrained=prof["pretrained"], max_epochs=epochs,
-                       patience=prof["patience"], batch_size=prof["batch_size"], lr=prof["lr"],
-                       bn_eval_compat=prof["bn_eval_compat"], schedule=prof["schedule"],
-                       precision=prof["precision"], device="cpu", population=population,
-                       threads=prof["threads"], progress=False)
+    T.train_population(
+        run,
+        seeds=seeds,
+        model=prof["model"],
+        pretrained=prof["pretrained"],
+        max_epochs=epochs,
+        patience=prof["patience"],
+        batch_size=prof["batch_size"],
+        lr=prof["lr"],
+        bn_eval_compat=prof["bn_eval_compat"],
+        schedule=prof["schedule"],
+        precision=prof["precision"],
+        device="cpu",
+        population=population,
+        threads=prof["threads"],
+        progress=False,
+    )
     wall = time.perf_counter() - t0
     inside = sum(float(artifacts.read_history(run, s)["seconds"].sum()) for s in range(seeds))
     return wall, inside
@@ -71,7 +83,9 @@ def train(run: str, prof: dict, *, seeds: int, epochs: int, population: str) -> 
 
 def same_weights(run_a: str, run_b: str, seeds: int) -> bool:
     for s in range(seeds):
-        a, b = (torch.load(paths.run_paths(r).checkpoint(s), weights_only=True) for r in (run_a, run_b))
+        a, b = (
+            torch.load(paths.run_paths(r).checkpoint(s), weights_only=True) for r in (run_a, run_b)
+        )
         if list(a) != list(b) or not all(torch.equal(a[k], b[k]) for k in a):
             return False
     return True
@@ -91,8 +105,12 @@ def fixed_work(prof: dict, steps: int = 60) -> float:
     device = torch.device("cpu")
     net = models.create_model(prof["model"], 15).to(memory_format=torch.channels_last)
     opt = recipe.adam(net.parameters(), lr=1e-3, device=device)
-    x = models.preprocess(torch.randint(0, 256, (prof["batch_size"], prof["resolution"], prof["resolution"]),
-                                        dtype=torch.uint8), channels_last=True)
+    x = models.preprocess(
+        torch.randint(
+            0, 256, (prof["batch_size"], prof["resolution"], prof["resolution"]), dtype=torch.uint8
+        ),
+        channels_last=True,
+    )
     y = torch.zeros(prof["batch_size"], 15)
     precision = recipe.resolve_precision(prof["precision"], device)
     t0 = 0.0
@@ -130,9 +148,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=prof["n_seeds"])
     ap.add_argument("--epochs", type=int, default=prof["max_epochs"])
     ap.add_argument("--patients", type=int, default=prof["max_patients"])
-    ap.add_argument("--repeats", type=int, default=1, help="timed populations of each side, alternating")
-    ap.add_argument("--tasks", type=int, default=50, help="empty tasks timed for the per-task overhead")
-    ap.add_argument("--quick", action="store_true", help="a short run: 200 patients, 2 seeds, 1 epoch")
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="timed populations of each side, alternating"
+    )
+    ap.add_argument(
+        "--tasks", type=int, default=50, help="empty tasks timed for the per-task overhead"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="a short run: 200 patients, 2 seeds, 1 epoch"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.patients, args.seeds, args.epochs, args.tasks = 200, 2, 1, 10
@@ -145,20 +169,32 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data.prepare_run("seq", dataset=prof["dataset"], resolution=prof["resolution"],
-                             max_patients=args.patients, split_seed=prof["split_seed"])
-            data.prepare_run("ray", dataset=prof["dataset"], resolution=prof["resolution"],
-                             max_patients=args.patients, split_seed=prof["split_seed"])
+            data.prepare_run(
+                "seq",
+                dataset=prof["dataset"],
+                resolution=prof["resolution"],
+                max_patients=args.patients,
+                split_seed=prof["split_seed"],
+            )
+            data.prepare_run(
+                "ray",
+                dataset=prof["dataset"],
+                resolution=prof["resolution"],
+                max_patients=args.patients,
+                split_seed=prof["split_seed"],
+            )
         n_train = len(data.open_split("seq", "train"))
-        print(f"device: cpu ({runtime.usable_cores()} usable cores); torch {torch.__version__}; the quick "
-              f"profile's population: {args.seeds} seeds of {prof['model']}, {prof['resolution']} px, "
-              f"{n_train} training images, up to {args.epochs} epochs (patience {prof['patience']}), "
-              f"{threads} thread(s) per model")
+        print(
+            f"device: cpu ({runtime.usable_cores()} usable cores); torch {torch.__version__}; the quick "
+            f"profile's population: {args.seeds} seeds of {prof['model']}, {prof['resolution']} px, "
+            f"{n_train} training images, up to {args.epochs} epochs (patience {prof['patience']}), "
+            f"{threads} thread(s) per model"
+        )
 
         seq, ray_, starts, stops, alone, beside = [], [], [], [], [], []
         options = per_task = None
         for r in range(args.repeats):
-            for side in (("sequential", "ray") if r % 2 == 0 else ("ray", "sequential")):
+            for side in ("sequential", "ray") if r % 2 == 0 else ("ray", "sequential"):
                 if side == "sequential":  # no Ray process runs beside it
                     got = train("seq", prof, seeds=args.seeds, epochs=args.epochs, population=side)
                     seq.append(got)
@@ -168,17 +204,24 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     with cluster.connect(""):  # a cluster on this machine, as a notebook starts it
                         starts.append(time.perf_counter() - t0)
-                        got = train("ray", prof, seeds=args.seeds, epochs=args.epochs, population=side)
+                        got = train(
+                            "ray", prof, seeds=args.seeds, epochs=args.epochs, population=side
+                        )
                         ray_.append(got)
                         time.sleep(IDLE_SECONDS)  # Ray stops the workers the tasks left idle
                         with runtime.num_threads(threads):
                             beside.append(fixed_work(prof))
                         if per_task is None:
-                            options = cluster.task_options(torch.device("cpu"), threads=threads, gpus_per_model=1.0)
+                            options = cluster.task_options(
+                                torch.device("cpu"), threads=threads, gpus_per_model=1.0
+                            )
                             per_task = task_round_trip(options, args.tasks)
                         t1 = time.perf_counter()
                     stops.append(time.perf_counter() - t1)
-                print(f"    {side:10s}: {got[0]:7.1f} s wall, {got[1]:7.1f} s inside epochs", flush=True)
+                print(
+                    f"    {side:10s}: {got[0]:7.1f} s wall, {got[1]:7.1f} s inside epochs",
+                    flush=True,
+                )
         start, stop = min(starts), min(stops)
 
         (s_wall, s_in), (r_wall, r_in) = min(seq), min(ray_)
@@ -193,23 +236,45 @@ def main(argv=None) -> int:
             return f"goal >= 0.95: {'met' if x >= 0.95 else 'NOT met'}"
 
         print(f"\npopulation, fastest of {args.repeats}; wall time, each side back to back")
-        print(f"    one after another (sequential)     : {s_wall:7.1f} s   (inside epochs {s_in:6.1f} s, outside {s_out:4.1f} s)")
-        print(f"    Ray tasks on a running cluster     : {r_wall:7.1f} s   (inside epochs {r_in:6.1f} s, outside {r_out:4.1f} s)")
-        print(f"    starting and stopping the cluster  : {start:7.1f} s + {stop:.1f} s (once per stage)")
+        print(
+            f"    one after another (sequential)     : {s_wall:7.1f} s   (inside epochs {s_in:6.1f} s, outside {s_out:4.1f} s)"
+        )
+        print(
+            f"    Ray tasks on a running cluster     : {r_wall:7.1f} s   (inside epochs {r_in:6.1f} s, outside {r_out:4.1f} s)"
+        )
+        print(
+            f"    starting and stopping the cluster  : {start:7.1f} s + {stop:.1f} s (once per stage)"
+        )
         print(f"    same weights bit for bit: {'yes' if same else 'NO'}")
-        print(f"    sequential / ray, measured wall     = {fmt.num(ratio, 3)}   ({goal(ratio)}; "
-              f"cluster start included {fmt.num(ratio_start, 3)})")
-        print(f"    sequential / ray, outside epochs    = {fmt.num(steady, 3)}   (cluster start included "
-              f"{fmt.num(steady_start, 3)})")
-        print("      (the sequential side's epoch time on both sides, plus each side's time outside epochs:")
-        print("       what Ray adds around the epochs, immune to the machine's drift between the sides;")
-        print(f"       it leaves out any slowdown inside them: here the epochs took {fmt.num(r_in / s_in, 3)}x as long on Ray)")
-        print(f"    Ray's time outside epochs, per seed = {fmt.num((r_out - s_out) / args.seeds, 2)} s more than sequential")
-        print(f"    the same training steps in this process with the idle cluster beside it: "
-              f"x{min(beside) / min(alone):.3f} as long (fastest of {len(alone)}; Ray's own processes "
-              f"share the {runtime.usable_cores()} cores)")
-        print(f"    per-task scheduling overhead (empty task, {options['num_cpus']} CPU(s), mean of {args.tasks}) "
-              f"= {per_task * 1000:.1f} ms")
+        print(
+            f"    sequential / ray, measured wall     = {fmt.num(ratio, 3)}   ({goal(ratio)}; "
+            f"cluster start included {fmt.num(ratio_start, 3)})"
+        )
+        print(
+            f"    sequential / ray, outside epochs    = {fmt.num(steady, 3)}   (cluster start included "
+            f"{fmt.num(steady_start, 3)})"
+        )
+        print(
+            "      (the sequential side's epoch time on both sides, plus each side's time outside epochs:"
+        )
+        print(
+            "       what Ray adds around the epochs, immune to the machine's drift between the sides;"
+        )
+        print(
+            f"       it leaves out any slowdown inside them: here the epochs took {fmt.num(r_in / s_in, 3)}x as long on Ray)"
+        )
+        print(
+            f"    Ray's time outside epochs, per seed = {fmt.num((r_out - s_out) / args.seeds, 2)} s more than sequential"
+        )
+        print(
+            f"    the same training steps in this process with the idle cluster beside it: "
+            f"x{min(beside) / min(alone):.3f} as long (fastest of {len(alone)}; Ray's own processes "
+            f"share the {runtime.usable_cores()} cores)"
+        )
+        print(
+            f"    per-task scheduling overhead (empty task, {options['num_cpus']} CPU(s), mean of {args.tasks}) "
+            f"= {per_task * 1000:.1f} ms"
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -65,9 +65,14 @@ def throughput_ratio(args) -> None:
         runtime.keep_freed_memory()  # as run_sweep does; both sides run with it
     torch.manual_seed(0)
     model = models.create_model(args.model, 20).to(device).eval()
-    images = torch.randint(0, 256, (args.n_images, args.resolution, args.resolution), dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (args.n_images, args.resolution, args.resolution), dtype=torch.uint8
+    )
     images = images.to(device)
-    batches = [models.preprocess(images[i : i + args.batch_size]) for i in range(0, args.n_images, args.batch_size)]
+    batches = [
+        models.preprocess(images[i : i + args.batch_size])
+        for i in range(0, args.n_images, args.batch_size)
+    ]
     pruner = compress.create_pruner("global_l1", model)
     sparsities = [0.0, 0.5, 0.9]
     inputs = inference.preprocessed(images)  # what run_sweep evaluates
@@ -78,15 +83,34 @@ def throughput_ratio(args) -> None:
     for i in range(args.repeats):  # adjacent pairs share whatever else the machine is doing
         raw.append(args.n_images / raw_forward_seconds(model, batches, device))
         sparsity = sparsities[i % len(sparsities)]
-        swept.append(args.n_images / sweep_seconds(pruner, model, inputs, [sparsity], args.batch_size, device))
+        swept.append(
+            args.n_images
+            / sweep_seconds(pruner, model, inputs, [sparsity], args.batch_size, device)
+        )
     ratios = [s / r for s, r in zip(swept, raw)]
-    print(f"device: {device} ({torch.get_num_threads()} CPU threads)" if device.type == "cpu" else f"device: {device}")
-    print(f"model {args.model}, {args.n_images} images {args.resolution}x{args.resolution}, batch {args.batch_size}; "
-          + ("test images preprocessed once" if inputs.dtype == torch.float32 else "each batch preprocessed"))
-    print(f"  raw forward        : median {statistics.median(raw):8.1f} images/s, best {max(raw):8.1f}")
-    print(f"  sweep evaluation   : median {statistics.median(swept):8.1f} images/s, best {max(swept):8.1f}")
-    print(f"  sweep / raw forward: median of {args.repeats} adjacent pairs {statistics.median(ratios):.3f} "
-          f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}); goal >= 0.9")
+    print(
+        f"device: {device} ({torch.get_num_threads()} CPU threads)"
+        if device.type == "cpu"
+        else f"device: {device}"
+    )
+    print(
+        f"model {args.model}, {args.n_images} images {args.resolution}x{args.resolution}, batch {args.batch_size}; "
+        + (
+            "test images preprocessed once"
+            if inputs.dtype == torch.float32
+            else "each batch preprocessed"
+        )
+    )
+    print(
+        f"  raw forward        : median {statistics.median(raw):8.1f} images/s, best {max(raw):8.1f}"
+    )
+    print(
+        f"  sweep evaluation   : median {statistics.median(swept):8.1f} images/s, best {max(swept):8.1f}"
+    )
+    print(
+        f"  sweep / raw forward: median of {args.repeats} adjacent pairs {statistics.median(ratios):.3f} "
+        f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}); goal >= 0.9"
+    )
 
 
 def threshold_time(args) -> None:
@@ -106,9 +130,13 @@ def threshold_time(args) -> None:
         mask_times.append(time.perf_counter() - start)
     tied = [s for s in PAPER_SPARSITIES if pruner.plan.select.tied(compress.n_to_prune(s, n))]
     print(f"ResNet-50 pruned set: {n:,} weights (every Conv2d and Linear weight)")
-    print(f"  20 thresholds (gather |w|, one sort): {statistics.median(times):.3f} s (median of {args.repeats})")
-    print(f"  create_pruner + 20 masks            : {statistics.median(mask_times):.3f} s "
-          f"({len(tied)} sparsities tie at the threshold and take torch.topk: {tied})")
+    print(
+        f"  20 thresholds (gather |w|, one sort): {statistics.median(times):.3f} s (median of {args.repeats})"
+    )
+    print(
+        f"  create_pruner + 20 masks            : {statistics.median(mask_times):.3f} s "
+        f"({len(tied)} sparsities tie at the threshold and take torch.topk: {tied})"
+    )
 
 
 def main() -> None:
@@ -116,7 +144,9 @@ def main() -> None:
     parser.add_argument("--model", default="small_resnet")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--n-images", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=config.load_profile("default")["eval_batch_size"])
+    parser.add_argument(
+        "--batch-size", type=int, default=config.load_profile("default")["eval_batch_size"]
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()

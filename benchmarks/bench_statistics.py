@@ -22,7 +22,9 @@ import pandas as pd
 
 N_SEEDS, N_CLASSES, N_TEST, N_PATIENTS = 10, 15, 21_081, 2_307
 SPARSITIES = [round(0.05 * k, 2) for k in range(20)]
-PREVALENCE = np.array([0.54, 0.18, 0.12, 0.10, 0.06, 0.05, 0.04, 0.05, 0.03, 0.02, 0.02, 0.02, 0.015, 0.012, 0.002])
+PREVALENCE = np.array(
+    [0.54, 0.18, 0.12, 0.10, 0.06, 0.05, 0.04, 0.05, 0.03, 0.02, 0.02, 0.02, 0.015, 0.012, 0.002]
+)
 
 
 def synthetic(seed: int = 0):
@@ -49,10 +51,19 @@ def synthetic(seed: int = 0):
     test = pd.DataFrame(y, columns=classes)
     test.insert(0, "patient_id", [f"p{p}" for p in patient])
     test.insert(0, "image_id", [f"im{k:05d}" for k in range(N_TEST)])
-    labels = pd.concat([test.assign(split="test"),
-                        test.assign(split="train", image_id=lambda d: "tr" + d["image_id"])], ignore_index=True)
-    table = pies.pie_table(probs[:, 0].mean(axis=0), probs[:, SPARSITIES.index(0.9)].mean(axis=0),
-                           test["image_id"], fraction=0.05)
+    labels = pd.concat(
+        [
+            test.assign(split="test"),
+            test.assign(split="train", image_id=lambda d: "tr" + d["image_id"]),
+        ],
+        ignore_index=True,
+    )
+    table = pies.pie_table(
+        probs[:, 0].mean(axis=0),
+        probs[:, SPARSITIES.index(0.9)].mean(axis=0),
+        test["image_id"],
+        fraction=0.05,
+    )
     return classes, labels, test, probs, metrics, table
 
 
@@ -74,10 +85,21 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
-    from prunecxr.analysis import cooccurrence, dyadic, forgetting, overall, paired, pie_intervals, pies, uncertainty
+    from prunecxr.analysis import (
+        cooccurrence,
+        dyadic,
+        forgetting,
+        overall,
+        paired,
+        pie_intervals,
+        pies,
+        uncertainty,
+    )
 
-    print(f"synthetic run: {N_CLASSES} classes, {N_SEEDS} seeds, {len(SPARSITIES)} sparsities, "
-          f"{N_TEST:,} test images of {N_PATIENTS:,} patients")
+    print(
+        f"synthetic run: {N_CLASSES} classes, {N_SEEDS} seeds, {len(SPARSITIES)} sparsities, "
+        f"{N_TEST:,} test images of {N_PATIENTS:,} patients"
+    )
     (classes, labels, test, probs, metrics, table), t = timed(synthetic)
     print(f"(made in {t:.1f} s)\n")
     rows = []
@@ -89,49 +111,104 @@ def main() -> None:
         return out
 
     # 03: Fig. 1
-    row("03 Fig. 1: Welch | paired, sign-flip, Holm/BH, first-drop stability",
+    row(
+        "03 Fig. 1: Welch | paired, sign-flip, Holm/BH, first-drop stability",
         lambda: overall.overall_table(metrics),
-        lambda: (paired.paired_table(metrics, n_permutations=args.n_permutations),
-                 paired.first_drop_stability(metrics, n_resamples=args.n_boot)))
+        lambda: (
+            paired.paired_table(metrics, n_permutations=args.n_permutations),
+            paired.first_drop_stability(metrics, n_resamples=args.n_boot),
+        ),
+    )
     # 04: Fig. 3
     curves = forgetting.forgettability_curves(metrics, classes=classes)
     summary = forgetting.class_summary(curves, labels)
     changes = uncertainty.seed_changes(metrics, classes)
-    flags = uncertainty.unlearned_table(metrics, classes).set_index("class").loc[classes, "unlearned"].to_numpy()
+    flags = (
+        uncertainty.unlearned_table(metrics, classes)
+        .set_index("class")
+        .loc[classes, "unlearned"]
+        .to_numpy()
+    )
     patient = pd.factorize(test["patient_id"])[0]
-    data = uncertainty.PatientData(y=test[classes].to_numpy(np.int64), dense=probs[:, 0],
-                                   extreme=probs[:, -1], patient=patient)
-    row("04 Fig. 3: curves, correlations | seeds+classes bootstrap (BCa)",
+    data = uncertainty.PatientData(
+        y=test[classes].to_numpy(np.int64), dense=probs[:, 0], extreme=probs[:, -1], patient=patient
+    )
+    row(
+        "04 Fig. 3: curves, correlations | seeds+classes bootstrap (BCa)",
         lambda: forgetting.frequency_correlations(
-            forgetting.class_summary(forgetting.forgettability_curves(metrics, classes=classes), labels)),
-        lambda: uncertainty.forgetting_intervals(changes, summary["train_count"].to_numpy(), flags,
-                                                 n_boot=args.n_boot, n_boot_patients=0))
-    row("04 Fig. 3: | patient bootstrap of the change at 95% (AP recomputed)",
+            forgetting.class_summary(
+                forgetting.forgettability_curves(metrics, classes=classes), labels
+            )
+        ),
+        lambda: uncertainty.forgetting_intervals(
+            changes, summary["train_count"].to_numpy(), flags, n_boot=args.n_boot, n_boot_patients=0
+        ),
+    )
+    row(
+        "04 Fig. 3: | patient bootstrap of the change at 95% (AP recomputed)",
         lambda: None,
-        lambda: uncertainty.forgetting_intervals(changes, summary["train_count"].to_numpy(), flags, patients=data,
-                                                 n_boot=1, n_boot_patients=args.n_boot_patients))
+        lambda: uncertainty.forgetting_intervals(
+            changes,
+            summary["train_count"].to_numpy(),
+            flags,
+            patients=data,
+            n_boot=1,
+            n_boot_patients=args.n_boot_patients,
+        ),
+    )
     # 05: Fig. 4, Eq. 2
     pairs = cooccurrence.pair_table(curves, labels)
-    row("05 Fig. 4, Eq. 2: pairs, OLS | Mantel, QAP, Freedman-Lane, robust SEs (all + learned)",
+    row(
+        "05 Fig. 4, Eq. 2: pairs, OLS | Mantel, QAP, Freedman-Lane, robust SEs (all + learned)",
         lambda: cooccurrence.summarize("m", cooccurrence.pair_table(curves, labels)),
-        lambda: [dyadic.dyadic_tests(p, c, n_permutations=args.n_permutations)
-                 for p, c in ((pairs, classes), dyadic.learned_pairs(pairs, classes, flags))])
-    row("05 Fig. 4, Eq. 2: | classes+seeds bootstrap (all + learned)",
+        lambda: [
+            dyadic.dyadic_tests(p, c, n_permutations=args.n_permutations)
+            for p, c in ((pairs, classes), dyadic.learned_pairs(pairs, classes, flags))
+        ],
+    )
+    row(
+        "05 Fig. 4, Eq. 2: | classes+seeds bootstrap (all + learned)",
         lambda: None,
-        lambda: [dyadic.cooccurrence_intervals(p, c, changes, n_boot=args.n_boot)
-                 for p, c in ((pairs, classes), dyadic.learned_pairs(pairs, classes, flags))])
+        lambda: [
+            dyadic.cooccurrence_intervals(p, c, changes, n_boot=args.n_boot)
+            for p, c in ((pairs, classes), dyadic.learned_pairs(pairs, classes, flags))
+        ],
+    )
     # 06: Fig. 5
     is_pie = table["is_pie"].to_numpy()
-    row("06 Fig. 5: PIEs, ratios | patient-clustered ratio intervals",
-        lambda: (pies.pie_table(probs[:, 0].mean(axis=0), probs[:, SPARSITIES.index(0.9)].mean(axis=0),
-                                test["image_id"], fraction=0.05),
-                 pies.class_ratios(test, is_pie, classes)),
-        lambda: pie_intervals.pie_ratio_intervals(test, is_pie, classes, train_counts=summary["train_count"].to_numpy(),
-                                                  is_unlearned=flags, n_boot=args.n_boot))
-    row("06 Fig. 5: | PIE set stability over seed draws",
+    row(
+        "06 Fig. 5: PIEs, ratios | patient-clustered ratio intervals",
+        lambda: (
+            pies.pie_table(
+                probs[:, 0].mean(axis=0),
+                probs[:, SPARSITIES.index(0.9)].mean(axis=0),
+                test["image_id"],
+                fraction=0.05,
+            ),
+            pies.class_ratios(test, is_pie, classes),
+        ),
+        lambda: pie_intervals.pie_ratio_intervals(
+            test,
+            is_pie,
+            classes,
+            train_counts=summary["train_count"].to_numpy(),
+            is_unlearned=flags,
+            n_boot=args.n_boot,
+        ),
+    )
+    row(
+        "06 Fig. 5: | PIE set stability over seed draws",
         lambda: None,
-        lambda: pie_intervals.pie_stability(probs, 0, SPARSITIES.index(0.9), test["image_id"].to_numpy(), is_pie,
-                                            fraction=0.05, n_resamples=args.n_pie_draws))
+        lambda: pie_intervals.pie_stability(
+            probs,
+            0,
+            SPARSITIES.index(0.9),
+            test["image_id"].to_numpy(),
+            is_pie,
+            fraction=0.05,
+            n_resamples=args.n_pie_draws,
+        ),
+    )
 
     width = max(len(r[0]) for r in rows)
     print(f"{'analysis (paper | new)':<{width}}  {'paper s':>8}  {'new s':>8}")

@@ -60,7 +60,7 @@ def make_cache(folder: Path, n: int, size: int, classes: int, seed: int):
     stripe = max(size // classes, 1)
     for c in range(classes):
         rows = labels[:, c] == 1
-        images[rows, (c * stripe) % size:(c * stripe) % size + stripe, :] += 100
+        images[rows, (c * stripe) % size : (c * stripe) % size + stripe, :] += 100
     images.flush()
     return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, size, size)), labels
 
@@ -71,8 +71,19 @@ def clock(device, threads):
     return time.process_time if device.type == "cpu" and threads == 1 else time.perf_counter
 
 
-def raw_images_per_s(model_name, classes, size, batch, device, threads, *, optimizer_step, seconds=3.0,
-                     precision="fp32", channels_last=None):
+def raw_images_per_s(
+    model_name,
+    classes,
+    size,
+    batch,
+    device,
+    threads,
+    *,
+    optimizer_step,
+    seconds=3.0,
+    precision="fp32",
+    channels_last=None,
+):
     """Forward+backward (+ Adam step) of one model on a fixed preprocessed batch on the device.
 
     One batch, used over and over, sits in the CPU's caches as a batch that the pipeline has
@@ -85,8 +96,10 @@ def raw_images_per_s(model_name, classes, size, batch, device, threads, *, optim
     cl = recipe.uses_channels_last(device) if channels_last is None else channels_last
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    x = models.preprocess(torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, device=device),
-                          channels_last=cl)
+    x = models.preprocess(
+        torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, device=device),
+        channels_last=cl,
+    )
     y = torch.randint(0, 2, (batch, classes), device=device).float()
     opt = recipe.adam(model.parameters(), lr=1e-3, device=device)
 
@@ -123,11 +136,25 @@ def levers(shape, precision, *, rounds, seconds):
     ]
     got = {k: [] for k in range(len(steps))}
     for r in range(rounds):
-        for k in (range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))):
+        for k in range(len(steps)) if r % 2 == 0 else reversed(range(len(steps))):
             _, b, cl, prec = steps[k]
-            got[k].append(raw_images_per_s(model, classes, size, b, device, threads, optimizer_step=True,
-                                           seconds=seconds, precision=prec, channels_last=cl))
-    print(f"\nthe recipe's speed levers: raw training images/s ({model}, {size} px), median of {rounds} rounds")
+            got[k].append(
+                raw_images_per_s(
+                    model,
+                    classes,
+                    size,
+                    b,
+                    device,
+                    threads,
+                    optimizer_step=True,
+                    seconds=seconds,
+                    precision=prec,
+                    channels_last=cl,
+                )
+            )
+    print(
+        f"\nthe recipe's speed levers: raw training images/s ({model}, {size} px), median of {rounds} rounds"
+    )
     base = prev = None
     for k, (what, *_rest) in enumerate(steps):
         ips = float(np.median(got[k]))
@@ -142,13 +169,26 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def fit_seconds(data, cfg, *, seeds, population, device, threads, tag: str, now=time.perf_counter) -> float:
+def fit_seconds(
+    data, cfg, *, seeds, population, device, threads, tag: str, now=time.perf_counter
+) -> float:
     shutil.rmtree(paths.run_paths(tag).root, ignore_errors=True)
     tx, ty, vx, vy = data
     sync(device)
     t0 = now()
-    T.fit_population(tx, ty, vx, vy, seeds=seeds, config=cfg, run=tag, device=device,
-                     population=population, threads=threads, progress=False)
+    T.fit_population(
+        tx,
+        ty,
+        vx,
+        vy,
+        seeds=seeds,
+        config=cfg,
+        run=tag,
+        device=device,
+        population=population,
+        threads=threads,
+        progress=False,
+    )
     sync(device)
     return now() - t0
 
@@ -170,10 +210,15 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", type=int, default=15)
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each timed training")
     ap.add_argument("--rounds", type=int, default=6, help="paired rounds of (a)")
-    ap.add_argument("--threads", type=int, default=prof["threads"],
-                    help="CPU threads per model; 0: all usable cores, as training's default")
-    ap.add_argument("--quick", action="store_true",
-                    help="a short run: 256 images, 1 epoch, 1 round")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=prof["threads"],
+        help="CPU threads per model; 0: all usable cores, as training's default",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="a short run: 256 images, 1 epoch, 1 round"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.images, args.epochs, args.rounds = 256, 1, 1
@@ -189,35 +234,67 @@ def main(argv=None) -> int:
         vx, vy = make_cache(workdir, max(args.images // 10, 8), args.resolution, args.classes, 1)
         data = (tx, ty, vx, vy)
         tiny_val = (tx, ty, vx[:8], vy[:8])  # the training loop alone, validation negligible
-        cfg = T.TrainConfig(model=args.model, pretrained=False, max_epochs=args.epochs,
-                            patience=args.epochs, batch_size=args.batch_size, lr=prof["lr"],
-                            schedule=prof["schedule"], precision=prof["precision"])
+        cfg = T.TrainConfig(
+            model=args.model,
+            pretrained=False,
+            max_epochs=args.epochs,
+            patience=args.epochs,
+            batch_size=args.batch_size,
+            lr=prof["lr"],
+            schedule=prof["schedule"],
+            precision=prof["precision"],
+        )
         precision = recipe.resolve_precision(cfg.precision, device)
         threads = None
         if device.type == "cpu":  # both sides of every ratio run with the count training uses
             threads = runtime.check_threads(args.threads)
             torch.set_num_threads(threads)
-        print(f"device: {device_name(device)}; torch {torch.__version__}; model {args.model}, "
-              f"{args.resolution} px, batch {args.batch_size}, {args.images} training images, "
-              f"{args.epochs} epochs per timed training; {precision}"
-              + (f"; {threads} thread(s)" if threads else ""))
+        print(
+            f"device: {device_name(device)}; torch {torch.__version__}; model {args.model}, "
+            f"{args.resolution} px, batch {args.batch_size}, {args.images} training images, "
+            f"{args.epochs} epochs per timed training; {precision}"
+            + (f"; {threads} thread(s)" if threads else "")
+        )
 
         # pipeline efficiency
         now = clock(device, threads)
         shape = (args.model, args.classes, args.resolution, args.batch_size, device, threads)
         levers(shape, precision, rounds=args.rounds, seconds=1.0 if args.quick else 2.0)
         # untimed warm-up: one-off costs of a process (first checkpoint write, lazy imports)
-        fit_seconds(data, cfg, seeds=[0], population="sequential", device=device,
-                    threads=threads, tag="warm", now=now)
+        fit_seconds(
+            data,
+            cfg,
+            seeds=[0],
+            population="sequential",
+            device=device,
+            threads=threads,
+            tag="warm",
+            now=now,
+        )
 
         def measure(side, r):
             if side == "raw":
-                return raw_images_per_s(*shape, optimizer_step=False, seconds=2.0, precision=precision)
+                return raw_images_per_s(
+                    *shape, optimizer_step=False, seconds=2.0, precision=precision
+                )
             if side == "raw_opt":
-                return raw_images_per_s(*shape, optimizer_step=True, seconds=2.0, precision=precision)
-            return args.epochs * args.images / fit_seconds(
-                data if side == "e2e" else tiny_val, cfg, seeds=[0], population="sequential",
-                device=device, threads=threads, tag=f"{side}{r}", now=now)
+                return raw_images_per_s(
+                    *shape, optimizer_step=True, seconds=2.0, precision=precision
+                )
+            return (
+                args.epochs
+                * args.images
+                / fit_seconds(
+                    data if side == "e2e" else tiny_val,
+                    cfg,
+                    seeds=[0],
+                    population="sequential",
+                    device=device,
+                    threads=threads,
+                    tag=f"{side}{r}",
+                    now=now,
+                )
+            )
 
         order = ("raw", "e2e", "loop", "raw_opt")  # each pipeline beside its raw step
         rounds = []
@@ -228,17 +305,25 @@ def main(argv=None) -> int:
         raw, e2e, loop, raw_opt = (np.array(col) for col in zip(*rounds))
         eff, pipe = np.median(e2e / raw), np.median(loop / raw_opt)
         unit = "CPU-second, one thread" if now is time.process_time else "second"
-        print(f"\npipeline efficiency: images per {unit}, median of {args.rounds} rounds "
-              "(each times both sides back to back)")
+        print(
+            f"\npipeline efficiency: images per {unit}, median of {args.rounds} rounds "
+            "(each times both sides back to back)"
+        )
         print(f"    raw forward+backward, in-memory tensors      : {np.median(raw):8.0f}")
         print(f"    raw forward+backward+Adam step               : {np.median(raw_opt):8.0f}")
         print(f"    fit_population, val = a tenth of train        : {np.median(e2e):8.0f}")
         print(f"    fit_population, val = 8 images (the loop)     : {np.median(loop):8.0f}")
-        spread = f"rounds {fmt.num(float(np.min(e2e / raw)), 2)}-{fmt.num(float(np.max(e2e / raw)), 2)}"
-        print(f"    efficiency, end-to-end / raw forward+backward = {fmt.num(float(eff), 2)}   "
-              f"({spread}; goal >= 0.90: {'met' if eff >= 0.9 else 'NOT met'})")
-        print(f"    the data pipeline alone (loop / raw step)     = {fmt.num(float(pipe), 2)}   "
-              "(batches from the uint8 cache, augmentation, preprocessing, checkpoints)")
+        spread = (
+            f"rounds {fmt.num(float(np.min(e2e / raw)), 2)}-{fmt.num(float(np.max(e2e / raw)), 2)}"
+        )
+        print(
+            f"    efficiency, end-to-end / raw forward+backward = {fmt.num(float(eff), 2)}   "
+            f"({spread}; goal >= 0.90: {'met' if eff >= 0.9 else 'NOT met'})"
+        )
+        print(
+            f"    the data pipeline alone (loop / raw step)     = {fmt.num(float(pipe), 2)}   "
+            "(batches from the uint8 cache, augmentation, preprocessing, checkpoints)"
+        )
 
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

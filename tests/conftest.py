@@ -41,16 +41,23 @@ def smoke_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e-home")
     env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
     assert any(paths.notebooks_dir().glob("[0-9][0-9]_*.ipynb")), (
-        f"no notebooks in {paths.notebooks_dir()}")
+        f"no notebooks in {paths.notebooks_dir()}"
+    )
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke"],
-        cwd=paths.project_root(), env=env, capture_output=True, text=True, timeout=900, check=False,
+        cwd=paths.project_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, (
         f"the smoke run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-        f"{proc.stderr[-6000:]}")
+        f"{proc.stderr[-6000:]}"
+    )
     return {"home": home, "elapsed": elapsed, "stdout": proc.stdout, "stderr": proc.stderr}
 
 
@@ -64,7 +71,7 @@ def arrays():
     images = rng.integers(0, 80, (n, 16, 16)).astype(np.uint8)
     for k in range(c):
         r, q = divmod(k, 2)
-        images[labels[:, k] == 1, 8 * r:8 * r + 8, 8 * q:8 * q + 8] += 100
+        images[labels[:, k] == 1, 8 * r : 8 * r + 8, 8 * q : 8 * q + 8] += 100
     return images[:96], labels[:96], images[96:], labels[96:]
 
 

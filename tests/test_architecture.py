@@ -21,7 +21,18 @@ import pytest
 import prunecxr
 
 PACKAGE_DIR = Path(prunecxr.__file__).resolve().parent
-LEAVES = {"paths", "artifacts", "published", "levels", "runtime", "runlock", "stages", "fmt", "stats", "metrics"}
+LEAVES = {
+    "paths",
+    "artifacts",
+    "published",
+    "levels",
+    "runtime",
+    "runlock",
+    "stages",
+    "fmt",
+    "stats",
+    "metrics",
+}
 
 
 def module_name(path: Path, root: Path, package: str) -> str:
@@ -55,7 +66,9 @@ def scan(root: Path, package: str) -> dict[str, ModuleInfo]:
     infos: dict[str, ModuleInfo] = {}
     for path in sorted(root.rglob("*.py")):
         name = module_name(path, root, package)
-        infos[name] = ModuleInfo(name, path, path.name == "__init__.py", ast.parse(path.read_text(), str(path)))
+        infos[name] = ModuleInfo(
+            name, path, path.name == "__init__.py", ast.parse(path.read_text(), str(path))
+        )
     known = set(infos)
 
     for info in infos.values():
@@ -63,7 +76,9 @@ def scan(root: Path, package: str) -> dict[str, ModuleInfo]:
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = _resolve(info.name, info.is_package, node.level, node.module)
-                elif node.module and (node.module == package or node.module.startswith(package + ".")):
+                elif node.module and (
+                    node.module == package or node.module.startswith(package + ".")
+                ):
                     base = node.module
                 else:
                     continue
@@ -74,8 +89,14 @@ def scan(root: Path, package: str) -> dict[str, ModuleInfo]:
                         info.aliases[alias.asname or alias.name] = full
                     elif base in known:
                         info.imports.add(base)
-                        if alias.name.startswith("_") and not alias.name.startswith("__") and base != info.name:
-                            info.private_uses.append(f"{node.lineno}: from {base} import {alias.name}")
+                        if (
+                            alias.name.startswith("_")
+                            and not alias.name.startswith("__")
+                            and base != info.name
+                        ):
+                            info.private_uses.append(
+                                f"{node.lineno}: from {base} import {alias.name}"
+                            )
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name in known and alias.name != package:
@@ -83,10 +104,17 @@ def scan(root: Path, package: str) -> dict[str, ModuleInfo]:
                         if alias.asname:
                             info.aliases[alias.asname] = alias.name
         for node in ast.walk(info.tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id in info.aliases and node.attr.startswith("_")
-                    and not node.attr.startswith("__") and info.aliases[node.value.id] != info.name):
-                info.private_uses.append(f"{node.lineno}: {info.aliases[node.value.id]}.{node.attr}")
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in info.aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and info.aliases[node.value.id] != info.name
+            ):
+                info.private_uses.append(
+                    f"{node.lineno}: {info.aliases[node.value.id]}.{node.attr}"
+                )
     for info in infos.values():  # a package's own submodules are not arrows out of it
         info.imports.discard(info.name)
     return infos
@@ -153,7 +181,10 @@ def test_no_import_cycles():
 def test_no_module_uses_another_modules_private_names():
     uses = {name: info.private_uses for name, info in INFOS.items() if info.private_uses}
     assert not uses, "private names used across modules:\n" + "\n".join(
-        f"{name} ({INFOS[name].path.name}) line {use}" for name, found in uses.items() for use in found)
+        f"{name} ({INFOS[name].path.name}) line {use}"
+        for name, found in uses.items()
+        for use in found
+    )
 
 
 @pytest.mark.parametrize("leaf", sorted(LEAVES))
@@ -174,32 +205,44 @@ def _package(tmp_path: Path, files: dict[str, str]) -> dict[str, ModuleInfo]:
 
 
 def test_a_cycle_is_found(tmp_path):
-    infos = _package(tmp_path, {
-        "__init__.py": "",
-        "a.py": "from . import b\n",
-        "sub/__init__.py": "from .c import f\n",
-        "sub/c.py": "from .. import a\ndef f(): pass\n",
-        "b.py": "from .sub import c\n",
-    })
+    infos = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a.py": "from . import b\n",
+            "sub/__init__.py": "from .c import f\n",
+            "sub/c.py": "from .. import a\ndef f(): pass\n",
+            "b.py": "from .sub import c\n",
+        },
+    )
     assert find_cycles(infos) == [["pkg.a", "pkg.b", "pkg.sub.c"]]
 
 
 def test_a_package_reexporting_its_submodules_is_no_cycle(tmp_path):
-    infos = _package(tmp_path, {
-        "__init__.py": "",
-        "sub/__init__.py": "from .c import f\nfrom . import d\n",
-        "sub/c.py": "def f(): pass\n",
-        "sub/d.py": "from . import c\n",
-    })
+    infos = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "sub/__init__.py": "from .c import f\nfrom . import d\n",
+            "sub/c.py": "def f(): pass\n",
+            "sub/d.py": "from . import c\n",
+        },
+    )
     assert find_cycles(infos) == []
 
 
 def test_a_private_use_is_found(tmp_path):
-    infos = _package(tmp_path, {
-        "__init__.py": "",
-        "a.py": "def _helper(): pass\nX = 1\n",
-        "b.py": "from . import a\nfrom .a import _helper\ny = a._helper() + a.X\n",
-        "c.py": "def _own(): pass\nz = _own()\n",
-    })
-    assert sorted(infos["pkg.b"].private_uses) == ["2: from pkg.a import _helper", "3: pkg.a._helper"]
+    infos = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a.py": "def _helper(): pass\nX = 1\n",
+            "b.py": "from . import a\nfrom .a import _helper\ny = a._helper() + a.X\n",
+            "c.py": "def _own(): pass\nz = _own()\n",
+        },
+    )
+    assert sorted(infos["pkg.b"].private_uses) == [
+        "2: from pkg.a import _helper",
+        "3: pkg.a._helper",
+    ]
     assert infos["pkg.c"].private_uses == []

@@ -95,7 +95,7 @@ def expand(pattern: str) -> list[str]:
     match = _BRACES.search(pattern)
     if not match:
         return [pattern]
-    head, tail = pattern[: match.start()], pattern[match.end():]
+    head, tail = pattern[: match.start()], pattern[match.end() :]
     return [p for alt in match.group(1).split(",") for p in expand(head + alt.strip() + tail)]
 
 
@@ -155,15 +155,24 @@ def parse_contract(text: str) -> Contract:
             names += found
         if kind in ("path", "transient path", "figure"):
             expanded = [p for name in names for p in expand(name)]
-            {"path": contract.files, "transient path": contract.transient,
-             "figure": contract.figures}[kind].extend(expanded)
+            {
+                "path": contract.files,
+                "transient path": contract.transient,
+                "figure": contract.figures,
+            }[kind].extend(expanded)
         else:
             if not heading:
-                raise ContractError(f"a {kind!r} table ({names[:3]}...) has no file named in "
-                                    "backticks in the heading above it")
+                raise ContractError(
+                    f"a {kind!r} table ({names[:3]}...) has no file named in "
+                    "backticks in the heading above it"
+                )
             contract.tables.append(Table([p for h in heading for p in expand(h)], kind, names))
-    used = [*contract.files, *contract.transient, *contract.figures,
-            *(n for t in contract.tables for n in t.names)]
+    used = [
+        *contract.files,
+        *contract.transient,
+        *contract.figures,
+        *(n for t in contract.tables for n in t.names),
+    ]
     unknown = set().union(*map(_placeholders, used)) - set(PLACEHOLDERS) - RUN_PLACEHOLDERS
     if unknown:
         raise ContractError(f"unknown placeholder(s) {sorted(unknown)}")
@@ -171,8 +180,10 @@ def parse_contract(text: str) -> Contract:
     for table in contract.tables:
         for pattern in table.patterns:
             if pattern not in documented:
-                raise ContractError(f"the {table.kind}s of {pattern!r} are listed, but no "
-                                    "'path' table lists that file")
+                raise ContractError(
+                    f"the {table.kind}s of {pattern!r} are listed, but no "
+                    "'path' table lists that file"
+                )
     if not contract.files:
         raise ContractError("no 'path' table")
     return contract
@@ -187,7 +198,7 @@ def _regex(pattern: str, values: dict[str, str]) -> re.Pattern:
     parts = []
     last = 0
     for m in _PLACEHOLDER.finditer(pattern):
-        parts.append(re.escape(pattern[last:m.start()]))
+        parts.append(re.escape(pattern[last : m.start()]))
         if m.group(1) not in values:
             raise ContractError(f"placeholder <{m.group(1)}> cannot be used in {pattern!r}")
         parts.append(f"(?:{values[m.group(1)]})")
@@ -233,16 +244,21 @@ def check_tree(home: Path, contract: Contract, *, classes) -> list[str]:
     ``classes`` are the class names that ``<class>`` columns stand for.
     """
     values = dict(PLACEHOLDERS)
-    values["name"] = "|".join(f"(?:{_regex(f, PLACEHOLDERS).pattern})" for f in contract.figures) \
-        or r"(?!)"
+    values["name"] = (
+        "|".join(f"(?:{_regex(f, PLACEHOLDERS).pattern})" for f in contract.figures) or r"(?!)"
+    )
     path_values = {k: v for k, v in values.items() if k != "plotted"}
     column_values = dict(values, **{"class": "|".join(map(re.escape, classes)) or r"(?!)"})
     files = [_regex(p, path_values) for p in contract.files]
     transient = [_regex(p, path_values) for p in contract.transient]
     tables = [
-        ([_regex(p, path_values) for p in t.patterns], t.kind,
-         [_regex(n, column_values) for n in t.names] if t.kind == "column"
-         else [[_regex(part, column_values) for part in n.split(".")] for n in t.names])
+        (
+            [_regex(p, path_values) for p in t.patterns],
+            t.kind,
+            [_regex(n, column_values) for n in t.names]
+            if t.kind == "column"
+            else [[_regex(part, column_values) for part in n.split(".")] for n in t.names],
+        )
         for t in contract.tables
     ]
     problems = []
@@ -258,8 +274,11 @@ def check_tree(home: Path, contract: Contract, *, classes) -> list[str]:
             continue
         if path.suffix not in TABLE_SUFFIXES:
             continue
-        owned = [(kind, names) for regexes, kind, names in tables
-                 if any(r.fullmatch(rel) for r in regexes)]
+        owned = [
+            (kind, names)
+            for regexes, kind, names in tables
+            if any(r.fullmatch(rel) for r in regexes)
+        ]
         if not owned:
             problems.append(f"{rel}: no column or key table documents its contents")
             continue
@@ -273,8 +292,11 @@ def check_tree(home: Path, contract: Contract, *, classes) -> list[str]:
             problems += [f"{rel}: undocumented key {k!r}" for k in _key_problems(obj, patterns)]
         else:
             regexes = [n for kind, names in owned if kind == "column" for n in names]
-            problems += [f"{rel}: undocumented column {c!r}" for c in _columns(path)
-                         if not any(r.fullmatch(c) for r in regexes)]
+            problems += [
+                f"{rel}: undocumented column {c!r}"
+                for c in _columns(path)
+                if not any(r.fullmatch(c) for r in regexes)
+            ]
     return problems
 
 
@@ -310,7 +332,7 @@ def test_every_run_path_is_documented():
         if isinstance(attr, property):
             value = getattr(rp, name)
         elif callable(attr):
-            params = [p for p in attr.__code__.co_varnames[1:attr.__code__.co_argcount]]
+            params = [p for p in attr.__code__.co_varnames[1 : attr.__code__.co_argcount]]
             if not all(p in samples for p in params):
                 continue
             value = getattr(rp, name)(*(samples[p] for p in params))
@@ -366,9 +388,11 @@ def _write_tiny_run(home: Path) -> None:
     run = home / "runs" / "r1"
     (run / "notes").mkdir(parents=True)
     pd.DataFrame({"image_id": ["a"], "Mass": [1], "Edema": [0]}).to_parquet(
-        run / "labels.parquet", index=False)
-    (run / "run.json").write_text(json.dumps(
-        {"run": "r1", "data": {"classes": ["Mass", "Edema"]}, "free": {"anything": 1}}))
+        run / "labels.parquet", index=False
+    )
+    (run / "run.json").write_text(
+        json.dumps({"run": "r1", "data": {"classes": ["Mass", "Edema"]}, "free": {"anything": 1}})
+    )
     (run / "notes" / "0.txt").write_text("hello")
     (run / "notes" / "1.csv").write_text("a|b\nx\n")
 
@@ -396,10 +420,14 @@ def test_checker_rejects_an_undocumented_column_or_key(tmp_path):
     _write_tiny_run(tmp_path)
     run = tmp_path / "runs" / "r1"
     pd.DataFrame({"image_id": ["a"], "Mass": [1], "Edema": [0], "bogus": [0]}).to_parquet(
-        run / "labels.parquet", index=False)
+        run / "labels.parquet", index=False
+    )
     (run / "notes" / "1.csv").write_text("a|b,c\nx,y\n")
-    (run / "run.json").write_text(json.dumps(
-        {"run": "r1", "data": {"classes": [], "extra": 1}, "more": 2, "free": {"x": {"y": 1}}}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {"run": "r1", "data": {"classes": [], "extra": 1}, "more": 2, "free": {"x": {"y": 1}}}
+        )
+    )
     problems = check_tree(tmp_path, parse_contract(TINY_DOC), classes=["Mass"])
     assert problems == [
         "runs/r1/labels.parquet: undocumented column 'Edema'",  # not a class of the run
@@ -413,19 +441,26 @@ def test_checker_rejects_an_undocumented_column_or_key(tmp_path):
 def test_checker_rejects_a_table_file_without_columns(tmp_path):
     _write_tiny_run(tmp_path)
     (tmp_path / "runs" / "r1" / "notes" / "1.csv").unlink()
-    doc = TINY_DOC.replace("| `runs/<run>/notes/<s>.{txt,csv}` | notes |",
-                           "| `runs/<run>/notes/<s>.{txt,csv}`, `runs/<run>/extra.csv` | notes |")
+    doc = TINY_DOC.replace(
+        "| `runs/<run>/notes/<s>.{txt,csv}` | notes |",
+        "| `runs/<run>/notes/<s>.{txt,csv}`, `runs/<run>/extra.csv` | notes |",
+    )
     (tmp_path / "runs" / "r1" / "extra.csv").write_text("a\n1\n")
     problems = check_tree(tmp_path, parse_contract(doc), classes=["Mass", "Edema"])
     assert problems == ["runs/r1/extra.csv: no column or key table documents its contents"]
 
 
-@pytest.mark.parametrize("doc, message", [
-    (TINY_DOC.replace("`<dir>/.<file>", "`<folder>/.<file>"), "unknown placeholder"),
-    (TINY_DOC.replace("### `runs/<run>/run.json`", "### The record"), "no file named"),
-    (TINY_DOC.replace("### `runs/<run>/run.json`", "### `runs/<run>/record.json`"),
-     "no 'path' table lists"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (TINY_DOC.replace("`<dir>/.<file>", "`<folder>/.<file>"), "unknown placeholder"),
+        (TINY_DOC.replace("### `runs/<run>/run.json`", "### The record"), "no file named"),
+        (
+            TINY_DOC.replace("### `runs/<run>/run.json`", "### `runs/<run>/record.json`"),
+            "no 'path' table lists",
+        ),
+    ],
+)
 def test_parser_rejects_a_malformed_document(doc, message):
     with pytest.raises(ContractError, match=message):
         parse_contract(doc)
@@ -438,11 +473,20 @@ def test_real_document_is_not_a_catch_all(tmp_path):
     (run / "analysis" / "global_l1").mkdir(parents=True)
     (run / "notes.txt").write_text("?")
     (run / "prune" / "global_l1" / "work" / "seed-0.npy").write_bytes(b"")
-    (run / "prune" / "global_l1" / "meta.json").write_text(json.dumps(
-        {"method": "global_l1", "seeds": [0], "sparsities": [0.0], "classes": ["Mass"],
-         "dtype": "float32"}))
+    (run / "prune" / "global_l1" / "meta.json").write_text(
+        json.dumps(
+            {
+                "method": "global_l1",
+                "seeds": [0],
+                "sparsities": [0.0],
+                "classes": ["Mass"],
+                "dtype": "float32",
+            }
+        )
+    )
     pd.DataFrame({"class": ["Mass"], "train_count": [1], "first_20pct_drop": [0.5]}).to_parquet(
-        run / "analysis" / "global_l1" / "class_summary.parquet", index=False)
+        run / "analysis" / "global_l1" / "class_summary.parquet", index=False
+    )
     problems = check_tree(tmp_path, read_contract(), classes=["Mass"])
     assert problems == [
         "runs/r1/analysis/global_l1/class_summary.parquet: undocumented column 'first_20pct_drop'",
@@ -463,4 +507,5 @@ def test_smoke_run_writes_only_documented_files_and_columns(smoke_run):
     problems = check_tree(home, read_contract(), classes=classes)
     assert not problems, (
         "files, columns or keys of a smoke run that docs/artifacts.md does not document "
-        "(document them, or stop writing them):\n  " + "\n  ".join(problems))
+        "(document them, or stop writing them):\n  " + "\n  ".join(problems)
+    )

@@ -20,12 +20,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _config(**kw):
-    base = dict(model="small_resnet", pretrained=False, max_epochs=3, patience=3, batch_size=32, lr=1e-3)
+    base = dict(
+        model="small_resnet", pretrained=False, max_epochs=3, patience=3, batch_size=32, lr=1e-3
+    )
     base.update(kw)
     return T.TrainConfig(**base)
 
 
 # -- the up-weighted loss ------------------------------------------------------------------
+
 
 def test_the_htl_weighted_loss_is_the_hand_computed_weighted_bce():
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.0], [-3.0, 1.5]])
@@ -38,17 +41,31 @@ def test_the_htl_weighted_loss_is_the_hand_computed_weighted_bce():
         p = 1 / (1 + math.exp(-z))
         return -(y * math.log(p) + (1 - y) * math.log(1 - p))
 
-    hand = sum(w[i].item() * bce(logits[i, c].item(), labels[i, c].item())
-               for i in range(3) for c in range(2)) / 6
+    hand = (
+        sum(
+            w[i].item() * bce(logits[i, c].item(), labels[i, c].item())
+            for i in range(3)
+            for c in range(2)
+        )
+        / 6
+    )
     assert loop.weighted_bce(logits, labels, w).item() == pytest.approx(hand, rel=1e-6)
     # per-label weights [N, C] (class-balanced) weigh each entry
     wc = torch.tensor([[1.0, 2.0], [0.5, 1.0], [1.0, 4.0]])
-    hand_c = sum(wc[i, c].item() * bce(logits[i, c].item(), labels[i, c].item())
-                 for i in range(3) for c in range(2)) / 6
+    hand_c = (
+        sum(
+            wc[i, c].item() * bce(logits[i, c].item(), labels[i, c].item())
+            for i in range(3)
+            for c in range(2)
+        )
+        / 6
+    )
     assert loop.weighted_bce(logits, labels, wc).item() == pytest.approx(hand_c, rel=1e-6)
     # weights of 1 give the plain loss
     plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-    assert loop.weighted_bce(logits, labels, torch.ones(3)).item() == pytest.approx(plain.item(), rel=1e-6)
+    assert loop.weighted_bce(logits, labels, torch.ones(3)).item() == pytest.approx(
+        plain.item(), rel=1e-6
+    )
 
 
 def test_the_weights_reach_the_training_step(arrays):
@@ -59,8 +76,17 @@ def test_the_weights_reach_the_training_step(arrays):
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     split = DeviceSplit(tr_x, tr_y, torch.device("cpu"))
     net.eval()  # BatchNorm statistics stay: only the loss's gradients could move the weights
-    loss = loop.train_epoch(net, opt, split, torch.Generator().manual_seed(0), config=_config(augment=False),
-                            device=torch.device("cpu"), progress=False, desc="", weights=torch.zeros(len(tr_x)))
+    loss = loop.train_epoch(
+        net,
+        opt,
+        split,
+        torch.Generator().manual_seed(0),
+        config=_config(augment=False),
+        device=torch.device("cpu"),
+        progress=False,
+        desc="",
+        weights=torch.zeros(len(tr_x)),
+    )
     assert loss == 0.0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items() if k in before)
     with pytest.raises(ValueError, match=r"shape \(96,\) or \(96, 4\); got \(5,\)"):
@@ -72,7 +98,7 @@ def test_the_weights_reach_the_training_step(arrays):
 def test_class_balanced_weights_are_cuis_effective_numbers():
     y = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]])
     beta = 0.9
-    alpha = np.array([(1 - beta) / (1 - beta ** n) for n in (3, 1, 1)])
+    alpha = np.array([(1 - beta) / (1 - beta**n) for n in (3, 1, 1)])
     alpha /= alpha.mean()
     w = weights.class_balanced_weights(y, beta=beta).numpy()
     np.testing.assert_allclose(w, np.where(y == 1, alpha, 1.0), rtol=1e-6)
@@ -91,8 +117,18 @@ def test_the_random_control_attends_as_many_images_as_htl_drawn_per_seed_and_epo
     assert sorted(set(w.tolist())) == [1.0, 2.0] and int((w == 2).sum()) == 10
     assert paths.run_paths("r").attend_epoch(0, 1).exists()
     with pytest.raises(ValueError, match="unknown attend arm 'focal'"):
-        weights.create_weigher("focal", run="r", images=None, labels=None, image_ids=ids, weight=2, sparsity=0.5,
-                               fraction=0.05, beta=0.99, batch_size=8)
+        weights.create_weigher(
+            "focal",
+            run="r",
+            images=None,
+            labels=None,
+            image_ids=ids,
+            weight=2,
+            sparsity=0.5,
+            fraction=0.05,
+            beta=0.99,
+            batch_size=8,
+        )
     with pytest.raises(ValueError, match="attend_weight must be a number >= 1"):
         weights.check_weight(0.5)
 
@@ -101,7 +137,9 @@ def test_htl_are_the_images_whose_pruned_ranking_disagrees_most():
     dense = np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1], [0.2, 0.3, 0.4], [0.5, 0.6, 0.7]])
     pruned = np.array([[0.8, 0.4, 0.2], [0.1, 0.5, 0.9], [0.3, 0.2, 0.4], [0.5, 0.6, 0.7]])
     table = htl.disagreement(dense, pruned, ["a", "b", "c", "d"], fraction=0.5)
-    np.testing.assert_allclose(table["spearman"], [scipy.stats.spearmanr(d, p)[0] for d, p in zip(dense, pruned)])
+    np.testing.assert_allclose(
+        table["spearman"], [scipy.stats.spearmanr(d, p)[0] for d, p in zip(dense, pruned)]
+    )
     assert table["htl"].tolist() == [False, True, True, False]  # rho -1 and 0.5 are the lowest two
 
 
@@ -111,7 +149,9 @@ def test_adaptive_htl_prunes_a_copy_and_leaves_the_model_alone(arrays):
     net = models.create_model("small_resnet", tr_y.shape[1])
     before = {k: v.clone() for k, v in net.state_dict().items()}
     ids = [str(k) for k in range(len(tr_x))]
-    table = htl.adaptive_scores(net, tr_x, ids, sparsity=0.5, fraction=0.1, batch_size=32, device="cpu")
+    table = htl.adaptive_scores(
+        net, tr_x, ids, sparsity=0.5, fraction=0.1, batch_size=32, device="cpu"
+    )
     assert int(table["htl"].sum()) == n_pies(len(tr_x), 0.1)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert table["spearman"][table["htl"]].max() <= table["spearman"][~table["htl"]].min()
@@ -123,12 +163,34 @@ def test_an_attended_population_resumes_to_the_uninterrupted_weights(arrays):
 
     def fit(run, weigher):
         w, attention = weigher
-        return T.fit_population(tr_x, tr_y, va_x, va_y, seeds=[0], config=_config(), run=run, device="cpu",
-                                threads=1, progress=False, weigher=w, attention=attention)
+        return T.fit_population(
+            tr_x,
+            tr_y,
+            va_x,
+            va_y,
+            seeds=[0],
+            config=_config(),
+            run=run,
+            device="cpu",
+            threads=1,
+            progress=False,
+            weigher=w,
+            attention=attention,
+        )
 
     def make(run):
-        return weights.create_weigher("htl", run=run, images=tr_x, labels=tr_y, image_ids=ids, weight=3.0,
-                                      sparsity=0.5, fraction=0.1, beta=0.99, batch_size=32)
+        return weights.create_weigher(
+            "htl",
+            run=run,
+            images=tr_x,
+            labels=tr_y,
+            image_ids=ids,
+            weight=3.0,
+            sparsity=0.5,
+            fraction=0.1,
+            beta=0.99,
+            batch_size=32,
+        )
 
     fit("whole", make("whole"))
     w, attention = make("cut")
@@ -149,18 +211,42 @@ def test_an_attended_population_resumes_to_the_uninterrupted_weights(arrays):
     assert all(torch.equal(a[k], b[k]) for k in a)
     for e in (1, 2):
         assert artifacts.read_parquet(paths.run_paths("whole").attend_epoch(0, e)).equals(
-            artifacts.read_parquet(paths.run_paths("cut").attend_epoch(0, e)))
+            artifacts.read_parquet(paths.run_paths("cut").attend_epoch(0, e))
+        )
     assert artifacts.read_train_record("cut")["attention"]["arm"] == "htl"
     # the attended population is not the plain one: a plain fit of it is refused
     with pytest.raises(ValueError, match="attention"):
-        T.fit_population(tr_x, tr_y, va_x, va_y, seeds=[1], config=_config(), run="cut", device="cpu",
-                         threads=1, progress=False)
+        T.fit_population(
+            tr_x,
+            tr_y,
+            va_x,
+            va_y,
+            seeds=[1],
+            config=_config(),
+            run="cut",
+            device="cpu",
+            threads=1,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="population = 'sequential'"):
-        T.fit_population(tr_x, tr_y, va_x, va_y, seeds=[1], config=_config(), run="x", population="ray",
-                         threads=1, progress=False, weigher=w, attention=attention)
+        T.fit_population(
+            tr_x,
+            tr_y,
+            va_x,
+            va_y,
+            seeds=[1],
+            config=_config(),
+            run="x",
+            population="ray",
+            threads=1,
+            progress=False,
+            weigher=w,
+            attention=attention,
+        )
 
 
 # -- class activation maps -----------------------------------------------------------------
+
 
 def test_the_cam_of_a_linear_head_is_the_class_weighted_feature_map():
     torch.manual_seed(0)
@@ -198,11 +284,20 @@ def test_pointing_game_and_iou_against_hand_drawn_boxes():
     img = np.zeros((2, 8, 8), dtype=np.uint8)
     img[0, 2:4, 2:4] = 200  # image a: a bright 2x2 square
     img[1, 6, 6] = 255  # image b: one bright pixel
-    boxes = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "class": ["one", "one", "one", "two"],
-                          "x0": [2, 5, 0, 0], "y0": [2, 5, 0, 0], "x1": [4, 8, 3, 8], "y1": [4, 8, 3, 8],
-                          "pixels": [4, 9, 9, 0]})
-    scores = cam.localization_scores(_Identity(), img, ["a", "b"], boxes, ["one", "two"], threshold=0.5,
-                                     batch_size=1)
+    boxes = pd.DataFrame(
+        {
+            "image_id": ["a", "a", "b", "b"],
+            "class": ["one", "one", "one", "two"],
+            "x0": [2, 5, 0, 0],
+            "y0": [2, 5, 0, 0],
+            "x1": [4, 8, 3, 8],
+            "y1": [4, 8, 3, 8],
+            "pixels": [4, 9, 9, 0],
+        }
+    )
+    scores = cam.localization_scores(
+        _Identity(), img, ["a", "b"], boxes, ["one", "two"], threshold=0.5, batch_size=1
+    )
     assert len(scores) == 3  # the row with pixels 0 is not scored
     assert scores["pointing"].tolist() == [True, False, False]
     # image a's map is the square itself (no upsampling at the same size): IoU 1 with its box, 0 with the other
@@ -213,19 +308,27 @@ def test_pointing_game_and_iou_against_hand_drawn_boxes():
 
 # -- paired statistics ---------------------------------------------------------------------
 
+
 def test_paired_differences_pair_by_seed_and_match_scipy():
     rng = np.random.default_rng(1)
     base = rng.random(6)
     arm = base + np.array([0.1, 0.05, 0.2, -0.01, 0.07, 0.12])
-    table = pd.DataFrame({"arm": ["dense"] * 6 + ["htl"] * 6, "seed": list(range(6)) * 2, "class": "A",
-                          "ap": np.r_[base, arm]}).sample(frac=1, random_state=0)  # row order must not matter
+    table = pd.DataFrame(
+        {
+            "arm": ["dense"] * 6 + ["htl"] * 6,
+            "seed": list(range(6)) * 2,
+            "class": "A",
+            "ap": np.r_[base, arm],
+        }
+    ).sample(frac=1, random_state=0)  # row order must not matter
     out = compare.paired_differences(table, quantities=["ap"])
     row = out.iloc[0]
     d = arm - base
     assert row["n_seeds"] == 6 and row["mean_difference"] == pytest.approx(d.mean())
     assert row["p_value"] == pytest.approx(scipy.stats.wilcoxon(d).pvalue)
-    ci = scipy.stats.bootstrap((d,), np.mean, method="percentile", n_resamples=9999,
-                               rng=np.random.default_rng(0)).confidence_interval
+    ci = scipy.stats.bootstrap(
+        (d,), np.mean, method="percentile", n_resamples=9999, rng=np.random.default_rng(0)
+    ).confidence_interval
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high))
     assert compare.paired_test([0.0, 0.0, 0.0])["p_value"] == 1.0
     assert math.isnan(compare.paired_test([0.3])["p_value"])
@@ -235,5 +338,7 @@ def test_paired_differences_pair_by_seed_and_match_scipy():
 
 def test_the_rowwise_spearman_of_htl_is_the_pie_measure():
     a = np.random.default_rng(0).random((5, 4))
-    np.testing.assert_array_equal(htl.disagreement(a, a[:, ::-1], list("abcde"), fraction=0.2)["spearman"],
-                                  stats.rowwise_spearman(a, a[:, ::-1]))
+    np.testing.assert_array_equal(
+        htl.disagreement(a, a[:, ::-1], list("abcde"), fraction=0.2)["spearman"],
+        stats.rowwise_spearman(a, a[:, ::-1]),
+    )

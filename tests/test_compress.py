@@ -45,8 +45,9 @@ def torch_global_masks(model, sparsity):
     """Masks (True = pruned) of torch.nn.utils.compress.global_unstructured with L1Unstructured."""
     ref = copy.deepcopy(model)
     modules = [m for m in ref.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    tprune.global_unstructured([(m, "weight") for m in modules], pruning_method=tprune.L1Unstructured,
-                               amount=sparsity)
+    tprune.global_unstructured(
+        [(m, "weight") for m in modules], pruning_method=tprune.L1Unstructured, amount=sparsity
+    )
     return [m.weight_mask == 0 for m in modules]
 
 
@@ -189,14 +190,20 @@ def test_global_l1_masks_are_nested_and_thresholds_increase():
 def test_random_pruning_depends_on_seed_and_sparsity_only():
     model = tied_resnet()
     a = compress.create_pruner("random", model, seed=4).mask(0.5)
-    assert np.array_equal(a, compress.create_pruner("random", tied_resnet(seed=9), seed=4).mask(0.5))
+    assert np.array_equal(
+        a, compress.create_pruner("random", tied_resnet(seed=9), seed=4).mask(0.5)
+    )
     assert not np.array_equal(a, compress.create_pruner("random", model, seed=5).mask(0.5))
-    assert not np.array_equal(a, compress.create_pruner("random", model, seed=4).mask(0.55)[: a.size])
+    assert not np.array_equal(
+        a, compress.create_pruner("random", model, seed=4).mask(0.55)[: a.size]
+    )
     assert compress.random_mask_seed(4, 0.5) != compress.random_mask_seed(5, 0.5)
 
 
 def test_pruned_magnitudes_are_the_pruned_set():
-    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=True), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 1, bias=True), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2, 3)
+    )
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([-0.5, 0.25]).view(2, 1, 1, 1))
         model[3].weight.copy_(torch.arange(6.0).view(3, 2) - 3)
@@ -222,14 +229,18 @@ def test_class_without_positives_gets_nan_and_is_left_out_of_means():
     y[:, 1] = 0  # no positive test image
     probs = rng.random((2, 2, n, 3)).astype(np.float32)
     with pytest.warns(MissingPositivesWarning, match=r"\['B'\]"):
-        metrics = compress.compute_metrics(probs, y, seeds=[0, 1], sparsities=[0.0, 0.5], classes=["A", "B", "C"])
+        metrics = compress.compute_metrics(
+            probs, y, seeds=[0, 1], sparsities=[0.0, 0.5], classes=["A", "B", "C"]
+        )
     assert list(metrics.columns) == list(artifacts.METRICS_COLUMNS)
     b = metrics[metrics["class"] == "B"]
     assert b["ap"].isna().all() and b["auroc"].isna().all() and (b["n_pos"] == 0).all()
     assert metrics.loc[metrics["class"] != "B", "ap"].notna().all()
     with pytest.warns(MissingPositivesWarning, match="left out"):
         per_seed = overall.seed_mean_ap(metrics)
-    expected = metrics[metrics["class"] != "B"].groupby(["seed", "sparsity"])["ap"].mean().to_numpy()
+    expected = (
+        metrics[metrics["class"] != "B"].groupby(["seed", "sparsity"])["ap"].mean().to_numpy()
+    )
     np.testing.assert_allclose(per_seed["mean_ap"].to_numpy(), expected)
 
 
@@ -237,12 +248,21 @@ def test_each_missing_positives_warning_is_shown_once_for_all_methods():
     rng = np.random.default_rng(0)
     y = (rng.random((20, 3)) < 0.4).astype(np.int8)
     y[:, 2] = 0
-    labels = pd.DataFrame({"image_id": [f"i{k}" for k in range(20)], "patient_id": "p", "split": "test"})
+    labels = pd.DataFrame(
+        {"image_id": [f"i{k}" for k in range(20)], "patient_id": "p", "split": "test"}
+    )
     labels[["A", "B", "C"]] = y
     artifacts.write_labels("m", labels)
     for method in ("random", "global_l1"):
-        artifacts.write_store("m", method, seeds=[0], sparsities=[0.0, 0.5], classes=["A", "B", "C"], n_test=20,
-                              blocks=[rng.random((2, 20, 3)).astype(np.float32)])
+        artifacts.write_store(
+            "m",
+            method,
+            seeds=[0],
+            sparsities=[0.0, 0.5],
+            classes=["A", "B", "C"],
+            n_test=20,
+            blocks=[rng.random((2, 20, 3)).astype(np.float32)],
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = compress.write_all_metrics("m", ["random", "global_l1"])
@@ -263,17 +283,23 @@ def make_run(name="r", seeds=(0, 1, 2), n_test=N_TEST):
     rp = paths.run_paths(name)
     rng = np.random.default_rng(0)
     n = n_test + 6
-    labels = pd.DataFrame({
-        "image_id": [f"img{i}" for i in range(n)],
-        "patient_id": [f"p{i}" for i in range(n)],
-        "split": ["train"] * 6 + ["test"] * n_test,
-    })
+    labels = pd.DataFrame(
+        {
+            "image_id": [f"img{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "split": ["train"] * 6 + ["test"] * n_test,
+        }
+    )
     for j, c in enumerate(CLASSES):
         labels[c] = (rng.random(n) < 0.3 + 0.1 * j).astype(np.int8)
     artifacts.write_parquet(rp.labels, labels)
-    artifacts.write_json(rp.run_json, {"run": name, "parameters": {"model": "small_resnet"}, "stages": {}})
-    artifacts.write_json(rp.train_config, {"config": {"model": "small_resnet"}, "num_classes": len(CLASSES),
-                                           "image_shape": [16, 16]})
+    artifacts.write_json(
+        rp.run_json, {"run": name, "parameters": {"model": "small_resnet"}, "stages": {}}
+    )
+    artifacts.write_json(
+        rp.train_config,
+        {"config": {"model": "small_resnet"}, "num_classes": len(CLASSES), "image_shape": [16, 16]},
+    )
     for seed in seeds:
         torch.manual_seed(seed)
         model = models.create_model("small_resnet", len(CLASSES))
@@ -297,8 +323,17 @@ class Loader:
 def sweep(rp, images, loader, method="global_l1", seeds=(0, 1, 2), threads=0):
     _, classes, ids = artifacts.read_test_labels(rp.name)
     return compress.sweep_method(
-        rp.name, method, seeds=list(seeds), sparsities=SWEEP_SPARSITIES, load_model=loader,
-        images=images, classes=classes, image_ids=ids, device="cpu", batch_size=10, threads=threads,
+        rp.name,
+        method,
+        seeds=list(seeds),
+        sparsities=SWEEP_SPARSITIES,
+        load_model=loader,
+        images=images,
+        classes=classes,
+        image_ids=ids,
+        device="cpu",
+        batch_size=10,
+        threads=threads,
         progress=False,
     )
 
@@ -313,8 +348,12 @@ def test_sweep_inputs_are_preprocessed_once_where_they_fit():
     # the model sees the same numbers either way
     want = inference.predict(model, images, batch_size=5, device="cpu")
     assert np.array_equal(inference.predict(model, x, batch_size=5, device="cpu"), want)
-    assert inference.preprocessed(images, budget_bytes=x.numel() * 4 - 1) is images  # too big: per batch
-    with pytest.raises(ValueError, match=r"float32 \[N, 3, H, W\], got torch.float32 \(23, 1, 16, 16\)"):
+    assert (
+        inference.preprocessed(images, budget_bytes=x.numel() * 4 - 1) is images
+    )  # too big: per batch
+    with pytest.raises(
+        ValueError, match=r"float32 \[N, 3, H, W\], got torch.float32 \(23, 1, 16, 16\)"
+    ):
         inference.predict(model, x[:, :1], batch_size=5, device="cpu")
 
 
@@ -327,8 +366,9 @@ def test_sweep_dense_probabilities_are_inference_predict_bit_for_bit(threads):
     probs, meta = artifacts.read_store(rp.name, "random", mmap=False)
     with runtime.num_threads(threads):
         for i, seed in enumerate(meta["seeds"]):
-            dense = inference.predict(inference.load_model(rp.name, seed), images.numpy(), batch_size=10,
-                                      device="cpu")
+            dense = inference.predict(
+                inference.load_model(rp.name, seed), images.numpy(), batch_size=10, device="cpu"
+            )
             assert np.array_equal(probs[i, 0], dense), seed
 
 
@@ -356,9 +396,16 @@ def test_sweep_writes_the_store_of_artifacts_md():
     path = sweep(rp, images, loader)
     assert path == rp.probs("global_l1")
     meta = json.loads(rp.prune_meta("global_l1").read_text())
-    assert meta == {"method": "global_l1", "seeds": [0, 1, 2], "sparsities": SWEEP_SPARSITIES,
-                    "level_name": "sparsity", "level_unit": "fraction of weights set to 0",
-                    "levels": SWEEP_SPARSITIES, "recover": "none", "classes": CLASSES}
+    assert meta == {
+        "method": "global_l1",
+        "seeds": [0, 1, 2],
+        "sparsities": SWEEP_SPARSITIES,
+        "level_name": "sparsity",
+        "level_unit": "fraction of weights set to 0",
+        "levels": SWEEP_SPARSITIES,
+        "recover": "none",
+        "classes": CLASSES,
+    }
     probs = np.load(path, allow_pickle=False)
     assert probs.shape == (3, 3, N_TEST, len(CLASSES)) and probs.dtype == np.float32
     model = loader(1)
@@ -422,9 +469,13 @@ def test_sweep_resumes_after_being_killed(prunecxr_home, tmp_path):
     rp, images = make_run()
     np.save(tmp_path / "images.npy", images.numpy())
     script = KILLED_SWEEP.format(
-        images=str(tmp_path / "images.npy"), sparsities=SWEEP_SPARSITIES, kill_at=len(SWEEP_SPARSITIES) + 2
+        images=str(tmp_path / "images.npy"),
+        sparsities=SWEEP_SPARSITIES,
+        kill_at=len(SWEEP_SPARSITIES) + 2,
     )
-    done = subprocess.run([sys.executable, "-c", script], env=os.environ.copy(), capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=os.environ.copy(), capture_output=True
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     work = rp.prune_work("global_l1")
     assert (work / "seed-0.npy").exists() and (work / "seed-0.json").exists()
@@ -450,8 +501,16 @@ def test_run_sweep_refuses_sparsities_without_the_dense_model():
 
 
 # -- importing the authors' released predictions ---------------------------------------------
-def write_release(folder, *, seeds=(0, 1), sparsities=(0.0, 0.05, 0.5), n=N_TEST, classes=CLASSES,
-                  labels=None, dataset="nih-cxr-lt"):
+def write_release(
+    folder,
+    *,
+    seeds=(0, 1),
+    sparsities=(0.0, 0.05, 0.5),
+    n=N_TEST,
+    classes=CLASSES,
+    labels=None,
+    dataset="nih-cxr-lt",
+):
     """Pickles in the authors' format: prune-0 for the dense model, else the float as printed."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -467,15 +526,24 @@ def write_release(folder, *, seeds=(0, 1), sparsities=(0.0, 0.05, 0.5), n=N_TEST
             name = f"{dataset}_resnet50_seed-{s}_prune-{0 if r == 0 else r}.pkl"
             frame.to_pickle(folder / name)
             truth[(s, r)] = p
-    frame.to_pickle(folder / f"{dataset}_resnet50_seed-0_prune-0_val.pkl")  # ignored, as in the release
+    frame.to_pickle(
+        folder / f"{dataset}_resnet50_seed-0_prune-0_val.pkl"
+    )  # ignored, as in the release
     return truth, labels
 
 
 def test_release_file_names_are_the_authors():
-    assert importer.release_file_name("nih-cxr-lt", 3, 0.0) == "nih-cxr-lt_resnet50_seed-3_prune-0.pkl"
-    assert importer.release_file_name("nih-cxr-lt", 3, 0.05) == "nih-cxr-lt_resnet50_seed-3_prune-0.05.pkl"
+    assert (
+        importer.release_file_name("nih-cxr-lt", 3, 0.0) == "nih-cxr-lt_resnet50_seed-3_prune-0.pkl"
+    )
+    assert (
+        importer.release_file_name("nih-cxr-lt", 3, 0.05)
+        == "nih-cxr-lt_resnet50_seed-3_prune-0.05.pkl"
+    )
     authors = np.array(range(0, 100, 5)) / 100  # the authors' sparsity_ratios
-    names = {f"x_resnet50_seed-0_prune-{r}.pkl" for r in authors[1:]} | {"x_resnet50_seed-0_prune-0.pkl"}
+    names = {f"x_resnet50_seed-0_prune-{r}.pkl" for r in authors[1:]} | {
+        "x_resnet50_seed-0_prune-0.pkl"
+    }
     assert names == {importer.release_file_name("x", 0, r) for r in authors}
 
 
@@ -491,7 +559,9 @@ def test_import_refuses_to_unpickle_without_opt_in(tmp_path):
 
     with open(tmp_path / "rel" / "nih-cxr-lt_resnet50_seed-0_prune-0.pkl", "wb") as fh:
         pickle.dump(Payload(), fh)
-    with pytest.raises(importer.PickleOptInRequired, match="Unpickling executes.*allow_pickle=True"):
+    with pytest.raises(
+        importer.PickleOptInRequired, match="Unpickling executes.*allow_pickle=True"
+    ):
         importer.import_predictions("r", tmp_path / "rel")
     with pytest.raises(importer.PickleOptInRequired):
         importer.import_predictions("r", tmp_path / "rel", allow_pickle="yes")
@@ -503,9 +573,16 @@ def test_import_into_a_run_without_labels(tmp_path):
     truth, labels = write_release(tmp_path / "rel")
     path = importer.import_predictions("imp", tmp_path / "rel", allow_pickle=True, progress=False)
     probs, meta = artifacts.read_store("imp", "global_l1")
-    assert meta == {"method": "global_l1", "seeds": [0, 1], "sparsities": [0.0, 0.05, 0.5], "classes": CLASSES,
-                    "level_name": "sparsity", "level_unit": "fraction of weights set to 0",
-                    "levels": [0.0, 0.05, 0.5], "recover": "none"}
+    assert meta == {
+        "method": "global_l1",
+        "seeds": [0, 1],
+        "sparsities": [0.0, 0.05, 0.5],
+        "classes": CLASSES,
+        "level_name": "sparsity",
+        "level_unit": "fraction of weights set to 0",
+        "levels": [0.0, 0.05, 0.5],
+        "recover": "none",
+    }
     assert path == paths.run_paths("imp").probs("global_l1")
     for (s, r), p in truth.items():
         np.testing.assert_array_equal(probs[meta["seeds"].index(s), meta["sparsities"].index(r)], p)
@@ -515,7 +592,11 @@ def test_import_into_a_run_without_labels(tmp_path):
     assert list(frame.columns[:3]) == ["image_id", "patient_id", "split"]
     assert (frame[CLASSES].dtypes == np.int8).all()
     record = config.run_data("imp")  # the run's data is recorded: the release's real test split
-    assert (record["dataset"], record["synthetic"], record["source"]) == ("nih-cxr-lt", False, "import")
+    assert (record["dataset"], record["synthetic"], record["source"]) == (
+        "nih-cxr-lt",
+        False,
+        "import",
+    )
     assert record["classes"] == CLASSES and record["n_images"] == {"test": N_TEST}
     assert config.run_dataset("imp") == "nih-cxr-lt" and not config.is_synthetic("imp")
     with warnings.catch_warnings():
@@ -529,7 +610,9 @@ def test_import_checks_and_reorders_against_the_runs_labels(tmp_path):
     y, classes, _ = artifacts.read_test_labels("r")
     shuffled = ["Pneumothorax", "Effusion", "Hernia", "No Finding"]
     order = [classes.index(c) for c in shuffled]
-    truth, _ = write_release(tmp_path / "rel", classes=shuffled, labels=y[:, order], sparsities=(0.0, 0.9))
+    truth, _ = write_release(
+        tmp_path / "rel", classes=shuffled, labels=y[:, order], sparsities=(0.0, 0.9)
+    )
     importer.import_predictions("r", tmp_path / "rel", allow_pickle=True, progress=False)
     probs, meta = artifacts.read_store("r", "global_l1")
     assert meta["classes"] == CLASSES
@@ -578,8 +661,17 @@ def phantom_run(tmp_path_factory):
             warnings.simplefilter("ignore")  # classes without positives in so few patients
             data.prepare_run("ph", dataset="nih-phantom", resolution=16, max_patients=60)
         train.train_population(
-            "ph", seeds=2, model="small_resnet", pretrained=False, max_epochs=1, patience=1,
-            batch_size=64, lr=1e-3, device="cpu", population="sequential", progress=False,
+            "ph",
+            seeds=2,
+            model="small_resnet",
+            pretrained=False,
+            max_epochs=1,
+            patience=1,
+            batch_size=64,
+            lr=1e-3,
+            device="cpu",
+            population="sequential",
+            progress=False,
         )
     return home
 
@@ -591,21 +683,33 @@ def test_run_sweep_on_a_trained_run(phantom_run, monkeypatch):
         compress.run_sweep("ph", methods=["random"], sparsities=[0.0], device="cpu", threads=-1)
     with pytest.raises(FileNotFoundError, match=r"no trained model for seeds \[7\]"):
         compress.run_sweep("ph", methods=["random"], sparsities=[0.0], device="cpu", seeds=[7])
-    out = compress.run_sweep("ph", methods=["global_l1", "random"], sparsities=[0.0, 0.5, 0.95],
-                             device="cpu", batch_size=32, progress=False)
+    out = compress.run_sweep(
+        "ph",
+        methods=["global_l1", "random"],
+        sparsities=[0.0, 0.5, 0.95],
+        device="cpu",
+        batch_size=32,
+        progress=False,
+    )
     assert set(out) == {"global_l1", "random"}
     split = data.open_split("ph", "test")
     probs, meta = artifacts.read_store("ph", "random")
     assert meta["seeds"] == [0, 1] and meta["classes"] == list(split.classes)
     assert probs.shape == (2, 3, len(split), len(split.classes))
     with runtime.num_threads(runtime.usable_cores()):  # the sweep's default thread count
-        dense = inference.predict(inference.load_model("ph", 1), split.images, batch_size=32, device="cpu")
+        dense = inference.predict(
+            inference.load_model("ph", 1), split.images, batch_size=32, device="cpu"
+        )
     assert np.array_equal(probs[1, 0], dense)  # sparsity 0 is the dense model, bit for bit
     g, _ = artifacts.read_store("ph", "global_l1")
     np.testing.assert_array_equal(g[:, 0], probs[:, 0])
     assert not np.array_equal(g[:, 2], probs[:, 2])
     record = artifacts.read_json(paths.run_paths("ph").prune_work("random") / "seed-1.json")
-    assert (record["device"], record["threads"], record["batch_size"]) == ("cpu", runtime.usable_cores(), 32)
+    assert (record["device"], record["threads"], record["batch_size"]) == (
+        "cpu",
+        runtime.usable_cores(),
+        32,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingPositivesWarning)
         metrics = compress.write_all_metrics("ph", ["random", "global_l1"])
@@ -624,27 +728,45 @@ def test_the_per_seed_unit_and_where_a_seed_ran(phantom_run, monkeypatch):
 
     monkeypatch.setenv("PRUNECXR_HOME", str(phantom_run))
     monkeypatch.setenv("PRUNECXR_CACHE", str(phantom_run / "cache"))
-    args = dict(methods=["layerwise_l1"], sparsities=[0.0, 0.5], device="cpu", batch_size=32, threads=1,
-                progress=False)
+    args = dict(
+        methods=["layerwise_l1"],
+        sparsities=[0.0, 0.5],
+        device="cpu",
+        batch_size=32,
+        threads=1,
+        progress=False,
+    )
     compress.run_sweep("ph", **args)
     probs, _ = artifacts.read_store("ph", "layerwise_l1")
     split = data.open_split("ph", "test")
     steps = []
     with runtime.num_threads(1):
-        block = sweep.sweep_seed("layerwise_l1", 1, load_model=inference.model_loader("ph", "cpu"),
-                                 images=inference.preprocessed(torch.from_numpy(np.array(split.images))),
-                                 levels=[0.0, 0.5], n_classes=len(split.classes), batch_size=32,
-                                 device=torch.device("cpu"), step=lambda: steps.append(1))
+        block = sweep.sweep_seed(
+            "layerwise_l1",
+            1,
+            load_model=inference.model_loader("ph", "cpu"),
+            images=inference.preprocessed(torch.from_numpy(np.array(split.images))),
+            levels=[0.0, 0.5],
+            n_classes=len(split.classes),
+            batch_size=32,
+            device=torch.device("cpu"),
+            step=lambda: steps.append(1),
+        )
     np.testing.assert_array_equal(block, probs[1])
     assert len(steps) == 2
 
     record_path = paths.run_paths("ph").prune_work("layerwise_l1") / "seed-0.json"
     artifacts.write_json(record_path, {**artifacts.read_json(record_path), "node": "ab" * 28})
-    monkeypatch.setattr(sweep, "sweep_seed", lambda *a, **k: pytest.fail("a finished seed was swept again"))
+    monkeypatch.setattr(
+        sweep, "sweep_seed", lambda *a, **k: pytest.fail("a finished seed was swept again")
+    )
     before = paths.run_paths("ph").probs("layerwise_l1").stat().st_mtime_ns
     compress.run_sweep("ph", **args)
     assert paths.run_paths("ph").probs("layerwise_l1").stat().st_mtime_ns == before
-    with pytest.raises(ValueError, match=r"unknown population mode 'parallel'; choose one of \['sequential', 'ray'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown population mode 'parallel'; choose one of \['sequential', 'ray'\]",
+    ):
         compress.run_sweep("ph", population="parallel", **args)
 
 
@@ -674,46 +796,81 @@ def test_import_reads_a_pickle_written_by_the_authors_pandas(tmp_path):
     folder = tmp_path / "rel"
     folder.mkdir()
     raw = base64.b64decode("".join(PANDAS_15_RELEASE_FILE))
-    for name in ("nih-cxr-lt_resnet50_seed-0_prune-0.pkl", "nih-cxr-lt_resnet50_seed-0_prune-0.05.pkl"):
+    for name in (
+        "nih-cxr-lt_resnet50_seed-0_prune-0.pkl",
+        "nih-cxr-lt_resnet50_seed-0_prune-0.05.pkl",
+    ):
         (folder / name).write_bytes(raw)
     importer.import_predictions("old", folder, allow_pickle=True, progress=False)
     probs, meta = artifacts.read_store("old", "global_l1")
-    assert meta["classes"] == ["No Finding", "Effusion", "Hernia"] and meta["sparsities"] == [0.0, 0.05]
-    np.testing.assert_array_equal(probs[0, 1], np.random.default_rng(0).random((5, 3)).astype(np.float32))
+    assert meta["classes"] == ["No Finding", "Effusion", "Hernia"] and meta["sparsities"] == [
+        0.0,
+        0.05,
+    ]
+    np.testing.assert_array_equal(
+        probs[0, 1], np.random.default_rng(0).random((5, 3)).astype(np.float32)
+    )
     y, _, _ = artifacts.read_test_labels("old")
     assert y.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 1, 0], [1, 0, 0]]
 
 
-def test_stage_entry_points_sweep_or_import_with_the_recorded_parameters(started_stage, monkeypatch):
+def test_stage_entry_points_sweep_or_import_with_the_recorded_parameters(
+    started_stage, monkeypatch
+):
     """Notebooks 03 and 08 pass the run name; their parameters reach the sweep (or import)."""
     from prunecxr.compress import sweep
 
     calls = []
     monkeypatch.setattr(sweep, "run_sweep", lambda run, **kw: calls.append(("sweep", kw)) or {})
-    monkeypatch.setattr(sweep, "import_predictions", lambda run, d, **kw: calls.append(("import", d, kw)) or "p")
-    p = started_stage("03_prune", "es", methods=["global_l1", "random"], sparsities=[0.0, 0.5],
-                      eval_batch_size=64, threads=1)
+    monkeypatch.setattr(
+        sweep, "import_predictions", lambda run, d, **kw: calls.append(("import", d, kw)) or "p"
+    )
+    p = started_stage(
+        "03_prune",
+        "es",
+        methods=["global_l1", "random"],
+        sparsities=[0.0, 0.5],
+        eval_batch_size=64,
+        threads=1,
+    )
     compress.run_prune_stage("es")
     kind, kw = calls.pop()
-    assert kind == "sweep" and kw["methods"] == ["global_l1", "random"] and kw["sparsities"] == [0.0, 0.5]
+    assert (
+        kind == "sweep"
+        and kw["methods"] == ["global_l1", "random"]
+        and kw["sparsities"] == [0.0, 0.5]
+    )
     assert kw["batch_size"] == 64 and kw["threads"] == 1 and kw["population"] == p["population"]
     config.finish_stage("03_prune", run="es")
 
     started_stage("03_prune", "es", import_dir="/release", allow_pickle=True, sparsities=[0.0, 0.9])
     assert compress.run_prune_stage("es") == {"global_l1": "p"}
-    assert calls.pop() == ("import", "/release", {"allow_pickle": True, "sparsities": [0.0, 0.9], "progress": True})
+    assert calls.pop() == (
+        "import",
+        "/release",
+        {"allow_pickle": True, "sparsities": [0.0, 0.9], "progress": True},
+    )
     config.finish_stage("03_prune", run="es")
     started_stage("03_prune", "es", import_dir="/release", methods=["global_l1", "random"])
     with pytest.raises(ValueError, match=r"methods \['random'\] cannot be imported"):
         compress.run_prune_stage("es")
 
-    p8 = started_stage("08_compression", "es", compression_methods=["weight_quant"], bits=[32, 4],
-                       recover="bn", recover_batches=2)
+    p8 = started_stage(
+        "08_compression",
+        "es",
+        compression_methods=["weight_quant"],
+        bits=[32, 4],
+        recover="bn",
+        recover_batches=2,
+    )
     compress.run_compression_stage("es")
     kind, kw = calls.pop()
     assert kw["methods"] == ["weight_quant"] and kw["bits"] == [32, 4] and kw["recover"] == "bn"
     assert kw["recover_batches"] == 2 and kw["channel_fractions"] == p8["channel_fractions"]
-    assert kw["calibration_images"] == p8["calibration_images"] and kw["batch_size"] == p8["eval_batch_size"]
+    assert (
+        kw["calibration_images"] == p8["calibration_images"]
+        and kw["batch_size"] == p8["eval_batch_size"]
+    )
 
 
 def test_sweep_emits_a_progress_event_per_model(tmp_path, monkeypatch):

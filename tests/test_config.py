@@ -15,15 +15,21 @@ def _profiles(tmp_path, text: str):
 
 
 def test_profiles_inherit_from_default(tmp_path):
-    path = _profiles(tmp_path, '[default]\nrun = "default"\nn = 1\nm = "a"\n\n[small]\nrun = "small"\nn = 2\n')
-    assert config.profiles(path) == {"default": {"run": "default", "n": 1, "m": "a"},
-                                     "small": {"run": "small", "n": 2, "m": "a"}}
+    path = _profiles(
+        tmp_path, '[default]\nrun = "default"\nn = 1\nm = "a"\n\n[small]\nrun = "small"\nn = 2\n'
+    )
+    assert config.profiles(path) == {
+        "default": {"run": "default", "n": 1, "m": "a"},
+        "small": {"run": "small", "n": 2, "m": "a"},
+    }
     assert config.profile_overrides(path)["small"] == {"run": "small", "n": 2}
 
 
 def test_a_profile_key_without_a_default_is_refused(tmp_path):
     path = _profiles(tmp_path, '[default]\nrun = "default"\n\n[other]\nrun = "o"\nn_seed = 3\n')
-    with pytest.raises(ValueError, match=r"profile \[other\] sets \['n_seed'\], which \[default\] does not name"):
+    with pytest.raises(
+        ValueError, match=r"profile \[other\] sets \['n_seed'\], which \[default\] does not name"
+    ):
         config.profiles(path)
 
 
@@ -31,7 +37,7 @@ def test_profiles_need_a_default(tmp_path):
     with pytest.raises(ValueError, match=r"has no \[default\] profile"):
         config.profiles(_profiles(tmp_path, '[smoke]\nrun = "s"\n'))
     with pytest.raises(ValueError, match="is not valid TOML"):
-        config.profiles(_profiles(tmp_path, '[default\n'))
+        config.profiles(_profiles(tmp_path, "[default\n"))
 
 
 def test_shipped_profiles_name_only_what_differs():
@@ -47,8 +53,12 @@ def test_shipped_profiles_name_only_what_differs():
 @pytest.fixture
 def stage_folder(tmp_path, monkeypatch):
     folder = tmp_path / "notebooks"
-    write_notebook(folder / "01_data.ipynb", 'run: str = "r"  # the run\nresolution: int = 64  # px\n')
-    write_notebook(folder / "02_train.ipynb", 'run: str = "r"  # the run\nn_seeds: int = 10  # seeds\n')
+    write_notebook(
+        folder / "01_data.ipynb", 'run: str = "r"  # the run\nresolution: int = 64  # px\n'
+    )
+    write_notebook(
+        folder / "02_train.ipynb", 'run: str = "r"  # the run\nn_seeds: int = 10  # seeds\n'
+    )
     monkeypatch.setenv(paths.NOTEBOOKS_ENV, str(folder))
     return folder
 
@@ -71,9 +81,13 @@ def test_start_stage_records_the_declared_parameters_from_the_namespace(stage_fo
 
 
 def test_start_stage_checks_names_and_types(stage_folder):
-    with pytest.raises(stages.ParameterError, match=r"notebook 01_data declares \['resolution'\].*not defined"):
+    with pytest.raises(
+        stages.ParameterError, match=r"notebook 01_data declares \['resolution'\].*not defined"
+    ):
         config.start_stage("01_data", {"run": "r"})
-    with pytest.raises(stages.ParameterError, match="parameter 'resolution' from notebook 01_data is '64'"):
+    with pytest.raises(
+        stages.ParameterError, match="parameter 'resolution' from notebook 01_data is '64'"
+    ):
         config.start_stage("01_data", {"run": "r", "resolution": "64"})
 
 

@@ -33,12 +33,17 @@ def test_emit_appends_json_lines_that_read_back(progress_file):
     events.emit("train", done=0.5, total=3, unit="seed", detail="seed 0 epoch 2/4")
     events.emit("train", done=1, total=3, unit="seed")
     got, offset = events.read_events(progress_file)
-    assert [(e.task, e.done, e.total, e.unit) for e in got] == [("train", 0.5, 3, "seed"), ("train", 1, 3, "seed")]
+    assert [(e.task, e.done, e.total, e.unit) for e in got] == [
+        ("train", 0.5, 3, "seed"),
+        ("train", 1, 3, "seed"),
+    ]
     assert got[0].detail == "seed 0 epoch 2/4" and got[1].fraction == pytest.approx(1 / 3)
     assert offset == progress_file.stat().st_size
     # a line still being written waits for its newline; junk lines are skipped
     with open(progress_file, "a") as fh:
-        fh.write("not json\n" + json.dumps({"t": 1, "task": "x", "done": 1, "total": 2, "unit": "u"}))
+        fh.write(
+            "not json\n" + json.dumps({"t": 1, "task": "x", "done": 1, "total": 2, "unit": "u"})
+        )
     more, offset2 = events.read_events(progress_file, offset)
     assert more == [] and offset2 == offset + len("not json\n")
     with pytest.raises(ValueError, match="done 4 is not within"):
@@ -54,7 +59,9 @@ def test_emit_without_a_runner_writes_nothing(tmp_path, monkeypatch):
 
 def test_log_mode_prints_a_line_every_interval_with_the_time_left(progress_file):
     clock, out = Clock(), io.StringIO()
-    live = console.LiveProgress("[2/8] 02_train", progress_file, mode="auto", stream=out, clock=clock)
+    live = console.LiveProgress(
+        "[2/8] 02_train", progress_file, mode="auto", stream=out, clock=clock
+    )
     assert live.mode == "log"  # a StringIO is not a terminal
     events.emit("train", done=0, total=4, unit="seed", detail="seed 0 epoch 1/2")
     live.poll()
@@ -64,7 +71,9 @@ def test_log_mode_prints_a_line_every_interval_with_the_time_left(progress_file)
         live.poll()
     lines = out.getvalue().splitlines()
     assert len(lines) == 2  # at 11 s and at 21 s, nothing in between
-    assert lines[0].startswith("[2/8] 02_train · train: 1/4 seeds (seed 1 epoch 1/2) · 0:11 elapsed")
+    assert lines[0].startswith(
+        "[2/8] 02_train · train: 1/4 seeds (seed 1 epoch 1/2) · 0:11 elapsed"
+    )
     assert "about" in lines[1] and lines[1].endswith("left")
 
 
@@ -92,9 +101,13 @@ def test_a_new_task_restarts_the_estimate(progress_file):
 
 def test_line_mode_redraws_in_place_and_clears(progress_file):
     out = Tty()
-    live = console.LiveProgress("[3/8] 03_prune", progress_file, mode="auto", stream=out, clock=Clock())
+    live = console.LiveProgress(
+        "[3/8] 03_prune", progress_file, mode="auto", stream=out, clock=Clock()
+    )
     assert live.mode == "line"
-    events.emit("sweep global_l1", done=3, total=18, unit="model", detail="seed 0 (1/3), sparsity 0.5 (4/6)")
+    events.emit(
+        "sweep global_l1", done=3, total=18, unit="model", detail="seed 0 (1/3), sparsity 0.5 (4/6)"
+    )
     live.poll()
     live.poll()
     text = out.getvalue()

@@ -38,20 +38,24 @@ def test_fcd_by_hand_and_against_scipy_sklearn():
 @SETTINGS
 @given(curve, curve, st.sampled_from(cooccurrence.FCD_DEFINITIONS))
 def test_fcd_symmetric_zero_on_identical_nonnegative(a, b, definition):
-    assert cooccurrence.fcd(a, b, definition=definition) == cooccurrence.fcd(b, a, definition=definition)
+    assert cooccurrence.fcd(a, b, definition=definition) == cooccurrence.fcd(
+        b, a, definition=definition
+    )
     assert cooccurrence.fcd(a, a, definition=definition) == 0.0
     assert cooccurrence.fcd(a, b, definition=definition) >= 0.0
 
 
 # -- frequencies and IoU -------------------------------------------------------------------
-Y = np.array([
-    [1, 1, 0, 0],
-    [1, 0, 0, 0],
-    [1, 1, 1, 0],
-    [0, 1, 1, 0],
-    [0, 0, 1, 0],
-    [0, 0, 0, 0],
-])
+Y = np.array(
+    [
+        [1, 1, 0, 0],
+        [1, 0, 0, 0],
+        [1, 1, 1, 0],
+        [0, 1, 1, 0],
+        [0, 0, 1, 0],
+        [0, 0, 0, 0],
+    ]
+)
 
 
 def test_counts_iou_is_jaccard():
@@ -85,7 +89,12 @@ def test_released_code_quantities_by_hand():
 # -- pairs ---------------------------------------------------------------------------------
 CLASSES = ["A", "B", "C", "D"]
 SPARS = [0.0, 0.5, 0.9]
-CURVES = {"A": [0.0, -0.1, -0.5], "B": [0.0, -0.2, -0.6], "C": [0.0, 0.0, -0.9], "D": [0.0, -0.3, -0.3]}
+CURVES = {
+    "A": [0.0, -0.1, -0.5],
+    "B": [0.0, -0.2, -0.6],
+    "C": [0.0, 0.0, -0.9],
+    "D": [0.0, -0.3, -0.3],
+}
 
 
 def curves_frame(curves=CURVES) -> pd.DataFrame:
@@ -99,15 +108,25 @@ def labels_frame(y_test, y_train=None, classes=CLASSES) -> pd.DataFrame:
     y_train = np.ones((2, len(classes)), int) if y_train is None else y_train
     y = np.vstack([y_train, y_test])
     split = ["train"] * len(y_train) + ["test"] * len(y_test)
-    df = pd.DataFrame({"image_id": [f"i{j}" for j in range(len(y))], "patient_id": "p", "split": split})
+    df = pd.DataFrame(
+        {"image_id": [f"i{j}" for j in range(len(y))], "patient_id": "p", "split": split}
+    )
     for j, c in enumerate(classes):
         df[c] = y[:, j].astype(np.int8)
     return df
 
 
-Y_TEST = np.array([
-    [1, 1, 0, 0], [1, 0, 0, 1], [1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0],
-])
+Y_TEST = np.array(
+    [
+        [1, 1, 0, 0],
+        [1, 0, 0, 1],
+        [1, 1, 1, 0],
+        [0, 1, 1, 0],
+        [0, 0, 1, 0],
+        [1, 0, 0, 0],
+        [1, 1, 0, 0],
+    ]
+)
 
 
 def test_pair_table_by_hand():
@@ -122,8 +141,12 @@ def test_pair_table_by_hand():
     assert ab["abs_log_freq_diff"] == pytest.approx(abs(np.log(5) - np.log(4)))
     assert ab["iou"] == pytest.approx(jaccard_score(Y_TEST[:, 0], Y_TEST[:, 1]))
     assert ab["iou_quarter"] == pytest.approx(ab["iou"] ** 0.25)
-    assert (pairs["fcd_definition"] == "euclidean").all() and (pairs["cooccurrence"] == "counts").all()
-    mse = cooccurrence.pair_table(curves_frame(), labels_frame(Y_TEST), fcd="mse", cooccurrence="released_code")
+    assert (pairs["fcd_definition"] == "euclidean").all() and (
+        pairs["cooccurrence"] == "counts"
+    ).all()
+    mse = cooccurrence.pair_table(
+        curves_frame(), labels_frame(Y_TEST), fcd="mse", cooccurrence="released_code"
+    )
     assert mse["fcd"].iloc[0] == pytest.approx(0.01)
     assert (mse["fcd_definition"] == "mse").all() and (mse["cooccurrence"] == "released_code").all()
     assert n[3] == 1
@@ -133,8 +156,10 @@ def test_pair_table_uses_test_split_only_and_ignores_row_order():
     base = cooccurrence.pair_table(curves_frame(), labels_frame(Y_TEST))
     other_train = labels_frame(Y_TEST, y_train=np.zeros((5, 4), int))
     pd.testing.assert_frame_equal(cooccurrence.pair_table(curves_frame(), other_train), base)
-    shuffled = cooccurrence.pair_table(curves_frame().sample(frac=1, random_state=2),
-                                       labels_frame(Y_TEST).sample(frac=1, random_state=3))
+    shuffled = cooccurrence.pair_table(
+        curves_frame().sample(frac=1, random_state=2),
+        labels_frame(Y_TEST).sample(frac=1, random_state=3),
+    )
     pd.testing.assert_frame_equal(shuffled, base)
 
 
@@ -143,8 +168,12 @@ def test_pair_table_permuting_classes_permutes_results():
     perm = ["C", "A", "D", "B"]
     labels = labels_frame(Y_TEST)[["image_id", "patient_id", "split", *perm]]
     permuted = cooccurrence.pair_table(curves_frame(), labels)
-    key = lambda df: {frozenset((a, b)): (f, d, i) for a, b, f, d, i in
-                      zip(df["class_a"], df["class_b"], df["fcd"], df["abs_log_freq_diff"], df["iou"])}
+    key = lambda df: {
+        frozenset((a, b)): (f, d, i)
+        for a, b, f, d, i in zip(
+            df["class_a"], df["class_b"], df["fcd"], df["abs_log_freq_diff"], df["iou"]
+        )
+    }
     assert key(permuted) == key(base)
     assert permuted["class_a"].iloc[0] == "C"  # canonical order follows the label columns
 
@@ -155,7 +184,9 @@ def test_pair_table_errors():
     with pytest.raises(ValueError, match="no sparsity above 0"):
         cooccurrence.pair_table(curves_frame()[lambda d: d["sparsity"] == 0], labels_frame(Y_TEST))
     with pytest.raises(ValueError, match=r"\['Z'\] of the curves are not columns"):
-        cooccurrence.pair_table(pd.concat([curves_frame(), curves_frame({"Z": [0, 0, 0]})]), labels_frame(Y_TEST))
+        cooccurrence.pair_table(
+            pd.concat([curves_frame(), curves_frame({"Z": [0, 0, 0]})]), labels_frame(Y_TEST)
+        )
 
 
 # -- Eq. 2 and correlations ----------------------------------------------------------------
@@ -175,7 +206,9 @@ def test_fit_eq2_matches_statsmodels_design_matrix():
     pairs = cooccurrence.pair_table(cf, labels)
     fit = cooccurrence.fit_eq2(pairs)
     x1, x2 = pairs["abs_log_freq_diff"].to_numpy(), pairs["iou_quarter"].to_numpy()
-    ref = sm.OLS(pairs["fcd"].to_numpy(), np.column_stack([np.ones_like(x1), x1, x2, x1 * x2])).fit()
+    ref = sm.OLS(
+        pairs["fcd"].to_numpy(), np.column_stack([np.ones_like(x1), x1, x2, x1 * x2])
+    ).fit()
     np.testing.assert_allclose(fit.coefficients["coef"], ref.params, rtol=1e-9)
     np.testing.assert_allclose(fit.coefficients["p_value"], ref.pvalues, rtol=1e-6)
     assert fit.r_squared == pytest.approx(ref.rsquared)
@@ -200,7 +233,8 @@ def test_compare_definitions_has_every_combination():
     cf, labels = random_pairs(seed=2)
     table = cooccurrence.compare_definitions(cf, labels)
     assert set(zip(table["fcd_definition"], table["cooccurrence"])) == set(
-        itertools.product(cooccurrence.FCD_DEFINITIONS, cooccurrence.COOCCURRENCE_DEFINITIONS))
+        itertools.product(cooccurrence.FCD_DEFINITIONS, cooccurrence.COOCCURRENCE_DEFINITIONS)
+    )
     assert table["r_squared"].between(0, 1).all()
 
 
@@ -212,7 +246,9 @@ def test_labelled_pairs_paper_pairs_then_extremes():
     auto = cooccurrence.labelled_pairs(pairs)
     assert auto[0] == ("Infiltration", "Hernia")  # the paper's pair present in this run
     assert len(auto) == cooccurrence.N_LABELLED_PAIRS
-    assert cooccurrence.labelled_pairs(pairs, [["hernia", "emphysema"]]) == [("Emphysema", "Hernia")]
+    assert cooccurrence.labelled_pairs(pairs, [["hernia", "emphysema"]]) == [
+        ("Emphysema", "Hernia")
+    ]
     with pytest.raises(ValueError, match="not a pair of classes"):
         cooccurrence.labelled_pairs(pairs, [["Emphysema", "Nope"]])
     with pytest.raises(ValueError, match="two class names"):
@@ -225,8 +261,15 @@ def write_run(run: str) -> None:
     artifacts.write_parquet(rp.labels, labels)
     config.record_data(run, {"dataset": "nih-phantom", "synthetic": True})
     for method in ("global_l1", "random"):
-        artifacts.write_json(rp.prune_meta(method), {"method": method, "seeds": [0], "sparsities": SPARS,
-                                              "classes": sorted(set(cf["class"]))})
+        artifacts.write_json(
+            rp.prune_meta(method),
+            {
+                "method": method,
+                "seeds": [0],
+                "sparsities": SPARS,
+                "classes": sorted(set(cf["class"])),
+            },
+        )
         artifacts.write_parquet(rp.forgettability(method), cf)
 
 
@@ -235,7 +278,14 @@ def test_run_stage_writes_pairs_and_figure_4():
     results = cooccurrence.run_stage("c1", fcd="euclidean", cooccurrence="counts")
     assert list(results) == ["global_l1", "random"]
     written = pd.read_parquet(paths.run_paths("c1").pairs("global_l1"))
-    assert list(written.columns[:6]) == ["class_a", "class_b", "fcd", "abs_log_freq_diff", "iou", "iou_quarter"]
+    assert list(written.columns[:6]) == [
+        "class_a",
+        "class_b",
+        "fcd",
+        "abs_log_freq_diff",
+        "iou",
+        "iou_quarter",
+    ]
     assert len(written) == 12 * 11 // 2
     again = cooccurrence.read_results("c1", "global_l1")
     assert again.eq2.coef("Intercept") == pytest.approx(results["global_l1"].eq2.coef("Intercept"))

@@ -35,7 +35,7 @@ def write_image(path, kind: str) -> None:
     """A SIZE×SIZE image of ``kind``: top half LOW, bottom half HIGH (16-bit: 1000 / 4000)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.full((SIZE, SIZE), LOW, np.uint8)
-    arr[SIZE // 2:] = HIGH
+    arr[SIZE // 2 :] = HIGH
     if kind == "gray8":
         Image.fromarray(arr, "L").save(path, format="PNG")
     elif kind == "rgb":
@@ -103,8 +103,9 @@ def make_mimic(root, *, subject_id: bool = True) -> list[dict]:
             kind = KINDS[(2 * p + k + 1) % len(KINDS)]
             rel = f"files/p{str(sid)[:2]}/p{sid}/s{50000000 + 2 * p + k}/dicom{p}-{k}.{_ext(kind)}"
             write_image(folder / "mimic-cxr-jpg" / rel, kind)
-            rows.append({"path": rel, "kind": kind, "patient": p, "split": _split_of(p),
-                         "subject_id": sid})
+            rows.append(
+                {"path": rel, "kind": kind, "patient": p, "split": _split_of(p), "subject_id": sid}
+            )
     df = pd.DataFrame(rows)
     y = _labels(len(df), specs.MIMIC_CXR_LT_CLASSES)
     for j, c in enumerate(specs.MIMIC_CXR_LT_CLASSES):
@@ -169,8 +170,11 @@ def test_every_dataset_prepares_a_run(name, tmp_path):
     table = data.prepare_run("r", dataset=name, resolution=RES, **options)
 
     written = pd.read_parquet(paths.run_paths("r").labels)
-    classes = list(data.create_dataset(name, **{k: v for k, v in options.items()
-                                                if k != "max_patients"}).classes)
+    classes = list(
+        data.create_dataset(
+            name, **{k: v for k, v in options.items() if k != "max_patients"}
+        ).classes
+    )
     assert list(written.columns) == ["image_id", "patient_id", "split", *classes]
     assert all(written[c].dtype == np.int8 for c in classes)
     assert set(written["split"]) == set(data.SPLITS)
@@ -228,11 +232,15 @@ def test_phantom_run_records_difficulty_and_drawn_locations():
     assert config.run_data("q")["cache_reused"] == {s: True for s in data.SPLITS}
     pd.testing.assert_frame_equal(artifacts.read_locations("q"), loc)
 
-    data.prepare_run("e", dataset="nih-phantom", resolution=RES, max_patients=40,
-                     phantom_difficulty="equal")
+    data.prepare_run(
+        "e", dataset="nih-phantom", resolution=RES, max_patients=40, phantom_difficulty="equal"
+    )
     assert config.run_data("e")["phantom_difficulty"]["condition"] == "equal"
     if phantom.strengths("equal") != phantom.strengths("calibrated"):
-        assert config.run_data("e")["cache"]["test"]["key"] != config.run_data("p")["cache"]["test"]["key"]
+        assert (
+            config.run_data("e")["cache"]["test"]["key"]
+            != config.run_data("p")["cache"]["test"]["key"]
+        )
 
 
 @pytest.mark.parametrize("name", sorted(data.DATASETS))
@@ -287,9 +295,15 @@ def test_csv_infers_columns_and_splits_by_patient(tmp_path):
 
 def test_csv_split_column_and_named_columns(tmp_path):
     make_csv(tmp_path, split_column=True)
-    ds = data.create_dataset("csv", data_root=str(tmp_path), labels_csv="labels.csv",
-                             class_columns=["Gamma", "Alpha"], image_column="path",
-                             patient_column="patient_id", split_column="split")
+    ds = data.create_dataset(
+        "csv",
+        data_root=str(tmp_path),
+        labels_csv="labels.csv",
+        class_columns=["Gamma", "Alpha"],
+        image_column="path",
+        patient_column="patient_id",
+        split_column="split",
+    )
     table = ds.table()
     assert list(table.columns[3:]) == ["Gamma", "Alpha"]
     expected = pd.read_csv(tmp_path / "labels.csv")["split"].tolist()
@@ -322,7 +336,7 @@ def test_load_image_every_kind(kind, tmp_path):
 def test_load_image_resizes_without_cropping(tmp_path):
     """A wide image is squeezed, not cropped: its right-most column survives the resize."""
     arr = np.zeros((SIZE, 4 * SIZE), np.uint8)
-    arr[:, -SIZE // 2:] = 255  # the right eighth is white
+    arr[:, -SIZE // 2 :] = 255  # the right eighth is white
     Image.fromarray(arr).save(tmp_path / "wide.png")
     img = images.load_image(tmp_path / "wide.png", 16)
     assert img.shape == (16, 16)
@@ -377,8 +391,11 @@ def test_cache_manifest_lists_the_inputs(tmp_path):
     data.prepare_run("a", dataset="nih-cxr-lt", data_root=str(tmp_path), resolution=RES)
     entry = config.run_data("a")["cache"]["val"]
     manifest = json.loads((paths.cache_root() / entry["path"]).with_suffix(".json").read_text())
-    assert manifest["key"] == entry["key"] == cache.manifest_key(
-        {k: v for k, v in manifest.items() if k not in ("key", "image_ids")})
+    assert (
+        manifest["key"]
+        == entry["key"]
+        == cache.manifest_key({k: v for k, v in manifest.items() if k not in ("key", "image_ids")})
+    )
     assert manifest["image_ids"] == data.open_split("a", "val").image_ids.tolist()
     assert manifest["resolution"] == RES and manifest["source"]["kind"] == "files"
 
@@ -424,52 +441,70 @@ def set_value(df, row, col, value):
 BAD_INPUTS = {
     "missing image": (
         lambda root: (root / "nih-cxr-lt/images/00000002_001.png").unlink(),
-        FileNotFoundError, r"1 of 16 images are missing, e\.g\. .*00000002_001\.png.*data_access\.md",
+        FileNotFoundError,
+        r"1 of 16 images are missing, e\.g\. .*00000002_001\.png.*data_access\.md",
     ),
     "unreadable image": (
         lambda root: (root / "nih-cxr-lt/images/00000002_001.png").write_bytes(b"garbage"),
-        images.ImageReadError, r"cannot read image .*00000002_001\.png",
+        images.ImageReadError,
+        r"cannot read image .*00000002_001\.png",
     ),
     "missing class column": (
         lambda root: rewrite_label_file(root, "val", lambda df: df.drop(columns=["Hernia"])),
-        ValueError, r"labels_val\.csv is missing the class column\(s\) \['Hernia'\]",
+        ValueError,
+        r"labels_val\.csv is missing the class column\(s\) \['Hernia'\]",
     ),
     "missing path column": (
-        lambda root: rewrite_label_file(root, "test", lambda df: df.rename(columns={"id": "image"})),
-        ValueError, r"labels_test\.csv is missing the image path column\(s\) \['id'\]",
+        lambda root: rewrite_label_file(
+            root, "test", lambda df: df.rename(columns={"id": "image"})
+        ),
+        ValueError,
+        r"labels_test\.csv is missing the image path column\(s\) \['id'\]",
     ),
     "blank label": (
         lambda root: rewrite_label_file(root, "train", lambda df: set_value(df, 1, "Edema", "")),
-        ValueError, r"labels_train\.csv, line 3 \(image '00000001_001\.png'\), column 'Edema': "
-                    r"value blank; .*uncertain='zero' or 'one'",
+        ValueError,
+        r"labels_train\.csv, line 3 \(image '00000001_001\.png'\), column 'Edema': "
+        r"value blank; .*uncertain='zero' or 'one'",
     ),
     "uncertain label": (
         lambda root: rewrite_label_file(root, "val", lambda df: set_value(df, 0, "Mass", "-1")),
-        ValueError, r"labels_val\.csv, line 2 .*column 'Mass': value '-1'; .*uncertain",
+        ValueError,
+        r"labels_val\.csv, line 2 .*column 'Mass': value '-1'; .*uncertain",
     ),
     "label 2": (
         lambda root: rewrite_label_file(root, "val", lambda df: set_value(df, 0, "Mass", "2")),
-        ValueError, r"column 'Mass': value '2'; labels must be 0 or 1",
+        ValueError,
+        r"column 'Mass': value '2'; labels must be 0 or 1",
     ),
     "duplicate image id": (
         lambda root: rewrite_label_file(
-            root, "test", lambda df: set_value(df, 0, "id", "00000001_000.png")),
-        ValueError, r"image id '00000001_000\.png' appears 2 times \(miccai2023_nih-cxr-lt_labels_train\.csv line 2, "
-                    r"miccai2023_nih-cxr-lt_labels_test\.csv line 2\)",
+            root, "test", lambda df: set_value(df, 0, "id", "00000001_000.png")
+        ),
+        ValueError,
+        r"image id '00000001_000\.png' appears 2 times \(miccai2023_nih-cxr-lt_labels_train\.csv line 2, "
+        r"miccai2023_nih-cxr-lt_labels_test\.csv line 2\)",
     ),
     "patient in two splits": (
         lambda root: rewrite_label_file(
-            root, "test", lambda df: set_value(df, 0, "id", "00000001_007.png")),
-        ValueError, r"patient '1' appears in splits \['test', 'train'\]",
+            root, "test", lambda df: set_value(df, 0, "id", "00000001_007.png")
+        ),
+        ValueError,
+        r"patient '1' appears in splits \['test', 'train'\]",
     ),
     "path escapes the image root": (
         lambda root: rewrite_label_file(
-            root, "val", lambda df: set_value(df, 1, "id", "../00000009_001.png")),
-        ValueError, r"labels_val\.csv, line 3: image path '\.\./00000009_001\.png' escapes the image root",
+            root, "val", lambda df: set_value(df, 1, "id", "../00000009_001.png")
+        ),
+        ValueError,
+        r"labels_val\.csv, line 3: image path '\.\./00000009_001\.png' escapes the image root",
     ),
     "absolute path": (
-        lambda root: rewrite_label_file(root, "val", lambda df: set_value(df, 1, "id", "/etc/passwd")),
-        ValueError, r"image path '/etc/passwd' escapes the image root",
+        lambda root: rewrite_label_file(
+            root, "val", lambda df: set_value(df, 1, "id", "/etc/passwd")
+        ),
+        ValueError,
+        r"image path '/etc/passwd' escapes the image root",
     ),
 }
 
@@ -496,15 +531,20 @@ def test_bad_input_is_reported_by_check_layout(tmp_path):
 
     (tmp_path / "nih-cxr-lt/miccai2023_nih-cxr-lt_labels_val.csv").unlink()
     problems = data.check_layout("nih-cxr-lt", str(tmp_path))
-    assert problems == [f"label file {tmp_path / 'nih-cxr-lt'}/miccai2023_nih-cxr-lt_labels_val.csv is missing"]
+    assert problems == [
+        f"label file {tmp_path / 'nih-cxr-lt'}/miccai2023_nih-cxr-lt_labels_val.csv is missing"
+    ]
 
 
 @pytest.mark.parametrize("policy, expected", [("zero", 0), ("one", 1)])
 def test_uncertain_policy(policy, expected, tmp_path):
     make_nih(tmp_path)
-    rewrite_label_file(tmp_path, "train", lambda df: set_value(set_value(df, 0, "Mass", "-1"), 1, "Edema", ""))
-    table = data.prepare_run("u", dataset="nih-cxr-lt", data_root=str(tmp_path), resolution=RES,
-                             uncertain=policy)
+    rewrite_label_file(
+        tmp_path, "train", lambda df: set_value(set_value(df, 0, "Mass", "-1"), 1, "Edema", "")
+    )
+    table = data.prepare_run(
+        "u", dataset="nih-cxr-lt", data_root=str(tmp_path), resolution=RES, uncertain=policy
+    )
     assert table.loc[0, "Mass"] == expected  # -1: uncertain
     assert table.loc[1, "Edema"] == 0  # blank: not mentioned
 
@@ -514,10 +554,12 @@ def test_labels_to_int8_hand_computed(tmp_path):
     path = tmp_path / "x.csv"
     np.testing.assert_array_equal(
         tables.labels_to_int8(df, ["a", "b"], path=path, uncertain="zero"),
-        [[1, 0], [0, 1], [0, 1], [0, 0]])
+        [[1, 0], [0, 1], [0, 1], [0, 0]],
+    )
     np.testing.assert_array_equal(
         tables.labels_to_int8(df, ["b", "a"], path=path, uncertain="one"),
-        [[0, 1], [1, 0], [1, 1], [0, 0]])
+        [[0, 1], [1, 0], [1, 1], [0, 0]],
+    )
     with pytest.raises(ValueError, match=r"x\.csv, line 4, column 'a': value '-1'"):
         tables.labels_to_int8(df, ["a", "b"], path=path)
     with pytest.raises(ValueError, match=r"unknown uncertain='maybe'"):
@@ -530,11 +572,15 @@ def test_labels_to_int8_hand_computed(tmp_path):
 def test_missing_data_directory_points_to_data_access(tmp_path, monkeypatch):
     monkeypatch.delenv(paths.DATA_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match=r"does not exist; see data_access\.md"):
-        data.prepare_run("m", dataset="nih-cxr-lt", data_root=str(tmp_path / "nowhere"), resolution=RES)
+        data.prepare_run(
+            "m", dataset="nih-cxr-lt", data_root=str(tmp_path / "nowhere"), resolution=RES
+        )
     with pytest.raises(FileNotFoundError, match=r"PRUNECXR_DATA .*data_access\.md"):
         data.prepare_run("m", dataset="mimic-cxr-lt", resolution=RES)
     monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "gone"))
-    with pytest.raises(FileNotFoundError, match=r"environment variable PRUNECXR_DATA.*data_access\.md"):
+    with pytest.raises(
+        FileNotFoundError, match=r"environment variable PRUNECXR_DATA.*data_access\.md"
+    ):
         data.prepare_run("m", dataset="mimic-cxr-lt", resolution=RES)
     assert nothing_written("m")
     problems = data.check_layout("nih-cxr-lt", str(tmp_path / "nowhere"))
@@ -542,7 +588,9 @@ def test_missing_data_directory_points_to_data_access(tmp_path, monkeypatch):
 
 
 def test_unknown_names_and_options():
-    with pytest.raises(ValueError, match=r"unknown dataset 'nih'; choose one of \['csv', 'mimic-cxr-lt'"):
+    with pytest.raises(
+        ValueError, match=r"unknown dataset 'nih'; choose one of \['csv', 'mimic-cxr-lt'"
+    ):
         data.prepare_run("x", dataset="nih", resolution=RES)
     with pytest.raises(ValueError, match=r"unknown dataset 'nih'"):
         data.check_layout("nih", "")
@@ -560,7 +608,9 @@ def test_unknown_names_and_options():
         data.prepare_run("x", dataset="nih-phantom", resolution=RES, max_patients=-1)
     with pytest.raises(ValueError, match="invalid run name"):
         data.prepare_run("../x", dataset="nih-phantom", resolution=RES)
-    with pytest.raises(FileNotFoundError, match=r"label file .*labels\.csv does not exist \(see data_access\.md\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"label file .*labels\.csv does not exist \(see data_access\.md\)"
+    ):
         data.create_dataset("csv", data_root=".").table()
 
 
@@ -576,7 +626,10 @@ def test_csv_bad_split_value(tmp_path):
 def test_class_without_positive_warns(tmp_path):
     make_nih(tmp_path)
     rewrite_label_file(tmp_path, "val", lambda df: df.assign(Hernia="0"))
-    with pytest.warns(data.EmptyClassWarning, match=r"split 'val' has no positive image of class\(es\) \['Hernia'\]"):
+    with pytest.warns(
+        data.EmptyClassWarning,
+        match=r"split 'val' has no positive image of class\(es\) \['Hernia'\]",
+    ):
         data.prepare_run("w", dataset="nih-cxr-lt", data_root=str(tmp_path), resolution=RES)
 
 
@@ -586,8 +639,9 @@ def test_empty_split_is_an_error(tmp_path):
     df["split"] = df["split"].replace({"val": "train"})
     df.to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(ValueError, match=r"split\(s\) \['val'\] have no image"):
-        data.prepare_run("e", dataset="csv", data_root=str(tmp_path), labels_csv="labels.csv",
-                         resolution=RES)
+        data.prepare_run(
+            "e", dataset="csv", data_root=str(tmp_path), labels_csv="labels.csv", resolution=RES
+        )
 
 
 # -- splits and subsamples ------------------------------------------------------------------------
@@ -607,8 +661,14 @@ def _toy_table(n_patients=50):
     for p in range(n_patients):
         split = data.SPLITS[p % 10 // 7 + (p % 10 >= 8)]
         for k in range(1 + p % 3):
-            rows.append({"image_id": f"{p}-{k}", "patient_id": str(p), "split": split,
-                         "A": int(rng.random() < 0.3)})
+            rows.append(
+                {
+                    "image_id": f"{p}-{k}",
+                    "patient_id": str(p),
+                    "split": split,
+                    "A": int(rng.random() < 0.3),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -621,11 +681,17 @@ def test_subsample_is_patient_level_proportional_and_nested():
     # every image of a kept patient is kept
     kept = table[table["patient_id"].isin(small["patient_id"])]
     pd.testing.assert_frame_equal(kept.reset_index(drop=True), small)
-    assert small.groupby("split")["patient_id"].nunique().to_dict() == {"train": 7, "val": 1, "test": 2}
+    assert small.groupby("split")["patient_id"].nunique().to_dict() == {
+        "train": 7,
+        "val": 1,
+        "test": 2,
+    }
     # not by row order: shuffled rows keep the same patients
     shuffled = table.sample(frac=1, random_state=3)
     assert set(splits.subsample_patients(shuffled, 10)["patient_id"]) == set(small["patient_id"])
-    assert set(splits.subsample_patients(table, 10, seed=1)["patient_id"]) != set(small["patient_id"])
+    assert set(splits.subsample_patients(table, 10, seed=1)["patient_id"]) != set(
+        small["patient_id"]
+    )
     assert len(splits.subsample_patients(table, 0)) == len(table)
     with pytest.raises(ValueError, match="max_patients=2 is too small"):
         splits.subsample_patients(table, 2)
@@ -644,10 +710,16 @@ def test_tiny_phantom_run_is_fast():
 
 
 def test_class_iou_table_hand_computed():
-    labels = pd.DataFrame({
-        "image_id": list("abcd"), "patient_id": list("abcd"), "split": ["train"] * 4,
-        "A": [1, 1, 0, 0], "B": [1, 0, 1, 0], "C": [0, 0, 0, 0],
-    })
+    labels = pd.DataFrame(
+        {
+            "image_id": list("abcd"),
+            "patient_id": list("abcd"),
+            "split": ["train"] * 4,
+            "A": [1, 1, 0, 0],
+            "B": [1, 0, 1, 0],
+            "C": [0, 0, 0, 0],
+        }
+    )
     iou = data.class_iou_table(labels)
     assert iou.loc["A", "B"] == pytest.approx(1 / 3)  # {a} / {a, b, c}
     assert iou.loc["A", "A"] == 1.0
@@ -656,17 +728,23 @@ def test_class_iou_table_hand_computed():
 
 
 def test_summaries_hand_computed():
-    labels = pd.DataFrame({
-        "image_id": list("abcde"), "patient_id": ["1", "1", "2", "3", "4"],
-        "split": ["train", "train", "train", "val", "test"],
-        "A": [1, 1, 0, 0, 1], "B": [1, 0, 0, 1, 0],
-    })
+    labels = pd.DataFrame(
+        {
+            "image_id": list("abcde"),
+            "patient_id": ["1", "1", "2", "3", "4"],
+            "split": ["train", "train", "train", "val", "test"],
+            "A": [1, 1, 0, 0, 1],
+            "B": [1, 0, 0, 1, 0],
+        }
+    )
     s = data.split_summary(labels).set_index("split")
     assert s.loc["train", "images"] == 3 and s.loc["train", "patients"] == 2
     assert s.loc["train", "labels_per_image"] == pytest.approx(1.0)
     assert s.loc["all", "patients"] == 4
     c = summaries.class_counts(labels).set_index(["split", "class"])
-    assert c.loc[("train", "A"), "count"] == 2 and c.loc[("train", "A"), "prevalence"] == pytest.approx(2 / 3)
+    assert c.loc[("train", "A"), "count"] == 2 and c.loc[
+        ("train", "A"), "prevalence"
+    ] == pytest.approx(2 / 3)
     lpi = summaries.labels_per_image(labels)
     train = lpi[lpi["split"] == "train"].set_index("n_labels")["images"].to_dict()
     assert train == {0: 1, 1: 1, 2: 1}
@@ -675,8 +753,12 @@ def test_summaries_hand_computed():
 def test_figures_return_their_data(tmp_path):
     data.prepare_run("f", dataset="nih-phantom", resolution=16, max_patients=40)
     labels = data.read_labels("f")
-    for make in (data.class_counts_figure, data.iou_figure, data.labels_per_image_figure,
-                 data.patients_figure):
+    for make in (
+        data.class_counts_figure,
+        data.iou_figure,
+        data.labels_per_image_figure,
+        data.patients_figure,
+    ):
         fig, plotted = make(labels)
         assert len(fig.data) >= 1 and len(plotted) > 0
     fig, plotted = data.examples_figure("f")

@@ -16,8 +16,18 @@ import pytest
 
 from prunecxr import artifacts, config, console, figures, fmt, paths, provenance, report
 
-NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
-             "06_pies", "07_reader_study", "08_compression", "09_attend", "10_controlled"]
+NOTEBOOKS = [
+    "01_data",
+    "02_train",
+    "03_prune",
+    "04_class_forgetting",
+    "05_cooccurrence",
+    "06_pies",
+    "07_reader_study",
+    "08_compression",
+    "09_attend",
+    "10_controlled",
+]
 PROFILE = config.load_profile("smoke")
 RUN = PROFILE["run"]
 
@@ -36,8 +46,9 @@ def test_every_notebook_timed(smoke_run, rp):
     assert {k: v["status"] for k, v in timings.items()} == dict.fromkeys(NOTEBOOKS, "ok")
     total = sum(v["seconds"] for v in timings.values())
     per_notebook = {k: v["seconds"] for k, v in timings.items()}
-    print(f"\nsmoke run: {smoke_run['elapsed']:.1f} s wall, notebooks {total:.1f} s: "
-          f"{per_notebook}")
+    print(
+        f"\nsmoke run: {smoke_run['elapsed']:.1f} s wall, notebooks {total:.1f} s: {per_notebook}"
+    )
     assert all(seconds > 0 for seconds in per_notebook.values())
 
 
@@ -50,7 +61,11 @@ def test_console_is_quiet_and_shows_progress(smoke_run, rp):
     assert err.strip() == "", err
     timings = artifacts.read_json(rp.reports / "timings.json")
     for i, name in enumerate(NOTEBOOKS, 1):
-        lines = [line for line in out.splitlines() if line.startswith(f"[{i}/{len(NOTEBOOKS)}] {name} · ")]
+        lines = [
+            line
+            for line in out.splitlines()
+            if line.startswith(f"[{i}/{len(NOTEBOOKS)}] {name} · ")
+        ]
         if timings[name]["seconds"] > console.LOG_INTERVAL + 2:
             assert lines and all(" elapsed" in line for line in lines), (name, out)
 
@@ -60,8 +75,13 @@ def test_figures_carry_provenance(rp):
         record = provenance.read(html)
         assert record["run"] == RUN and record["notebook"] in NOTEBOOKS, html.name
         assert record["cell"] is not None and record["inputs"], html.name
-        assert record["parameters"] == config.read_run(RUN)["stages"][record["notebook"]]["parameters"]
-        assert provenance.read(rp.figures / f"{html.stem}.csv")["parameters_sha256"] == record["parameters_sha256"]
+        assert (
+            record["parameters"] == config.read_run(RUN)["stages"][record["notebook"]]["parameters"]
+        )
+        assert (
+            provenance.read(rp.figures / f"{html.stem}.csv")["parameters_sha256"]
+            == record["parameters_sha256"]
+        )
     record = provenance.read(rp.figures / "fig3_frequency.html")
     cells = nbformat.read(paths.notebooks_dir() / "04_class_forgetting.ipynb", as_version=4).cells
     assert '"fig3_frequency"' in cells[record["cell"]].source
@@ -75,7 +95,10 @@ def test_figures_carry_provenance(rp):
 def test_run_record(rp):
     record = config.read_run(RUN)
     assert record["profile"] == "smoke"
-    for key, value in PROFILE.items():  # every stage's parameters, the run name and the runner's key aside
+    for (
+        key,
+        value,
+    ) in PROFILE.items():  # every stage's parameters, the run name and the runner's key aside
         if key not in ("run", config.NOTEBOOKS_KEY):
             assert record["parameters"][key] == value, key
     assert record["data"]["dataset"] == PROFILE["dataset"] and record["data"]["synthetic"] is True
@@ -97,8 +120,13 @@ def test_data_and_models(rp):
         seed = int(seed_dir.name.split("-")[1])
         assert rp.checkpoint(seed).exists()
         history = pd.read_csv(rp.history(seed))
-        assert list(history.columns[:5]) == ["epoch", "train_loss", "val_loss", "val_mean_ap",
-                                             "seconds"]
+        assert list(history.columns[:5]) == [
+            "epoch",
+            "train_loss",
+            "val_loss",
+            "val_mean_ap",
+            "seconds",
+        ]
         assert 1 <= len(history) <= PROFILE["max_epochs"]
 
 
@@ -112,8 +140,12 @@ def test_pruning_artifacts(rp, method):
     assert meta["sparsities"] == PROFILE["sparsities"]
     assert meta["classes"] == list(labels.columns[3:])
     probs = artifacts.load_npy(rp.probs(method), mmap=True)
-    assert probs.shape == (PROFILE["n_seeds"], len(PROFILE["sparsities"]), n_test,
-                           len(meta["classes"]))
+    assert probs.shape == (
+        PROFILE["n_seeds"],
+        len(PROFILE["sparsities"]),
+        n_test,
+        len(meta["classes"]),
+    )
     assert probs.dtype in (np.float32, np.float16)
     metrics = pd.read_parquet(rp.metrics(method))
     assert {"seed", "sparsity", "class", "ap", "auroc", "n_pos"} <= set(metrics.columns)
@@ -124,10 +156,14 @@ def test_pruning_artifacts(rp, method):
 def test_analysis_artifacts(rp, method):
     expected = {
         rp.forgettability(method): {"class", "sparsity", "median_rel_ap_change"},
-        rp.class_summary(method): {"class", "train_count", "test_count", "first_drop",
-                                   "rel_change_at_095"},
-        rp.pairs(method): {"class_a", "class_b", "fcd", "abs_log_freq_diff", "iou",
-                           "iou_quarter"},
+        rp.class_summary(method): {
+            "class",
+            "train_count",
+            "test_count",
+            "first_drop",
+            "rel_change_at_095",
+        },
+        rp.pairs(method): {"class_a", "class_b", "fcd", "abs_log_freq_diff", "iou", "iou_quarter"},
         rp.pies(method): {"image_id", "spearman", "is_pie"},
     }
     for path, columns in expected.items():
@@ -157,8 +193,9 @@ def test_figures(rp):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_executed_notebook_and_export(rp, name):
     executed = nbformat.read(rp.reports / f"{name}.ipynb", as_version=4)
-    errors = [o for c in executed.cells for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors
     assert executed.metadata["papermill"]["parameters"]["run"] == RUN
     assert not (rp.reports / f"{name}.failed.ipynb").exists()
@@ -173,7 +210,7 @@ def test_report_index(rp):
         assert f'data-notebook="{name}"' in text and f'href="{name}.html"' in text
     assert config.PHANTOM_NOTICE in text
     assert "profile <b>smoke</b>" in text
-    section = text[text.index('id="paper"'):text.index('id="figures"')]
+    section = text[text.index('id="paper"') : text.index('id="figures"')]
     assert "<table" in section, f"no paper-versus-run table: {re.sub('<[^>]+>', ' ', section)}"
     key = [p.stem for p in rp.figures.glob("fig*.html")]
     for name in key:
@@ -181,7 +218,8 @@ def test_report_index(rp):
     assert text.count("plotly.js v") == 1
     assert report.external_resources(text) == []
     assert "<img" not in text or all(
-        m.startswith('<img class="figure-png"') for m in re.findall(r"<img[^>]*>", text))
+        m.startswith('<img class="figure-png"') for m in re.findall(r"<img[^>]*>", text)
+    )
 
 
 @pytest.mark.parametrize("method", PROFILE["compression_methods"])
@@ -214,10 +252,15 @@ def test_deployment_table(rp):
     dense = table.groupby("method").head(1)
     assert (dense["rel_size_bytes"] == 0).all() and (dense["rel_tail_ap"].fillna(0) == 0).all()
     channel = table[table["method"] == "channel_l1"]
-    assert channel["parameters"].is_monotonic_decreasing and channel["macs"].iloc[-1] < channel["macs"].iloc[0]
+    assert (
+        channel["parameters"].is_monotonic_decreasing
+        and channel["macs"].iloc[-1] < channel["macs"].iloc[0]
+    )
     pruned = table[table["method"] == "global_l1"]
     assert pruned["macs"].nunique() == 1  # unstructured zeros are still multiplied
-    assert (rp.figures / "compression_tradeoff.html").exists() and (rp.figures / "compression_tradeoff.csv").exists()
+    assert (rp.figures / "compression_tradeoff.html").exists() and (
+        rp.figures / "compression_tradeoff.csv"
+    ).exists()
 
 
 def test_notebooks_04_to_06_on_a_weight_quant_store(smoke_run, tmp_path):
@@ -237,9 +280,24 @@ def test_notebooks_04_to_06_on_a_weight_quant_store(smoke_run, tmp_path):
     shutil.rmtree(home / "runs" / RUN / "analysis")
     env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
     proc = subprocess.run(
-        [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke", "--notebooks", "04-06", "--no-report",
-         "-p", "method=weight_quant"],
-        cwd=paths.project_root(), env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "prunecxr",
+            "run",
+            "--profile",
+            "smoke",
+            "--notebooks",
+            "04-06",
+            "--no-report",
+            "-p",
+            "method=weight_quant",
+        ],
+        cwd=paths.project_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     rq = paths.RunPaths(RUN, home)
@@ -263,10 +321,16 @@ def test_class_counts_beside_table_2(rp):
     assert list(table.index[:-1]) == list(table2.index) and table.index[-1] == "all images"
     for split in ("train", "val", "test"):
         assert (table.loc[table2.index, f"paper_{split}"] == table2[split]).all()
-        assert table.loc["Hernia", f"run_{split}"] == labels.loc[labels["split"] == split, "Hernia"].sum()
+        assert (
+            table.loc["Hernia", f"run_{split}"]
+            == labels.loc[labels["split"] == split, "Hernia"].sum()
+        )
         assert table.loc["all images", f"run_{split}"] == (labels["split"] == split).sum()
     for added in paper.NIH_ADDED_FINDINGS:
-        assert np.isnan(table.loc[added, "run_train"]) and table.loc[added, "note"] == "not a class of this run"
+        assert (
+            np.isnan(table.loc[added, "run_train"])
+            and table.loc[added, "note"] == "not a class of this run"
+        )
     assert "clears No Finding" in table.loc["No Finding", "note"]
     assert table.loc["all images", "note"].startswith("a subsample of")  # smoke keeps 200 patients
     shown = paper.class_count_display(RUN)
@@ -324,7 +388,11 @@ def test_attend_artifacts(rp):
     from prunecxr.analysis.pies import n_pies
     from prunecxr.attend import arm_run
 
-    arms, n_seeds, fraction = PROFILE["attend_arms"], PROFILE["attend_seeds"], PROFILE["htl_fraction"]
+    arms, n_seeds, fraction = (
+        PROFILE["attend_arms"],
+        PROFILE["attend_seeds"],
+        PROFILE["htl_fraction"],
+    )
     labels = pd.read_parquet(rp.labels)
     n_train = int((labels["split"] == "train").sum())
     htl = pd.read_parquet(rp.attend_table("htl"))
@@ -340,6 +408,8 @@ def test_attend_artifacts(rp):
     diff = pd.read_parquet(rp.attend_table("differences"))
     assert set(diff["arm"]) == set(arms) and set(diff["quantity"]) == {"ap", "pointing", "iou"}
     assert (diff["n_seeds"] == n_seeds).all()
-    assert np.isfinite(diff.loc[(diff["class"] == "(all classes)") & (diff["quantity"] == "ap"), "p_value"]).all()
+    assert np.isfinite(
+        diff.loc[(diff["class"] == "(all classes)") & (diff["quantity"] == "ap"), "p_value"]
+    ).all()
     for name in ("attend_differences", "attend_localization", "attend_forgetting"):
         assert (rp.figures / f"{name}.csv").exists(), name

@@ -30,8 +30,15 @@ import prunecxr
 from prunecxr import data, paths
 from prunecxr.__main__ import main
 from prunecxr.data import images
-from test_data import (BAD_INPUTS, RES, make_csv, make_nih, nothing_written, rewrite_label_file,
-                       write_image)
+from test_data import (
+    BAD_INPUTS,
+    RES,
+    make_csv,
+    make_nih,
+    nothing_written,
+    rewrite_label_file,
+    write_image,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::prunecxr.data.EmptyClassWarning")
 
@@ -60,8 +67,10 @@ def _check_data(capsys, *argv) -> tuple[int, str]:
 def test_bad_value_in_an_inferred_class_column_is_an_error(value, tmp_path, capsys):
     make_csv(tmp_path)
     _edit_csv(tmp_path, lambda df: _set(df, 6, "Beta", value))  # line 8: images/case3-0.png
-    message = (rf"label file .*labels\.csv, line 8 \(image 'images/case3-0\.png'\), column 'Beta': "
-               rf"value '{re.escape(value)}'; labels must be 0 or 1 \(the column is taken as a class")
+    message = (
+        rf"label file .*labels\.csv, line 8 \(image 'images/case3-0\.png'\), column 'Beta': "
+        rf"value '{re.escape(value)}'; labels must be 0 or 1 \(the column is taken as a class"
+    )
     with pytest.raises(ValueError, match=message):
         data.prepare_run("bad", data_root=str(tmp_path), resolution=RES, **CSV)
     assert nothing_written("bad")
@@ -75,14 +84,18 @@ def test_bad_value_in_an_inferred_class_column_is_an_error(value, tmp_path, caps
 def test_all_zero_inferred_column_stays_a_class_and_warns(tmp_path, capsys):
     make_csv(tmp_path)
     _edit_csv(tmp_path, lambda df: df.assign(Delta="0"))
-    with pytest.warns(data.EmptyClassWarning,
-                      match=r"split 'train' has no positive image of class\(es\) \['Delta'\]"):
+    with pytest.warns(
+        data.EmptyClassWarning,
+        match=r"split 'train' has no positive image of class\(es\) \['Delta'\]",
+    ):
         table = data.prepare_run("zero", data_root=str(tmp_path), resolution=RES, **CSV)
     assert data.class_names(table) == ["Alpha", "Beta", "Gamma", "Delta"]
     assert (table["Delta"] == 0).all()
 
     code, out = _check_data(capsys, "--dataset", "csv", "--data-root", tmp_path)
-    assert code == 0 and out.startswith("warning: split 'train' has no positive image of class(es) ['Delta']")
+    assert code == 0 and out.startswith(
+        "warning: split 'train' has no positive image of class(es) ['Delta']"
+    )
     assert "OK: dataset 'csv'" in out
 
 
@@ -129,7 +142,9 @@ def test_unreadable_image_is_found_by_check_data(case, tmp_path, capsys):
     assert nothing_written("bad")
 
     problems = data.check_layout("nih-cxr-lt", str(tmp_path))
-    assert len(problems) == 1 and re.match(rf"1 of 24 images cannot be read, e\.g\. {culprit}", problems[0])
+    assert len(problems) == 1 and re.match(
+        rf"1 of 24 images cannot be read, e\.g\. {culprit}", problems[0]
+    )
     code, out = _check_data(capsys, "--dataset", "nih-cxr-lt", "--data-root", tmp_path)
     assert code == 1 and str(path) in out
 
@@ -144,19 +159,26 @@ def test_png_that_notebook_01_reads_is_not_reported(tmp_path):
 
 EMPTY_SPLITS = {
     "csv without test rows": (
-        lambda root: (make_csv(root, split_column=True),
-                      _edit_csv(root, lambda df: df.assign(split=df["split"].replace({"test": "train"})))),
-        CSV, r"split\(s\) \['test'\] have no image in label file .*labels\.csv \(column 'split'\)",
+        lambda root: (
+            make_csv(root, split_column=True),
+            _edit_csv(root, lambda df: df.assign(split=df["split"].replace({"test": "train"}))),
+        ),
+        CSV,
+        r"split\(s\) \['test'\] have no image in label file .*labels\.csv \(column 'split'\)",
     ),
     "csv without val rows": (
-        lambda root: (make_csv(root, split_column=True),
-                      _edit_csv(root, lambda df: df.assign(split=df["split"].replace({"val": "test"})))),
-        CSV, r"split\(s\) \['val'\] have no image in label file .*labels\.csv \(column 'split'\)",
+        lambda root: (
+            make_csv(root, split_column=True),
+            _edit_csv(root, lambda df: df.assign(split=df["split"].replace({"val": "test"}))),
+        ),
+        CSV,
+        r"split\(s\) \['val'\] have no image in label file .*labels\.csv \(column 'split'\)",
     ),
     "csv of too few patients for a generated split": (
         lambda root: (make_csv(root), _edit_csv(root, lambda df: df.head(4))),
-        CSV, r"split\(s\) \['val'\] have no image in label file .*labels\.csv "
-             r"\(a 70/10/20 split of its 2 patient\(s\)\)",
+        CSV,
+        r"split\(s\) \['val'\] have no image in label file .*labels\.csv "
+        r"\(a 70/10/20 split of its 2 patient\(s\)\)",
     ),
     "nih val file without rows": (
         lambda root: (make_nih(root), rewrite_label_file(root, "val", lambda df: df.head(0))),
@@ -231,10 +253,19 @@ def _temporaries() -> list[Path]:
 
 def test_killed_cache_build_leaves_no_temporary_after_a_rerun(tmp_path):
     make_nih(tmp_path)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(prunecxr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    child = subprocess.Popen([sys.executable, "-c", _BLOCKED_BUILD, str(tmp_path)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(Path(prunecxr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED_BUILD, str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([child.stdout], [], [], 120)
         assert ready and child.stdout.readline() == "decoding\n", child.stderr.read()

@@ -9,8 +9,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunecxr import artifacts, config, paths, stats
-from prunecxr import analysis
+from prunecxr import analysis, artifacts, config, paths, stats
 from prunecxr.analysis import forgetting
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -22,19 +21,24 @@ def metrics_frame(ap: dict, sparsities, seeds) -> pd.DataFrame:
     for cls, per_seed in ap.items():
         for seed, values in zip(seeds, per_seed):
             for sp, v in zip(sparsities, values):
-                rows.append({"seed": seed, "sparsity": sp, "class": cls, "ap": v, "auroc": 0.5, "n_pos": 1})
+                rows.append(
+                    {"seed": seed, "sparsity": sp, "class": cls, "ap": v, "auroc": 0.5, "n_pos": 1}
+                )
     return pd.DataFrame(rows)
 
 
 def labels_frame(classes, train, test) -> pd.DataFrame:
     """Labels with ``train[c]`` positive training and ``test[c]`` positive test images (20 of each split)."""
     n = 20
-    rows = {"image_id": [f"i{j:03d}" for j in range(2 * n)], "patient_id": [f"p{j:03d}" for j in range(2 * n)],
-            "split": ["train"] * n + ["test"] * n}
+    rows = {
+        "image_id": [f"i{j:03d}" for j in range(2 * n)],
+        "patient_id": [f"p{j:03d}" for j in range(2 * n)],
+        "split": ["train"] * n + ["test"] * n,
+    }
     for c in classes:
         col = np.zeros(2 * n, dtype=np.int8)
         col[: train[c]] = 1
-        col[n: n + test[c]] = 1
+        col[n : n + test[c]] = 1
         rows[c] = col
     return pd.DataFrame(rows)
 
@@ -87,7 +91,9 @@ def test_zero_or_nan_dense_ap_gives_nan_for_that_seed():
 def test_class_without_positive_is_excluded_with_warning():
     ap = dict(HAND, C=[[np.nan] * 4] * 3)
     with pytest.warns(UserWarning, match=r"\['C'\] have no positive test image"):
-        curves = forgetting.forgettability_curves(metrics_frame(ap, SPARS, SEEDS), classes=["A", "B", "C"])
+        curves = forgetting.forgettability_curves(
+            metrics_frame(ap, SPARS, SEEDS), classes=["A", "B", "C"]
+        )
     assert set(curves["class"]) == {"A", "B"}
 
 
@@ -126,9 +132,15 @@ ap_values = st.one_of(st.floats(0.01, 1.0), st.just(0.0), st.just(np.nan))
 
 @SETTINGS
 @given(
-    st.integers(1, 4).flatmap(lambda n_seeds: st.lists(
-        st.lists(st.lists(ap_values, min_size=3, max_size=3), min_size=n_seeds, max_size=n_seeds),
-        min_size=2, max_size=3)),
+    st.integers(1, 4).flatmap(
+        lambda n_seeds: st.lists(
+            st.lists(
+                st.lists(ap_values, min_size=3, max_size=3), min_size=n_seeds, max_size=n_seeds
+            ),
+            min_size=2,
+            max_size=3,
+        )
+    ),
     st.randoms(),
 )
 def test_curves_properties(per_class, rnd):
@@ -139,8 +151,9 @@ def test_curves_properties(per_class, rnd):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         curves = forgetting.forgettability_curves(m, classes=classes)
-        shuffled = forgetting.forgettability_curves(m.sample(frac=1, random_state=rnd.randint(0, 10**6)),
-                                                    classes=classes)
+        shuffled = forgetting.forgettability_curves(
+            m.sample(frac=1, random_state=rnd.randint(0, 10**6)), classes=classes
+        )
     # no output depends on the row order of the inputs
     pd.testing.assert_frame_equal(curves, shuffled)
     # every curve is 0 at sparsity 0
@@ -148,7 +161,9 @@ def test_curves_properties(per_class, rnd):
     # equals the slow reference
     ref = reference_curves(m)
     for row in curves.itertuples():
-        np.testing.assert_allclose(row.median_rel_ap_change, ref[(row._1, row.sparsity)], equal_nan=True)
+        np.testing.assert_allclose(
+            row.median_rel_ap_change, ref[(row._1, row.sparsity)], equal_nan=True
+        )
 
 
 def test_class_summary_counts_order_and_permutation():
@@ -160,8 +175,10 @@ def test_class_summary_counts_order_and_permutation():
     assert summary.set_index("class").loc["A", "train_count"] == 9
     assert summary.set_index("class").loc["B", "test_count"] == 2
     # permuting classes permutes the results; shuffling rows changes nothing
-    other = forgetting.class_summary(curves.sample(frac=1, random_state=0),
-                                     labels[["image_id", "patient_id", "split", "A", "B"]].sample(frac=1, random_state=1))
+    other = forgetting.class_summary(
+        curves.sample(frac=1, random_state=0),
+        labels[["image_id", "patient_id", "split", "A", "B"]].sample(frac=1, random_state=1),
+    )
     assert list(other["class"]) == ["A", "B"]
     pd.testing.assert_frame_equal(other.set_index("class").loc[["B", "A"]].reset_index(), summary)
 
@@ -177,14 +194,16 @@ def test_class_summary_without_95_warns_and_gives_nan():
 
 def test_frequency_correlations_match_scipy():
     rng = np.random.default_rng(0)
-    summary = pd.DataFrame({
-        "class": list("abcdefgh"),
-        "train_count": rng.integers(1, 1000, 8),
-        "test_count": 1,
-        "first_drop": [0.5, 0.6, np.nan, 0.9, 0.95, 0.3, 0.65, 0.7],
-        "rel_change_at_095": rng.uniform(-1, 0, 8),
-        "drop_threshold": 0.2,
-    })
+    summary = pd.DataFrame(
+        {
+            "class": list("abcdefgh"),
+            "train_count": rng.integers(1, 1000, 8),
+            "test_count": 1,
+            "first_drop": [0.5, 0.6, np.nan, 0.9, 0.95, 0.3, 0.65, 0.7],
+            "rel_change_at_095": rng.uniform(-1, 0, 8),
+            "drop_threshold": 0.2,
+        }
+    )
     corr = forgetting.frequency_correlations(summary).set_index("y")
     logf = np.log(summary["train_count"].to_numpy(float))
     keep = np.isfinite(summary["first_drop"].to_numpy())
@@ -197,7 +216,9 @@ def test_frequency_correlations_match_scipy():
 
 
 def test_spread_classes_commonest_to_rarest():
-    summary = pd.DataFrame({"class": list("abcdefghij"), "train_count": [5, 100, 7, 50, 1, 3, 9, 80, 2, 20]})
+    summary = pd.DataFrame(
+        {"class": list("abcdefghij"), "train_count": [5, 100, 7, 50, 1, 3, 9, 80, 2, 20]}
+    )
     assert forgetting.spread_classes(summary, n=3) == ["b", "g", "e"]
     assert forgetting.spread_classes(summary, n=20) == list("bhdjgcafie")
 
@@ -207,10 +228,16 @@ def write_run(run: str, methods=("global_l1", "random")) -> None:
     classes = ["A", "B", "C"]
     ap = dict(HAND, C=[[0.3, 0.1, 0.05, 0.01]] * 3)
     rp = paths.run_paths(run)
-    artifacts.write_parquet(rp.labels, labels_frame(classes, train={"A": 9, "B": 3, "C": 1}, test={"A": 4, "B": 2, "C": 1}))
+    artifacts.write_parquet(
+        rp.labels,
+        labels_frame(classes, train={"A": 9, "B": 3, "C": 1}, test={"A": 4, "B": 2, "C": 1}),
+    )
     config.record_data(run, {"dataset": "nih-phantom", "synthetic": True})
     for method in methods:
-        artifacts.write_json(rp.prune_meta(method), {"method": method, "seeds": SEEDS, "sparsities": SPARS, "classes": classes})
+        artifacts.write_json(
+            rp.prune_meta(method),
+            {"method": method, "seeds": SEEDS, "sparsities": SPARS, "classes": classes},
+        )
         artifacts.write_parquet(rp.metrics(method), metrics_frame(ap, SPARS, SEEDS))
 
 
@@ -223,7 +250,13 @@ def test_run_stage_writes_artifacts_for_every_method():
         curves = pd.read_parquet(rp.forgettability(method))
         summary = pd.read_parquet(rp.class_summary(method))
         assert {"class", "sparsity", "median_rel_ap_change"} <= set(curves.columns)
-        assert list(summary.columns[:5]) == ["class", "train_count", "test_count", "first_drop", "rel_change_at_095"]
+        assert list(summary.columns[:5]) == [
+            "class",
+            "train_count",
+            "test_count",
+            "first_drop",
+            "rel_change_at_095",
+        ]
     again = forgetting.read_results("r1", "global_l1")
     pd.testing.assert_frame_equal(again.summary, results["global_l1"].summary)
     overview = forgetting.overview(results)

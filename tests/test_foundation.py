@@ -62,9 +62,13 @@ def test_atomic_path_keeps_old_content_on_failure(tmp_path):
 
 def test_round_trips(tmp_path):
     df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
-    pd.testing.assert_frame_equal(artifacts.read_parquet(artifacts.write_parquet(tmp_path / "d.parquet", df)), df)
+    pd.testing.assert_frame_equal(
+        artifacts.read_parquet(artifacts.write_parquet(tmp_path / "d.parquet", df)), df
+    )
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
-    np.testing.assert_array_equal(artifacts.load_npy(artifacts.save_npy(tmp_path / "a.npy", arr)), arr)
+    np.testing.assert_array_equal(
+        artifacts.load_npy(artifacts.save_npy(tmp_path / "a.npy", arr)), arr
+    )
     obj = {"x": np.float32(0.5), "y": np.arange(2), "nan": float("nan")}
     back = artifacts.read_json(artifacts.write_json(tmp_path / "o.json", obj))
     assert back["x"] == 0.5 and back["y"] == [0, 1] and np.isnan(back["nan"])
@@ -100,9 +104,9 @@ def test_profiles_share_one_set_of_keys():
     table = config.profiles()
     keys = set(table["default"])
     for name, values in table.items():
-        assert set(values) == keys, f"profile {name!r} differs from 'default' in {set(values) ^ keys}"
-
-
+        assert set(values) == keys, (
+            f"profile {name!r} differs from 'default' in {set(values) ^ keys}"
+        )
 
 
 # -- fmt --------------------------------------------------------------------------------
@@ -130,7 +134,9 @@ def _fig():
 
 def test_save_figure_writes_html_csv_and_stamps_the_phantom(monkeypatch):
     config.record_data("r", {"dataset": "nih-phantom", "synthetic": True})
-    monkeypatch.setattr(figures, "_server", {"state": "failed", "reason": "no Chrome/Chromium found"})
+    monkeypatch.setattr(
+        figures, "_server", {"state": "failed", "reason": "no Chrome/Chromium found"}
+    )
     saved = figures.save_figure(_fig(), "fig0", run="r", data=pd.DataFrame({"x": [0, 1]}))
     assert saved.png is None
     html = saved.html.read_text()
@@ -138,7 +144,10 @@ def test_save_figure_writes_html_csv_and_stamps_the_phantom(monkeypatch):
     assert 'src="plotly.min.js"' in html and (saved.html.parent / "plotly.min.js").exists()
     assert "cdn.plot.ly" not in html
     assert pd.read_csv(saved.csv)["x"].tolist() == [0, 1]
-    assert "PNGs were skipped" in figures.png_status() and "apt-get install -y chromium" in figures.png_status()
+    assert (
+        "PNGs were skipped" in figures.png_status()
+        and "apt-get install -y chromium" in figures.png_status()
+    )
 
 
 def test_real_data_figures_carry_no_phantom_notice(monkeypatch):
@@ -179,7 +188,9 @@ def test_png_base64_round_trip(shape):
     assert figures.png_base64(image) == text  # lossless and deterministic
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4)), np.zeros((4, 4, 2), np.uint8), np.zeros(4, np.uint8)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((4, 4)), np.zeros((4, 4, 2), np.uint8), np.zeros(4, np.uint8)]
+)
 def test_png_base64_refuses_what_is_not_a_uint8_image(bad):
     with pytest.raises(ValueError, match=r"uint8 \[H, W\] or \[H, W, 3\]"):
         figures.png_base64(bad)
@@ -208,12 +219,24 @@ def test_a_run_in_the_checkout_modifies_no_tracked_file():
     root = paths.project_root()
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
-    written = ["runs/default/run.json", "runs/default/.lock", "figures/default/fig1_overall.png",
-               "figures/default/fig1_overall.csv", "reports/default/index.html",
-               "cache/nih-phantom/64px/train-0123456789abcdef.npy", "cache/.build.lock"]
-    proc = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=root,
-                          capture_output=True, text=True)
+    written = [
+        "runs/default/run.json",
+        "runs/default/.lock",
+        "figures/default/fig1_overall.png",
+        "figures/default/fig1_overall.csv",
+        "reports/default/index.html",
+        "cache/nih-phantom/64px/train-0123456789abcdef.npy",
+        "cache/.build.lock",
+    ]
+    proc = subprocess.run(
+        ["git", "check-ignore", "--no-index", *written], cwd=root, capture_output=True, text=True
+    )
     assert proc.stdout.split() == written
-    tracked = subprocess.run(["git", "ls-files", "runs", "figures", "reports", "cache"], cwd=root,
-                             capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "runs", "figures", "reports", "cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert tracked == ["figures/README.md"]

@@ -2,6 +2,7 @@
 and its command line."""
 
 import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,8 +19,12 @@ LEVELS = (0.0, 0.5, 0.9)
 def make_labels(n_train=6, n_test=8, seed=0):
     rng = np.random.default_rng(seed)
     n = n_train + n_test
-    frame = pd.DataFrame({"image_id": [f"img-{i:03d}" for i in range(n)],
-                          "split": ["train"] * n_train + ["test"] * n_test})
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"img-{i:03d}" for i in range(n)],
+            "split": ["train"] * n_train + ["test"] * n_test,
+        }
+    )
     for c in CLASSES:
         frame[c] = (rng.random(n) < 0.5).astype(int)
     frame.loc[n_train, CLASSES] = 1  # every class has a positive test image
@@ -29,7 +34,13 @@ def make_labels(n_train=6, n_test=8, seed=0):
 def make_predictions(labels, *, seeds=SEEDS, levels=LEVELS, seed=1):
     rng = np.random.default_rng(seed)
     test = labels[labels["split"] == "test"]["image_id"]
-    rows = [(s, lv, i, c, float(rng.random())) for s in seeds for lv in levels for i in test for c in CLASSES]
+    rows = [
+        (s, lv, i, c, float(rng.random()))
+        for s in seeds
+        for lv in levels
+        for i in test
+        for c in CLASSES
+    ]
     return pd.DataFrame(rows, columns=list(interchange.PREDICTION_COLUMNS))
 
 
@@ -58,20 +69,33 @@ def assert_nothing_written(run="mine"):
 def test_import_of_a_long_table(files, name):
     tmp_path, labels, preds = files
     shuffled = preds.sample(frac=1.0, random_state=0)  # row order does not matter
-    shuffled = pd.concat([preds.iloc[:3], shuffled]).drop_duplicates(["seed", "level", "image_id", "class"])
-    path = interchange.import_predictions("mine", write(tmp_path, shuffled, name), labels=tmp_path / "labels.csv",
-                                          method="my_method")
+    shuffled = pd.concat([preds.iloc[:3], shuffled]).drop_duplicates(
+        ["seed", "level", "image_id", "class"]
+    )
+    path = interchange.import_predictions(
+        "mine", write(tmp_path, shuffled, name), labels=tmp_path / "labels.csv", method="my_method"
+    )
     probs, meta = artifacts.read_store("mine", "my_method")
     assert path == paths.run_paths("mine").probs("my_method")
-    assert meta["seeds"] == list(SEEDS) and meta["levels"] == list(LEVELS) and meta["classes"] == CLASSES
+    assert (
+        meta["seeds"] == list(SEEDS)
+        and meta["levels"] == list(LEVELS)
+        and meta["classes"] == CLASSES
+    )
     assert meta["origin"].startswith("imported from") and meta["origin"].endswith(name)
     test_ids = labels.loc[labels["split"] == "test", "image_id"].tolist()
-    row = preds[(preds["seed"] == 1) & (preds["level"] == 0.5) & (preds["image_id"] == test_ids[3])
-                & (preds["class"] == "Hernia")]
+    row = preds[
+        (preds["seed"] == 1)
+        & (preds["level"] == 0.5)
+        & (preds["image_id"] == test_ids[3])
+        & (preds["class"] == "Hernia")
+    ]
     assert probs[1, 1, 3, 1] == np.float32(row["prob"].item())
     written = pd.read_parquet(paths.run_paths("mine").labels)
     assert list(written.columns) == ["image_id", "patient_id", "split", *CLASSES]
-    assert (written["split"] == labels["split"]).all() and (written[CLASSES].dtypes == np.int8).all()
+    assert (written["split"] == labels["split"]).all() and (
+        written[CLASSES].dtypes == np.int8
+    ).all()
     record = config.run_data("mine")
     assert record["source"] == "import" and record["n_images"] == {"train": 6, "test": 8}
     metrics = artifacts.read_metrics("mine", "my_method")
@@ -85,13 +109,25 @@ def test_import_of_an_array_with_its_sidecar(files):
     array = rng.random((2, 3, len(test_ids), len(CLASSES))).astype(np.float32)
     order = [2, 0, 1]  # levels in another order: compression order is restored
     np.save(tmp_path / "probs.npy", array[:, order][:, :, ::-1])  # images reversed too
-    sidecar = {"axes": ["seed", "level", "image", "class"], "seeds": [4, 7], "level_name": "bits",
-               "level_unit": "bits per weight", "levels": [[32.0, 8.0, 4.0][i] for i in order],
-               "classes": CLASSES, "image_ids": test_ids[::-1]}
+    sidecar = {
+        "axes": ["seed", "level", "image", "class"],
+        "seeds": [4, 7],
+        "level_name": "bits",
+        "level_unit": "bits per weight",
+        "levels": [[32.0, 8.0, 4.0][i] for i in order],
+        "classes": CLASSES,
+        "image_ids": test_ids[::-1],
+    }
     (tmp_path / "probs.json").write_text(json.dumps(sidecar))
-    interchange.import_predictions("mine", tmp_path / "probs.npy", labels=tmp_path / "labels.csv", method="quant")
+    interchange.import_predictions(
+        "mine", tmp_path / "probs.npy", labels=tmp_path / "labels.csv", method="quant"
+    )
     probs, meta = artifacts.read_store("mine", "quant")
-    assert meta["level_name"] == "bits" and meta["levels"] == [32.0, 8.0, 4.0] and meta["seeds"] == [4, 7]
+    assert (
+        meta["level_name"] == "bits"
+        and meta["levels"] == [32.0, 8.0, 4.0]
+        and meta["seeds"] == [4, 7]
+    )
     np.testing.assert_array_equal(probs, array)
     assert "bits" in artifacts.read_metrics("mine", "quant").columns
 
@@ -116,21 +152,39 @@ def test_refuses_image_ids_that_are_not_the_labels_test_images(files):
     tmp_path, labels, preds = files
     bad = preds.copy()
     bad.loc[5, "image_id"] = "img-999"
-    refuse(tmp_path, bad, r"preds.csv: row 6 has image_id 'img-999', which is not a test image of .*labels.csv \(not in it\)")
+    refuse(
+        tmp_path,
+        bad,
+        r"preds.csv: row 6 has image_id 'img-999', which is not a test image of .*labels.csv \(not in it\)",
+    )
     bad = preds.copy()
     bad.loc[7, "image_id"] = "img-000"  # a training image
-    refuse(tmp_path, bad, r"row 8 has image_id 'img-000', which is not a test image .*\(a train image there\)")
+    refuse(
+        tmp_path,
+        bad,
+        r"row 8 has image_id 'img-000', which is not a test image .*\(a train image there\)",
+    )
 
 
 def test_refuses_missing_seeds_levels_and_images(files):
     tmp_path, labels, preds = files
     lacking = preds[~((preds["seed"] == 1) & (preds["level"] == 0.5))]
-    refuse(tmp_path, lacking, r"preds.csv: seed 1 has no row at sparsity 0.5 \(its levels: \[0.0, 0.9\]\)")
+    refuse(
+        tmp_path,
+        lacking,
+        r"preds.csv: seed 1 has no row at sparsity 0.5 \(its levels: \[0.0, 0.9\]\)",
+    )
     last = labels.loc[labels["split"] == "test", "image_id"].iloc[-1]
     lacking = preds[~((preds["seed"] == 0) & (preds["level"] == 0.9) & (preds["image_id"] == last))]
-    refuse(tmp_path, lacking, rf"seed 0 at sparsity 0.9 has 21 rows of 24 .* lacks image '{last}', class 'Effusion'")
+    refuse(
+        tmp_path,
+        lacking,
+        rf"seed 0 at sparsity 0.9 has 21 rows of 24 .* lacks image '{last}', class 'Effusion'",
+    )
     refuse(tmp_path, preds[preds["level"] != 0.0], r"no row at the dense level \(sparsity 0\)")
-    refuse(tmp_path, preds[preds["class"] != "Hernia"], r"no predictions for the classes \['Hernia'\]")
+    refuse(
+        tmp_path, preds[preds["class"] != "Hernia"], r"no predictions for the classes \['Hernia'\]"
+    )
 
 
 @pytest.mark.parametrize("value, shown", [(1.5, "1.5"), (-0.1, "-0.1"), (np.nan, "nan")])
@@ -138,7 +192,9 @@ def test_refuses_probabilities_outside_0_1_or_nan(files, value, shown):
     tmp_path, _, preds = files
     bad = preds.copy()
     bad.loc[11, "prob"] = value
-    refuse(tmp_path, bad, rf"preds.csv: row 12 has prob {shown}; a probability is a number in \[0, 1\]")
+    refuse(
+        tmp_path, bad, rf"preds.csv: row 12 has prob {shown}; a probability is a number in \[0, 1\]"
+    )
 
 
 def test_refuses_text_where_a_number_belongs(files):
@@ -158,9 +214,15 @@ def test_refuses_a_class_order_that_differs_from_the_labels(files):
     tmp_path, _, preds = files
     order = {"Hernia": 0, "Effusion": 1, "No Finding": 2}
     swapped = preds.sort_values(["seed", "level", "image_id"], kind="stable")
-    swapped = swapped.iloc[np.lexsort([swapped["class"].map(order).to_numpy(), np.arange(len(swapped)) // 3])]
-    refuse(tmp_path, swapped, r"lists the classes in the order \['Hernia', 'Effusion', 'No Finding'\], but .*labels.csv "
-           r"in the order \['Effusion', 'Hernia', 'No Finding'\]")
+    swapped = swapped.iloc[
+        np.lexsort([swapped["class"].map(order).to_numpy(), np.arange(len(swapped)) // 3])
+    ]
+    refuse(
+        tmp_path,
+        swapped,
+        r"lists the classes in the order \['Hernia', 'Effusion', 'No Finding'\], but .*labels.csv "
+        r"in the order \['Effusion', 'Hernia', 'No Finding'\]",
+    )
     bad = preds.copy()
     bad.loc[3, "class"] = "Pneumonia"
     refuse(tmp_path, bad, r"row 4 names the class 'Pneumonia', which .* does not have")
@@ -170,16 +232,29 @@ def test_refuses_duplicated_rows(files):
     tmp_path, _, preds = files
     doubled = pd.concat([preds, preds.iloc[[9]]], ignore_index=True)
     n = len(preds)
-    refuse(tmp_path, doubled, rf"row 10 and row {n + 1} both give seed 0, level 0.0, image '.*', class 'Effusion'; "
-           "each must appear once")
+    refuse(
+        tmp_path,
+        doubled,
+        rf"row 10 and row {n + 1} both give seed 0, level 0.0, image '.*', class 'Effusion'; "
+        "each must appear once",
+    )
 
 
 def test_refuses_bad_label_files(files):
     tmp_path, labels, preds = files
     cases = [
-        (labels.assign(Hernia=labels["Hernia"].where(labels.index != 3, 2)), r"row 4, class 'Hernia' holds 2; labels must be 0 or 1"),
-        (pd.concat([labels, labels.iloc[[2]]], ignore_index=True), r"image_id 'img-002' appears twice \(row 3 and row 15\)"),
-        (labels.assign(split=labels["split"].where(labels.index != 1, "holdout")), r"row 2 has split 'holdout'"),
+        (
+            labels.assign(Hernia=labels["Hernia"].where(labels.index != 3, 2)),
+            r"row 4, class 'Hernia' holds 2; labels must be 0 or 1",
+        ),
+        (
+            pd.concat([labels, labels.iloc[[2]]], ignore_index=True),
+            r"image_id 'img-002' appears twice \(row 3 and row 15\)",
+        ),
+        (
+            labels.assign(split=labels["split"].where(labels.index != 1, "holdout")),
+            r"row 2 has split 'holdout'",
+        ),
         (labels.drop(columns="image_id"), r"has no 'image_id' column"),
     ]
     for i, (table, match) in enumerate(cases):
@@ -191,23 +266,43 @@ def test_array_refusals_name_the_index_and_the_value(files):
     tmp_path, labels, _ = files
     test_ids = labels.loc[labels["split"] == "test", "image_id"].tolist()
     array = np.full((1, 2, len(test_ids), 3), 0.5, dtype=np.float32)
-    sidecar = {"axes": ["seed", "level", "image", "class"], "seeds": [0], "level_name": "sparsity",
-               "levels": [0.0, 0.5], "classes": CLASSES, "image_ids": test_ids}
+    sidecar = {
+        "axes": ["seed", "level", "image", "class"],
+        "seeds": [0],
+        "level_name": "sparsity",
+        "levels": [0.0, 0.5],
+        "classes": CLASSES,
+        "image_ids": test_ids,
+    }
 
     def check(array, match, **change):
         np.save(tmp_path / "p.npy", array)
         (tmp_path / "p.json").write_text(json.dumps({**sidecar, **change}))
         with pytest.raises((InterchangeError, FileNotFoundError), match=match):
-            interchange.import_predictions("mine", tmp_path / "p.npy", labels=tmp_path / "labels.csv")
+            interchange.import_predictions(
+                "mine", tmp_path / "p.npy", labels=tmp_path / "labels.csv"
+            )
         assert_nothing_written()
 
     bad = array.copy()
     bad[0, 1, 2, 1] = np.nan
-    check(bad, rf"p.npy: \[0, 1, 2, 1\] \(seed 0, sparsity 0.5, image '{test_ids[2]}', class 'Hernia'\) holds nan")
-    check(array, r"lists the classes in the order \['Hernia', 'Effusion', 'No Finding'\]",
-          classes=["Hernia", "Effusion", "No Finding"])
-    check(array, r"image_ids\[0\] is 'img-000', which is not a test image", image_ids=["img-000", *test_ids[1:]])
-    check(array, r"image_ids\[0\] and image_ids\[1\] are both", image_ids=[test_ids[1], *test_ids[1:]])
+    check(
+        bad,
+        rf"p.npy: \[0, 1, 2, 1\] \(seed 0, sparsity 0.5, image '{test_ids[2]}', class 'Hernia'\) holds nan",
+    )
+    check(
+        array,
+        r"lists the classes in the order \['Hernia', 'Effusion', 'No Finding'\]",
+        classes=["Hernia", "Effusion", "No Finding"],
+    )
+    check(
+        array,
+        r"image_ids\[0\] is 'img-000', which is not a test image",
+        image_ids=["img-000", *test_ids[1:]],
+    )
+    check(
+        array, r"image_ids\[0\] and image_ids\[1\] are both", image_ids=[test_ids[1], *test_ids[1:]]
+    )
     check(array, r"has shape \(1, 2, 8, 3\); .* describes \(2, 2, 8, 3\)", seeds=[0, 1])
     check(array, r"levels \[0.5, 0.9\] lack the dense level", levels=[0.5, 0.9])
     check(array, r"level_unit 'percent' is not the unit of sparsity", level_unit="percent")
@@ -224,7 +319,9 @@ def test_a_run_with_labels_refuses_other_labels(files):
     assert artifacts.methods_present("mine") == ["first", "second"]
     other = labels.assign(Hernia=1 - labels["Hernia"])
     other.to_csv(tmp_path / "other.csv", index=False)
-    with pytest.raises(InterchangeError, match="already has .*labels.parquet, and .*other.csv differs"):
+    with pytest.raises(
+        InterchangeError, match="already has .*labels.parquet, and .*other.csv differs"
+    ):
         interchange.import_predictions("mine", path, labels=tmp_path / "other.csv", method="third")
     assert not paths.run_paths("mine").prune_dir("third").exists()
 

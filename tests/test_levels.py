@@ -22,14 +22,17 @@ def test_axes_dense_levels_and_directions():
     assert b.pie_level([32, 8, 4]) == 4 and s.pie_level([0.0, 0.9], 0.9) == 0.9
 
 
-@pytest.mark.parametrize("name, bad, match", [
-    ("bits", [32, 4, 8], r"strictly decreasing.*\[2\] = 8.0 follows 4.0"),
-    ("bits", [32, 4.5], "whole number"),
-    ("bits", [33], r"in \[1, 32\]"),
-    ("sparsity", [0.0, 0.5, 0.5], "strictly increasing"),
-    ("sparsity", [0.1, 0.5], "must start with 0.0"),
-    ("channel_fraction", [], "is empty"),
-])
+@pytest.mark.parametrize(
+    "name, bad, match",
+    [
+        ("bits", [32, 4, 8], r"strictly decreasing.*\[2\] = 8.0 follows 4.0"),
+        ("bits", [32, 4.5], "whole number"),
+        ("bits", [33], r"in \[1, 32\]"),
+        ("sparsity", [0.0, 0.5, 0.5], "strictly increasing"),
+        ("sparsity", [0.1, 0.5], "must start with 0.0"),
+        ("channel_fraction", [], "is empty"),
+    ],
+)
 def test_bad_levels_are_named(name, bad, match):
     with pytest.raises(ValueError, match=match):
         levels.AXES[name].check_levels(bad, dense_first=True)
@@ -59,7 +62,9 @@ def metrics_frame(level_name, values, order=None):
     for cls, per_seed in HAND.items():
         for seed, aps in enumerate(per_seed):
             for lv, ap in zip(values, aps):
-                rows.append({"seed": seed, level_name: lv, "class": cls, "ap": ap, "auroc": 0.5, "n_pos": 1})
+                rows.append(
+                    {"seed": seed, level_name: lv, "class": cls, "ap": ap, "auroc": 0.5, "n_pos": 1}
+                )
     frame = pd.DataFrame(rows)
     return frame.sample(frac=1.0, random_state=0) if order == "shuffled" else frame
 
@@ -67,8 +72,12 @@ def metrics_frame(level_name, values, order=None):
 def test_forgettability_on_bits_equals_the_same_numbers_on_sparsity():
     """The same APs on the bits axis (32, 8, 4, 2) and on the sparsity axis (0, .5, .9, .95):
     the same curves, level for level; row order of the metrics does not matter."""
-    on_bits = forgetting.forgettability_curves(metrics_frame("bits", BITS, "shuffled"), classes=["A", "B"])
-    on_spars = forgetting.forgettability_curves(metrics_frame("sparsity", SPARS), classes=["A", "B"])
+    on_bits = forgetting.forgettability_curves(
+        metrics_frame("bits", BITS, "shuffled"), classes=["A", "B"]
+    )
+    on_spars = forgetting.forgettability_curves(
+        metrics_frame("sparsity", SPARS), classes=["A", "B"]
+    )
     assert list(on_bits.columns) == ["class", "bits", "median_rel_ap_change", "n_seeds"]
     assert on_bits["bits"].tolist() == BITS * 2  # compression order: dense first
     np.testing.assert_array_equal(on_bits["median_rel_ap_change"], on_spars["median_rel_ap_change"])
@@ -82,8 +91,15 @@ def test_forgettability_on_bits_equals_the_same_numbers_on_sparsity():
 
 def test_class_summary_on_bits_uses_the_most_compressed_level():
     curves = forgetting.forgettability_curves(metrics_frame("bits", BITS), classes=["A", "B"])
-    labels = pd.DataFrame({"image_id": list("abcd"), "patient_id": list("abcd"),
-                           "split": ["train", "train", "test", "test"], "A": [1, 1, 1, 0], "B": [0, 1, 0, 1]})
+    labels = pd.DataFrame(
+        {
+            "image_id": list("abcd"),
+            "patient_id": list("abcd"),
+            "split": ["train", "train", "test", "test"],
+            "A": [1, 1, 1, 0],
+            "B": [0, 1, 0, 1],
+        }
+    )
     summary = forgetting.class_summary(curves, labels, drop_threshold=0.2)
     assert list(summary.columns) == forgetting.summary_columns(levels.AXES["bits"])
     assert summary["extreme_level"].tolist() == [2.0, 2.0]
@@ -96,9 +112,17 @@ def test_class_summary_on_bits_uses_the_most_compressed_level():
 def test_fig1_statistics_on_any_axis():
     """Fig. 1's table: the dense level is the baseline and levels run in compression order."""
     rng = np.random.default_rng(0)
-    means = {32: 0.6 + rng.normal(0, 0.01, 5), 8: 0.6 + rng.normal(0, 0.01, 5), 2: 0.3 + rng.normal(0, 0.01, 5)}
-    rows = [{"seed": i, "bits": b, "class": c, "ap": m + d, "auroc": 0.5, "n_pos": 3}
-            for b, ms in means.items() for i, m in enumerate(ms) for c, d in (("A", -0.01), ("B", 0.01))]
+    means = {
+        32: 0.6 + rng.normal(0, 0.01, 5),
+        8: 0.6 + rng.normal(0, 0.01, 5),
+        2: 0.3 + rng.normal(0, 0.01, 5),
+    }
+    rows = [
+        {"seed": i, "bits": b, "class": c, "ap": m + d, "auroc": 0.5, "n_pos": 3}
+        for b, ms in means.items()
+        for i, m in enumerate(ms)
+        for c, d in (("A", -0.01), ("B", 0.01))
+    ]
     table = overall.overall_table(pd.DataFrame(rows[::-1]))
     assert list(table.columns) == overall.table_columns("bits")
     assert table["bits"].tolist() == [32.0, 8.0, 2.0]
@@ -106,8 +130,11 @@ def test_fig1_statistics_on_any_axis():
     assert table["significant_drop"].iloc[2] and overall.first_significant_drop(table) == 2.0
     with pytest.raises(ValueError, match="no bits 32 bits"):
         overall.overall_table(pd.DataFrame([r for r in rows if r["bits"] != 32]))
-    sparsity_table = overall.overall_table(pd.DataFrame([{**r, "sparsity": {32: 0.0, 8: 0.5, 2: 0.9}[r["bits"]]}
-                                                         for r in rows]).drop(columns="bits"))
+    sparsity_table = overall.overall_table(
+        pd.DataFrame([{**r, "sparsity": {32: 0.0, 8: 0.5, 2: 0.9}[r["bits"]]} for r in rows]).drop(
+            columns="bits"
+        )
+    )
     fig, data = overall.figure_1({"weight_quant": table, "global_l1": sparsity_table}, None)
     assert {"bits", "sparsity"} <= set(data.columns) and len(fig.data) == 6
     long = overall.overall_long({"weight_quant": table, "global_l1": sparsity_table})
@@ -122,8 +149,13 @@ def write_bits_run(run: str):
     n = n_test + 30
     y = (rng.random((n, len(classes))) < [0.3, 0.4, 0.3, 0.15, 0.08]).astype(np.int8)
     y[30:35, :] = 1  # every class has test positives
-    labels = pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(n)], "patient_id": "p",
-                           "split": ["train"] * 30 + ["test"] * n_test})
+    labels = pd.DataFrame(
+        {
+            "image_id": [f"img{i:03d}" for i in range(n)],
+            "patient_id": "p",
+            "split": ["train"] * 30 + ["test"] * n_test,
+        }
+    )
     for j, c in enumerate(classes):
         labels[c] = y[:, j]
     rp = paths.run_paths(run)
@@ -131,9 +163,19 @@ def write_bits_run(run: str):
     config.record_data(run, {"dataset": "nih-phantom", "synthetic": True})
     dense = rng.random((3, 1, n_test, len(classes)))
     noise = np.array([0.0, 0.05, 0.3, 0.8])[None, :, None, None]
-    probs = np.clip(dense + noise * rng.normal(size=(3, 4, n_test, len(classes))), 0, 1).astype(np.float32)
-    artifacts.write_store(run, "weight_quant", seeds=[0, 1, 2], levels=BITS, level_name="bits", classes=classes,
-                          n_test=n_test, blocks=list(probs))
+    probs = np.clip(dense + noise * rng.normal(size=(3, 4, n_test, len(classes))), 0, 1).astype(
+        np.float32
+    )
+    artifacts.write_store(
+        run,
+        "weight_quant",
+        seeds=[0, 1, 2],
+        levels=BITS,
+        level_name="bits",
+        classes=classes,
+        n_test=n_test,
+        blocks=list(probs),
+    )
     from prunecxr.compress import evaluate
 
     evaluate.write_method_metrics(run, "weight_quant")
@@ -143,7 +185,11 @@ def write_bits_run(run: str):
 def test_analyses_of_notebooks_04_to_06_on_a_bits_store():
     write_bits_run("q")
     meta = artifacts.read_meta("q", "weight_quant")
-    assert (meta["level_name"], meta["levels"], meta["recover"]) == ("bits", [32.0, 8.0, 4.0, 2.0], "none")
+    assert (meta["level_name"], meta["levels"], meta["recover"]) == (
+        "bits",
+        [32.0, 8.0, 4.0, 2.0],
+        "none",
+    )
     assert "sparsities" not in meta
     metrics = artifacts.read_metrics("q", "weight_quant")
     assert list(metrics.columns) == list(artifacts.metrics_columns("bits"))
@@ -158,7 +204,6 @@ def test_analyses_of_notebooks_04_to_06_on_a_bits_store():
     assert table["is_pie"].sum() == 4 and found.level_name == "bits"
     fig, _ = pies.figure_5(found)
     assert "32 bits vs 2 bits" in fig.layout.title.text
-
 
 
 def test_paper_table_of_a_bits_store_says_it_is_another_axis():

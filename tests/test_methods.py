@@ -15,7 +15,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 METHODS = sorted(compress.METHODS)
 #: levels each axis is tested at (dense first)
-LEVELS = {"sparsity": [0.0, 0.5, 0.9], "bits": [32, 8, 6, 4, 2], "channel_fraction": [0.0, 0.3, 0.6]}
+LEVELS = {
+    "sparsity": [0.0, 0.5, 0.9],
+    "bits": [32, 8, 6, 4, 2],
+    "channel_fraction": [0.0, 0.3, 0.6],
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,9 @@ def test_registry_entry_is_complete(name):
 def test_dense_level_is_the_dense_model_bit_for_bit(name, setup):
     model, calibration, test = setup
     dense = inference.predict(model, test, batch_size=20, device="cpu")
-    compressor = compress.create_compressor(name, copy.deepcopy(model), seed=0, calibration=calibration)
+    compressor = compress.create_compressor(
+        name, copy.deepcopy(model), seed=0, calibration=calibration
+    )
     for level in method_levels(name)[1:]:
         compressor.compress(level)
     out = compressor.compress(method_levels(name)[0])  # back to the dense level after the others
@@ -58,7 +64,9 @@ def test_dense_level_is_the_dense_model_bit_for_bit(name, setup):
 def test_compress_model_leaves_its_input_alone(name, setup):
     model, calibration, test = setup
     before = copy.deepcopy(model.state_dict())
-    out = compress.compress_model(model, method_levels(name)[-1], method=name, calibration=calibration)
+    out = compress.compress_model(
+        model, method_levels(name)[-1], method=name, calibration=calibration
+    )
     assert out is not model
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -67,7 +75,9 @@ def test_compress_model_leaves_its_input_alone(name, setup):
 @pytest.mark.parametrize("name", METHODS)
 def test_levels_are_monotone_in_size_and_nonzeros(name, setup):
     model, calibration, test = setup
-    compressor = compress.create_compressor(name, copy.deepcopy(model), seed=0, calibration=calibration)
+    compressor = compress.create_compressor(
+        name, copy.deepcopy(model), seed=0, calibration=calibration
+    )
     sizes, nonzeros, probs = [], [], []
     for level in method_levels(name):
         out = compressor.compress(level)
@@ -85,7 +95,9 @@ def test_recovery_model_finishes_into_the_deployed_model(name, setup):
     """Untrained, the model that recovery would train is the deployed model (int8: the
     quantization-aware copy converts to int8 within rounding of the calibrated ranges)."""
     model, calibration, test = setup
-    compressor = compress.create_compressor(name, copy.deepcopy(model), seed=0, calibration=calibration)
+    compressor = compress.create_compressor(
+        name, copy.deepcopy(model), seed=0, calibration=calibration
+    )
     level = method_levels(name)[-1]
     deployed = inference.predict(compressor.compress(level), test, batch_size=20, device="cpu")
     trainable, finish = compressor.for_recovery(level)

@@ -75,4 +75,6 @@ def test_every_module_uses_the_one_implementation():
             if module is not metrics and hasattr(module, name):
                 assert getattr(module, name) is getattr(metrics, name), f"{info.name}.{name}"
                 users.append(info.name)
-    assert {"prunecxr.train.loop", "prunecxr.train.summaries", "prunecxr.compress.evaluate"} <= set(users)
+    assert {"prunecxr.train.loop", "prunecxr.train.summaries", "prunecxr.compress.evaluate"} <= set(
+        users
+    )

@@ -89,7 +89,12 @@ def test_preprocess_replicates_gray_to_normalized_rgb():
 
 
 # -- any architecture: torchvision/<name>, timm/<name>, module:factory ----------------------
-OUTSIDE = ["torchvision/mobilenet_v3_small", "timm/vit_tiny_patch16_224", "timm/convnext_atto", "models_factory:tiny"]
+OUTSIDE = [
+    "torchvision/mobilenet_v3_small",
+    "timm/vit_tiny_patch16_224",
+    "timm/convnext_atto",
+    "models_factory:tiny",
+]
 
 
 @pytest.fixture
@@ -110,7 +115,9 @@ def test_models_from_outside_the_registry(name, factory_module):
         pytest.importorskip("timm")
     a, b = _seeded(name, 3, 0).eval(), _seeded(name, 3, 0).eval()
     assert models.check_model(name) == name
-    x = models.preprocess(torch.randint(0, 256, (2, 32, 32), dtype=torch.uint8))  # the run's size, not 224
+    x = models.preprocess(
+        torch.randint(0, 256, (2, 32, 32), dtype=torch.uint8)
+    )  # the run's size, not 224
     with torch.no_grad():
         assert a(x).shape == (2, 3)
     sa, sb = a.state_dict(), b.state_dict()
@@ -118,9 +125,11 @@ def test_models_from_outside_the_registry(name, factory_module):
 
 
 def test_models_from_outside_are_checked(factory_module, tmp_path, monkeypatch):
-    for name, match in [("torchvision/not_a_net", "torchvision has no classification model 'not_a_net'"),
-                        ("nowhere_module:make", "cannot import 'make' from 'nowhere_module'"),
-                        ("resnet5O", r"unknown model 'resnet5O'; choose one of .*'timm/<name>'")]:
+    for name, match in [
+        ("torchvision/not_a_net", "torchvision has no classification model 'not_a_net'"),
+        ("nowhere_module:make", "cannot import 'make' from 'nowhere_module'"),
+        ("resnet5O", r"unknown model 'resnet5O'; choose one of .*'timm/<name>'"),
+    ]:
         with pytest.raises(ValueError, match=match):
             models.check_model(name)
     with pytest.raises(ValueError, match="returned a str, not a torch.nn.Module"):

@@ -16,8 +16,18 @@ import pytest
 
 from prunecxr import config, paths, runner, stages
 
-EXPECTED = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence",
-            "06_pies", "07_reader_study", "08_compression", "09_attend", "10_controlled"]
+EXPECTED = [
+    "01_data",
+    "02_train",
+    "03_prune",
+    "04_class_forgetting",
+    "05_cooccurrence",
+    "06_pies",
+    "07_reader_study",
+    "08_compression",
+    "09_attend",
+    "10_controlled",
+]
 NOTEBOOKS_DIR = paths.notebooks_dir()
 PRESENT = sorted(p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 #: IPython syntax that is not Python: magics, shell escapes, help
@@ -63,12 +73,14 @@ def test_parameters_cell_is_first_tagged_and_literal(name):
     assert code, f"{name} has no code cell"
     index, cell = code[0]
     assert "parameters" in cell.metadata.get("tags", []), (
-        f"{name}: the first code cell (cell {index}) must be tagged 'parameters'")
+        f"{name}: the first code cell (cell {index}) must be tagged 'parameters'"
+    )
     tree = ast.parse(cell.source)
     assert tree.body, f"{name}: the parameters cell is empty"
     for stmt in tree.body:
         assert isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name), (
-            f"{name}: parameters-cell line {stmt.lineno} is not `name: type = literal`")
+            f"{name}: parameters-cell line {stmt.lineno} is not `name: type = literal`"
+        )
         assert stmt.value is not None, f"{name}: {stmt.target.id} has no value"
         ast.literal_eval(stmt.value)  # raises ValueError on anything but a literal
     params = stages.read_notebook(NOTEBOOKS_DIR / f"{name}.ipynb").parameters
@@ -84,18 +96,23 @@ def test_no_function_or_class_definitions(name):
     for i, cell in _code_cells(nb):
         tree = ast.parse(_python(cell.source))
         for node in ast.walk(tree):
-            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-                                         ast.Lambda)), (
-                f"{name} cell {i} defines {getattr(node, 'name', 'a lambda')}: move it to lib")
+            assert not isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+            ), f"{name} cell {i} defines {getattr(node, 'name', 'a lambda')}: move it to lib"
 
 
 @pytest.mark.parametrize("name", PRESENT)
 def test_defaults_equal_the_default_profile(name):
     default = config.load_profile("default")
     params = stages.read_notebook(NOTEBOOKS_DIR / f"{name}.ipynb").parameters
-    differ = {k: (p.default, default[k]) for k, p in params.items()
-              if k in default and p.default != default[k]}
-    assert not differ, f"{name}: defaults differ from profile 'default' (notebook, profile): {differ}"
+    differ = {
+        k: (p.default, default[k])
+        for k, p in params.items()
+        if k in default and p.default != default[k]
+    }
+    assert not differ, (
+        f"{name}: defaults differ from profile 'default' (notebook, profile): {differ}"
+    )
     missing = sorted(set(params) - set(default))
     assert not missing, f"{name} declares {missing}, which profile 'default' lacks"
 
@@ -111,7 +128,7 @@ def test_every_profile_key_is_declared_with_its_type(profile):
         assert not set(values) - declared, f"undeclared keys: {sorted(set(values) - declared)}"
     else:  # until every notebook lands, check the keys the present ones declare
         values = {k: v for k, v in values.items() if k in declared}
-    run, resolved = runner.resolve_parameters(values, (), selected=notebooks,
-                                              notebooks=notebooks, profile=profile)
+    run, resolved = runner.resolve_parameters(
+        values, (), selected=notebooks, notebooks=notebooks, profile=profile
+    )
     assert run == values["run"] and set(resolved) == set(values)
-

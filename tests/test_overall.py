@@ -20,8 +20,22 @@ def metrics_from_means(means: dict[float, list[float]]) -> pd.DataFrame:
     for sparsity, values in means.items():
         for seed, m in enumerate(values):
             rows += [
-                {"seed": seed, "sparsity": sparsity, "class": "A", "ap": m - 0.01, "auroc": 0.5, "n_pos": 3},
-                {"seed": seed, "sparsity": sparsity, "class": "B", "ap": m + 0.01, "auroc": 0.5, "n_pos": 3},
+                {
+                    "seed": seed,
+                    "sparsity": sparsity,
+                    "class": "A",
+                    "ap": m - 0.01,
+                    "auroc": 0.5,
+                    "n_pos": 3,
+                },
+                {
+                    "seed": seed,
+                    "sparsity": sparsity,
+                    "class": "B",
+                    "ap": m + 0.01,
+                    "auroc": 0.5,
+                    "n_pos": 3,
+                },
             ]
     return pd.DataFrame(rows)
 
@@ -42,7 +56,9 @@ def test_overall_table_hand_computed():
     assert row["mean_ap_median"] == pytest.approx(0.32)
     assert row["mean_ap_q25"] == pytest.approx(0.31) and row["mean_ap_q75"] == pytest.approx(0.33)
     ref = scipy.stats.ttest_ind(means[0.9], dense, equal_var=False)
-    assert row["welch_t"] == pytest.approx(ref.statistic) and row["p_value"] == pytest.approx(ref.pvalue)
+    assert row["welch_t"] == pytest.approx(ref.statistic) and row["p_value"] == pytest.approx(
+        ref.pvalue
+    )
     assert np.isnan(table["p_value"].iloc[0])
     assert table["significant_drop"].tolist() == [False, False, True, False]
     assert overall.first_significant_drop(table) == 0.9
@@ -54,7 +70,9 @@ def test_seed_mean_ap_leaves_out_undefined_classes():
     metrics.loc[metrics["class"] == "B", "ap"] = np.nan
     with pytest.warns(MissingPositivesWarning, match=r"\['B'\].*left out"):
         per_seed = overall.seed_mean_ap(metrics)
-    expected = metrics[metrics["class"] == "A"].groupby(["seed", "sparsity"])["ap"].mean().to_numpy()
+    expected = (
+        metrics[metrics["class"] == "A"].groupby(["seed", "sparsity"])["ap"].mean().to_numpy()
+    )
     np.testing.assert_allclose(per_seed["mean_ap"].to_numpy(), expected)
 
 
@@ -71,7 +89,12 @@ def test_holm_can_move_the_first_drop_later():
     dense = np.linspace(0.45, 0.55, 30)
     se = np.sqrt(2 * dense.var(ddof=1) / 30)  # equal variances: Welch's df = 58
     shift = scipy.stats.t.isf(0.0007 / 2, 58) * se  # two-sided P = 0.0007 at 0.7
-    means = {0.0: list(dense), 0.6: list(dense), 0.7: list(dense - shift), 0.8: list(dense - 3 * shift)}
+    means = {
+        0.0: list(dense),
+        0.6: list(dense),
+        0.7: list(dense - shift),
+        0.8: list(dense - 3 * shift),
+    }
     table = overall.overall_table(metrics_from_means(means)).set_index("sparsity")
     assert table.loc[0.7, "p_value"] == pytest.approx(0.0007, rel=1e-6)
     assert table.loc[0.7, "p_holm"] == pytest.approx(2 * 0.0007, rel=1e-6)  # 2nd smallest of 3
@@ -80,7 +103,9 @@ def test_holm_can_move_the_first_drop_later():
 
 
 def test_first_significant_drop_is_nan_without_a_drop():
-    table = overall.overall_table(metrics_from_means({0.0: [0.5, 0.6, 0.55], 0.5: [0.5, 0.6, 0.56]}))
+    table = overall.overall_table(
+        metrics_from_means({0.0: [0.5, 0.6, 0.55], 0.5: [0.5, 0.6, 0.56]})
+    )
     assert np.isnan(overall.first_significant_drop(table))
 
 
@@ -120,13 +145,18 @@ def test_no_dense_models_give_no_magnitude_panel():
 
 
 def test_figure_1_draws_every_method_paper_first():
-    table = overall.overall_table(metrics_from_means({0.0: [0.5, 0.51, 0.52], 0.9: [0.3, 0.31, 0.32]}))
+    table = overall.overall_table(
+        metrics_from_means({0.0: [0.5, 0.51, 0.52], 0.9: [0.3, 0.31, 0.32]})
+    )
     rng = np.random.default_rng(0)
     mags = overall.magnitude_summary([np.abs(rng.normal(0, 0.02, 1000)).astype(np.float32)])
     fig, data = overall.figure_1({"random": table, "global_l1": table}, mags)
     assert fig.layout.annotations[0].text.startswith("global_l1: class-mean AP")
     assert set(data["panel"]) == {"mean_ap", "weight_magnitude"}
-    assert data.loc[data["panel"] == "mean_ap", "method"].unique().tolist() == ["global_l1", "random"]
+    assert data.loc[data["panel"] == "mean_ap", "method"].unique().tolist() == [
+        "global_l1",
+        "random",
+    ]
     texts = " ".join(a.text for a in fig.layout.annotations)
     assert "first significant drop (Welch, P < 0.001): 90%" in texts
     fig, data = overall.figure_1({"global_l1": table}, None)

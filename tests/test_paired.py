@@ -15,8 +15,16 @@ def metrics_from(mean_ap: np.ndarray, sparsities) -> pd.DataFrame:
     for i in range(mean_ap.shape[0]):
         for k, s in enumerate(sparsities):
             for c, shift in (("a", -0.01), ("b", 0.01)):
-                rows.append({"seed": i, "sparsity": s, "class": c, "ap": mean_ap[i, k] + shift,
-                             "auroc": 0.8, "n_pos": 5})
+                rows.append(
+                    {
+                        "seed": i,
+                        "sparsity": s,
+                        "class": c,
+                        "ap": mean_ap[i, k] + shift,
+                        "auroc": 0.8,
+                        "n_pos": 5,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -42,15 +50,21 @@ def test_paired_table_equals_scipy_and_statsmodels(data):
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
         assert row["mean_diff"] == pytest.approx(d.mean())
         assert row["effect_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
-        exact = scipy.stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf)
+        exact = scipy.stats.permutation_test(
+            (d,), np.mean, permutation_type="samples", n_resamples=np.inf
+        )
         assert row["signflip_p"] == pytest.approx(exact.pvalue)
         assert bool(row["signflip_exact"])
         welch = scipy.stats.ttest_ind(mean_ap[:, k], mean_ap[:, 0], equal_var=False)
         assert row["welch_p"] == pytest.approx(welch.pvalue, rel=1e-9)
     for test in ("paired", "signflip", "welch"):
         p = table[f"{test}_p"].to_numpy()[1:]
-        np.testing.assert_allclose(table[f"{test}_p_holm"].to_numpy()[1:], multipletests(p, method="holm")[1])
-        np.testing.assert_allclose(table[f"{test}_p_bh"].to_numpy()[1:], multipletests(p, method="fdr_bh")[1])
+        np.testing.assert_allclose(
+            table[f"{test}_p_holm"].to_numpy()[1:], multipletests(p, method="holm")[1]
+        )
+        np.testing.assert_allclose(
+            table[f"{test}_p_bh"].to_numpy()[1:], multipletests(p, method="fdr_bh")[1]
+        )
     assert np.isnan(table.loc[0.0, "paired_p"])
 
 
@@ -91,15 +105,18 @@ def test_first_drop_stability_is_a_distribution(data):
     # the paired test finds a drop in every draw; Welch, blind to the pairing, mostly none
     assert set(stab["sparsity"].dropna()) <= {0.3, 0.6, 0.9}
     assert stab[(stab["test"] == "paired") & stab["sparsity"].isna()].empty
-    welch_none = stab[(stab["test"] == "welch") & (stab["correction"] == "none") & stab["sparsity"].isna()]
+    welch_none = stab[
+        (stab["test"] == "welch") & (stab["correction"] == "none") & stab["sparsity"].isna()
+    ]
     assert welch_none["share"].iloc[0] > 0.5
     again = paired.first_drop_stability(metrics, n_resamples=300, seed=1)
     pd.testing.assert_frame_equal(stab, again)
     lo, hi = paired.stability_interval(stab, test="paired")
     assert lo <= hi
     rows = paired.stability_rows(stab)
-    assert set(rows["quantity"]) == {f"first_significant_drop[{t}, {c}]" for t in paired.TESTS
-                                     for c in paired.CORRECTIONS}
+    assert set(rows["quantity"]) == {
+        f"first_significant_drop[{t}, {c}]" for t in paired.TESTS for c in paired.CORRECTIONS
+    }
 
 
 def test_bad_options_are_named(data):

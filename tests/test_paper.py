@@ -12,7 +12,16 @@ from sklearn.metrics import average_precision_score
 from prunecxr import artifacts, config, paper, paths, published, stages
 from prunecxr.analysis import cooccurrence, forgetting, pies
 
-CLASSES = ["No Finding", "Infiltration", "Effusion", "Mass", "Nodule", "Emphysema", "Fibrosis", "Hernia"]
+CLASSES = [
+    "No Finding",
+    "Infiltration",
+    "Effusion",
+    "Mass",
+    "Nodule",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+]
 SPARSITIES = [0.0, 0.5, 0.9, 0.95]
 
 
@@ -22,8 +31,13 @@ def write_run(run: str, *, dataset: str = "nih-phantom", n_test: int = 80, seed:
     prev = np.array([0.3, 0.35, 0.3, 0.2, 0.15, 0.1, 0.08, 0.06])
     n = 200 + n_test
     y = (rng.random((n, len(CLASSES))) < prev).astype(np.int8)
-    labels = pd.DataFrame({"image_id": [f"im{i:04d}" for i in range(n)], "patient_id": "p",
-                           "split": ["train"] * 200 + ["test"] * n_test})
+    labels = pd.DataFrame(
+        {
+            "image_id": [f"im{i:04d}" for i in range(n)],
+            "patient_id": "p",
+            "split": ["train"] * 200 + ["test"] * n_test,
+        }
+    )
     for j, c in enumerate(CLASSES):
         labels[c] = y[:, j]
     rp = paths.run_paths(run)
@@ -39,12 +53,25 @@ def write_run(run: str, *, dataset: str = "nih-phantom", n_test: int = 80, seed:
             logits = signal * (yt - 0.5) + rng.normal(size=yt.shape)
             probs[i, k] = 1 / (1 + np.exp(-logits))
             for j, c in enumerate(CLASSES):
-                rows.append((s, sp, c, average_precision_score(yt[:, j], probs[i, k, :, j]), 0.5, int(yt[:, j].sum())))
+                rows.append(
+                    (
+                        s,
+                        sp,
+                        c,
+                        average_precision_score(yt[:, j], probs[i, k, :, j]),
+                        0.5,
+                        int(yt[:, j].sum()),
+                    )
+                )
     artifacts.save_npy(rp.probs("global_l1"), probs)
-    artifacts.write_json(rp.prune_meta("global_l1"), {"method": "global_l1", "seeds": seeds,
-                                               "sparsities": SPARSITIES, "classes": CLASSES})
-    artifacts.write_parquet(rp.metrics("global_l1"),
-                     pd.DataFrame(rows, columns=["seed", "sparsity", "class", "ap", "auroc", "n_pos"]))
+    artifacts.write_json(
+        rp.prune_meta("global_l1"),
+        {"method": "global_l1", "seeds": seeds, "sparsities": SPARSITIES, "classes": CLASSES},
+    )
+    artifacts.write_parquet(
+        rp.metrics("global_l1"),
+        pd.DataFrame(rows, columns=["seed", "sparsity", "class", "ap", "auroc", "n_pos"]),
+    )
 
 
 def run_analyses(run: str, **kw) -> None:
@@ -57,21 +84,31 @@ def run_analyses(run: str, **kw) -> None:
 
 # -- the published values ------------------------------------------------------------------
 BRIEF = [
-    ("first_significant_drop", published.NIH, 0.65), ("first_significant_drop", published.MIMIC, 0.60),
-    ("rho_freq_first_drop", published.NIH, 0.61), ("rho_freq_first_drop", published.MIMIC, 0.93),
-    ("rho_freq_change_095", published.NIH, 0.75), ("rho_freq_change_095", published.MIMIC, 0.75),
-    ("rho_fcd_freq_diff", published.NIH, 0.64), ("rho_fcd_iou", published.NIH, -0.47),
-    ("eq2_intercept", published.NIH, 0.27), ("eq2_abs_log_freq_diff", published.NIH, 0.21),
-    ("eq2_iou_quarter", published.NIH, -0.05), ("eq2_interaction", published.NIH, -0.31),
-    ("eq2_interaction_p", published.NIH, 0.005), ("pie_rarest_ratio_min", published.NIH, 3.0),
-    ("pie_rarest_ratio_max", published.NIH, 15.0), ("pie_4plus_ratio", published.NIH, 3.2),
+    ("first_significant_drop", published.NIH, 0.65),
+    ("first_significant_drop", published.MIMIC, 0.60),
+    ("rho_freq_first_drop", published.NIH, 0.61),
+    ("rho_freq_first_drop", published.MIMIC, 0.93),
+    ("rho_freq_change_095", published.NIH, 0.75),
+    ("rho_freq_change_095", published.MIMIC, 0.75),
+    ("rho_fcd_freq_diff", published.NIH, 0.64),
+    ("rho_fcd_iou", published.NIH, -0.47),
+    ("eq2_intercept", published.NIH, 0.27),
+    ("eq2_abs_log_freq_diff", published.NIH, 0.21),
+    ("eq2_iou_quarter", published.NIH, -0.05),
+    ("eq2_interaction", published.NIH, -0.31),
+    ("eq2_interaction_p", published.NIH, 0.005),
+    ("pie_rarest_ratio_min", published.NIH, 3.0),
+    ("pie_rarest_ratio_max", published.NIH, 15.0),
+    ("pie_4plus_ratio", published.NIH, 3.2),
 ]
 
 
 @pytest.mark.parametrize("key, dataset, value", BRIEF)
 def test_published_values_are_data_with_sources(key, dataset, value):
     assert paper.published_value(key, dataset) == value
-    row = published.PUBLISHED[(published.PUBLISHED["key"] == key) & (published.PUBLISHED["dataset"] == dataset)]
+    row = published.PUBLISHED[
+        (published.PUBLISHED["key"] == key) & (published.PUBLISHED["dataset"] == dataset)
+    ]
     assert row["source"].iloc[0].strip()
     assert row["kind"].iloc[0] in published.KINDS
 
@@ -94,23 +131,31 @@ def test_this_run_values_equal_direct_computations():
 
     metrics = artifacts.read_metrics("full", "global_l1")
     assert values.loc["first_significant_drop", "this_run_value"] == pytest.approx(
-        overall.first_significant_drop(overall.overall_table(metrics)), nan_ok=True)
+        overall.first_significant_drop(overall.overall_table(metrics)), nan_ok=True
+    )
 
     summary = pd.read_parquet(paths.run_paths("full").class_summary("global_l1"))
     logf = np.log(summary["train_count"].to_numpy(float))
     keep = summary["first_drop"].notna().to_numpy()
     assert keep.sum() >= 3  # the fixture's classes do drop 20%
     assert values.loc["rho_freq_first_drop", "this_run_value"] == pytest.approx(
-        scipy.stats.spearmanr(logf[keep], summary["first_drop"][keep]).statistic)
+        scipy.stats.spearmanr(logf[keep], summary["first_drop"][keep]).statistic
+    )
     assert values.loc["r_freq_change_095", "this_run_value"] == pytest.approx(
-        scipy.stats.pearsonr(logf, summary["rel_change_at_095"]).statistic)
+        scipy.stats.pearsonr(logf, summary["rel_change_at_095"]).statistic
+    )
 
     pairs = pd.read_parquet(paths.run_paths("full").pairs("global_l1"))
     fit = smf.ols("fcd ~ abs_log_freq_diff * iou_quarter", data=pairs).fit()
-    assert values.loc["eq2_interaction", "this_run_value"] == pytest.approx(fit.params["abs_log_freq_diff:iou_quarter"])
-    assert values.loc["eq2_interaction_p", "this_run_value"] == pytest.approx(fit.pvalues["abs_log_freq_diff:iou_quarter"])
+    assert values.loc["eq2_interaction", "this_run_value"] == pytest.approx(
+        fit.params["abs_log_freq_diff:iou_quarter"]
+    )
+    assert values.loc["eq2_interaction_p", "this_run_value"] == pytest.approx(
+        fit.pvalues["abs_log_freq_diff:iou_quarter"]
+    )
     assert values.loc["rho_fcd_iou", "this_run_value"] == pytest.approx(
-        scipy.stats.spearmanr(pairs["iou"], pairs["fcd"]).statistic)
+        scipy.stats.spearmanr(pairs["iou"], pairs["fcd"]).statistic
+    )
 
     table = pd.read_parquet(paths.run_paths("full").pies("global_l1"))
     labels = pd.read_parquet(paths.run_paths("full").labels)
@@ -118,12 +163,19 @@ def test_this_run_values_equal_direct_computations():
     n_find = test[CLASSES[1:]].sum(axis=1)
     four = n_find >= 4
     share = lambda mask, grp: (mask & grp).sum() / grp.sum()
-    expected = share(four, test["is_pie"]) / share(four, ~test["is_pie"]) if (four & ~test["is_pie"]).any() else np.nan
+    expected = (
+        share(four, test["is_pie"]) / share(four, ~test["is_pie"])
+        if (four & ~test["is_pie"]).any()
+        else np.nan
+    )
     assert values.loc["pie_4plus_ratio", "this_run_value"] == pytest.approx(expected, nan_ok=True)
     counts = labels[labels["split"] == "train"][CLASSES].sum().sort_values(kind="mergesort")
     rare = list(counts.index[:5])
-    ratios = [share(test[c] == 1, test["is_pie"]) / share(test[c] == 1, ~test["is_pie"])
-              for c in rare if (test[c].astype(bool) & ~test["is_pie"]).any()]
+    ratios = [
+        share(test[c] == 1, test["is_pie"]) / share(test[c] == 1, ~test["is_pie"])
+        for c in rare
+        if (test[c].astype(bool) & ~test["is_pie"]).any()
+    ]
     assert values.loc["pie_rarest_ratio_max", "this_run_value"] == pytest.approx(max(ratios))
 
     assert values["this_run_data"].str.contains("PHANTOM").all()
@@ -135,10 +187,15 @@ def test_this_run_values_equal_direct_computations():
 def test_missing_stages_give_nan_with_the_notebook_to_run():
     write_run("partial")
     values = paper.comparison_values("partial").set_index("key")
-    assert np.isfinite(values.loc["first_significant_drop", "this_run_value"]) or \
-        "significant" in values.loc["first_significant_drop", "note"]
-    for key, nb in [("rho_freq_first_drop", "04_class_forgetting"), ("eq2_intercept", "05_cooccurrence"),
-                    ("pie_4plus_ratio", "06_pies")]:
+    assert (
+        np.isfinite(values.loc["first_significant_drop", "this_run_value"])
+        or "significant" in values.loc["first_significant_drop", "note"]
+    )
+    for key, nb in [
+        ("rho_freq_first_drop", "04_class_forgetting"),
+        ("eq2_intercept", "05_cooccurrence"),
+        ("pie_4plus_ratio", "06_pies"),
+    ]:
         assert np.isnan(values.loc[key, "this_run_value"])
         assert f"run notebook {nb}" in values.loc[key, "note"]
     with pytest.raises(FileNotFoundError, match="03_prune"):
@@ -153,7 +210,9 @@ def test_mimic_run_compares_with_mimic_values_where_published():
     assert values.loc["rho_freq_first_drop", "published_dataset"] == published.MIMIC
     assert values.loc["eq2_intercept", "published_dataset"] == published.NIH
     assert "published for NIH-CXR-LT only" in values.loc["eq2_intercept", "note"]
-    assert "drop_threshold = 0.3 here, 0.2 in the paper" in values.loc["rho_freq_first_drop", "note"]
+    assert (
+        "drop_threshold = 0.3 here, 0.2 in the paper" in values.loc["rho_freq_first_drop", "note"]
+    )
     assert not values["this_run_data"].str.contains("PHANTOM").any()
     assert paper.caption("mimic").startswith("Published values (MIMIC-CXR-LT")
 
@@ -162,8 +221,17 @@ def test_comparison_table_is_formatted_text():
     write_run("fmt")
     run_analyses("fmt")
     table = paper.comparison_table("fmt")
-    assert list(table.columns) == ["quantity", "published", "published_dataset", "this_run", "this_run_interval",
-                                   "verdict", "this_run_data", "source", "note"]
+    assert list(table.columns) == [
+        "quantity",
+        "published",
+        "published_dataset",
+        "this_run",
+        "this_run_interval",
+        "verdict",
+        "this_run_data",
+        "source",
+        "note",
+    ]
     pub = dict(zip(paper.comparison_values("fmt")["key"], table["published"]))
     assert pub["first_significant_drop"] == "65%"
     assert pub["rho_fcd_iou"] == "-0.47"
@@ -218,18 +286,33 @@ def test_notebook_follows_the_conventions(name):
     assert nb.parameters["run"].default == "default"
     # the second cell starts the stage; the last finishes it
     setup = code[1].source
-    for needle in ("import prunecxr as px", "px.figures.setup_notebook()",
-                   f'px.start_stage("{name}", globals())', "display(px.figures.banner(run))"):
+    for needle in (
+        "import prunecxr as px",
+        "px.figures.setup_notebook()",
+        f'px.start_stage("{name}", globals())',
+        "display(px.figures.banner(run))",
+    ):
         assert needle in setup
     assert code[-1].source.strip() == f'px.finish_stage("{name}", run=run)'
     assert sum("px.figures.png_status()" in c.source for c in code) == 1
     # thin: no def/class/loops, and no number typed by hand in code or prose
     for cell in code[1:]:
         tree = ast.parse(cell.source)
-        banned = (ast.FunctionDef, ast.ClassDef, ast.For, ast.While, ast.Lambda, ast.ListComp, ast.DictComp)
+        banned = (
+            ast.FunctionDef,
+            ast.ClassDef,
+            ast.For,
+            ast.While,
+            ast.Lambda,
+            ast.ListComp,
+            ast.DictComp,
+        )
         assert not [n for n in ast.walk(tree) if isinstance(n, banned)], cell.source
-        numbers = [t.string for t in tokenize.generate_tokens(_io.StringIO(cell.source).readline)
-                   if t.type == tokenize.NUMBER]
+        numbers = [
+            t.string
+            for t in tokenize.generate_tokens(_io.StringIO(cell.source).readline)
+            if t.type == tokenize.NUMBER
+        ]
         assert not numbers, f"number typed into {name}: {numbers} in {cell.source!r}"
     for cell in book.cells:
         if cell.cell_type == "markdown":
@@ -255,12 +338,21 @@ def test_comparison_table_shows_the_widest_interval_and_its_verdict(tmp_path):
     run = "verdicts"
     write_run(run)
     method = "global_l1"
-    intervals = pd.DataFrame({
-        "quantity": ["rho_fcd_iou", "rho_fcd_iou", "rho_fcd_iou"], "subset": ["all", "all", "learned"],
-        "estimate": [-0.2] * 3, "resampling": ["seeds", "classes", "classes"], "interval": ["BCa"] * 3,
-        "n_resamples": [100] * 3, "confidence": [0.95] * 3, "ci_low": [-0.3, -0.6, -0.9], "ci_high": [-0.1, 0.2, 0.9],
-        "n": [10] * 3, "note": [""] * 3,
-    })
+    intervals = pd.DataFrame(
+        {
+            "quantity": ["rho_fcd_iou", "rho_fcd_iou", "rho_fcd_iou"],
+            "subset": ["all", "all", "learned"],
+            "estimate": [-0.2] * 3,
+            "resampling": ["seeds", "classes", "classes"],
+            "interval": ["BCa"] * 3,
+            "n_resamples": [100] * 3,
+            "confidence": [0.95] * 3,
+            "ci_low": [-0.3, -0.6, -0.9],
+            "ci_high": [-0.1, 0.2, 0.9],
+            "n": [10] * 3,
+            "note": [""] * 3,
+        }
+    )
     artifacts.write_intervals(run, method, "cooccurrence", intervals)
     values = paper.comparison_values(run, method=method).set_index("key")
     row = values.loc["rho_fcd_iou"]

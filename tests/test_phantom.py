@@ -21,8 +21,9 @@ def table():
     return phantom.load_table()
 
 
-def _variants(table, findings_sets, *, image_id="00000005_000.png", patient_id="00000005",
-              view="PA", sex="M"):
+def _variants(
+    table, findings_sets, *, image_id="00000005_000.png", patient_id="00000005", view="PA", sex="M"
+):
     """Rows of one image (same id, same patient) with different label sets."""
     base = table.iloc[[0]]
     rows = []
@@ -58,7 +59,11 @@ def test_phantom_dataset_split_is_patient_disjoint():
     assert len(full) == 112_120
     assert full.groupby("patient_id")["split"].nunique().max() == 1
     assert full.groupby("split")["patient_id"].nunique().sum() == 30_805
-    assert full["split"].value_counts().to_dict() == {"train": 78_506, "test": 21_081, "val": 12_533}
+    assert full["split"].value_counts().to_dict() == {
+        "train": 78_506,
+        "test": 21_081,
+        "val": 12_533,
+    }
     other = data.create_dataset("nih-phantom", split_seed=1).table()
     assert other["split"].equals(full["split"])
     assert list(full.columns[3:]) == list(phantom.CLASSES)
@@ -66,8 +71,18 @@ def test_phantom_dataset_split_is_patient_disjoint():
 
 def test_bbox_priors_cover_the_boxed_findings():
     priors = phantom.bbox_priors()
-    assert sorted(priors) == sorted(["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration",
-                                     "Mass", "Nodule", "Pneumonia", "Pneumothorax"])
+    assert sorted(priors) == sorted(
+        [
+            "Atelectasis",
+            "Cardiomegaly",
+            "Effusion",
+            "Infiltration",
+            "Mass",
+            "Nodule",
+            "Pneumonia",
+            "Pneumothorax",
+        ]
+    )
     assert sum(len(v) for v in priors.values()) == 984
     for boxes in priors.values():
         assert boxes.shape[1] == 4 and (boxes > 0).all() and (boxes[:, :2] < 1).all()
@@ -79,7 +94,9 @@ def test_id_seeds_are_keyed_blake2b():
     assert int(seed) == int.from_bytes(digest, "little")
     assert keys.id_seeds(["a"], "k")[0] != keys.id_seeds(["a"], "other")[0]
     ids = ["b", "a", "c"]
-    assert [ids[k] for k in keys.hash_rank(ids, "k")] == sorted(ids, key=lambda i: keys.id_seeds([i], "k")[0])
+    assert [ids[k] for k in keys.hash_rank(ids, "k")] == sorted(
+        ids, key=lambda i: keys.id_seeds([i], "k")[0]
+    )
 
 
 def test_rendering_is_deterministic_in_any_batch_and_order(table):
@@ -150,11 +167,14 @@ def test_findings_have_their_signature(table):
 
 def test_same_patient_shares_anatomy(table):
     """Two films of one patient are more alike than films of two patients."""
-    rows = pd.concat([
-        _variants(table, [()], image_id="a.png", patient_id="1"),
-        _variants(table, [()], image_id="b.png", patient_id="1"),
-        _variants(table, [()], image_id="c.png", patient_id="2"),
-    ], ignore_index=True)
+    rows = pd.concat(
+        [
+            _variants(table, [()], image_id="a.png", patient_id="1"),
+            _variants(table, [()], image_id="b.png", patient_id="1"),
+            _variants(table, [()], image_id="c.png", patient_id="2"),
+        ],
+        ignore_index=True,
+    )
     a, b, c = phantom.render(rows, resolution=RES).astype(float)
     assert np.abs(a - b).mean() < np.abs(a - c).mean()
 
@@ -235,7 +255,7 @@ def test_locations_hold_every_drawn_pixel(located):
         ys, xs = np.nonzero(mask)
         assert (r.x0, r.y0, r.x1, r.y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         box = np.zeros_like(mask)
-        box[r.y0:r.y1, r.x0:r.x1] = True
+        box[r.y0 : r.y1, r.x0 : r.x1] = True
         assert not (mask & ~box).any()
         checked += 1
     assert checked > 50

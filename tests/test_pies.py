@@ -21,8 +21,12 @@ def test_mean_probs_by_hand_and_errors():
     probs = np.zeros((2, 3, 1, 2), np.float32)
     probs[0, 2] = [[0.2, 0.4]]
     probs[1, 2] = [[0.4, 0.8]]
-    np.testing.assert_allclose(pies.mean_probs(probs, [0.0, 0.5, 0.9], 0.9), [[0.3, 0.6]], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"pie_sparsity=0.8 is not among the run's sparsities \[0.0, 0.5, 0.9\]"):
+    np.testing.assert_allclose(
+        pies.mean_probs(probs, [0.0, 0.5, 0.9], 0.9), [[0.3, 0.6]], rtol=1e-6
+    )
+    with pytest.raises(
+        ValueError, match=r"pie_sparsity=0.8 is not among the run's sparsities \[0.0, 0.5, 0.9\]"
+    ):
         pies.mean_probs(probs, [0.0, 0.5, 0.9], 0.8, name="pie_sparsity")
     with pytest.raises(ValueError, match="meta.json lists 2"):
         pies.mean_probs(probs, [0.0, 0.9], 0.9)
@@ -48,8 +52,11 @@ def test_select_pies_lowest_ties_by_id_nan_last():
 
 @SETTINGS
 @given(
-    hnp.arrays(float, st.integers(0, 60), elements=st.one_of(st.sampled_from([-1.0, 0.0, 0.5, 1.0, np.nan]),
-                                                               st.floats(-1, 1))),
+    hnp.arrays(
+        float,
+        st.integers(0, 60),
+        elements=st.one_of(st.sampled_from([-1.0, 0.0, 0.5, 1.0, np.nan]), st.floats(-1, 1)),
+    ),
     st.floats(0, 1),
     st.randoms(),
 )
@@ -58,7 +65,9 @@ def test_select_pies_count_and_row_order(rho, fraction, rnd):
     flags = pies.select_pies(rho, ids, fraction=fraction)
     assert flags.sum() == int(fraction * rho.size)
     perm = np.array(rnd.sample(range(rho.size), rho.size), dtype=int)
-    np.testing.assert_array_equal(pies.select_pies(rho[perm], ids[perm], fraction=fraction), flags[perm])
+    np.testing.assert_array_equal(
+        pies.select_pies(rho[perm], ids[perm], fraction=fraction), flags[perm]
+    )
     # every PIE ranks at or below every non-PIE (NaN counted as +inf)
     key = np.where(np.isnan(rho), np.inf, rho)
     if flags.any() and (~flags).any():
@@ -72,14 +81,17 @@ def test_pie_table_matches_scipy_and_released_code():
     with pytest.warns(UserWarning, match="1 test images have constant predictions"):
         table = pies.pie_table(dense, pruned, [f"x{i}" for i in range(40)], fraction=0.05)
     for i in (0, 7, 39):
-        assert table["spearman"][i] == pytest.approx(scipy.stats.spearmanr(dense[i], pruned[i]).statistic)
+        assert table["spearman"][i] == pytest.approx(
+            scipy.stats.spearmanr(dense[i], pruned[i]).statistic
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", scipy.stats.ConstantInputWarning)
         ref = pd.DataFrame(dense).corrwith(pd.DataFrame(pruned), method="spearman", axis=1)
     np.testing.assert_allclose(table["spearman"], ref, rtol=1e-12, equal_nan=True)
     assert table["is_pie"].sum() == 2 and not table["is_pie"][3]
     assert set(table.loc[table["is_pie"], "image_id"]) == set(
-        table.assign(s=ref).dropna().nsmallest(2, "s")["image_id"])
+        table.assign(s=ref).dropna().nsmallest(2, "s")["image_id"]
+    )
 
 
 @SETTINGS
@@ -119,7 +131,9 @@ IS_PIE = np.array([True, True, False, False, False, False, False, False])
 
 
 def test_class_ratios_by_hand():
-    r = pies.class_ratios(TEST, IS_PIE, CLASSES, train_counts=[50, 40, 30, 20, 10, 5]).set_index("class")
+    r = pies.class_ratios(TEST, IS_PIE, CLASSES, train_counts=[50, 40, 30, 20, 10, 5]).set_index(
+        "class"
+    )
     # A: 2/2 PIEs vs 3/6 non-PIEs -> 2.0 ; B: 1/2 vs 2/6 -> 1.5 ; C: 1/2 vs 0/6 -> undefined
     assert r.loc["A", "ratio"] == pytest.approx(2.0)
     assert r.loc["B", "ratio"] == pytest.approx(1.5)
@@ -151,7 +165,9 @@ def test_no_pie_gives_nan_ratios_and_figure_still_draws():
         pies.class_ratios(TEST, none[:3], CLASSES)
 
 
-@pytest.mark.parametrize("name, expected", [("No Finding", True), ("no_finding", True), ("Nodule", False)])
+@pytest.mark.parametrize(
+    "name, expected", [("No Finding", True), ("no_finding", True), ("Nodule", False)]
+)
 def test_is_no_finding(name, expected):
     assert pies.is_no_finding(name) is expected
 
@@ -162,8 +178,13 @@ def write_run(run: str, *, dataset="nih-phantom", n_test=40, methods=("global_l1
     classes = ["No Finding", "A", "B", "C", "D", "E", "F"]
     n = n_test + 30
     y = (rng.random((n, len(classes))) < [0.3, 0.4, 0.3, 0.2, 0.1, 0.05, 0.05]).astype(np.int8)
-    labels = pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(n)], "patient_id": "p",
-                           "split": ["train"] * 30 + ["test"] * n_test})
+    labels = pd.DataFrame(
+        {
+            "image_id": [f"img{i:03d}" for i in range(n)],
+            "patient_id": "p",
+            "split": ["train"] * 30 + ["test"] * n_test,
+        }
+    )
     for j, c in enumerate(classes):
         labels[c] = y[:, j]
     rp = paths.run_paths(run)
@@ -173,8 +194,10 @@ def write_run(run: str, *, dataset="nih-phantom", n_test=40, methods=("global_l1
     for method in methods:
         probs = rng.random((3, 3, n_test, len(classes))).astype(np.float32)
         artifacts.save_npy(rp.probs(method), probs)
-        artifacts.write_json(rp.prune_meta(method), {"method": method, "seeds": [0, 1, 2], "sparsities": sparsities,
-                                              "classes": classes})
+        artifacts.write_json(
+            rp.prune_meta(method),
+            {"method": method, "seeds": [0, 1, 2], "sparsities": sparsities, "classes": classes},
+        )
     return labels
 
 
@@ -242,7 +265,11 @@ def test_analysis_imports_neither_torch_nor_compress():
     import subprocess
     import sys
 
-    code = ("import sys, prunecxr.analysis, prunecxr.reader_study; "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('prunecxr.compress')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    code = (
+        "import sys, prunecxr.analysis, prunecxr.reader_study; "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('prunecxr.compress')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    )
     assert out.stdout.strip() == "[]"

@@ -20,15 +20,24 @@ def stage_figure(prunecxr_home):
     """A figure saved by a stage that read two run files (and run.json)."""
     config.init_run(RUN, profile="smoke")
     rp = paths.run_paths(RUN)
-    provenance.begin_stage("04_class_forgetting", run=RUN, parameters={"method": "global_l1", "drop_threshold": 0.2},
-                           package_version="0.1.0", git_commit="0123456789abcdef-dirty")
+    provenance.begin_stage(
+        "04_class_forgetting",
+        run=RUN,
+        parameters={"method": "global_l1", "drop_threshold": 0.2},
+        package_version="0.1.0",
+        git_commit="0123456789abcdef-dirty",
+    )
     artifacts.write_parquet(rp.root / "table.parquet", pd.DataFrame({"x": [1, 2, 3]}))
     artifacts.save_npy(rp.root / "probs.npy", np.arange(6, dtype=np.float32))
     artifacts.read_parquet(rp.root / "table.parquet")
     artifacts.load_npy(rp.root / "probs.npy", mmap=True)
     artifacts.read_run(RUN)  # run.json is not an input: every stage rewrites it
-    saved = figures.save_figure(go.Figure(go.Bar(x=["a", "b"], y=[1, 2])), "fig3_frequency", run=RUN,
-                                data=pd.DataFrame({"x": ["a", "b"], "y": [1, 2]}))
+    saved = figures.save_figure(
+        go.Figure(go.Bar(x=["a", "b"], y=[1, 2])),
+        "fig3_frequency",
+        run=RUN,
+        data=pd.DataFrame({"x": ["a", "b"], "y": [1, 2]}),
+    )
     return saved
 
 
@@ -40,8 +49,13 @@ def test_the_files_carry_the_record(stage_figure):
     assert record["git_commit"] == "0123456789abcdef" and record["git_clean"] is False
     assert record["package_version"] == "0.1.0"
     assert record["parameters"] == {"method": "global_l1", "drop_threshold": 0.2}
-    assert record["parameters_sha256"] == provenance.parameters_sha256({"drop_threshold": 0.2, "method": "global_l1"})
-    assert [i["path"] for i in record["inputs"]] == [f"runs/{RUN}/table.parquet", f"runs/{RUN}/probs.npy"]
+    assert record["parameters_sha256"] == provenance.parameters_sha256(
+        {"drop_threshold": 0.2, "method": "global_l1"}
+    )
+    assert [i["path"] for i in record["inputs"]] == [
+        f"runs/{RUN}/table.parquet",
+        f"runs/{RUN}/probs.npy",
+    ]
     rp = paths.run_paths(RUN)
     assert record["inputs"][1]["sha256"] == provenance.file_sha256(rp.root / "probs.npy")
     html = saved.html.read_text(encoding="utf-8")
@@ -77,11 +91,13 @@ def test_cli_prints_the_record_and_names_a_stale_figure(stage_figure, capsys):
     assert cli.main(["provenance", str(figure)]) == 0
     out = capsys.readouterr().out
     assert "0123456789abcdef (with uncommitted changes)" in out
-    assert "04_class_forgetting" in out and 'drop_threshold = 0.2' in out
+    assert "04_class_forgetting" in out and "drop_threshold = 0.2" in out
     assert f"ok      runs/{RUN}/table.parquet" in out and "up to date" in out
 
     rp = paths.run_paths(RUN)
-    artifacts.write_parquet(rp.root / "table.parquet", pd.DataFrame({"x": [1, 2, 4]}))  # an input changed
+    artifacts.write_parquet(
+        rp.root / "table.parquet", pd.DataFrame({"x": [1, 2, 4]})
+    )  # an input changed
     assert cli.main(["provenance", str(stage_figure.csv)]) == 1
     out = capsys.readouterr().out
     assert f"CHANGED runs/{RUN}/table.parquet" in out and f"ok      runs/{RUN}/probs.npy" in out
@@ -119,7 +135,10 @@ def test_reads_are_noted_per_stage_and_a_cache_by_its_manifest(prunecxr_home):
     artifacts.start_reading()
     artifacts.load_npy(cache / "train-abc.npy", mmap=True)
     assert artifacts.files_read() == [(cache / "train-abc.json").resolve()]
-    assert provenance.location(cache / "train-abc.json") == "$PRUNECXR_CACHE/phantom/32px/train-abc.json"
+    assert (
+        provenance.location(cache / "train-abc.json")
+        == "$PRUNECXR_CACHE/phantom/32px/train-abc.json"
+    )
     artifacts.start_reading()
     assert artifacts.files_read() == []
 

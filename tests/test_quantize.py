@@ -16,7 +16,9 @@ PROB_ATOL_8_BITS = 0.01
 def test_quantize_weight_by_hand():
     w = torch.tensor([[0.9, -0.3, 0.1], [0.0, 0.0, 0.0], [-2.0, 0.5, 1.0]])
     # 2 bits: q_max = 1, scale = max|w| per row; ternary {-s, 0, s}; 1.0 / 2 = 0.5 rounds to even: 0
-    np.testing.assert_allclose(quantize.quantize_weight(w, 2), [[0.9, 0.0, 0.0], [0, 0, 0], [-2.0, 0.0, 0.0]])
+    np.testing.assert_allclose(
+        quantize.quantize_weight(w, 2), [[0.9, 0.0, 0.0], [0, 0, 0], [-2.0, 0.0, 0.0]]
+    )
     # 3 bits: q_max = 3, row 0 scale 0.3: 0.9 -> 3, -0.3 -> -1, 0.1 -> round(1/3) = 0
     np.testing.assert_allclose(quantize.quantize_weight(w, 3)[0], [0.9, -0.3, 0.0], rtol=1e-6)
     # 8 bits: q_max = 127, error at most half a step per channel
@@ -35,7 +37,7 @@ def test_grid_has_2_qmax_plus_1_values_per_channel():
     for bits in (2, 3, 4, 5):
         q = quantize.quantize_weight(w, bits)
         for o in range(4):
-            assert len(torch.unique(q[o])) <= 2 ** bits - 1
+            assert len(torch.unique(q[o])) <= 2**bits - 1
 
 
 def _model_and_images(seed=0):
@@ -84,7 +86,9 @@ def test_recovery_model_sees_quantized_weights_and_trains_the_float_ones():
     conv = quantize.quantized_layers(trainable)[0][1]
     assert conv.parametrizations.weight.original.grad is not None  # the straight-through gradient
     done = finish(trainable.eval())
-    np.testing.assert_allclose(inference.predict(done, images, batch_size=16, device="cpu"), deployed, atol=1e-6)
+    np.testing.assert_allclose(
+        inference.predict(done, images, batch_size=16, device="cpu"), deployed, atol=1e-6
+    )
 
 
 # -- int8_ptq ---------------------------------------------------------------------------------
@@ -109,14 +113,20 @@ def test_int8_outputs_are_close_to_the_float_models(method):
     probs = inference.predict(q, images, batch_size=16, device="cpu")
     assert np.abs(probs - dense).max() <= PROB_ATOL_INT8
     again = compress.compress_model(model, 8, method=method, calibration=calibration)
-    assert np.array_equal(inference.predict(again, images, batch_size=16, device="cpu"), probs)  # deterministic
+    assert np.array_equal(
+        inference.predict(again, images, batch_size=16, device="cpu"), probs
+    )  # deterministic
 
 
 def deploy_codes(module):
     from prunecxr.compress import deploy
 
     w = getattr(module, "weight", None)
-    return callable(w) and not isinstance(w, torch.nn.Parameter) and deploy.parameter_counts(module)[0] > 0
+    return (
+        callable(w)
+        and not isinstance(w, torch.nn.Parameter)
+        and deploy.parameter_counts(module)[0] > 0
+    )
 
 
 def test_rare_calibration_draws_rare_classes_more_often():
@@ -124,7 +134,9 @@ def test_rare_calibration_draws_rare_classes_more_often():
     rare = calibration.labels[calibration.indices(200, seed=0, draw="rare")].sum(axis=0)
     uniform = calibration.labels[calibration.indices(200, seed=0, draw="random")].sum(axis=0)
     assert rare[-1] > 2 * uniform[-1] and rare[-2] > 2 * uniform[-2]
-    assert np.array_equal(calibration.indices(50, seed=4, draw="rare"), calibration.indices(50, seed=4, draw="rare"))
+    assert np.array_equal(
+        calibration.indices(50, seed=4, draw="rare"), calibration.indices(50, seed=4, draw="rare")
+    )
     with pytest.raises(ValueError, match="unknown calibration draw 'tail'"):
         calibration.indices(5, seed=0, draw="tail")
 

@@ -35,7 +35,9 @@ def two_nodes():
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    nodes = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
     nodes.add_node(num_cpus=1)
     ray.init(address=nodes.address, log_to_driver=False, logging_level="ERROR")
     nodes.wait_for_nodes()
@@ -45,15 +47,32 @@ def two_nodes():
 
 
 def _fit(arrays, run, *, seeds=2, population="ray", epochs=3, **kw):
-    cfg = T.TrainConfig(model="small_resnet", pretrained=False, max_epochs=epochs, patience=epochs,
-                        batch_size=32, lr=1e-3)
-    return T.fit_population(*arrays, seeds=seeds, config=cfg, run=run, device="cpu", population=population,
-                            threads=1, progress=False, **kw)
+    cfg = T.TrainConfig(
+        model="small_resnet",
+        pretrained=False,
+        max_epochs=epochs,
+        patience=epochs,
+        batch_size=32,
+        lr=1e-3,
+    )
+    return T.fit_population(
+        *arrays,
+        seeds=seeds,
+        config=cfg,
+        run=run,
+        device="cpu",
+        population=population,
+        threads=1,
+        progress=False,
+        **kw,
+    )
 
 
 def _same_weights(run_a, run_b, seeds) -> bool:
     for s in seeds:
-        a, b = (torch.load(paths.run_paths(r).checkpoint(s), weights_only=True) for r in (run_a, run_b))
+        a, b = (
+            torch.load(paths.run_paths(r).checkpoint(s), weights_only=True) for r in (run_a, run_b)
+        )
         if list(a) != list(b) or not all(torch.equal(a[k], b[k]) for k in a):
             return False
         ha, hb = (artifacts.read_history(r, s).drop(columns="seconds") for r in (run_a, run_b))
@@ -88,29 +107,55 @@ def test_ray_trains_and_sweeps_on_both_nodes_with_the_sequential_bits(two_nodes)
         warnings.simplefilter("ignore")  # classes without positives in so few patients
         data.prepare_run("seq", dataset="nih-phantom", resolution=16, max_patients=60)
         data.prepare_run("ray", dataset="nih-phantom", resolution=16, max_patients=60)
-    recipe = dict(seeds=4, model="small_resnet", pretrained=False, max_epochs=2, patience=2, batch_size=64,
-                  lr=1e-3, device="cpu", threads=1, progress=False)
+    recipe = dict(
+        seeds=4,
+        model="small_resnet",
+        pretrained=False,
+        max_epochs=2,
+        patience=2,
+        batch_size=64,
+        lr=1e-3,
+        device="cpu",
+        threads=1,
+        progress=False,
+    )
     T.train_population("seq", population="sequential", **recipe)
     summary = T.train_population("ray", population="ray", **recipe)
     assert list(summary["status"]) == ["trained"] * 4
     assert _same_weights("seq", "ray", range(4))
 
     execution = artifacts.read_train_record("ray")["execution"]
-    assert {k: execution[k] for k in ("population", "threads", "workers", "device", "gpus_per_model")} == {
-        "population": "ray", "threads": 1, "workers": 2, "device": "cpu", "gpus_per_model": None}
+    assert {
+        k: execution[k] for k in ("population", "threads", "workers", "device", "gpus_per_model")
+    } == {"population": "ray", "threads": 1, "workers": 2, "device": "cpu", "gpus_per_model": None}
     assert sorted(execution["nodes"], key=int) == ["0", "1", "2", "3"]
     assert set(execution["nodes"].values()) == two_nodes["ids"]  # both nodes trained seeds
-    assert T.plan_text("ray") == "Trained as Ray tasks, up to 2 at a time on 2 nodes, on cpu, 1 thread per model."
+    assert (
+        T.plan_text("ray")
+        == "Trained as Ray tasks, up to 2 at a time on 2 nodes, on cpu, 1 thread per model."
+    )
 
     # tasks long enough (10 sparsities, batches of 8) that the second node starts one before
     # the first has done them all
-    sweep = dict(methods=["global_l1", "random"], sparsities=[i / 10 for i in range(10)], device="cpu",
-                 batch_size=8, threads=1, progress=False)
+    sweep = dict(
+        methods=["global_l1", "random"],
+        sparsities=[i / 10 for i in range(10)],
+        device="cpu",
+        batch_size=8,
+        threads=1,
+        progress=False,
+    )
     compress.run_sweep("seq", population="sequential", **sweep)
     compress.run_sweep("ray", population="ray", **sweep)
     for method in sweep["methods"]:
-        assert paths.run_paths("seq").probs(method).read_bytes() == paths.run_paths("ray").probs(method).read_bytes()
-        records = [artifacts.read_json(paths.run_paths("ray").prune_work(method) / f"seed-{s}.json") for s in range(4)]
+        assert (
+            paths.run_paths("seq").probs(method).read_bytes()
+            == paths.run_paths("ray").probs(method).read_bytes()
+        )
+        records = [
+            artifacts.read_json(paths.run_paths("ray").prune_work(method) / f"seed-{s}.json")
+            for s in range(4)
+        ]
         assert {r["node"] for r in records} == two_nodes["ids"]  # both nodes swept seeds
         assert all(r["threads"] == 1 and r["device"] == "cpu" for r in records)
     # tasks leave no marker behind, and a finished sweep is not recomputed, whichever mode asks
@@ -171,13 +216,21 @@ _DRIVER = textwrap.dedent("""
 
 def test_killing_the_driver_stops_its_tasks_and_a_rerun_continues(two_nodes, arrays, tmp_path):
     epochs = 8
-    config = dict(model="small_resnet", pretrained=False, max_epochs=epochs, patience=epochs, batch_size=32,
-                  lr=1e-3)
+    config = dict(
+        model="small_resnet",
+        pretrained=False,
+        max_epochs=epochs,
+        patience=epochs,
+        batch_size=32,
+        lr=1e-3,
+    )
     np.savez(tmp_path / "data.npz", tx=arrays[0], ty=arrays[1], vx=arrays[2], vy=arrays[3])
     script = tmp_path / "driver.py"
     script.write_text(_DRIVER.format(data=str(tmp_path / "data.npz"), config=config))
     env = dict(os.environ, RAY_ADDRESS=two_nodes["address"])  # joins the module's cluster
-    driver = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True
+    )
     rp = paths.run_paths("driver")
     deadline = time.monotonic() + 120
     while not rp.train_state(0).exists():
@@ -208,8 +261,11 @@ def test_a_node_that_does_not_see_the_run_is_named(two_nodes, tmp_path):
     with cluster.shared_paths([("the run directory", folder)], owner="x") as shared:
         assert len(list(folder.glob(f"{cluster.MARKER}-*"))) == 1  # read back by both nodes
     assert not list(folder.glob(f"{cluster.MARKER}-*"))
-    unseen = cluster.SharedPaths(home=shared.home, cache=shared.cache,
-                                 markers=(("the run directory", str(folder), str(folder / ".gone"), "token"),))
+    unseen = cluster.SharedPaths(
+        home=shared.home,
+        cache=shared.cache,
+        markers=(("the run directory", str(folder), str(folder / ".gone"), "token"),),
+    )
     with pytest.raises(cluster.SharedPathError) as err:
         cluster.check_nodes(unseen)
     message = str(err.value)
@@ -221,9 +277,16 @@ def test_what_a_task_asks_of_the_cluster(two_nodes):
     cpu = torch.device("cpu")
     assert cluster.task_device("auto") == cpu  # no GPU in this cluster
     assert cluster.task_options(cpu, threads=1, gpus_per_model=1.0) == {
-        "num_cpus": 1, "num_gpus": 0, "max_retries": cluster.MAX_RETRIES, "scheduling_strategy": "SPREAD"}
+        "num_cpus": 1,
+        "num_gpus": 0,
+        "max_retries": cluster.MAX_RETRIES,
+        "scheduling_strategy": "SPREAD",
+    }
     assert cluster.capacity({"num_cpus": 1, "num_gpus": 0}) == (2, 2)
-    with pytest.raises(ValueError, match=r"threads=2 CPUs per model, but the largest node .* has 1; set threads to at most 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"threads=2 CPUs per model, but the largest node .* has 1; set threads to at most 1",
+    ):
         cluster.task_options(cpu, threads=2, gpus_per_model=1.0)
     with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
         cluster.task_device("cuda")
@@ -237,7 +300,11 @@ def test_arrays_reach_tasks_by_path_or_through_the_object_store(two_nodes, tmp_p
     whole = np.load(path, mmap_mode="r")
     labels = np.eye(2, dtype=np.uint8)
     handles = [cluster.share_array(a) for a in (whole, whole[1:], labels)]
-    assert [h[0] for h in handles] == ["memmap", "object", "object"]  # the cache file is mapped again
+    assert [h[0] for h in handles] == [
+        "memmap",
+        "object",
+        "object",
+    ]  # the cache file is mapped again
     for handle, array in zip(handles, (whole, whole[1:], labels)):
         np.testing.assert_array_equal(cluster.open_array(handle), array)
 
@@ -266,7 +333,9 @@ def test_a_started_cluster_gets_only_the_tasks_it_can_run(two_nodes, monkeypatch
             refs.append(task.remote(key))
             return refs[-1]
 
-        for key, result in cluster.completed(range(5), submit, relay, lambda *_: None, options=options):
+        for key, result in cluster.completed(
+            range(5), submit, relay, lambda *_: None, options=options
+        ):
             finished.append(key)
             assert result == key * 10
         assert sorted(finished) == list(range(5)) and submitted == list(range(5))

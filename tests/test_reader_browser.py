@@ -31,7 +31,11 @@ LAUNCH_ARGS = [
 
 
 def _chromium():
-    for candidate in (os.environ.get("BROWSER_PATH"), "/usr/bin/chromium", shutil.which("chromium")):
+    for candidate in (
+        os.environ.get("BROWSER_PATH"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+    ):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -40,7 +44,8 @@ def _chromium():
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed (pip install '.[test]')"
+        "playwright.sync_api",
+        reason="the playwright package is not installed (pip install '.[test]')",
     )
     exe = _chromium()
     if exe is None:
@@ -63,21 +68,38 @@ def make_study(n_readers=2, images_per_reader=6):
     labels["Nodule"] = (np.arange(n) % 3 == 0).astype("int8")
     rp = paths.run_paths(RUN)
     artifacts.write_parquet(rp.labels, labels)
-    artifacts.write_json(rp.run_json, {"run": RUN, "parameters": {}, "stages": {},
-                                     "data": {"dataset": "nih-phantom", "synthetic": True}})
-    artifacts.write_parquet(rp.pies("global_l1"), pd.DataFrame({"image_id": ids, "spearman": 0.0,
-                                                                "is_pie": np.arange(n) % 4 == 0}))
+    artifacts.write_json(
+        rp.run_json,
+        {
+            "run": RUN,
+            "parameters": {},
+            "stages": {},
+            "data": {"dataset": "nih-phantom", "synthetic": True},
+        },
+    )
+    artifacts.write_parquet(
+        rp.pies("global_l1"),
+        pd.DataFrame({"image_id": ids, "spearman": 0.0, "is_pie": np.arange(n) % 4 == 0}),
+    )
     split = SimpleNamespace(images=rng.integers(0, 256, (n, 32, 32), dtype=np.uint8), image_ids=ids)
-    key = rs.assign_images(rs.load_pies(RUN), n_readers=n_readers, images_per_reader=images_per_reader,
-                           seed=3, study=RUN)
+    key = rs.assign_images(
+        rs.load_pies(RUN),
+        n_readers=n_readers,
+        images_per_reader=images_per_reader,
+        seed=3,
+        study=RUN,
+    )
     packets = rs.write_study(RUN, key, split=split)
     return rs.read_key(RUN), packets
 
 
 def intended(is_pie):
     """What the test answers: PIEs yes/1/5, non-PIEs no/5/1 — recognisable after the join."""
-    return {"agree": "yes", "quality": "1", "difficulty": "5"} if is_pie else {
-        "agree": "no", "quality": "5", "difficulty": "1"}
+    return (
+        {"agree": "yes", "quality": "1", "difficulty": "5"}
+        if is_pie
+        else {"agree": "no", "quality": "5", "difficulty": "1"}
+    )
 
 
 def test_packet_round_trip_in_chromium(browser, tmp_path):

@@ -17,9 +17,16 @@ def answers(rng, n_readers=4, per_reader=30, effect=1.0):
         for k in range(per_reader):
             pie = k % 2 == 0
             latent = bias + effect * pie + rng.logistic()
-            rows.append({"reader": f"reader-{r + 1}", "image_id": f"im{r}-{k}", "is_pie": pie,
-                         "agree": float(latent > 0.5), "quality": float(np.clip(np.round(3 + latent), 1, 5)),
-                         "difficulty": float(np.clip(np.round(3 - latent), 1, 5))})
+            rows.append(
+                {
+                    "reader": f"reader-{r + 1}",
+                    "image_id": f"im{r}-{k}",
+                    "is_pie": pie,
+                    "agree": float(latent > 0.5),
+                    "quality": float(np.clip(np.round(3 + latent), 1, 5)),
+                    "difficulty": float(np.clip(np.round(3 - latent), 1, 5)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -30,7 +37,11 @@ def test_cmh_equals_statsmodels_stratified_table():
     tables = []
     for _, g in a.groupby("reader"):
         pie, yes = g["is_pie"].to_numpy(), g["agree"].to_numpy() == 1
-        tables.append(np.array([[np.sum(pie & yes), np.sum(pie & ~yes)], [np.sum(~pie & yes), np.sum(~pie & ~yes)]]))
+        tables.append(
+            np.array(
+                [[np.sum(pie & yes), np.sum(pie & ~yes)], [np.sum(~pie & yes), np.sum(~pie & ~yes)]]
+            )
+        )
     st = StratifiedTable(tables)
     assert row["p_value"] == pytest.approx(st.test_null_odds(correction=False).pvalue)
     assert row["estimate"] == pytest.approx(st.oddsratio_pooled)
@@ -43,8 +54,16 @@ def test_cmh_hand_built_identical_tables():
     for r in ("reader-1", "reader-2"):
         for pie, yes in ((True, 8), (False, 2)):
             for k in range(10):
-                rows.append({"reader": r, "image_id": f"{r}-{pie}-{k}", "is_pie": pie, "agree": float(k < yes),
-                             "quality": 3.0, "difficulty": 3.0})
+                rows.append(
+                    {
+                        "reader": r,
+                        "image_id": f"{r}-{pie}-{k}",
+                        "is_pie": pie,
+                        "agree": float(k < yes),
+                        "quality": 3.0,
+                        "difficulty": 3.0,
+                    }
+                )
     row = stratified.cmh_agree(pd.DataFrame(rows))
     assert row["estimate"] == pytest.approx(16.0)
     assert row["p_value"] < 0.001
@@ -56,7 +75,9 @@ def test_ordinal_model_equals_direct_orderedmodel():
     row = stratified.ordinal_by_reader(a, "quality")
     exog = pd.get_dummies(a["reader"], prefix="reader", drop_first=True, dtype=float)
     exog.insert(0, "is_pie", a["is_pie"].astype(float))
-    endog = pd.Series(pd.Categorical(a["quality"], categories=np.sort(a["quality"].unique()), ordered=True))
+    endog = pd.Series(
+        pd.Categorical(a["quality"], categories=np.sort(a["quality"].unique()), ordered=True)
+    )
     fit = OrderedModel(endog, exog, distr="logit").fit(method="bfgs", disp=False, maxiter=500)
     assert row["estimate"] == pytest.approx(np.exp(fit.params["is_pie"]), rel=1e-4)
     assert row["p_value"] == pytest.approx(fit.pvalues["is_pie"], rel=1e-3)

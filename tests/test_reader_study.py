@@ -29,14 +29,25 @@ def make_run(n=120, *, pie_every=4, run=RUN, dataset="nih-phantom", size=16):
     """labels.parquet, run.json and pies.parquet of a small run; returns its test split."""
     rng = np.random.default_rng(0)
     ids = [f"{i:08d}_000.png" for i in range(n)]
-    labels = pd.DataFrame({"image_id": ids, "patient_id": [f"p{i}" for i in range(n)], "split": "test"})
+    labels = pd.DataFrame(
+        {"image_id": ids, "patient_id": [f"p{i}" for i in range(n)], "split": "test"}
+    )
     for c in CLASSES:
         labels[c] = rng.integers(0, 2, n).astype("int8")
     rp = paths.run_paths(run)
     artifacts.write_parquet(rp.labels, labels)
-    artifacts.write_json(rp.run_json, {"run": run, "parameters": {}, "stages": {},
-                                     "data": {"dataset": dataset, "synthetic": dataset == "nih-phantom"}})
-    pies = pd.DataFrame({"image_id": ids, "spearman": rng.random(n), "is_pie": np.arange(n) % pie_every == 0})
+    artifacts.write_json(
+        rp.run_json,
+        {
+            "run": run,
+            "parameters": {},
+            "stages": {},
+            "data": {"dataset": dataset, "synthetic": dataset == "nih-phantom"},
+        },
+    )
+    pies = pd.DataFrame(
+        {"image_id": ids, "spearman": rng.random(n), "is_pie": np.arange(n) % pie_every == 0}
+    )
     artifacts.write_parquet(rp.pies("global_l1"), pies)
     images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
     return SimpleNamespace(images=images, image_ids=ids)
@@ -87,7 +98,9 @@ def test_design_is_seeded_and_independent_of_row_order():
     make_run()
     pies = rs.load_pies(RUN)
     a = rs.assign_images(pies, n_readers=3, images_per_reader=8, seed=5)
-    b = rs.assign_images(pies.sample(frac=1, random_state=3), n_readers=3, images_per_reader=8, seed=5)
+    b = rs.assign_images(
+        pies.sample(frac=1, random_state=3), n_readers=3, images_per_reader=8, seed=5
+    )
     c = rs.assign_images(pies, n_readers=3, images_per_reader=8, seed=6)
     pd.testing.assert_frame_equal(a, b)
     assert not a["code"].equals(c["code"])
@@ -116,7 +129,9 @@ def test_codes_carry_no_information_about_the_image():
 def test_too_few_pies_names_the_parameters_and_allow_overlap():
     make_run(40, pie_every=4)  # 10 PIEs; 3 readers x 4 PIEs = 12 needed
     pies = rs.load_pies(RUN)
-    with pytest.raises(ValueError, match=r"10 PIEs.*n_readers=3.*images_per_reader/2=4.*allow_overlap"):
+    with pytest.raises(
+        ValueError, match=r"10 PIEs.*n_readers=3.*images_per_reader/2=4.*allow_overlap"
+    ):
         rs.assign_images(pies, n_readers=3, images_per_reader=8, seed=0)
     key = rs.assign_images(pies, n_readers=3, images_per_reader=8, seed=0, allow_overlap=True)
     for _, g in key.groupby("reader"):
@@ -176,7 +191,7 @@ def test_packets_are_self_contained_and_hide_pie_status():
         assert path == paths.run_paths(RUN).reader_packet(reader)
         text = path.read_text()
         mine = key[key["reader"] == reader]
-        assert text.count('data:image/png;base64,') == 8
+        assert text.count("data:image/png;base64,") == 8
         bare = _strip_images(text)
         assert "pie" not in bare.lower()
         assert "global_l1" not in bare
@@ -199,7 +214,10 @@ def test_packets_are_self_contained_and_hide_pie_status():
     manifest = artifacts.read_json(paths.run_paths(RUN).reader_manifest)
     assert manifest["parameters"] == {"seed": 1}
     assert manifest["n_distinct_images"] == 24 and manifest["max_readers_per_image"] == 1
-    assert manifest["readers"]["reader-2"]["packet_id"] == key[key["reader"] == "reader-2"]["packet_id"].iloc[0]
+    assert (
+        manifest["readers"]["reader-2"]["packet_id"]
+        == key[key["reader"] == "reader-2"]["packet_id"].iloc[0]
+    )
 
 
 def test_packets_of_dropped_readers_are_removed():
@@ -219,7 +237,9 @@ def test_a_key_with_real_answers_is_not_overwritten():
     write_csv(paths.run_paths(RUN).reader_responses / "reader-1.csv", answer_rows(key, "reader-1"))
     rs.write_study(RUN, key, split=split)  # same design: fine
     with pytest.raises(FileExistsError, match="holds readers' answers"):
-        rs.write_study(RUN, rs.assign_images(pies, n_readers=2, images_per_reader=4, seed=1), split=split)
+        rs.write_study(
+            RUN, rs.assign_images(pies, n_readers=2, images_per_reader=4, seed=1), split=split
+        )
 
 
 def test_images_missing_from_the_split_are_named():
@@ -231,7 +251,11 @@ def test_images_missing_from_the_split_are_named():
 
 
 def test_packet_metadata_cannot_close_its_script():
-    item = rs_packets.PacketItem(code="AAAA-BBBB", labels=("</script><b>x",), png=figures.png_base64(np.zeros((4, 4), np.uint8)))
+    item = rs_packets.PacketItem(
+        code="AAAA-BBBB",
+        labels=("</script><b>x",),
+        png=figures.png_base64(np.zeros((4, 4), np.uint8)),
+    )
     text = rs_packets.render_packet([item], reader="r</script>", packet_id="p")
     assert text.count("</script>") == 2  # only the two real script elements close
     assert "&lt;/script&gt;&lt;b&gt;x" in text
@@ -258,8 +282,12 @@ def test_join_is_by_code_not_by_row_position(study, tmp_path):
     assert (merged["is_pie"] == merged["is_pie_key"]).all()
     pie = answers[answers["is_pie"]]
     non = answers[~answers["is_pie"]]
-    assert (pie["agree"] == 1).all() and (pie["quality"] == 1).all() and (pie["difficulty"] == 5).all()
-    assert (non["agree"] == 0).all() and (non["quality"] == 5).all() and (non["difficulty"] == 1).all()
+    assert (
+        (pie["agree"] == 1).all() and (pie["quality"] == 1).all() and (pie["difficulty"] == 5).all()
+    )
+    assert (
+        (non["agree"] == 0).all() and (non["quality"] == 5).all() and (non["difficulty"] == 1).all()
+    )
     assert (answers["group"] == np.where(answers["is_pie"], "PIE", "non-PIE")).all()
     # the same answers in key order give the same table
     ordered = rs.read_responses([write_csv(tmp_path / "c.csv", answer_rows(study))], study)
@@ -296,19 +324,50 @@ def _edit(study, tmp_path, name, change):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda rows: rows[2].__setitem__(2, "ZZZZ-ZZZZ"), r"bad\.csv, row 4: unknown code 'ZZZZ-ZZZZ'"),
+        (
+            lambda rows: rows[2].__setitem__(2, "ZZZZ-ZZZZ"),
+            r"bad\.csv, row 4: unknown code 'ZZZZ-ZZZZ'",
+        ),
         (lambda rows: rows[0].__setitem__(2, ""), r"bad\.csv, row 2: empty code"),
-        (lambda rows: rows[1].__setitem__(3, "maybe"), r"bad\.csv, row 3: agree = 'maybe' is not yes or no"),
-        (lambda rows: rows[3].__setitem__(4, "6"), r"bad\.csv, row 5: quality = '6' is not an integer from 1 to 5"),
+        (
+            lambda rows: rows[1].__setitem__(3, "maybe"),
+            r"bad\.csv, row 3: agree = 'maybe' is not yes or no",
+        ),
+        (
+            lambda rows: rows[3].__setitem__(4, "6"),
+            r"bad\.csv, row 5: quality = '6' is not an integer from 1 to 5",
+        ),
         (lambda rows: rows[3].__setitem__(4, "3.5"), r"row 5: quality = '3.5' is not an integer"),
-        (lambda rows: rows[7].__setitem__(5, "0"), r"row 9: difficulty = '0' is not an integer from 1 to 5"),
+        (
+            lambda rows: rows[7].__setitem__(5, "0"),
+            r"row 9: difficulty = '0' is not an integer from 1 to 5",
+        ),
         (lambda rows: rows[7].__setitem__(5, "hard"), r"row 9: difficulty = 'hard'"),
-        (lambda rows: rows.append(list(rows[4])), r"bad\.csv, row 10: code '[A-Z0-9-]+' answered again \(first in .*bad\.csv, row 6\)"),
-        (lambda rows: rows[0].__setitem__(0, "reader-2"), r"row 2: code .* belongs to the packet of 'reader-1', but the row says reader 'reader-2'"),
-        (lambda rows: rows[0].__setitem__(1, "rs:reader-1:0000000000"), r"row 2: packet_id .* is not the current packet"),
+        (
+            lambda rows: rows.append(list(rows[4])),
+            r"bad\.csv, row 10: code '[A-Z0-9-]+' answered again \(first in .*bad\.csv, row 6\)",
+        ),
+        (
+            lambda rows: rows[0].__setitem__(0, "reader-2"),
+            r"row 2: code .* belongs to the packet of 'reader-1', but the row says reader 'reader-2'",
+        ),
+        (
+            lambda rows: rows[0].__setitem__(1, "rs:reader-1:0000000000"),
+            r"row 2: packet_id .* is not the current packet",
+        ),
     ],
-    ids=["unknown-code", "empty-code", "agree", "quality-high", "quality-fraction", "difficulty-low",
-         "difficulty-text", "duplicate", "other-reader", "old-packet"],
+    ids=[
+        "unknown-code",
+        "empty-code",
+        "agree",
+        "quality-high",
+        "quality-fraction",
+        "difficulty-low",
+        "difficulty-text",
+        "duplicate",
+        "other-reader",
+        "old-packet",
+    ],
 )
 def test_malformed_responses_name_file_and_row(study, tmp_path, change, match):
     path = _edit(study, tmp_path, "bad.csv", change)
@@ -319,7 +378,10 @@ def test_malformed_responses_name_file_and_row(study, tmp_path, change, match):
 def test_duplicate_across_files(study, tmp_path):
     a = write_csv(tmp_path / "first.csv", answer_rows(study, "reader-1"))
     b = write_csv(tmp_path / "second.csv", answer_rows(study, "reader-1")[3:4])
-    with pytest.raises(rs.ResponseError, match=r"second\.csv, row 2: .* answered again \(first in .*first\.csv, row 5\)"):
+    with pytest.raises(
+        rs.ResponseError,
+        match=r"second\.csv, row 2: .* answered again \(first in .*first\.csv, row 5\)",
+    ):
         rs.read_responses([a, b], study)
 
 
@@ -335,8 +397,12 @@ def test_header_only_file_and_missing_columns_and_no_files(study, tmp_path):
     header_only = write_csv(tmp_path / "header.csv", [])
     with pytest.raises(rs.ResponseError, match=r"header\.csv: no rows"):
         rs.read_responses([header_only], study)
-    cols = write_csv(tmp_path / "cols.csv", [["reader-1", "x", "yes"]], columns=["reader", "code", "agree"])
-    with pytest.raises(rs.ResponseError, match=r"cols\.csv: missing column\(s\) \['quality', 'difficulty'\]"):
+    cols = write_csv(
+        tmp_path / "cols.csv", [["reader-1", "x", "yes"]], columns=["reader", "code", "agree"]
+    )
+    with pytest.raises(
+        rs.ResponseError, match=r"cols\.csv: missing column\(s\) \['quality', 'difficulty'\]"
+    ):
         rs.read_responses([cols], study)
     (tmp_path / "zero.csv").write_text("")
     with pytest.raises(rs.ResponseError, match=r"zero\.csv: cannot be read as CSV"):
@@ -364,7 +430,9 @@ def _kruskal_reference(a, b):
     x = np.concatenate([a, b])
     ranks = scipy.stats.rankdata(x)
     n = len(x)
-    h = 12 / (n * (n + 1)) * (ranks[: len(a)].sum() ** 2 / len(a) + ranks[len(a):].sum() ** 2 / len(b)) - 3 * (n + 1)
+    h = 12 / (n * (n + 1)) * (
+        ranks[: len(a)].sum() ** 2 / len(a) + ranks[len(a) :].sum() ** 2 / len(b)
+    ) - 3 * (n + 1)
     _, counts = np.unique(x, return_counts=True)
     return h / (1 - (counts**3 - counts).sum() / (n**3 - n))
 
@@ -373,8 +441,16 @@ def _toy_answers(pie, non):
     rows = []
     for flag, values in ((True, pie), (False, non)):
         for v in values:
-            rows.append({"reader": "reader-1", "is_pie": flag, "agree": float(v > 2), "quality": float(v),
-                         "difficulty": float(6 - v), "source": "readers"})
+            rows.append(
+                {
+                    "reader": "reader-1",
+                    "is_pie": flag,
+                    "agree": float(v > 2),
+                    "quality": float(v),
+                    "difficulty": float(6 - v),
+                    "source": "readers",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -385,9 +461,13 @@ def test_compare_groups_on_a_hand_computed_case():
     assert q["n_pie"] == 5 and q["n_non_pie"] == 6
     assert q["mean_pie"] == pytest.approx(2.4) and q["mean_non_pie"] == pytest.approx(26 / 6)
     assert q["sd_pie"] == pytest.approx(np.std(pie, ddof=1))
-    assert q["kw_h"] == pytest.approx(_kruskal_reference(np.array(pie, float), np.array(non, float)))
+    assert q["kw_h"] == pytest.approx(
+        _kruskal_reference(np.array(pie, float), np.array(non, float))
+    )
     assert q["kw_p"] == pytest.approx(scipy.stats.chi2.sf(q["kw_h"], 1))
-    assert q["mwu_p"] == pytest.approx(scipy.stats.mannwhitneyu(pie, non, alternative="two-sided").pvalue)
+    assert q["mwu_p"] == pytest.approx(
+        scipy.stats.mannwhitneyu(pie, non, alternative="two-sided").pvalue
+    )
     assert q["welch_t"] == pytest.approx(scipy.stats.ttest_ind(pie, non, equal_var=False).statistic)
     assert q["welch_t"] < 0
     d = tests.loc["difficulty"]  # 6 - v: mirrored, same H and P
@@ -479,8 +559,19 @@ def test_write_results_follows_the_layout(study):
     assert out == {"answers": rp.reader_answers, "tests": rp.reader_tests}
     back = pd.read_parquet(rp.reader_tests)
     assert list(back["question"]) == list(rs_questions.QUESTION_NAMES)
-    for col in ("mean_pie", "sd_pie", "mean_non_pie", "sd_non_pie", "kw_h", "kw_p", "mwu_u", "mwu_p",
-                "welch_t", "welch_p", "source"):
+    for col in (
+        "mean_pie",
+        "sd_pie",
+        "mean_non_pie",
+        "sd_non_pie",
+        "kw_h",
+        "kw_p",
+        "mwu_u",
+        "mwu_p",
+        "welch_t",
+        "welch_p",
+        "source",
+    ):
         assert col in back.columns
     assert (back["source"] == "simulated").all()
 
@@ -515,7 +606,9 @@ def test_notebook_follows_the_conventions():
     assert code[-1].source.strip() == 'px.finish_stage("07_reader_study", run=run)'
     for cell in code:
         tree = ast.parse(cell.source)
-        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree))
+        assert not any(
+            isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree)
+        )
     for before, cell in zip(nb.cells, nb.cells[1:]):
         if cell.cell_type == "code" and cell is not params and "finish_stage" not in cell.source:
             assert before.cell_type == "markdown" or before is params, cell.source[:40]
@@ -542,14 +635,17 @@ def test_packets_from_the_run_image_cache():
     data.prepare_run("ph", dataset="nih-phantom", resolution=32, max_patients=120)
     test = data.open_split("ph", "test")
     is_pie = np.arange(len(test.image_ids)) % 5 == 0
-    artifacts.write_parquet(paths.run_paths("ph").pies("global_l1"),
-                     pd.DataFrame({"image_id": test.image_ids, "spearman": 0.0, "is_pie": is_pie}))
+    artifacts.write_parquet(
+        paths.run_paths("ph").pies("global_l1"),
+        pd.DataFrame({"image_id": test.image_ids, "spearman": 0.0, "is_pie": is_pie}),
+    )
     key = rs.assign_images(rs.load_pies("ph"), n_readers=2, images_per_reader=6, seed=0, study="ph")
     packets = rs.write_study("ph", key)
     text = packets["reader-2"].read_text()
-    from PIL import Image
     import base64
     import io as bio
+
+    from PIL import Image
 
     first = key[key["reader"] == "reader-2"].sort_values("position").iloc[0]
     data_uri = re.search(r'src="data:image/png;base64,([^"]+)"', text).group(1)

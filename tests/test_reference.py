@@ -19,8 +19,13 @@ from prunecxr.data.specs import NIH_CXR_LT_CLASSES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FOLDER = Path(reference.__file__).parent
-ADDED = ("Subcutaneous Emphysema", "Tortuous Aorta", "Calcification of the Aorta", "Pneumoperitoneum",
-         "Pneumomediastinum")
+ADDED = (
+    "Subcutaneous Emphysema",
+    "Tortuous Aorta",
+    "Calcification of the Aorta",
+    "Pneumoperitoneum",
+    "Pneumomediastinum",
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +37,12 @@ def test_split_file_is_the_papers_split():
     split = reference.nih_cxr_lt_split()
     assert len(split) == 112_120
     assert split.value_counts().to_dict() == {"train": 78_506, "test": 21_081, "val": 12_533}
-    assert reference.image_totals("nih-cxr-lt") == {"train": 78_506, "val": 12_533, "test": 21_081,
-                                                    "total": 112_120}
+    assert reference.image_totals("nih-cxr-lt") == {
+        "train": 78_506,
+        "val": 12_533,
+        "test": 21_081,
+        "total": 112_120,
+    }
 
 
 def test_package_data_is_the_shared_reference_data():
@@ -69,7 +78,10 @@ def test_phantom_counts_of_the_14_findings_equal_table_2(table):
 def test_no_finding_differs_by_the_images_of_the_five_added_findings(table):
     counts = reference.class_counts("nih-cxr-lt")
     for split in ("train", "val", "test"):
-        extra = int(table.loc[table["split"] == split, "No Finding"].sum()) - counts.loc["No Finding", split]
+        extra = (
+            int(table.loc[table["split"] == split, "No Finding"].sum())
+            - counts.loc["No Finding", split]
+        )
         # NIH-CXR-LT cleared No Finding on images with an added finding: at least one per such
         # image, at most as many as the added findings' positives in the split
         assert 0 < extra <= int(counts.loc[list(ADDED), split].sum()), split

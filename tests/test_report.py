@@ -10,8 +10,15 @@ import plotly.io as pio
 
 from prunecxr import artifacts, config, figures, paths, report
 
-NOTEBOOKS = ["01_data", "02_train", "03_prune", "04_class_forgetting", "05_cooccurrence", "06_pies",
-             "07_reader_study"]
+NOTEBOOKS = [
+    "01_data",
+    "02_train",
+    "03_prune",
+    "04_class_forgetting",
+    "05_cooccurrence",
+    "06_pies",
+    "07_reader_study",
+]
 #: the header comment of the plotly.js bundle: counts how many copies a page carries
 PLOTLYJS_MARK = "plotly.js v"
 
@@ -21,8 +28,11 @@ def executed_notebook(path, *, run, figures_=(), title="A stage"):
     parameters cell, the injected cell, and figure outputs; plotly.js in the first one, and
     plotly's MathJax-from-a-CDN script tag in every figure output."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     params = nbformat.v4.new_code_cell('run: str = "default"  # the run', execution_count=1)
     params.metadata["tags"] = ["parameters"]
     injected = nbformat.v4.new_code_cell(f'# Parameters\nrun = "{run}"\n', execution_count=2)
@@ -31,28 +41,46 @@ def executed_notebook(path, *, run, figures_=(), title="A stage"):
     for i, fig in enumerate(figures_):
         html = pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0), include_mathjax="cdn")
         out = nbformat.v4.new_output("display_data", data={"text/html": html})
-        nb.cells.append(nbformat.v4.new_code_cell(f"fig{i}.show()  # secret_code_{i}",
-                                                  execution_count=3 + i, outputs=[out]))
+        nb.cells.append(
+            nbformat.v4.new_code_cell(
+                f"fig{i}.show()  # secret_code_{i}", execution_count=3 + i, outputs=[out]
+            )
+        )
     nbformat.write(nb, path)
     return Path(path)
 
 
-def fabricate_run(run="fab", *, dataset="nih-phantom", n_figures=3, executed=("01_data",
-                  "03_prune"), notebooks_dir=None):
+def fabricate_run(
+    run="fab",
+    *,
+    dataset="nih-phantom",
+    n_figures=3,
+    executed=("01_data", "03_prune"),
+    notebooks_dir=None,
+):
     """A run directory with run.json, figures saved by the figure helper, executed notebooks
     and timings — what the report reads, without running the pipeline."""
     config.init_run(run, profile="smoke")
     config.record_data(run, {"dataset": dataset, "synthetic": dataset == "nih-phantom"})
     record = artifacts.read_run(run)
-    record["parameters"] = {"dataset": dataset, "n_seeds": 3, "lr": 0.001,
-                            "methods": ["global_l1", "random"], "sparsities": [0.0, 0.5, 0.9]}
+    record["parameters"] = {
+        "dataset": dataset,
+        "n_seeds": 3,
+        "lr": 0.001,
+        "methods": ["global_l1", "random"],
+        "sparsities": [0.0, 0.5, 0.9],
+    }
     artifacts.write_json(paths.run_paths(run).run_json, record)
     figs = []
     for i in range(n_figures):
         fig = go.Figure(go.Scatter(x=[0, 0.5, 0.9], y=[1, 0.8 - i / 10, 0.3], name=f"curve {i}"))
         fig.update_layout(title=f"Figure {i + 1}")
-        figures.save_figure(fig, f"fig{i + 1}_test", run=run,
-                            data=pd.DataFrame({"x": [0, 0.5, 0.9], "y": [1, 0.8, 0.3]}))
+        figures.save_figure(
+            fig,
+            f"fig{i + 1}_test",
+            run=run,
+            data=pd.DataFrame({"x": [0, 0.5, 0.9], "y": [1, 0.8, 0.3]}),
+        )
         figs.append(fig)
     reports = paths.run_paths(run).reports
     reports.mkdir(parents=True, exist_ok=True)
@@ -83,15 +111,19 @@ def test_external_resources_finds_fetches_not_links_or_script_text():
     </head><body><a href="https://paper.example">paper</a>
     <img src="http://img.example/a.png"><img src="data:image/png;base64,AAAA"></body></html>"""
     found = report.external_resources(page)
-    assert found == ["<script src=https://cdn.example/x.js>",
-                     "<link href=//fonts.example/css>",
-                     "<img src=http://img.example/a.png>"]
+    assert found == [
+        "<script src=https://cdn.example/x.js>",
+        "<link href=//fonts.example/css>",
+        "<img src=http://img.example/a.png>",
+    ]
 
 
 def test_strip_external_scripts_keeps_inline_and_local_scripts():
-    page = ('<div><script src="https://cdnjs.cloudflare.com/mathjax.js"></script>'
-            '<script>var t = "<script src=https://x/>";</script>'
-            "<script src='plotly.min.js'></script><script SRC=//cdn/x.js></script></div>")
+    page = (
+        '<div><script src="https://cdnjs.cloudflare.com/mathjax.js"></script>'
+        '<script>var t = "<script src=https://x/>";</script>'
+        "<script src='plotly.min.js'></script><script SRC=//cdn/x.js></script></div>"
+    )
     out = report.strip_external_scripts(page)
     assert "cdnjs" not in out and "//cdn/x.js" not in out
     assert 'var t = "<script src=https://x/>";' in out
@@ -168,9 +200,12 @@ def test_figure_without_plotly_html_falls_back_to_png(monkeypatch):
     html.write_text("<html><body><p>not a plotly figure</p></body></html>")
     png = rp.figures / "fig1_test.png"
     if not png.exists():  # no Chrome here: a tiny valid PNG stands in
-        png.write_bytes(bytes.fromhex(
-            "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-            "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"))
+        png.write_bytes(
+            bytes.fromhex(
+                "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+            )
+        )
     text = report.build_report("png").read_text(encoding="utf-8")
     assert 'class="figure-png"' in text and "data:image/png;base64," in text
     assert PLOTLYJS_MARK not in text  # nothing interactive: no plotly.js at all
@@ -182,8 +217,9 @@ def test_paper_table_rendered_or_absence_noted(monkeypatch):
     text = report.build_report("paper").read_text(encoding="utf-8")
     assert "Paper versus this run" in text and "no table: reason X" in text
 
-    table = pd.DataFrame({"quantity": ["rho(FCD, |log freq diff|)"], "paper": [0.61],
-                          "run": [float("nan")]})
+    table = pd.DataFrame(
+        {"quantity": ["rho(FCD, |log freq diff|)"], "paper": [0.61], "run": [float("nan")]}
+    )
     monkeypatch.setattr(report, "paper_table", lambda run: (table, ""))
     text = report.build_report("paper").read_text(encoding="utf-8")
     assert "rho(FCD, |log freq diff|)" in text and "0.610" in text and "—" in text

@@ -9,13 +9,20 @@ from prunecxr import report
 from test_report import fabricate_run
 
 CHROMIUM = os.environ.get("PRUNECXR_TEST_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) or shutil.which("chromium")),
-                       reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"),
+    pytest.mark.skipif(
+        not (os.access(CHROMIUM, os.X_OK) or shutil.which("chromium")),
+        reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)",
+    ),
 ]
 
 
@@ -54,7 +61,9 @@ def _wait_for_plots(page, n):
         "n => document.querySelectorAll('.plotly-graph-div svg.main-svg').length >= n "
         "&& Array.from(document.querySelectorAll('.plotly-graph-div'))"
         "        .every(d => d.querySelector('svg.main-svg'))",
-        arg=n, timeout=30_000)
+        arg=n,
+        timeout=30_000,
+    )
 
 
 def test_index_shows_every_figure_offline(offline_page, tmp_path):

@@ -27,19 +27,31 @@ RUN = config.load_profile("smoke")["run"]
 
 def _rerun(home, *overrides: str, notebooks: str = "01-03") -> None:
     env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
-    args = [sys.executable, "-m", "prunecxr", "run", "--profile", "smoke", "--notebooks", notebooks,
-            "--no-report"]
+    args = [
+        sys.executable,
+        "-m",
+        "prunecxr",
+        "run",
+        "--profile",
+        "smoke",
+        "--notebooks",
+        notebooks,
+        "--no-report",
+    ]
     for item in overrides:
         args += ["-p", item]
-    proc = subprocess.run(args, cwd=paths.project_root(), env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        args, cwd=paths.project_root(), env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
 
 
 def _stores(home) -> dict[str, str]:
     """sha256 of every ``probs.npy`` under ``runs/<run>/prune/``, by method."""
     root = home / "runs" / RUN / "prune"
-    out = {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.glob("*/probs.npy")}
+    out = {
+        p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.glob("*/probs.npy")
+    }
     assert out, f"no probs.npy under {root}"
     return out
 
@@ -58,7 +70,9 @@ def test_seeds_as_ray_tasks_give_the_same_bits(first, tmp_path):
     assert config.load_profile("smoke")["population"] == "sequential"
     _rerun(tmp_path, "population=ray")
     run = tmp_path / "runs" / RUN
-    assert json.loads((run / "models" / "train.json").read_text())["execution"]["population"] == "ray"
+    assert (
+        json.loads((run / "models" / "train.json").read_text())["execution"]["population"] == "ray"
+    )
     assert all("node" in json.loads(p.read_text()) for p in run.glob("prune/*/work/seed-*.json"))
     pruning = config.load_profile("smoke")["methods"]
     assert _stores(tmp_path) == {m: first[m] for m in pruning}

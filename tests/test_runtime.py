@@ -37,10 +37,19 @@ print(json.dumps({"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_S
 
 
 def _run(code: str, **env) -> str:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in (runtime.MALLOC_ENV, "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, "PYTHONPATH": LIB, **env},
-                         check=True, capture_output=True, text=True, timeout=120)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (runtime.MALLOC_ENV, "GLIBC_TUNABLES") and not k.startswith("MALLOC_")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, "PYTHONPATH": LIB, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 

@@ -49,7 +49,11 @@ def test_correlation_drops_non_finite_pairs():
 
 @pytest.mark.parametrize(
     "x, y",
-    [([1.0, 2.0], [2.0, 1.0]), ([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]), ([np.nan] * 4, [1.0, 2.0, 3.0, 4.0])],
+    [
+        ([1.0, 2.0], [2.0, 1.0]),
+        ([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]),
+        ([np.nan] * 4, [1.0, 2.0, 3.0, 4.0]),
+    ],
     ids=["two-pairs", "constant", "all-nan"],
 )
 def test_correlation_undefined_is_nan_without_warning(x, y):
@@ -79,9 +83,12 @@ def test_correlation_symmetric_and_order_free(x, rnd):
     y = np.arange(x.size, dtype=float) ** 1.5
     perm = np.array(rnd.sample(range(x.size), x.size))
     a, b, c = stats.correlation(x, y), stats.correlation(y, x), stats.correlation(x[perm], y[perm])
-    np.testing.assert_allclose([a.pearson_r, a.spearman_rho], [b.pearson_r, b.spearman_rho], equal_nan=True)
-    np.testing.assert_allclose([a.pearson_r, a.spearman_rho], [c.pearson_r, c.spearman_rho],
-                               equal_nan=True, atol=1e-12)
+    np.testing.assert_allclose(
+        [a.pearson_r, a.spearman_rho], [b.pearson_r, b.spearman_rho], equal_nan=True
+    )
+    np.testing.assert_allclose(
+        [a.pearson_r, a.spearman_rho], [c.pearson_r, c.spearman_rho], equal_nan=True, atol=1e-12
+    )
 
 
 # -- OLS -----------------------------------------------------------------------------------
@@ -167,7 +174,9 @@ def test_rowwise_spearman_shapes():
     st.integers(1, 8).flatmap(
         lambda n: st.integers(2, 8).flatmap(
             lambda k: st.tuples(
-                hnp.arrays(float, (n, k), elements=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9, 1.0])),
+                hnp.arrays(
+                    float, (n, k), elements=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9, 1.0])
+                ),
                 hnp.arrays(float, (n, k), elements=st.floats(0, 1)),
             )
         )
@@ -190,10 +199,14 @@ def test_rowwise_spearman_permutation_invariant_and_bounded(ab, rnd):
 
 
 def test_correlation_display_formats_r_and_rho():
-    table = stats.correlation_table(pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0, 3, 2, 5]}), [("a", "b")])
+    table = stats.correlation_table(
+        pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0, 3, 2, 5]}), [("a", "b")]
+    )
     shown = stats.correlation_display(table.assign(method="m"))
     assert list(shown.columns) == ["method", "x", "y", "n", "pearson", "spearman"]
-    assert shown["pearson"].iloc[0].startswith("r = ") and shown["spearman"].iloc[0].startswith("ρ = 0.80 (P = ")
+    assert shown["pearson"].iloc[0].startswith("r = ") and shown["spearman"].iloc[0].startswith(
+        "ρ = 0.80 (P = "
+    )
 
 
 # -- least-squares line --------------------------------------------------------------------
@@ -219,12 +232,15 @@ def test_fit_line_undefined_is_none():
 
 # -- IoU of label columns ------------------------------------------------------------------
 def test_label_iou_by_hand():
-    y = np.array([
-        [1, 1, 0, 0],
-        [1, 0, 0, 0],
-        [1, 1, 1, 0],
-        [0, 1, 1, 0],
-    ], dtype=np.int8)
+    y = np.array(
+        [
+            [1, 1, 0, 0],
+            [1, 0, 0, 0],
+            [1, 1, 1, 0],
+            [0, 1, 1, 0],
+        ],
+        dtype=np.int8,
+    )
     iou = stats.label_iou(y)
     # A = {0,1,2}, B = {0,2,3}, C = {2,3}, D = {}
     assert iou[0, 1] == pytest.approx(2 / 4)  # A ∩ B = {0,2}, A ∪ B = {0,1,2,3}
@@ -239,7 +255,9 @@ def test_label_iou_matches_jaccard_and_does_not_overflow():
     from sklearn.metrics import jaccard_score
 
     rng = np.random.default_rng(1)
-    y = (rng.random((300, 5)) < 0.7).astype(np.int8)  # over 127 shared positives: int8 would overflow
+    y = (rng.random((300, 5)) < 0.7).astype(
+        np.int8
+    )  # over 127 shared positives: int8 would overflow
     iou = stats.label_iou(y)
     for a in range(5):
         for b in range(5):

@@ -32,10 +32,14 @@ def test_fraction_0_is_the_dense_model_and_larger_fractions_are_smaller(method):
     assert zero is not model and n_params(zero) == n_params(model)
     assert np.array_equal(inference.predict(zero, images, batch_size=8, device="cpu"), dense)
     sizes = [n_params(pruner.compress(f)) for f in FRACTIONS]
-    assert all(a > b for a, b in zip(sizes, sizes[1:])), sizes  # physically smaller, level after level
+    assert all(a > b for a, b in zip(sizes, sizes[1:])), (
+        sizes
+    )  # physically smaller, level after level
     out = pruner.compress(0.5)
     assert out(models.preprocess(images[:2])).shape == (2, 5)  # the classes are kept
-    assert np.array_equal(inference.predict(model, images, batch_size=8, device="cpu"), dense)  # untouched
+    assert np.array_equal(
+        inference.predict(model, images, batch_size=8, device="cpu"), dense
+    )  # untouched
 
 
 def test_uniform_removes_the_same_fraction_of_every_layer():

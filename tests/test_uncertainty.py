@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from prunecxr import levels, metrics as metrics_
+from prunecxr import levels
+from prunecxr import metrics as metrics_
 from prunecxr.analysis import forgetting, pie_intervals, pies, uncertainty
 
 
@@ -51,14 +52,18 @@ def test_resampled_ap_equals_ranking_metrics():
     y = (rng.random(n) < 0.1).astype(int)
     s = np.round(rng.random(n) + 0.4 * y, 2)  # many ties
     ap = metrics_.ranking_metrics(y[:, None], s[:, None])[0][0]
-    assert metrics_.resampled_ap(y, s, np.ones((1, n), int), np.arange(n))[0] == pytest.approx(ap, rel=1e-12)
+    assert metrics_.resampled_ap(y, s, np.ones((1, n), int), np.arange(n))[0] == pytest.approx(
+        ap, rel=1e-12
+    )
     # a patient drawn k times: its images appear k times
     patient = rng.integers(0, 50, n)
     counts = rng.integers(0, 3, (4, 50))
     out = metrics_.resampled_ap(y, s, counts, patient)
     for b in range(4):
         rep = counts[b, patient]
-        direct = metrics_.ranking_metrics(np.repeat(y, rep)[:, None], np.repeat(s, rep)[:, None])[0][0]
+        direct = metrics_.ranking_metrics(np.repeat(y, rep)[:, None], np.repeat(s, rep)[:, None])[
+            0
+        ][0]
         assert out[b] == pytest.approx(direct, rel=1e-6)
     assert np.isnan(metrics_.resampled_ap(np.zeros(n, int), s, counts, patient)).all()
 
@@ -67,18 +72,28 @@ def test_seed_changes_give_notebook_04s_curves_and_correlations():
     m = synth_metrics()
     ch = uncertainty.seed_changes(m, CLASSES)
     curves = forgetting.forgettability_curves(m, classes=CLASSES)
-    np.testing.assert_allclose(ch.curves(), forgetting.curve_matrix(curves, classes=CLASSES).to_numpy().T)
+    np.testing.assert_allclose(
+        ch.curves(), forgetting.curve_matrix(curves, classes=CLASSES).to_numpy().T
+    )
     counts = np.geomspace(30, 5000, 8).astype(int)
     flags = uncertainty.unlearned(uncertainty.dense_auroc(m, CLASSES)).to_numpy()
     assert flags.tolist() == [True] + [False] * 7
     iv = uncertainty.forgetting_intervals(ch, counts, flags, n_boot=200, seed=0)
-    summary = forgetting.class_summary(curves, pd.DataFrame({"split": ["train"], **{c: [1] for c in CLASSES}}))
+    summary = forgetting.class_summary(
+        curves, pd.DataFrame({"split": ["train"], **{c: [1] for c in CLASSES}})
+    )
     summary["train_count"] = counts
     corr = forgetting.frequency_correlations(summary).set_index("y")
-    est = iv[(iv["subset"] == "all") & (iv["resampling"] == "seeds")].set_index("quantity")["estimate"]
-    assert est["rho_freq_first_drop"] == pytest.approx(corr.loc["first_drop", "spearman_rho"], nan_ok=True)
+    est = iv[(iv["subset"] == "all") & (iv["resampling"] == "seeds")].set_index("quantity")[
+        "estimate"
+    ]
+    assert est["rho_freq_first_drop"] == pytest.approx(
+        corr.loc["first_drop", "spearman_rho"], nan_ok=True
+    )
     assert est["r_freq_change_095"] == pytest.approx(corr.loc["rel_change_at_095", "pearson_r"])
-    assert est["rho_freq_change_095"] == pytest.approx(corr.loc["rel_change_at_095", "spearman_rho"])
+    assert est["rho_freq_change_095"] == pytest.approx(
+        corr.loc["rel_change_at_095", "spearman_rho"]
+    )
     assert set(iv["resampling"]) == {"seeds", "classes"}
     assert (iv["ci_low"] <= iv["ci_high"] + 1e-12).all()
 
@@ -89,14 +104,25 @@ def test_class_bootstrap_equals_scipy_paired_bootstrap():
     counts = np.geomspace(30, 5000, 8)
     flags = np.zeros(8, bool)
     iv = uncertainty.forgetting_intervals(ch, counts, flags, n_boot=300, seed=5)
-    row = iv[(iv["quantity"] == "r_freq_change_095") & (iv["subset"] == "all") & (iv["resampling"] == "classes")]
+    row = iv[
+        (iv["quantity"] == "r_freq_change_095")
+        & (iv["subset"] == "all")
+        & (iv["resampling"] == "classes")
+    ]
     change = ch.curves()[-1]
 
     def pearson(x, y, axis=-1):
         return uncertainty.batch_pearson(x, y)
 
-    direct = scipy.stats.bootstrap((np.log(counts), change), pearson, paired=True, vectorized=True,
-                                   n_resamples=300, method="BCa", rng=np.random.default_rng(6))
+    direct = scipy.stats.bootstrap(
+        (np.log(counts), change),
+        pearson,
+        paired=True,
+        vectorized=True,
+        n_resamples=300,
+        method="BCa",
+        rng=np.random.default_rng(6),
+    )
     assert row["ci_low"].iloc[0] == pytest.approx(direct.confidence_interval.low)
     assert row["ci_high"].iloc[0] == pytest.approx(direct.confidence_interval.high)
 
@@ -104,7 +130,9 @@ def test_class_bootstrap_equals_scipy_paired_bootstrap():
 def test_never_crossing_curve_is_censored_beyond_the_last_level():
     axis = levels.axis("sparsity")
     lv = np.array([0.0, 0.5, 0.9])
-    curves = np.array([[0.0, 0.0, 0.0], [-0.1, -0.3, -0.05], [-0.5, -0.6, -0.1]])  # levels × classes
+    curves = np.array(
+        [[0.0, 0.0, 0.0], [-0.1, -0.3, -0.05], [-0.5, -0.6, -0.1]]
+    )  # levels × classes
     first, censored = uncertainty.first_drop_values(curves, lv, axis, 0.2)
     np.testing.assert_array_equal(first, [0.9, 0.5, np.nan])  # one column per class
     np.testing.assert_array_equal(censored, [0.9, 0.5, np.inf])
@@ -124,13 +152,21 @@ def test_patient_bootstrap_interval_contains_the_estimate():
     y = (rng.random((n, 8)) < 0.2).astype(int)
     dense = np.clip(y * 0.3 + rng.random((3, n, 8)) * 0.7, 0, 1).astype(np.float32)
     extreme = np.clip(y * 0.1 * np.arange(8) / 8 + rng.random((3, n, 8)), 0, 1).astype(np.float32)
-    data = uncertainty.PatientData(y=y, dense=dense, extreme=extreme, patient=rng.integers(0, 60, n))
+    data = uncertainty.PatientData(
+        y=y, dense=dense, extreme=extreme, patient=rng.integers(0, 60, n)
+    )
     rel = uncertainty.patient_ap_changes(data, np.ones((1, 60), int))[0]
     ap0 = metrics_.ranking_metrics(y, dense[1])[0]
     apk = metrics_.ranking_metrics(y, extreme[1])[0]
     np.testing.assert_allclose(rel[1], (apk - ap0) / ap0, rtol=1e-6)
-    iv = uncertainty.forgetting_intervals(ch, np.geomspace(30, 5000, 8), np.zeros(8, bool), patients=data,
-                                          n_boot=100, n_boot_patients=50)
+    iv = uncertainty.forgetting_intervals(
+        ch,
+        np.geomspace(30, 5000, 8),
+        np.zeros(8, bool),
+        patients=data,
+        n_boot=100,
+        n_boot_patients=50,
+    )
     pat = iv[iv["resampling"] == "patients"]
     assert set(pat["quantity"]) == {"rho_freq_change_095", "r_freq_change_095"}
     assert (pat["interval"] == "percentile").all()
@@ -157,8 +193,15 @@ def _pie_data(rng, n_patients=120, per_patient=1):
 def test_pie_ratio_intervals_are_patient_clustered():
     rng = np.random.default_rng(4)
     one, pie_one, classes = _pie_data(rng)
-    ivs = pie_intervals.pie_ratio_intervals(one, pie_one, classes, train_counts=[500, 300, 20],
-                                            is_unlearned=[False, False, True], n_boot=300, n_rarest=2)
+    ivs = pie_intervals.pie_ratio_intervals(
+        one,
+        pie_one,
+        classes,
+        train_counts=[500, 300, 20],
+        is_unlearned=[False, False, True],
+        n_boot=300,
+        n_rarest=2,
+    )
     ratios = pies.class_ratios(one, pie_one, classes)
     np.testing.assert_allclose(ivs["estimate"].to_numpy()[:3], ratios["ratio"].to_numpy())
     assert ivs["subset"].tolist()[:3] == ["learned", "learned", "unlearned"]
@@ -166,12 +209,24 @@ def test_pie_ratio_intervals_are_patient_clustered():
     # (resampling images would pretend to twice the data and narrow them)
     rng = np.random.default_rng(4)
     two, pie_two, _ = _pie_data(rng, per_patient=2)
-    ivs2 = pie_intervals.pie_ratio_intervals(two, pie_two, classes, train_counts=[500, 300, 20],
-                                             is_unlearned=[False, False, True], n_boot=300, n_rarest=2)
-    np.testing.assert_allclose(ivs2[["estimate", "ci_low", "ci_high"]].to_numpy(),
-                               ivs[["estimate", "ci_low", "ci_high"]].to_numpy(), equal_nan=True)
+    ivs2 = pie_intervals.pie_ratio_intervals(
+        two,
+        pie_two,
+        classes,
+        train_counts=[500, 300, 20],
+        is_unlearned=[False, False, True],
+        n_boot=300,
+        n_rarest=2,
+    )
+    np.testing.assert_allclose(
+        ivs2[["estimate", "ci_low", "ci_high"]].to_numpy(),
+        ivs[["estimate", "ci_low", "ci_high"]].to_numpy(),
+        equal_nan=True,
+    )
     rare = ivs.set_index("quantity")
-    assert rare.loc["pie_rarest_ratio_max", "estimate"] == pytest.approx(ratios["ratio"].iloc[1:].max())
+    assert rare.loc["pie_rarest_ratio_max", "estimate"] == pytest.approx(
+        ratios["ratio"].iloc[1:].max()
+    )
 
 
 def test_pie_stability_of_identical_seeds_is_total():
@@ -191,7 +246,9 @@ def test_figures_flag_the_unlearned_classes():
 
     m = synth_metrics()
     curves = forgetting.forgettability_curves(m, classes=CLASSES)
-    labels = pd.DataFrame((np.random.default_rng(0).random((300, 8)) < 0.3).astype(int), columns=CLASSES)
+    labels = pd.DataFrame(
+        (np.random.default_rng(0).random((300, 8)) < 0.3).astype(int), columns=CLASSES
+    )
     labels["split"] = ["train", "test"] * 150
     summary = forgetting.class_summary(curves, labels)
     result = forgetting.Forgetting("m", curves, summary, forgetting.frequency_correlations(summary))
@@ -199,6 +256,7 @@ def test_figures_flag_the_unlearned_classes():
     fig, data = forgetting.figure_3(result, unlearned=flagged)
     assert data.set_index("class")["unlearned"].to_dict() == {c: c == "c0" for c in CLASSES}
     assert "not learned" in fig.layout.title.text
-    fig4, data4 = cooccurrence.figure_4(cooccurrence.summarize("m", cooccurrence.pair_table(curves, labels)),
-                                        unlearned=flagged)
+    fig4, data4 = cooccurrence.figure_4(
+        cooccurrence.summarize("m", cooccurrence.pair_table(curves, labels)), unlearned=flagged
+    )
     assert data4["involves_unlearned"].sum() == len(CLASSES) - 1  # every pair of c0

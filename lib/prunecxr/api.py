@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import levels as levels_, metrics as metrics_, published
+from . import levels as levels_
+from . import metrics as metrics_
+from . import published
 from .analysis import cooccurrence, forgetting, overall, pies
-
 
 #: the columns of :attr:`Result.eq2` (:class:`prunecxr.stats.OLSFit`'s coefficients)
 EQ2_COLUMNS = ("term", "coef", "std_err", "t", "p_value", "ci_low", "ci_high")
@@ -66,7 +67,9 @@ class Result:
 def _binary(name: str, y, n_classes: int) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 2 or y.shape[1] != n_classes:
-        raise ValueError(f"{name} must be an array [images, {n_classes} classes] of 0/1, got shape {y.shape}")
+        raise ValueError(
+            f"{name} must be an array [images, {n_classes} classes] of 0/1, got shape {y.shape}"
+        )
     bad = ~np.isin(y, (0, 1))
     if bad.any():
         r, c = np.argwhere(bad)[0]
@@ -90,7 +93,9 @@ def label_table(
     blocks = [y]
     if train_labels is not None:
         t = _binary("train_labels", train_labels, len(classes))
-        parts.insert(0, pd.DataFrame({"image_id": [f"train-{i}" for i in range(len(t))], "split": "train"}))
+        parts.insert(
+            0, pd.DataFrame({"image_id": [f"train-{i}" for i in range(len(t))], "split": "train"})
+        )
         blocks.insert(0, t)
     frame = pd.concat(parts, ignore_index=True)
     frame.insert(1, "patient_id", "")
@@ -152,7 +157,9 @@ def analyze(
     classes = [str(c) for c in classes]
     probs = np.asarray(probs)
     if probs.ndim != 4:
-        raise ValueError(f"probs must be an array [seeds, levels, images, classes], got shape {probs.shape}")
+        raise ValueError(
+            f"probs must be an array [seeds, levels, images, classes], got shape {probs.shape}"
+        )
     seeds = list(range(probs.shape[0])) if seeds is None else [int(s) for s in seeds]
     expected = (len(seeds), len(level_list), None, len(classes))
     if any(e is not None and e != s for e, s in zip(expected, probs.shape)):
@@ -163,14 +170,17 @@ def analyze(
     bad = ~((probs >= 0) & (probs <= 1))
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"probs{list(index)} is {probs[index].item()!r}; a probability is a number in [0, 1]")
+        raise ValueError(
+            f"probs{list(index)} is {probs[index].item()!r}; a probability is a number in [0, 1]"
+        )
     table = label_table(labels, classes, train_labels=train_labels, image_ids=image_ids)
     y = table.loc[table["split"] == "test", classes].to_numpy()
     if y.shape[0] != probs.shape[2]:
         raise ValueError(f"labels has {y.shape[0]} rows; probs has {probs.shape[2]} test images")
 
-    scores = metrics_.compute_metrics(probs, y, seeds=seeds, levels=level_list, level_name=axis.name,
-                                      classes=classes)
+    scores = metrics_.compute_metrics(
+        probs, y, seeds=seeds, levels=level_list, level_name=axis.name, classes=classes
+    )
     fig1 = overall.overall_table(scores, alpha=alpha)
     curves = forgetting.forgettability_curves(scores, classes=None)
     summary = forgetting.class_summary(curves, table, drop_threshold=drop_threshold)
@@ -179,10 +189,20 @@ def analyze(
     if pie_level is None:
         pie_level = axis.pie_level(level_list)
         if not np.isclose(level_list, pie_level, atol=published.SPARSITY_ATOL, rtol=0).any():
-            pie_level = level_list[-1]  # the paper's 0.9 is not among the levels: the most compressed
+            pie_level = level_list[
+                -1
+            ]  # the paper's 0.9 is not among the levels: the most compressed
     found = pies.analyze_arrays(
-        method, probs, table, levels=level_list, level_name=axis.name, classes=classes,
-        dense_sparsity=axis.dense, pie_sparsity=pie_level, fraction=pie_fraction, store="probs",
+        method,
+        probs,
+        table,
+        levels=level_list,
+        level_name=axis.name,
+        classes=classes,
+        dense_sparsity=axis.dense,
+        pie_sparsity=pie_level,
+        fraction=pie_fraction,
+        store="probs",
         labels_name="labels",
     )
     return Result(

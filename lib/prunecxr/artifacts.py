@@ -230,7 +230,9 @@ def read_run(run: str) -> dict[str, Any]:
     """The run record ``runs/<run>/run.json``."""
     path = paths.run_paths(run).run_json
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01_data for run {run!r} first")
+        raise FileNotFoundError(
+            f"{path} does not exist: run notebook 01_data for run {run!r} first"
+        )
     return read_json(path)
 
 
@@ -324,7 +326,9 @@ def read_train_record(run: str) -> dict[str, Any]:
     population was executed."""
     path = paths.run_paths(run).train_config
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: train run {run!r} with notebook 02_train first")
+        raise FileNotFoundError(
+            f"{path} does not exist: train run {run!r} with notebook 02_train first"
+        )
     record = read_json(path)
     _require(path, record, ("config", "num_classes", "image_shape"), what="keys")
     return record
@@ -338,7 +342,9 @@ def read_history(run: str, seed: int) -> pd.DataFrame:
     """``models/seed-<seed>/history.csv``: one row per epoch."""
     path = paths.run_paths(run).history(seed)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: seed {seed} of run {run!r} has not trained an epoch")
+        raise FileNotFoundError(
+            f"{path} does not exist: seed {seed} of run {run!r} has not trained an epoch"
+        )
     df = pd.read_csv(path)
     note_read(path)
     _require(path, df.columns, HISTORY_COLUMNS)
@@ -350,7 +356,9 @@ def read_history(run: str, seed: int) -> pd.DataFrame:
 # =========================================================================================
 def same_levels(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether two lists of levels name the same levels (to :data:`published.SPARSITY_ATOL`)."""
-    return len(a) == len(b) and all(abs(float(x) - float(y)) <= published.SPARSITY_ATOL for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        abs(float(x) - float(y)) <= published.SPARSITY_ATOL for x, y in zip(a, b)
+    )
 
 
 #: the sparsity stores' name of :func:`same_levels`
@@ -366,10 +374,14 @@ def methods_present(run: str) -> list[str]:
     """The methods with a prediction store (a ``prune/<method>/meta.json``), in figure order."""
     root = paths.run_paths(run).root / "prune"
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist: run notebook 03_prune for run {run!r} first")
+        raise FileNotFoundError(
+            f"{root} does not exist: run notebook 03_prune for run {run!r} first"
+        )
     found = [p.name for p in root.iterdir() if (p / "meta.json").is_file()]
     if not found:
-        raise FileNotFoundError(f"no method under {root} has a meta.json: run notebook 03_prune first")
+        raise FileNotFoundError(
+            f"no method under {root} has a meta.json: run notebook 03_prune first"
+        )
     return method_order(found)
 
 
@@ -466,7 +478,9 @@ def write_store(
     if levels is None and sparsities is None:
         raise ValueError("write_store needs the levels (or, for a sparsity store, the sparsities)")
     if levels is not None and sparsities is not None and not same_levels(levels, sparsities):
-        raise ValueError(f"write_store got levels {list(levels)} and other sparsities {list(sparsities)}")
+        raise ValueError(
+            f"write_store got levels {list(levels)} and other sparsities {list(sparsities)}"
+        )
     levels = sparsities if levels is None else levels
     if sparsities is not None and axis.name != "sparsity":
         raise ValueError(f"sparsities given for a store of {level_name} levels")
@@ -491,13 +505,15 @@ def write_store(
     meta: dict[str, Any] = {"method": method, "seeds": [int(s) for s in seeds]}
     if axis.name == "sparsity":
         meta["sparsities"] = [float(s) for s in levels]
-    meta.update({
-        "level_name": axis.name,
-        "level_unit": axis.unit,
-        "levels": [float(s) for s in levels],
-        "recover": recover,
-        "classes": [str(c) for c in classes],
-    })
+    meta.update(
+        {
+            "level_name": axis.name,
+            "level_unit": axis.unit,
+            "levels": [float(s) for s in levels],
+            "recover": recover,
+            "classes": [str(c) for c in classes],
+        }
+    )
     if origin is not None:
         meta["origin"] = str(origin)
     write_json(rp.prune_meta(method), meta)
@@ -548,7 +564,9 @@ CLASS_SUMMARY_COLUMNS = ("class", "train_count", "test_count", "first_drop")
 PAIRS_COLUMNS = ("class_a", "class_b", "fcd", "abs_log_freq_diff", "iou", "iou_quarter")
 PIES_COLUMNS = ("image_id", "spearman", "is_pie")
 
-read_forgettability = _analysis_reader("forgettability", "04_class_forgetting", FORGETTABILITY_COLUMNS, level=True)
+read_forgettability = _analysis_reader(
+    "forgettability", "04_class_forgetting", FORGETTABILITY_COLUMNS, level=True
+)
 read_class_summary = _analysis_reader("class_summary", "04_class_forgetting", CLASS_SUMMARY_COLUMNS)
 read_pairs = _analysis_reader("pairs", "05_cooccurrence", PAIRS_COLUMNS)
 read_pies = _analysis_reader("pies", "06_pies", PIES_COLUMNS)
@@ -556,15 +574,28 @@ read_pies = _analysis_reader("pies", "06_pies", PIES_COLUMNS)
 
 #: ``analysis/<method>/intervals_<stage>.parquet`` (:mod:`prunecxr.analysis.uncertainty`)
 INTERVAL_COLUMNS = ("quantity", "subset", "estimate", "resampling", "interval", "ci_low", "ci_high")
-PAIRED_TESTS_COLUMNS = ("n_pairs", "mean_diff", "ci_low", "ci_high", "paired_p", "signflip_p", "welch_p")
+PAIRED_TESTS_COLUMNS = (
+    "n_pairs",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "paired_p",
+    "signflip_p",
+    "welch_p",
+)
 DYADIC_COLUMNS = ("quantity", "subset", "estimate", "inference", "p_value")
 
 read_paired_tests = _analysis_reader("paired_tests", "03_prune", PAIRED_TESTS_COLUMNS, level=True)
-read_first_drop_stability = _analysis_reader("first_drop_stability", "03_prune", ("test", "correction", "share"),
-                                             level=True)
+read_first_drop_stability = _analysis_reader(
+    "first_drop_stability", "03_prune", ("test", "correction", "share"), level=True
+)
 read_dyadic_tests = _analysis_reader("dyadic_tests", "05_cooccurrence", DYADIC_COLUMNS)
-_INTERVAL_NOTEBOOK = {"overall": "03_prune", "forgetting": "04_class_forgetting",
-                      "cooccurrence": "05_cooccurrence", "pies": "06_pies"}
+_INTERVAL_NOTEBOOK = {
+    "overall": "03_prune",
+    "forgetting": "04_class_forgetting",
+    "cooccurrence": "05_cooccurrence",
+    "pies": "06_pies",
+}
 
 
 def read_intervals(run: str, method: str, stage: str) -> pd.DataFrame:
@@ -583,8 +614,15 @@ def write_intervals(run: str, method: str, stage: str, table: pd.DataFrame) -> P
 def write_analysis(run: str, method: str, file: str, table: pd.DataFrame) -> Path:
     """Write ``analysis/<method>/<file>.parquet`` (``file``: forgettability, class_summary,
     pairs, pies, paired_tests, first_drop_stability or dyadic_tests)."""
-    if file not in ("forgettability", "class_summary", "pairs", "pies", "paired_tests", "first_drop_stability",
-                    "dyadic_tests"):
+    if file not in (
+        "forgettability",
+        "class_summary",
+        "pairs",
+        "pies",
+        "paired_tests",
+        "first_drop_stability",
+        "dyadic_tests",
+    ):
         raise ValueError(f"unknown analysis file {file!r}")
     return write_parquet(getattr(paths.run_paths(run), file)(method), table)
 
@@ -593,8 +631,17 @@ def write_analysis(run: str, method: str, file: str, table: pd.DataFrame) -> Pat
 # compression/deployment.parquet (notebook 08)
 # =========================================================================================
 DEPLOYMENT_COLUMNS = (
-    "method", "level_name", "level", "parameters", "nonzero_parameters", "size_bytes", "macs",
-    "latency_b1_ms", "latency_b64_ms", "mean_ap", "tail_ap",
+    "method",
+    "level_name",
+    "level",
+    "parameters",
+    "nonzero_parameters",
+    "size_bytes",
+    "macs",
+    "latency_b1_ms",
+    "latency_b64_ms",
+    "mean_ap",
+    "tail_ap",
 )
 
 

@@ -73,14 +73,28 @@ SLOPE_RANGE = (0.25, 4.0)
 #: 0.89 for strengths 1.34, 1.52, 1.30, 1.52 against a target of 0.81)
 BRACKET_FROM = 10
 #: the recipe keys of a profile the calibration trains with
-RECIPE_KEYS = ("resolution", "max_patients", "model", "pretrained", "max_epochs", "patience",
-               "batch_size", "lr", "schedule", "precision", "threads", "eval_batch_size")
+RECIPE_KEYS = (
+    "resolution",
+    "max_patients",
+    "model",
+    "pretrained",
+    "max_epochs",
+    "patience",
+    "batch_size",
+    "lr",
+    "schedule",
+    "precision",
+    "threads",
+    "eval_batch_size",
+)
 #: keys that change how the recipe runs, not what it learns (beyond rounding): a table
 #: calibrated with other values of these still belongs to the recipe
 EXECUTION_KEYS = ("threads", "device")
-SOURCE = ("Rajpurkar, P., Irvin, J., et al.: CheXNet: Radiologist-Level Pneumonia Detection on "
-          "Chest X-Rays with Deep Learning. arXiv:1711.05225 (2017), Table 2, column CheXNet "
-          "(data/reference/chexnet_auroc.csv)")
+SOURCE = (
+    "Rajpurkar, P., Irvin, J., et al.: CheXNet: Radiologist-Level Pneumonia Detection on "
+    "Chest X-Rays with Deep Learning. arXiv:1711.05225 (2017), Table 2, column CheXNet "
+    "(data/reference/chexnet_auroc.csv)"
+)
 
 
 def target_auroc(condition: str) -> dict[str, float]:
@@ -94,7 +108,9 @@ def target_auroc(condition: str) -> dict[str, float]:
     if condition == "equal":
         common = float(np.median(published[list(phantom.FINDINGS)].to_numpy()))
         return {f: common for f in phantom.FINDINGS}
-    raise ValueError(f"unknown phantom difficulty {condition!r}; choose one of {list(reference.CONDITIONS)}")
+    raise ValueError(
+        f"unknown phantom difficulty {condition!r}; choose one of {list(reference.CONDITIONS)}"
+    )
 
 
 def separation(auroc: float) -> float:
@@ -156,7 +172,7 @@ def next_strength(
         if previous is not None:
             before = math.log(separation(target[f])) - math.log(separation(previous[1][f]))
             if before * error < 0:  # overshot the target: halve the step (a class that is
-                step *= 0.5         # learned or not, Hernia near its edge, would oscillate)
+                step *= 0.5  # learned or not, Hernia near its edge, would oscillate)
         bracket = _bracketed(f, target[f], history) if len(history) >= BRACKET_FROM else None
         if bracket is not None:
             step = math.log(bracket) - math.log(strength[f])
@@ -169,7 +185,9 @@ def recipe(profile: str = "default", **overrides) -> dict:
     """The training recipe of ``profile`` the calibration uses (:data:`RECIPE_KEYS`)."""
     prof = config.load_profile(profile)
     if prof["dataset"] != "nih-phantom":
-        raise ValueError(f"profile {profile!r} does not use the phantom (dataset {prof['dataset']!r})")
+        raise ValueError(
+            f"profile {profile!r} does not use the phantom (dataset {prof['dataset']!r})"
+        )
     keys = RECIPE_KEYS + ("device",)
     unknown = sorted(set(overrides) - set(keys))
     if unknown:
@@ -193,9 +211,16 @@ def _home(folder: Path) -> Iterator[Path]:
 
 def _seed_key(strength: Mapping[str, float], recipe: Mapping, seed: int) -> str:
     """What one seed's measurement depends on, hashed: the strengths, the recipe, the renderer."""
-    text = json.dumps({"strength": dict(strength), "recipe": dict(recipe), "seed": int(seed),
-                       "renderer_version": phantom.RENDERER_VERSION,
-                       "hernia_size": phantom.HERNIA_SIZE}, sort_keys=True)
+    text = json.dumps(
+        {
+            "strength": dict(strength),
+            "recipe": dict(recipe),
+            "seed": int(seed),
+            "renderer_version": phantom.RENDERER_VERSION,
+            "hernia_size": phantom.HERNIA_SIZE,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -243,19 +268,28 @@ def measure(
     root = paths.cache_root() / "calibration"
     classes = list(phantom.CLASSES)
     device = recipe.get("device", "cpu")
-    cfg = TrainConfig(model=recipe["model"], pretrained=bool(recipe.get("pretrained", False)),
-                      max_epochs=int(recipe["max_epochs"]),
-                      patience=int(recipe["patience"]), batch_size=int(recipe["batch_size"]),
-                      lr=float(recipe["lr"]), schedule=recipe["schedule"], precision=recipe["precision"])
+    cfg = TrainConfig(
+        model=recipe["model"],
+        pretrained=bool(recipe.get("pretrained", False)),
+        max_epochs=int(recipe["max_epochs"]),
+        patience=int(recipe["patience"]),
+        batch_size=int(recipe["batch_size"]),
+        lr=float(recipe["lr"]),
+        schedule=recipe["schedule"],
+        precision=recipe["precision"],
+    )
     drawn = {}
 
     def arrays():
         if not drawn:
             table = create_dataset("nih-phantom").table()
-            table = subsample_patients(table, int(recipe["max_patients"]), seed=0).reset_index(drop=True)
+            table = subsample_patients(table, int(recipe["max_patients"]), seed=0).reset_index(
+                drop=True
+            )
             meta = phantom.load_table().set_index("image_id").loc[table["image_id"]].reset_index()
-            drawn["images"] = phantom.render(meta, resolution=int(recipe["resolution"]),
-                                             difficulty=dict(strength))
+            drawn["images"] = phantom.render(
+                meta, resolution=int(recipe["resolution"]), difficulty=dict(strength)
+            )
             drawn["labels"] = table[classes].to_numpy(np.uint8)
             drawn["part"] = {s: (table["split"] == s).to_numpy() for s in ("train", "val", "test")}
         return drawn["images"], drawn["labels"], drawn["part"]
@@ -263,17 +297,37 @@ def measure(
     def train_and_score(seed: int, home: Path) -> list[dict]:
         images, labels, part = arrays()
         with _home(home):
-            fit_population(images[part["train"]], labels[part["train"]], images[part["val"]],
-                           labels[part["val"]], seeds=[seed], config=cfg, run="calibration",
-                           classes=classes, device=device, threads=int(recipe["threads"]),
-                           progress=False)
+            fit_population(
+                images[part["train"]],
+                labels[part["train"]],
+                images[part["val"]],
+                labels[part["val"]],
+                seeds=[seed],
+                config=cfg,
+                run="calibration",
+                classes=classes,
+                device=device,
+                threads=int(recipe["threads"]),
+                progress=False,
+            )
             if after_training is not None:
                 after_training("calibration", seed)
-            probs = inference.predict(inference.load_model("calibration", seed), images[part["test"]],
-                                      batch_size=int(recipe["eval_batch_size"]), device=device)
+            probs = inference.predict(
+                inference.load_model("calibration", seed),
+                images[part["test"]],
+                batch_size=int(recipe["eval_batch_size"]),
+                device=device,
+            )
         _, auroc = ranking_metrics(labels[part["test"]], probs)
-        return [{"seed": seed, "class": c, "auroc": float(auroc[k]),
-                 "n_pos": int(labels[part["test"], k].sum())} for k, c in enumerate(classes)]
+        return [
+            {
+                "seed": seed,
+                "class": c,
+                "auroc": float(auroc[k]),
+                "n_pos": int(labels[part["test"], k].sum()),
+            }
+            for k, c in enumerate(classes)
+        ]
 
     results: dict[int, list[dict]] = {}
     pending = [int(s) for s in seeds]
@@ -348,11 +402,17 @@ def calibrate(
     ``provenance``.
     """
     target = target_auroc(condition)
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+    if (
+        isinstance(max_iterations, bool)
+        or not isinstance(max_iterations, int)
+        or max_iterations < 1
+    ):
         raise ValueError(f"max_iterations must be a positive int, got {max_iterations!r}")
     rec = recipe(profile, **dict(recipe_overrides or {}))
     seeds = [int(s) for s in seeds]
-    strength = phantom.strengths(start or {f: phantom.UNCALIBRATED_STRENGTH for f in phantom.FINDINGS})
+    strength = phantom.strengths(
+        start or {f: phantom.UNCALIBRATED_STRENGTH for f in phantom.FINDINGS}
+    )
     history, previous = [], None
     for k in range(max_iterations):
         t0 = time.perf_counter()
@@ -360,21 +420,34 @@ def calibrate(
         reached = _finding_means(measured)
         undefined = [f for f, v in reached.items() if not np.isfinite(v)]
         if undefined:
-            raise ValueError(f"no test AUROC for {undefined} (no positive or no negative test image "
-                             f"with max_patients={rec['max_patients']}): calibrate on more patients")
+            raise ValueError(
+                f"no test AUROC for {undefined} (no positive or no negative test image "
+                f"with max_patients={rec['max_patients']}): calibrate on more patients"
+            )
         mean_err, max_err = _errors(reached, target)
-        history.append({"iteration": k, "strength": dict(strength), "auroc": reached,
-                        "mean_abs_diff": round(mean_err, 4), "max_abs_diff": round(max_err, 4),
-                        "seconds": round(time.perf_counter() - t0, 1)})
+        history.append(
+            {
+                "iteration": k,
+                "strength": dict(strength),
+                "auroc": reached,
+                "mean_abs_diff": round(mean_err, 4),
+                "max_abs_diff": round(max_err, 4),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         worst = max(phantom.FINDINGS, key=lambda f: abs(reached[f] - target[f]))
-        log(f"[{condition}] iteration {k}: mean |AUROC - target| {mean_err:.3f}, largest "
+        log(
+            f"[{condition}] iteration {k}: mean |AUROC - target| {mean_err:.3f}, largest "
             f"{max_err:.3f} ({worst}: {reached[worst]:.3f} vs {target[worst]:.3f}), "
-            f"{history[-1]['seconds']:.0f} s")
+            f"{history[-1]['seconds']:.0f} s"
+        )
         if mean_err <= tolerance_mean and max_err <= tolerance_max:
             break
         measured_so_far = [(h["strength"], h["auroc"]) for h in history]
-        strength, previous = (next_strength(strength, reached, target, previous=previous,
-                                            history=measured_so_far), (strength, reached))
+        strength, previous = (
+            next_strength(strength, reached, target, previous=previous, history=measured_so_far),
+            (strength, reached),
+        )
     # the binding tolerance is every finding's: the iteration with the smallest largest
     # difference, then the smallest mean
     best = min(history, key=lambda h: (h["max_abs_diff"], h["mean_abs_diff"]))
@@ -384,14 +457,16 @@ def calibrate(
         "target_auroc": target,
         "reached_auroc": {f: round(v, 4) for f, v in best["auroc"].items()},
         "provenance": {
-            "target_source": SOURCE if condition == "calibrated"
+            "target_source": SOURCE
+            if condition == "calibrated"
             else "the median of " + SOURCE + ", for every finding",
             "recipe": rec,
             "profile": profile,
             "seeds": seeds,
             "renderer_version": phantom.RENDERER_VERSION,
             "tolerance": {"mean_abs_diff": tolerance_mean, "max_abs_diff": tolerance_max},
-            "converged": best["mean_abs_diff"] <= tolerance_mean and best["max_abs_diff"] <= tolerance_max,
+            "converged": best["mean_abs_diff"] <= tolerance_mean
+            and best["max_abs_diff"] <= tolerance_max,
             "chosen_iteration": best["iteration"],
             "iterations": history,
             "date": _dt.date.today().isoformat(),
@@ -401,13 +476,21 @@ def calibrate(
     }
 
 
-def check(condition: str, *, seeds: Sequence[int] = (0, 1), profile: str = "default",
-          recipe_overrides: Mapping | None = None) -> dict:
+def check(
+    condition: str,
+    *,
+    seeds: Sequence[int] = (0, 1),
+    profile: str = "default",
+    recipe_overrides: Mapping | None = None,
+) -> dict:
     """Measure the shipped table of ``condition`` once: its record with ``reached_auroc``
     replaced by what the seeds reach now (nothing is written)."""
     record = reference.phantom_difficulty(condition)
-    measured = measure(record["strength"], recipe=recipe(profile, **dict(recipe_overrides or {})),
-                       seeds=[int(s) for s in seeds])
+    measured = measure(
+        record["strength"],
+        recipe=recipe(profile, **dict(recipe_overrides or {})),
+        seeds=[int(s) for s in seeds],
+    )
     record["reached_auroc"] = {f: round(v, 4) for f, v in _finding_means(measured).items()}
     return record
 
@@ -426,11 +509,20 @@ def write_table(record: Mapping, folder: str | os.PathLike | None = None) -> Pat
 
 def compare(record_or_condition: Mapping | str) -> pd.DataFrame:
     """Target beside reached AUROC, per finding, of a table (or a shipped condition)."""
-    record = (reference.phantom_difficulty(record_or_condition)
-              if isinstance(record_or_condition, str) else record_or_condition)
-    rows = [{"finding": f, "strength": record["strength"][f],
-             "target_auroc": record["target_auroc"][f], "reached_auroc": record["reached_auroc"][f]}
-            for f in phantom.FINDINGS]
+    record = (
+        reference.phantom_difficulty(record_or_condition)
+        if isinstance(record_or_condition, str)
+        else record_or_condition
+    )
+    rows = [
+        {
+            "finding": f,
+            "strength": record["strength"][f],
+            "target_auroc": record["target_auroc"][f],
+            "reached_auroc": record["reached_auroc"][f],
+        }
+        for f in phantom.FINDINGS
+    ]
     out = pd.DataFrame(rows)
     out["difference"] = out["reached_auroc"] - out["target_auroc"]
     return out

@@ -94,7 +94,9 @@ class SharedPathError(RuntimeError):
 
 def check_population(population: Any) -> str:
     if population not in POPULATION_MODES:
-        raise ValueError(f"unknown population mode {population!r}; choose one of {list(POPULATION_MODES)}")
+        raise ValueError(
+            f"unknown population mode {population!r}; choose one of {list(POPULATION_MODES)}"
+        )
     return population
 
 
@@ -131,7 +133,9 @@ def connect(address: str = "") -> Iterator[None]:
     its connection (and the block leaves it open).
     """
     if not isinstance(address, str):
-        raise ValueError(f"ray_address must be a string ('' for a cluster on this machine), got {address!r}")
+        raise ValueError(
+            f"ray_address must be a string ('' for a cluster on this machine), got {address!r}"
+        )
     ray = _ray()
     if ray.is_initialized():
         yield
@@ -143,8 +147,12 @@ def connect(address: str = "") -> Iterator[None]:
         os.environ.setdefault("RAY_worker_niceness", "0")
     global _started_here
     try:
-        ray.init(address=address or "local", include_dashboard=False if not address else None,
-                 log_to_driver=False, logging_level=logging.ERROR)
+        ray.init(
+            address=address or "local",
+            include_dashboard=False if not address else None,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
     except ConnectionError as err:
         raise ConnectionError(
             f"cannot join the Ray cluster at {address!r} ({source}): {err}. Start it first "
@@ -164,8 +172,10 @@ def _alive_nodes() -> list[dict]:
 
 
 def _describe(node: Mapping) -> str:
-    return (f"Ray node {node.get('NodeManagerHostname', '?')} ({node.get('NodeManagerAddress', '?')}, "
-            f"node id {str(node.get('NodeID', '?'))[:12]})")
+    return (
+        f"Ray node {node.get('NodeManagerHostname', '?')} ({node.get('NodeManagerAddress', '?')}, "
+        f"node id {str(node.get('NodeID', '?'))[:12]})"
+    )
 
 
 def node_id() -> str:
@@ -209,15 +219,27 @@ def task_options(device, *, threads: int | None, gpus_per_model: float) -> dict[
         share = check_gpus_per_model(gpus_per_model)
         largest = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
         if largest < share:
-            raise ValueError(f"gpus_per_model={share:g}, but the largest node of the Ray cluster has {largest:g} GPU(s)")
-        return {"num_cpus": 1, "num_gpus": share, "max_retries": MAX_RETRIES, "scheduling_strategy": "SPREAD"}
+            raise ValueError(
+                f"gpus_per_model={share:g}, but the largest node of the Ray cluster has {largest:g} GPU(s)"
+            )
+        return {
+            "num_cpus": 1,
+            "num_gpus": share,
+            "max_retries": MAX_RETRIES,
+            "scheduling_strategy": "SPREAD",
+        }
     largest = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
     if largest < threads:
         raise ValueError(
             f"threads={threads} CPUs per model, but the largest node of the Ray cluster has "
             f"{largest:g}; set threads to at most {int(largest)}"
         )
-    return {"num_cpus": threads, "num_gpus": 0, "max_retries": MAX_RETRIES, "scheduling_strategy": "SPREAD"}
+    return {
+        "num_cpus": threads,
+        "num_gpus": 0,
+        "max_retries": MAX_RETRIES,
+        "scheduling_strategy": "SPREAD",
+    }
 
 
 def capacity(options: Mapping[str, Any]) -> tuple[int, int]:
@@ -225,8 +247,11 @@ def capacity(options: Mapping[str, Any]) -> tuple[int, int]:
     how many nodes."""
     total, used = 0, 0
     for node in _alive_nodes():
-        fits = [math.floor(node["Resources"].get(resource, 0) / options[k] + 1e-9)
-                for k, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU")) if options.get(k)]
+        fits = [
+            math.floor(node["Resources"].get(resource, 0) / options[k] + 1e-9)
+            for k, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU"))
+            if options.get(k)
+        ]
         n = min(fits) if fits else 0
         total += n
         used += n > 0
@@ -237,9 +262,16 @@ def capacity(options: Mapping[str, Any]) -> tuple[int, int]:
 def share_array(array: np.ndarray) -> tuple[str, Any]:
     """How a task gets ``array``: a whole memory-mapped file (the image cache) is mapped again
     from its path, on a shared filesystem; any other array goes once into Ray's object store."""
-    if (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.filename
-            and array.flags.c_contiguous):
-        return ("memmap", (str(array.filename), array.dtype.str, tuple(array.shape), int(array.offset)))
+    if (
+        isinstance(array, np.memmap)
+        and isinstance(array.base, mmap.mmap)
+        and array.filename
+        and array.flags.c_contiguous
+    ):
+        return (
+            "memmap",
+            (str(array.filename), array.dtype.str, tuple(array.shape), int(array.offset)),
+        )
     return ("object", _ray().put(np.ascontiguousarray(array)))
 
 
@@ -318,7 +350,9 @@ def shared_paths(folders: Iterable[tuple[str, Path]], *, owner: str) -> Iterator
             marker = _marker_name(folder, owner)
             marker.write_text(token, encoding="utf-8")
             markers.append((what, str(folder), str(marker), token))
-        shared = SharedPaths(home=str(paths.home()), cache=str(paths.cache_root()), markers=tuple(markers))
+        shared = SharedPaths(
+            home=str(paths.home()), cache=str(paths.cache_root()), markers=tuple(markers)
+        )
         check_nodes(shared)
         yield shared
     finally:
@@ -334,9 +368,14 @@ def check_nodes(shared: SharedPaths) -> None:
 
     nodes = {n["NodeID"]: n for n in _alive_nodes()}
     probe = ray.remote(_seen_on_node)
-    refs = [probe.options(num_cpus=0, max_retries=0,
-                          scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False)).remote(shared)
-            for nid in nodes]
+    refs = [
+        probe.options(
+            num_cpus=0,
+            max_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False),
+        ).remote(shared)
+        for nid in nodes
+    ]
     for nid, missing in ray.get(refs):
         if missing:
             raise _refusal(_describe(nodes[nid]), missing)
@@ -397,8 +436,14 @@ class RelayReport:
             _ray().get(self.last)
 
 
-def completed(keys: Iterable[Any], submit: Callable[[Any], Any], relay_actor,
-              on_event: Callable[[str, tuple], None], *, options: Mapping[str, Any]) -> Iterator[tuple[Any, Any]]:
+def completed(
+    keys: Iterable[Any],
+    submit: Callable[[Any], Any],
+    relay_actor,
+    on_event: Callable[[str, tuple], None],
+    *,
+    options: Mapping[str, Any],
+) -> Iterator[tuple[Any, Any]]:
     """``(key, result)`` of the task ``submit(key)`` of each of ``keys`` as it finishes, while
     the relay's events go to ``on_event(name, args)``.
 

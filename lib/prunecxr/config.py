@@ -60,7 +60,9 @@ def profiles(path: str | Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from None
     if BASE_PROFILE not in data:
-        raise ValueError(f"{path} has no [{BASE_PROFILE}] profile, which every other profile inherits from")
+        raise ValueError(
+            f"{path} has no [{BASE_PROFILE}] profile, which every other profile inherits from"
+        )
     base = dict(data[BASE_PROFILE])
     out = {}
     for name, values in data.items():
@@ -113,7 +115,10 @@ def git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -128,12 +133,16 @@ read_run = artifacts.read_run
 
 def _update_run(run: str, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     rp = paths.run_paths(run)
-    record = artifacts.read_json(rp.run_json) if rp.run_json.exists() else {
-        "run": run,
-        "created": now(),
-        "parameters": {},
-        "stages": {},
-    }
+    record = (
+        artifacts.read_json(rp.run_json)
+        if rp.run_json.exists()
+        else {
+            "run": run,
+            "created": now(),
+            "parameters": {},
+            "stages": {},
+        }
+    )
     update(record)
     record["package_version"] = package_version()
     record["git_commit"] = git_commit()
@@ -167,7 +176,8 @@ def declared_parameters(stage: str, namespace: Mapping[str, Any]) -> dict[str, A
             "defined: run the parameters cell first"
         )
     return {
-        name: p.check(namespace[name], source=f"notebook {stage}") for name, p in nb.parameters.items()
+        name: p.check(namespace[name], source=f"notebook {stage}")
+        for name, p in nb.parameters.items()
     }
 
 
@@ -199,8 +209,13 @@ def start_stage(stage: str, namespace: Mapping[str, Any]) -> paths.RunPaths:
         record.setdefault("running", {})[stage] = {"parameters": params, "started": now()}
 
     record = _update_run(run, update)
-    provenance.begin_stage(stage, run=run, parameters=params, package_version=record["package_version"],
-                           git_commit=record["git_commit"])
+    provenance.begin_stage(
+        stage,
+        run=run,
+        parameters=params,
+        package_version=record["package_version"],
+        git_commit=record["git_commit"],
+    )
     return rp
 
 
@@ -318,7 +333,9 @@ def resolve_embed(embed_images, *, run: str) -> bool:
     if isinstance(embed_images, bool):
         return embed_images
     if embed_images not in EMBED_CHOICES:
-        raise ValueError(f"unknown embed_images {embed_images!r}; choose one of {list(EMBED_CHOICES)}")
+        raise ValueError(
+            f"unknown embed_images {embed_images!r}; choose one of {list(EMBED_CHOICES)}"
+        )
     if embed_images == "auto":
         return is_synthetic(run)
     return embed_images == "yes"

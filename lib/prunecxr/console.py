@@ -72,8 +72,16 @@ class LiveProgress:
     Use it as a context manager (a thread polls the file), or call :meth:`poll` yourself.
     """
 
-    def __init__(self, label: str, path: str | os.PathLike, *, mode: str, stream: TextIO = sys.stdout,
-                 interval: float | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        label: str,
+        path: str | os.PathLike,
+        *,
+        mode: str,
+        stream: TextIO = sys.stdout,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.label, self.path, self.stream = label, Path(path), stream
         self.mode = resolve_mode(mode, stream)
         self.interval = float(LOG_INTERVAL if interval is None else interval)
@@ -121,7 +129,10 @@ class LiveProgress:
         now = self.clock()
         for e in events:
             if self.first is None or e.task != self.first.task or e.done < self.first.done:
-                self.first, self.first_at = e, now  # a new task (or one started again): a new estimate
+                self.first, self.first_at = (
+                    e,
+                    now,
+                )  # a new task (or one started again): a new estimate
             self.last = e
         if self.mode == "off":
             return
@@ -156,7 +167,9 @@ class LiveProgress:
 
     def __enter__(self) -> LiveProgress:
         if self.mode != "off":
-            self._thread = threading.Thread(target=self._loop, name="prunecxr-progress", daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name="prunecxr-progress", daemon=True
+            )
             self._thread.start()
         return self
 

@@ -23,9 +23,16 @@ from .analysis import forgetting
 #: the paper's class-level findings the two conditions are compared on (keys of
 #: :data:`prunecxr.published.PUBLISHED`)
 FINDING_KEYS = (
-    "share_weights_below_001", "first_significant_drop", "rho_freq_first_drop", "rho_freq_change_095",
-    "pie_rarest_ratio_min", "pie_rarest_ratio_max", "eq2_abs_log_freq_diff", "eq2_iou_quarter",
-    "eq2_interaction", "eq2_interaction_p",
+    "share_weights_below_001",
+    "first_significant_drop",
+    "rho_freq_first_drop",
+    "rho_freq_change_095",
+    "pie_rarest_ratio_min",
+    "pie_rarest_ratio_max",
+    "eq2_abs_log_freq_diff",
+    "eq2_iou_quarter",
+    "eq2_interaction",
+    "eq2_interaction_p",
 )
 #: the significance level of the answer's correlation tests
 ALPHA = 0.05
@@ -35,7 +42,9 @@ def condition(run: str) -> str:
     """The phantom difficulty condition of ``run`` (``calibrated``, ``equal`` or ``table``)."""
     record = config.run_data(run).get("phantom_difficulty")
     if record is None:
-        raise ValueError(f"run {run!r} is not a phantom run: the controlled experiment needs two phantom runs")
+        raise ValueError(
+            f"run {run!r} is not a phantom run: the controlled experiment needs two phantom runs"
+        )
     return record["condition"]
 
 
@@ -45,13 +54,16 @@ def check_runs(run: str, baseline: str) -> None:
         if not paths.run_paths(r).run_json.exists():
             raise FileNotFoundError(
                 f"run {r!r} does not exist under {paths.home()}: make reproduce "
-                f"{'' if r == 'default' else 'RUN=' + r} first (profile controlled compares with the default run)")
+                f"{'' if r == 'default' else 'RUN=' + r} first (profile controlled compares with the default run)"
+            )
         condition(r)
     a = artifacts.read_labels(run)
     b = artifacts.read_labels(baseline)
     if not a.equals(b):
-        raise ValueError(f"runs {run!r} and {baseline!r} have different labels or splits: "
-                         "the conditions must share them (same dataset, max_patients, split_seed)")
+        raise ValueError(
+            f"runs {run!r} and {baseline!r} have different labels or splits: "
+            "the conditions must share them (same dataset, max_patients, split_seed)"
+        )
 
 
 def _label(run: str) -> str:
@@ -66,13 +78,21 @@ def findings_table(run: str, baseline: str, *, method: str | None = None) -> pd.
     :func:`_label`.
     """
     check_runs(run, baseline)
-    values = {r: paper.comparison_values(r, method=method).set_index("key") for r in (baseline, run)}
+    values = {
+        r: paper.comparison_values(r, method=method).set_index("key") for r in (baseline, run)
+    }
     first = values[run]
     rows = []
     for key in FINDING_KEYS:
-        rows.append({"key": key, "quantity": first.at[key, "quantity"], "kind": first.at[key, "kind"],
-                     "published": first.at[key, "published_value"],
-                     **{_label(r): values[r].at[key, "this_run_value"] for r in (baseline, run)}})
+        rows.append(
+            {
+                "key": key,
+                "quantity": first.at[key, "quantity"],
+                "kind": first.at[key, "kind"],
+                "published": first.at[key, "published_value"],
+                **{_label(r): values[r].at[key, "this_run_value"] for r in (baseline, run)},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -100,7 +120,9 @@ def _correlation(run: str, y: str, method: str | None) -> pd.Series:
     res = forgetting.read_results(run, method or forgetting.figure_method(run))
     corr = res.correlations.set_index("y")
     row = corr.loc[forgetting.change_column(res.summary) if y == "change" else y].copy()
-    row["drop_threshold"] = float(res.summary["drop_threshold"].iloc[0]) if len(res.summary) else np.nan
+    row["drop_threshold"] = (
+        float(res.summary["drop_threshold"].iloc[0]) if len(res.summary) else np.nan
+    )
     return row
 
 
@@ -116,8 +138,10 @@ def answer(run: str, baseline: str, *, method: str | None = None, alpha: float =
     check_runs(run, baseline)
     runs = {condition(r): r for r in (run, baseline)}
     if "equal" not in runs:
-        return (f"Neither run is of condition 'equal' (runs {run!r}: {condition(run)}, {baseline!r}: "
-                f"{condition(baseline)}): the controlled question needs one (profile controlled).")
+        return (
+            f"Neither run is of condition 'equal' (runs {run!r}: {condition(run)}, {baseline!r}: "
+            f"{condition(baseline)}): the controlled question needs one (profile controlled)."
+        )
     eq = runs["equal"]
     parts = []
     change, drop = _correlation(eq, "change", method), _correlation(eq, "first_drop", method)
@@ -127,19 +151,28 @@ def answer(run: str, baseline: str, *, method: str | None = None, alpha: float =
         f"frequency with the relative AP change at the most pruned level is "
         f"{fmt.corr('ρ', change['spearman_rho'], change['spearman_p'])} over {int(change['n'])} classes, "
         f"and with the first sparsity of a {fmt.pct(drop['drop_threshold'])} drop "
-        f"{fmt.corr('ρ', drop['spearman_rho'], drop['spearman_p'])} ({int(drop['n'])} classes drop).")
+        f"{fmt.corr('ρ', drop['spearman_rho'], drop['spearman_p'])} ({int(drop['n'])} classes drop)."
+    )
     other = [r for c, r in runs.items() if c != "equal"]
     if other:
-        oc, od = _correlation(other[0], "change", method), _correlation(other[0], "first_drop", method)
+        oc, od = (
+            _correlation(other[0], "change", method),
+            _correlation(other[0], "first_drop", method),
+        )
         parts.append(
             f"With CheXNet's per-class difficulty (run {other[0]!r}) the same correlations are "
             f"{fmt.corr('ρ', oc['spearman_rho'], oc['spearman_p'])} and "
-            f"{fmt.corr('ρ', od['spearman_rho'], od['spearman_p'])}.")
+            f"{fmt.corr('ρ', od['spearman_rho'], od['spearman_p'])}."
+        )
     if predicts:
-        parts.append(f"So in this run frequency alone predicts forgetting: with difficulty held equal, "
-                     f"rarer findings still lose more of their AP (P < {alpha}).")
+        parts.append(
+            f"So in this run frequency alone predicts forgetting: with difficulty held equal, "
+            f"rarer findings still lose more of their AP (P < {alpha})."
+        )
     else:
-        parts.append(f"So in this run frequency alone does not detectably predict forgetting at the "
-                     f"most pruned level (no positive correlation with P < {alpha}); with "
-                     f"{int(change['n'])} classes, a modest effect can go undetected.")
+        parts.append(
+            f"So in this run frequency alone does not detectably predict forgetting at the "
+            f"most pruned level (no positive correlation with P < {alpha}); with "
+            f"{int(change['n'])} classes, a modest effect can go undetected."
+        )
     return " ".join(parts)

@@ -72,8 +72,16 @@ def emit(task: str, *, done: float, total: float, unit: str, detail: str = "") -
         return
     if total < 0 or not 0 <= done <= max(total, 0) + 1e-9:
         raise ValueError(f"progress of {task!r}: done {done!r} is not within [0, total {total!r}]")
-    line = json.dumps({"t": round(time.time(), 3), "task": task, "done": round(float(done), 4),
-                       "total": float(total), "unit": unit, "detail": detail})
+    line = json.dumps(
+        {
+            "t": round(time.time(), 3),
+            "task": task,
+            "done": round(float(done), 4),
+            "total": float(total),
+            "unit": unit,
+            "detail": detail,
+        }
+    )
     # one write of one short line to a file opened for appending: lines never interleave
     try:
         with open(path, "a", encoding="utf-8") as fh:
@@ -103,8 +111,13 @@ def _parse(chunk: bytes) -> Iterator[Event]:
     for raw in chunk.splitlines():
         try:
             obj = json.loads(raw)
-            yield Event(t=float(obj["t"]), task=str(obj["task"]), done=float(obj["done"]),
-                        total=float(obj["total"]), unit=str(obj["unit"]),
-                        detail=str(obj.get("detail", "")))
+            yield Event(
+                t=float(obj["t"]),
+                task=str(obj["task"]),
+                done=float(obj["done"]),
+                total=float(obj["total"]),
+                unit=str(obj["unit"]),
+                detail=str(obj.get("detail", "")),
+            )
         except (ValueError, KeyError, TypeError):
             continue

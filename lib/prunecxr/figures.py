@@ -182,8 +182,10 @@ def save_figure(
     html = out / f"{name}.html"
     with artifacts.atomic_path(html) as tmp:
         fig.write_html(tmp, include_plotlyjs="directory", full_html=True)
-        tmp.write_text(provenance.html_with_provenance(tmp.read_text(encoding="utf-8"), record),
-                       encoding="utf-8")
+        tmp.write_text(
+            provenance.html_with_provenance(tmp.read_text(encoding="utf-8"), record),
+            encoding="utf-8",
+        )
     csv = None
     if data is not None:
         csv = artifacts.write_csv(out / f"{name}.csv", data)
@@ -217,8 +219,12 @@ def publish(
 
     saved = save_figure(fig, name, run=run, data=data, width=width, height=height, inputs=inputs)
     fig.show()
-    display(HTML(f'<p class="prunecxr-provenance" style="font-size:11px;color:#666">'
-                 f"{_html.escape(provenance.short_line(saved.record))}</p>"))
+    display(
+        HTML(
+            f'<p class="prunecxr-provenance" style="font-size:11px;color:#666">'
+            f"{_html.escape(provenance.short_line(saved.record))}</p>"
+        )
+    )
 
 
 def png_base64(image: np.ndarray) -> str:
@@ -237,7 +243,9 @@ def png_base64(image: np.ndarray) -> str:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-        raise ValueError(f"an image must be uint8 [H, W] or [H, W, 3]; got {arr.dtype} {list(arr.shape)}")
+        raise ValueError(
+            f"an image must be uint8 [H, W] or [H, W, 3]; got {arr.dtype} {list(arr.shape)}"
+        )
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")

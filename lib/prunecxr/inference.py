@@ -81,10 +81,14 @@ def model_loader(run: str, device: str | torch.device) -> Callable[[int], nn.Mod
 def _as_tensor(images: Any) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 3:
-            raise ValueError(f"images must be a uint8 array [N, H, W], got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"images must be a uint8 array [N, H, W], got {images.dtype} {images.shape}"
+            )
         return torch.from_numpy(np.array(images))  # a writable copy (the cache is memory-mapped)
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a numpy array or a torch tensor, got {type(images).__name__}")
+        raise ValueError(
+            f"images must be a numpy array or a torch tensor, got {type(images).__name__}"
+        )
     preprocessed = images.dtype == torch.float32 and images.ndim == 4 and images.shape[1] == 3
     if not preprocessed and not (images.dtype == torch.uint8 and images.ndim == 3):
         raise ValueError(
@@ -113,13 +117,17 @@ def preprocessed(images: torch.Tensor, *, budget_bytes: int | None = None) -> to
             budget_bytes = runtime.memory_bytes() // 8
     if images.numel() * 3 * 4 > budget_bytes:
         return images
-    out = torch.empty((images.shape[0], 3, *images.shape[1:]), dtype=torch.float32, device=images.device)
+    out = torch.empty(
+        (images.shape[0], 3, *images.shape[1:]), dtype=torch.float32, device=images.device
+    )
     for start in range(0, images.shape[0], 1024):
         out[start : start + 1024] = models.preprocess(images[start : start + 1024])
     return out
 
 
-def predict(model: nn.Module, images: Any, *, batch_size: int, device: str | torch.device) -> np.ndarray:
+def predict(
+    model: nn.Module, images: Any, *, batch_size: int, device: str | torch.device
+) -> np.ndarray:
     """Sigmoid probabilities of ``model``, float32 ``[N, C]``.
 
     Parameters

@@ -67,12 +67,16 @@ class Axis:
             raise ValueError(f"{name} must be a number ({self.unit}), got {value!r}")
         out = float(value)
         if not (self.lowest <= out <= self.highest):  # also refuses NaN
-            raise ValueError(f"{name} must be in [{self.lowest:g}, {self.highest:g}] ({self.unit}), got {value!r}")
+            raise ValueError(
+                f"{name} must be in [{self.lowest:g}, {self.highest:g}] ({self.unit}), got {value!r}"
+            )
         if self.integer and out != math.floor(out):
             raise ValueError(f"{name} must be a whole number of {self.unit}, got {value!r}")
         return out
 
-    def check_levels(self, values: Iterable[Any], *, dense_first: bool = False, name: str | None = None) -> list[float]:
+    def check_levels(
+        self, values: Iterable[Any], *, dense_first: bool = False, name: str | None = None
+    ) -> list[float]:
         """Levels in compression order (strictly more compressed each), each checked.
 
         With ``dense_first`` the first level must be the dense model's (the baseline).
@@ -120,7 +124,9 @@ class Axis:
         values = np.asarray(levels, dtype=float)
         hit = np.flatnonzero(np.isclose(values, float(value), atol=SPARSITY_ATOL, rtol=0))
         if hit.size == 0:
-            raise ValueError(f"{name or self.name}={value!r} is not among the levels {values.tolist()}")
+            raise ValueError(
+                f"{name or self.name}={value!r} is not among the levels {values.tolist()}"
+            )
         return int(hit[0])
 
     def extreme(self, levels: Sequence[float]) -> float:
@@ -144,7 +150,11 @@ class Axis:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "—"
         if self.integer:
-            return f"{int(round(float(value)))} bits" if self.name == "bits" else f"{int(round(float(value)))}"
+            return (
+                f"{int(round(float(value)))} bits"
+                if self.name == "bits"
+                else f"{int(round(float(value)))}"
+            )
         return f"{100 * float(value):.0f}%"
 
     @property
@@ -160,10 +170,19 @@ class Axis:
 
 #: the compression axes, by name
 AXES: dict[str, Axis] = {
-    "sparsity": Axis("sparsity", "fraction of weights set to 0", 0.0, True, 0.0, 1.0, False, "Sparsity"),
+    "sparsity": Axis(
+        "sparsity", "fraction of weights set to 0", 0.0, True, 0.0, 1.0, False, "Sparsity"
+    ),
     "bits": Axis("bits", "bits per weight", 32.0, False, 1.0, 32.0, True, "Bits per weight"),
     "channel_fraction": Axis(
-        "channel_fraction", "fraction of channels removed", 0.0, True, 0.0, 1.0, False, "Channels removed"
+        "channel_fraction",
+        "fraction of channels removed",
+        0.0,
+        True,
+        0.0,
+        1.0,
+        False,
+        "Channels removed",
     ),
 }
 

@@ -18,7 +18,13 @@ import pandas as pd
 
 from . import artifacts
 
-__all__ = ["MissingPositivesWarning", "compute_metrics", "each_warning_once", "mean_average_precision", "ranking_metrics"]
+__all__ = [
+    "MissingPositivesWarning",
+    "compute_metrics",
+    "each_warning_once",
+    "mean_average_precision",
+    "ranking_metrics",
+]
 
 
 class MissingPositivesWarning(UserWarning):
@@ -102,8 +108,9 @@ def mean_average_precision(y: np.ndarray, scores: np.ndarray) -> float:
     return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
 
 
-
-def resampled_ap(y: np.ndarray, scores: np.ndarray, counts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def resampled_ap(
+    y: np.ndarray, scores: np.ndarray, counts: np.ndarray, groups: np.ndarray
+) -> np.ndarray:
     """AP of one class under many cluster resamplings of the images (a patient bootstrap).
 
     Parameters
@@ -142,7 +149,9 @@ def resampled_ap(y: np.ndarray, scores: np.ndarray, counts: np.ndarray, groups: 
             f"{groups.shape}, {counts.shape}"
         )
     if groups.size and (groups.min() < 0 or groups.max() >= counts.shape[1]):
-        raise ValueError(f"groups must lie in [0, {counts.shape[1]}); got {groups.min()}..{groups.max()}")
+        raise ValueError(
+            f"groups must lie in [0, {counts.shape[1]}); got {groups.min()}..{groups.max()}"
+        )
     order = np.argsort(-scores, kind="stable")
     s = scores[order]
     g = groups[order]
@@ -155,7 +164,8 @@ def resampled_ap(y: np.ndarray, scores: np.ndarray, counts: np.ndarray, groups: 
     run = np.searchsorted(end_of_pos, np.arange(s.size))
     keep = run < pos.size
     per_run = scipy.sparse.csr_matrix(
-        (np.ones(int(keep.sum()), np.float32), (g[keep], run[keep])), shape=(counts.shape[1], pos.size)
+        (np.ones(int(keep.sum()), np.float32), (g[keep], run[keep])),
+        shape=(counts.shape[1], pos.size),
     )
     c = counts.astype(np.float32, copy=False)
     # weighted images scored >= s_i, (B, P): integer counts, exact in float32, summed in float64
@@ -233,9 +243,15 @@ def compute_metrics(
                 )
             ap, auroc = ranking_metrics(y, p)
             frames.append(
-                pd.DataFrame({
-                    "seed": int(seed), level_name: float(level), "class": list(classes),
-                    "ap": ap, "auroc": auroc, "n_pos": n_pos,
-                })
+                pd.DataFrame(
+                    {
+                        "seed": int(seed),
+                        level_name: float(level),
+                        "class": list(classes),
+                        "ap": ap,
+                        "auroc": auroc,
+                        "n_pos": n_pos,
+                    }
+                )
             )
     return pd.concat(frames, ignore_index=True)[list(columns)]

@@ -94,7 +94,8 @@ class SmallResNet(nn.Module):
             down = None
             if stride != 1 or inplanes != planes:
                 down = nn.Sequential(
-                    nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+                    nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
+                    nn.BatchNorm2d(planes),
                 )
             layers.append(BasicBlock(inplanes, planes, stride=stride, downsample=down))
             inplanes = planes
@@ -116,33 +117,46 @@ def _small_resnet_of(width: int):
         if weights is not None:
             raise ValueError("the small ResNets have no pretrained weights; set pretrained = false")
         return SmallResNet(num_classes, width=width)
+
     return build
 
 
 MODELS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec(
-        "resnet50", _resnet50, lambda: torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+        "resnet50",
+        _resnet50,
+        lambda: torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
         "ResNet-50, the paper's model (ImageNet weights, fc → C outputs)",
     ),
     "resnet18": ModelSpec(
-        "resnet18", _resnet18, lambda: torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+        "resnet18",
+        _resnet18,
+        lambda: torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
         "ResNet-18 (ImageNet weights, fc → C outputs)",
     ),
     "densenet121": ModelSpec(
-        "densenet121", _densenet121, lambda: torchvision.models.DenseNet121_Weights.IMAGENET1K_V1,
+        "densenet121",
+        _densenet121,
+        lambda: torchvision.models.DenseNet121_Weights.IMAGENET1K_V1,
         "DenseNet-121, CheXNet's model (ImageNet weights, classifier → C outputs)",
     ),
     "small_resnet": ModelSpec(
-        "small_resnet", _small_resnet_of(16), None,
+        "small_resnet",
+        _small_resnet_of(16),
+        None,
         "compact residual CNN (stem + 3 BasicBlocks, widths 16/32/64) for CPU profiles; random init",
     ),
     # wider versions, for the capacity benchmark (benchmarks/bench_capacity.py)
     "small_resnet_w32": ModelSpec(
-        "small_resnet_w32", _small_resnet_of(32), None,
+        "small_resnet_w32",
+        _small_resnet_of(32),
+        None,
         "the compact residual CNN twice as wide (widths 32/64/128); random init",
     ),
     "small_resnet_w64": ModelSpec(
-        "small_resnet_w64", _small_resnet_of(64), None,
+        "small_resnet_w64",
+        _small_resnet_of(64),
+        None,
         "the compact residual CNN four times as wide (widths 64/128/256); random init",
     ),
 }
@@ -182,7 +196,9 @@ def _factory(spec: str) -> Callable[[int], nn.Module]:
     except (ImportError, AttributeError, ValueError) as err:
         raise ValueError(f"model {spec!r}: cannot import {attr!r} from {module!r}: {err}") from None
     if not callable(target):
-        raise ValueError(f"model {spec!r} is a {type(target).__name__}, not a function factory(num_classes)")
+        raise ValueError(
+            f"model {spec!r} is a {type(target).__name__}, not a function factory(num_classes)"
+        )
     return target
 
 
@@ -193,13 +209,15 @@ def check_model(name: str) -> str:
     if name in MODELS:
         return name
     if name.startswith(TORCHVISION):
-        if name[len(TORCHVISION):] not in _torchvision_names():
-            raise ValueError(f"torchvision has no classification model {name[len(TORCHVISION):]!r}; "
-                             "see torchvision.models.list_models()")
+        if name[len(TORCHVISION) :] not in _torchvision_names():
+            raise ValueError(
+                f"torchvision has no classification model {name[len(TORCHVISION) :]!r}; "
+                "see torchvision.models.list_models()"
+            )
         return name
     if name.startswith(TIMM):
-        if not _timm().is_model(name[len(TIMM):]):
-            raise ValueError(f"timm has no model {name[len(TIMM):]!r}; see timm.list_models()")
+        if not _timm().is_model(name[len(TIMM) :]):
+            raise ValueError(f"timm has no model {name[len(TIMM) :]!r}; see timm.list_models()")
         return name
     if ":" in name:
         _factory(name)
@@ -230,20 +248,24 @@ def _missing(name: str, where: Path, how: str) -> PretrainedWeightsMissing:
 
 
 def _create_torchvision(name: str, num_classes: int, pretrained: bool) -> nn.Module:
-    arch = name[len(TORCHVISION):]
+    arch = name[len(TORCHVISION) :]
     if not pretrained:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     path = weights_file(weights)
     if not path.exists():
-        raise _missing(name, path, f"python -c \"import torchvision; torchvision.models.get_model('{arch}', "
-                                   f"weights='{weights}')\"")
+        raise _missing(
+            name,
+            path,
+            f"python -c \"import torchvision; torchvision.models.get_model('{arch}', "
+            f"weights='{weights}')\"",
+        )
     return _replace_head(torchvision.models.get_model(arch, weights=weights), num_classes, name)
 
 
 def _create_timm(name: str, num_classes: int, pretrained: bool) -> nn.Module:
     timm = _timm()
-    arch = name[len(TIMM):]
+    arch = name[len(TIMM) :]
     options: dict = {"num_classes": num_classes}
     if pretrained:
         from huggingface_hub import try_to_load_from_cache
@@ -252,8 +274,11 @@ def _create_timm(name: str, num_classes: int, pretrained: bool) -> nn.Module:
         repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
         found = try_to_load_from_cache(repo, "model.safetensors") if repo else None
         if not isinstance(found, str):
-            raise _missing(name, Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser(),
-                           f"python -c \"import timm; timm.create_model('{arch}', pretrained=True)\"")
+            raise _missing(
+                name,
+                Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser(),
+                f"python -c \"import timm; timm.create_model('{arch}', pretrained=True)\"",
+            )
         options.update(pretrained=True, pretrained_cfg_overlay={"file": found})
     try:
         return timm.create_model(arch, dynamic_img_size=True, **options)
@@ -280,11 +305,15 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn
         return _create_timm(name, num_classes, pretrained)
     if name not in MODELS:
         if pretrained:
-            raise ValueError(f"model {name!r} is built by your factory, which loads its own weights; "
-                             "set pretrained = false")
+            raise ValueError(
+                f"model {name!r} is built by your factory, which loads its own weights; "
+                "set pretrained = false"
+            )
         model = _factory(name)(num_classes)
         if not isinstance(model, nn.Module):
-            raise ValueError(f"model {name!r}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+            raise ValueError(
+                f"model {name!r}: the factory returned a {type(model).__name__}, not a torch.nn.Module"
+            )
         return model
     spec = MODELS[name]
     weights = None
@@ -314,7 +343,9 @@ def preprocess(images: torch.Tensor, *, channels_last: bool = False) -> torch.Te
     channels_last memory format (used on CUDA).
     """
     if images.dtype != torch.uint8 or images.ndim != 3:
-        raise ValueError(f"expected uint8 images [B, H, W], got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"expected uint8 images [B, H, W], got {images.dtype} {tuple(images.shape)}"
+        )
     x = images.to(torch.float32).div_(255.0).unsqueeze(1)  # [B, 1, H, W]
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)

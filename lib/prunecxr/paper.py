@@ -26,21 +26,62 @@ from .analysis import cooccurrence, forgetting, overall, pies
 from .published import DATASET_MATCH, KINDS, MIMIC, NIH, PAPER_SETTINGS, PUBLISHED, SMALL_WEIGHT
 
 VALUE_COLUMNS = [
-    "key", "quantity", "kind", "source", "published_dataset", "published_value", "this_run_value",
-    "ci_low", "ci_high", "interval", "verdict", "this_run_data", "method", "note",
+    "key",
+    "quantity",
+    "kind",
+    "source",
+    "published_dataset",
+    "published_value",
+    "this_run_value",
+    "ci_low",
+    "ci_high",
+    "interval",
+    "verdict",
+    "this_run_data",
+    "method",
+    "note",
 ]
 #: the value a kind's "same sign" is taken against (none: only "inside" or not)
 VERDICT_REFERENCE = {"corr": 0.0, "coef": 0.0, "ratio": 1.0}
 INSIDE, SAME_SIDE, NEITHER, NO_INTERVAL = (
-    "inside the interval", "outside, same sign", "neither", "no interval")
+    "inside the interval",
+    "outside, same sign",
+    "neither",
+    "no interval",
+)
 #: which analysis's intervals file holds each key (prunecxr.paths.INTERVAL_STAGES)
-_INTERVAL_STAGE = {"first_significant_drop": "overall", "pie_rarest_ratio_min": "pies",
-                   "pie_rarest_ratio_max": "pies", "pie_4plus_ratio": "pies"}
-_INTERVAL_STAGE.update({k: "forgetting" for k in ("rho_freq_first_drop", "r_freq_first_drop", "rho_freq_change_095",
-                                                  "r_freq_change_095")})
-_INTERVAL_STAGE.update({k: "cooccurrence" for k in ("rho_fcd_freq_diff", "r_fcd_freq_diff", "rho_fcd_iou",
-                                                    "r_fcd_iou_quarter", "eq2_intercept", "eq2_abs_log_freq_diff",
-                                                    "eq2_iou_quarter", "eq2_interaction")})
+_INTERVAL_STAGE = {
+    "first_significant_drop": "overall",
+    "pie_rarest_ratio_min": "pies",
+    "pie_rarest_ratio_max": "pies",
+    "pie_4plus_ratio": "pies",
+}
+_INTERVAL_STAGE.update(
+    {
+        k: "forgetting"
+        for k in (
+            "rho_freq_first_drop",
+            "r_freq_first_drop",
+            "rho_freq_change_095",
+            "r_freq_change_095",
+        )
+    }
+)
+_INTERVAL_STAGE.update(
+    {
+        k: "cooccurrence"
+        for k in (
+            "rho_fcd_freq_diff",
+            "r_fcd_freq_diff",
+            "rho_fcd_iou",
+            "r_fcd_iou_quarter",
+            "eq2_intercept",
+            "eq2_abs_log_freq_diff",
+            "eq2_iou_quarter",
+            "eq2_interaction",
+        )
+    }
+)
 
 
 def dataset_match(run: str) -> tuple[str, str]:
@@ -104,8 +145,10 @@ def _axis_note(run: str, method: str) -> str:
         return ""
     if meta["level_name"] == "sparsity":
         return ""
-    return (f"{method} compresses along {meta['level_name']} ({meta['level_unit']}), the paper along sparsity: "
-            "the same analysis on another axis")
+    return (
+        f"{method} compresses along {meta['level_name']} ({meta['level_unit']}), the paper along sparsity: "
+        "the same analysis on another axis"
+    )
 
 
 def _first_drop(run: str, method: str) -> _Measured:
@@ -128,9 +171,11 @@ def _small_weights(run: str) -> _Measured:
     summary = overall.magnitude_summary(dense_magnitudes(run), below=SMALL_WEIGHT)
     if summary is None:
         return _Measured(np.nan, "no dense checkpoints (imported predictions)")
-    return _Measured(summary.fraction_below,
-                     f"{summary.n_weights // summary.n_models:,} weights per model; the paper's "
-                     "ResNet-50 has 23.5 million")
+    return _Measured(
+        summary.fraction_below,
+        f"{summary.n_weights // summary.n_models:,} weights per model; the paper's "
+        "ResNet-50 has 23.5 million",
+    )
 
 
 def _forgetting_values(run: str, method: str) -> dict[str, _Measured]:
@@ -140,14 +185,23 @@ def _forgetting_values(run: str, method: str) -> dict[str, _Measured]:
     except FileNotFoundError as err:
         return {k: _missing("04_class_forgetting", err) for k in keys}
     corr = res.correlations.set_index("y")
-    threshold = float(res.summary["drop_threshold"].iloc[0]) if len(res.summary) else PAPER_SETTINGS["drop_threshold"]
+    threshold = (
+        float(res.summary["drop_threshold"].iloc[0])
+        if len(res.summary)
+        else PAPER_SETTINGS["drop_threshold"]
+    )
     note = _differs("drop_threshold", threshold) if len(res.summary) else ""
     drop, change = corr.loc["first_drop"], corr.loc[forgetting.change_column(res.summary)]
-    n_drop = (f"{int(drop['n'])} of {len(res.summary)} classes drop {fmt.pct(threshold)}"
-              if drop["n"] < len(res.summary) else "")
+    n_drop = (
+        f"{int(drop['n'])} of {len(res.summary)} classes drop {fmt.pct(threshold)}"
+        if drop["n"] < len(res.summary)
+        else ""
+    )
     axis_note = _axis_note(run, method)
     drop_note = "; ".join(x for x in (note, n_drop, axis_note) if x)
-    change_note = "; ".join(x for x in (axis_note, "at the most compressed level" if axis_note else "") if x)
+    change_note = "; ".join(
+        x for x in (axis_note, "at the most compressed level" if axis_note else "") if x
+    )
     return {
         "rho_freq_first_drop": _Measured(drop["spearman_rho"], drop_note),
         "r_freq_first_drop": _Measured(drop["pearson_r"], drop_note),
@@ -157,8 +211,17 @@ def _forgetting_values(run: str, method: str) -> dict[str, _Measured]:
 
 
 def _cooccurrence_values(run: str, method: str) -> dict[str, _Measured]:
-    keys = ("rho_fcd_freq_diff", "r_fcd_freq_diff", "rho_fcd_iou", "r_fcd_iou_quarter", "eq2_intercept",
-            "eq2_abs_log_freq_diff", "eq2_iou_quarter", "eq2_interaction", "eq2_interaction_p")
+    keys = (
+        "rho_fcd_freq_diff",
+        "r_fcd_freq_diff",
+        "rho_fcd_iou",
+        "r_fcd_iou_quarter",
+        "eq2_intercept",
+        "eq2_abs_log_freq_diff",
+        "eq2_iou_quarter",
+        "eq2_interaction",
+        "eq2_interaction_p",
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -176,12 +239,21 @@ def _cooccurrence_values(run: str, method: str) -> dict[str, _Measured]:
         "rho_fcd_iou": _Measured(corr.loc["iou", "spearman_rho"], note),
         "r_fcd_iou_quarter": _Measured(corr.loc["iou_quarter", "pearson_r"], note),
     }
-    terms = {"eq2_intercept": "Intercept", "eq2_abs_log_freq_diff": "abs_log_freq_diff",
-             "eq2_iou_quarter": "iou_quarter", "eq2_interaction": "abs_log_freq_diff:iou_quarter"}
+    terms = {
+        "eq2_intercept": "Intercept",
+        "eq2_abs_log_freq_diff": "abs_log_freq_diff",
+        "eq2_iou_quarter": "iou_quarter",
+        "eq2_interaction": "abs_log_freq_diff:iou_quarter",
+    }
     for key, term in terms.items():
-        out[key] = _Measured(res.eq2.coef(term), note) if res.eq2 else _Measured(np.nan, "Eq. 2 not fitted")
+        out[key] = (
+            _Measured(res.eq2.coef(term), note)
+            if res.eq2
+            else _Measured(np.nan, "Eq. 2 not fitted")
+        )
     out["eq2_interaction_p"] = (
-        _Measured(res.eq2.p_value("abs_log_freq_diff:iou_quarter"), note) if res.eq2
+        _Measured(res.eq2.p_value("abs_log_freq_diff:iou_quarter"), note)
+        if res.eq2
         else _Measured(np.nan, "Eq. 2 not fitted")
     )
     return out
@@ -196,7 +268,9 @@ def _pie_values(run: str, method: str) -> dict[str, _Measured]:
     classes = list(artifacts.read_meta(run, method)["classes"])
     labels = artifacts.read_labels(run, classes)
     test = labels[(labels["split"] == "test").to_numpy()]
-    merged = test[["image_id"]].merge(table[["image_id", "is_pie"]], on="image_id", how="left", validate="one_to_one")
+    merged = test[["image_id"]].merge(
+        table[["image_id", "is_pie"]], on="image_id", how="left", validate="one_to_one"
+    )
     if merged["is_pie"].isna().any():
         raise ValueError(
             f"{paths.run_paths(run).pies(method)} lacks {int(merged['is_pie'].isna().sum())} test images "
@@ -207,12 +281,17 @@ def _pie_values(run: str, method: str) -> dict[str, _Measured]:
     ratios = pies.class_ratios(test, is_pie, classes, train_counts=counts["train_count"])
     lo, hi, rare = pies.rarest_ratio_range(ratios)
     bins = pies.findings_ratios(test, is_pie, classes).set_index("n_findings")
-    notes = [_differs(c, table[c].iloc[0]) for c in ("dense_sparsity", "pie_sparsity", "pie_fraction")
-             if c in table.columns and len(table)]
+    notes = [
+        _differs(c, table[c].iloc[0])
+        for c in ("dense_sparsity", "pie_sparsity", "pie_fraction")
+        if c in table.columns and len(table)
+    ]
     note = "; ".join(n for n in [*notes, _axis_note(run, method)] if n)
     by_class = ratios.set_index("class")["ratio"]
     listed = ", ".join(f"{c} {fmt.ratio(by_class[c])}" for c in rare)
-    rare_note = "; ".join(x for x in (note, f"rarest in training here: {listed} (— undefined, ignored)") if x)
+    rare_note = "; ".join(
+        x for x in (note, f"rarest in training here: {listed} (— undefined, ignored)") if x
+    )
     return {
         "pie_rarest_ratio_min": _Measured(lo, rare_note),
         "pie_rarest_ratio_max": _Measured(hi, rare_note),
@@ -250,13 +329,20 @@ def _interval_for(run: str, method: str, key: str) -> tuple[float, float, str]:
         return np.nan, np.nan, ""
     quantity = "first_significant_drop[welch, none]" if key == "first_significant_drop" else key
     rows = table[(table["quantity"] == quantity) & (table["subset"] == "all")]
-    rows = rows[np.isfinite(rows["ci_low"].to_numpy(dtype=float)) | np.isinf(rows["ci_high"].to_numpy(dtype=float))]
+    rows = rows[
+        np.isfinite(rows["ci_low"].to_numpy(dtype=float))
+        | np.isinf(rows["ci_high"].to_numpy(dtype=float))
+    ]
     if rows.empty:
         return np.nan, np.nan, ""
     width = (rows["ci_high"] - rows["ci_low"]).to_numpy(dtype=float)
     row = rows.iloc[int(np.nanargmax(np.where(np.isnan(width), -np.inf, width)))]
     level = f"{round(100 * float(row['confidence']))}%"
-    return float(row["ci_low"]), float(row["ci_high"]), f"{level}, over {row['resampling']} ({row['interval']})"
+    return (
+        float(row["ci_low"]),
+        float(row["ci_high"]),
+        f"{level}, over {row['resampling']} ({row['interval']})",
+    )
 
 
 def _dyadic_note(run: str, method: str) -> str:
@@ -265,9 +351,19 @@ def _dyadic_note(run: str, method: str) -> str:
         tests = artifacts.read_dyadic_tests(run, method)
     except FileNotFoundError:
         return ""
-    rows = tests[(tests["quantity"] == "eq2_interaction") & (tests["subset"] == "all")].set_index("inference")
-    parts = [f"{name}: {fmt.pvalue(rows.loc[name, 'p_value'])}" for name in ("Y-QAP (class permutation)", "Freedman–Lane (class permutation)") if name in rows.index]
-    return ("this run's P is the classical one, which assumes independent pairs; " + ", ".join(parts)) if parts else ""
+    rows = tests[(tests["quantity"] == "eq2_interaction") & (tests["subset"] == "all")].set_index(
+        "inference"
+    )
+    parts = [
+        f"{name}: {fmt.pvalue(rows.loc[name, 'p_value'])}"
+        for name in ("Y-QAP (class permutation)", "Freedman–Lane (class permutation)")
+        if name in rows.index
+    ]
+    return (
+        ("this run's P is the classical one, which assumes independent pairs; " + ", ".join(parts))
+        if parts
+        else ""
+    )
 
 
 def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
@@ -299,8 +395,10 @@ def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
     method = method or forgetting.figure_method(run)
     paper_dataset, _ = dataset_match(run)
     data = run_dataset_label(run)
-    measured = {"first_significant_drop": _first_drop(run, method),
-                "share_weights_below_001": _small_weights(run)}
+    measured = {
+        "first_significant_drop": _first_drop(run, method),
+        "share_weights_below_001": _small_weights(run),
+    }
     measured.update(_forgetting_values(run, method))
     measured.update(_cooccurrence_values(run, method))
     measured.update(_pie_values(run, method))
@@ -312,15 +410,26 @@ def comparison_values(run: str, *, method: str | None = None) -> pd.DataFrame:
         extra = _dyadic_note(run, method) if key == "eq2_interaction_p" else ""
         note = "; ".join(x for x in (pub_note, m.note, extra) if x)
         low, high, interval = _interval_for(run, method, key)
-        rows.append({
-            "key": key, "quantity": first["quantity"], "kind": first["kind"],
-            "source": PUBLISHED.loc[(PUBLISHED["key"] == key) & (PUBLISHED["dataset"] == pub_dataset), "source"].iloc[0],
-            "published_dataset": pub_dataset, "published_value": pub_value,
-            "this_run_value": float(m.value) if m.value is not None else np.nan,
-            "ci_low": low, "ci_high": high, "interval": interval,
-            "verdict": verdict(pub_value, low, high, first["kind"]),
-            "this_run_data": data, "method": method, "note": note,
-        })
+        rows.append(
+            {
+                "key": key,
+                "quantity": first["quantity"],
+                "kind": first["kind"],
+                "source": PUBLISHED.loc[
+                    (PUBLISHED["key"] == key) & (PUBLISHED["dataset"] == pub_dataset), "source"
+                ].iloc[0],
+                "published_dataset": pub_dataset,
+                "published_value": pub_value,
+                "this_run_value": float(m.value) if m.value is not None else np.nan,
+                "ci_low": low,
+                "ci_high": high,
+                "interval": interval,
+                "verdict": verdict(pub_value, low, high, first["kind"]),
+                "this_run_data": data,
+                "method": method,
+                "note": note,
+            }
+        )
     return pd.DataFrame(rows, columns=VALUE_COLUMNS)
 
 
@@ -330,7 +439,7 @@ def format_value(value, kind: str) -> str:
         raise ValueError(f"unknown kind {kind!r}; choose one of {sorted(KINDS)}")
     if kind == "p":
         text = fmt.pvalue(value)
-        return text[len("P = "):] if text.startswith("P = ") else text
+        return text[len("P = ") :] if text.startswith("P = ") else text
     return getattr(fmt, KINDS[kind])(value)
 
 
@@ -346,7 +455,9 @@ def format_interval(low: float, high: float, kind: str, what: str = "") -> str:
     return f"[{one(low)}, {one(high)}]" + (f" ({what})" if what else "")
 
 
-def comparison_table(run: str, *, method: str | None = None, keys: list[str] | None = None) -> pd.DataFrame:
+def comparison_table(
+    run: str, *, method: str | None = None, keys: list[str] | None = None
+) -> pd.DataFrame:
     """The paper-versus-run table as text, for notebooks and the report.
 
     Columns ``quantity``, ``published``, ``published_dataset``, ``this_run``,
@@ -360,27 +471,51 @@ def comparison_table(run: str, *, method: str | None = None, keys: list[str] | N
         if unknown:
             raise KeyError(f"unknown keys {unknown}; choose from {list(values['key'])}")
         values = values[values["key"].isin(keys)]
-    return pd.DataFrame({
-        "quantity": values["quantity"],
-        "published": [format_value(v, k) for v, k in zip(values["published_value"], values["kind"])],
-        "published_dataset": values["published_dataset"],
-        "this_run": [format_value(v, k) for v, k in zip(values["this_run_value"], values["kind"])],
-        "this_run_interval": [format_interval(lo, hi, k, what) for lo, hi, k, what in
-                              zip(values["ci_low"], values["ci_high"], values["kind"], values["interval"])],
-        "verdict": values["verdict"],
-        "this_run_data": values["this_run_data"] + " / " + values["method"],
-        "source": values["source"],
-        "note": values["note"],
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "quantity": values["quantity"],
+            "published": [
+                format_value(v, k) for v, k in zip(values["published_value"], values["kind"])
+            ],
+            "published_dataset": values["published_dataset"],
+            "this_run": [
+                format_value(v, k) for v, k in zip(values["this_run_value"], values["kind"])
+            ],
+            "this_run_interval": [
+                format_interval(lo, hi, k, what)
+                for lo, hi, k, what in zip(
+                    values["ci_low"], values["ci_high"], values["kind"], values["interval"]
+                )
+            ],
+            "verdict": values["verdict"],
+            "this_run_data": values["this_run_data"] + " / " + values["method"],
+            "source": values["source"],
+            "note": values["note"],
+        }
+    ).reset_index(drop=True)
 
 
 #: The rows each analysis notebook shows (its own findings); the report shows them all.
 SECTIONS = {
-    "04_class_forgetting": ["share_weights_below_001", "first_significant_drop", "rho_freq_first_drop", "r_freq_first_drop",
-                            "rho_freq_change_095", "r_freq_change_095"],
-    "05_cooccurrence": ["rho_fcd_freq_diff", "r_fcd_freq_diff", "rho_fcd_iou", "r_fcd_iou_quarter",
-                        "eq2_intercept", "eq2_abs_log_freq_diff", "eq2_iou_quarter", "eq2_interaction",
-                        "eq2_interaction_p"],
+    "04_class_forgetting": [
+        "share_weights_below_001",
+        "first_significant_drop",
+        "rho_freq_first_drop",
+        "r_freq_first_drop",
+        "rho_freq_change_095",
+        "r_freq_change_095",
+    ],
+    "05_cooccurrence": [
+        "rho_fcd_freq_diff",
+        "r_fcd_freq_diff",
+        "rho_fcd_iou",
+        "r_fcd_iou_quarter",
+        "eq2_intercept",
+        "eq2_abs_log_freq_diff",
+        "eq2_iou_quarter",
+        "eq2_interaction",
+        "eq2_interaction_p",
+    ],
     "06_pies": ["pie_rarest_ratio_min", "pie_rarest_ratio_max", "pie_4plus_ratio"],
 }
 
@@ -389,8 +524,13 @@ SECTIONS = {
 #: Table 2's dataset key (:func:`prunecxr.data.reference.class_counts`) of each paper dataset
 _TABLE2 = {NIH: "nih-cxr-lt", MIMIC: "mimic-cxr-lt"}
 #: NIH-CXR-LT's findings parsed from reports; it clears No Finding on the images that carry one
-NIH_ADDED_FINDINGS = ("Subcutaneous Emphysema", "Tortuous Aorta", "Calcification of the Aorta",
-                      "Pneumoperitoneum", "Pneumomediastinum")
+NIH_ADDED_FINDINGS = (
+    "Subcutaneous Emphysema",
+    "Tortuous Aorta",
+    "Calcification of the Aorta",
+    "Pneumoperitoneum",
+    "Pneumomediastinum",
+)
 
 
 def class_count_table(run: str) -> pd.DataFrame:
@@ -425,13 +565,20 @@ def class_count_table(run: str) -> pd.DataFrame:
             note = "not a class of this run"
         elif name not in table2.index:
             note = f"not a class of {paper_dataset}"
-        elif name == "No Finding" and paper_dataset == NIH and not set(NIH_ADDED_FINDINGS) <= set(classes):
+        elif (
+            name == "No Finding"
+            and paper_dataset == NIH
+            and not set(NIH_ADDED_FINDINGS) <= set(classes)
+        ):
             note = f"{paper_dataset} clears No Finding on images with one of its five report-parsed findings"
         elif not subsample and any(row[f"paper_{s}"] != row[f"run_{s}"] for s in splits):
             note = "differs"
         rows.append(row | {"note": note})
     totals = reference.image_totals(_TABLE2[paper_dataset])
-    total_row = {"class": "all images", "note": f"a subsample of {len(labels):,} images" if subsample else ""}
+    total_row = {
+        "class": "all images",
+        "note": f"a subsample of {len(labels):,} images" if subsample else "",
+    }
     for s in splits:
         total_row[f"paper_{s}"] = float(totals[s])
         total_row[f"run_{s}"] = float((labels["split"] == s).sum())

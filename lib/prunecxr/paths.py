@@ -199,7 +199,9 @@ class RunPaths:
     def intervals(self, method: str, stage: str) -> Path:
         """Bootstrap intervals of one analysis (``overall``, ``forgetting``, ``cooccurrence``, ``pies``)."""
         if stage not in INTERVAL_STAGES:
-            raise ValueError(f"unknown interval stage {stage!r}; choose one of {list(INTERVAL_STAGES)}")
+            raise ValueError(
+                f"unknown interval stage {stage!r}; choose one of {list(INTERVAL_STAGES)}"
+            )
         return self.analysis_dir(method) / f"intervals_{stage}.parquet"
 
     # -- notebook 09 (attend) -------------------------------------------------------

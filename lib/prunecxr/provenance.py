@@ -39,9 +39,22 @@ from typing import Any
 from . import artifacts, paths
 
 __all__ = [
-    "PNG_KEY", "SIDECAR_SUFFIX", "StageContext", "begin_stage", "check", "collect", "current",
-    "describe", "file_sha256", "html_with_provenance", "parameters_sha256", "png_with_provenance",
-    "png_text", "read", "short_line", "sidecar_path",
+    "PNG_KEY",
+    "SIDECAR_SUFFIX",
+    "StageContext",
+    "begin_stage",
+    "check",
+    "collect",
+    "current",
+    "describe",
+    "file_sha256",
+    "html_with_provenance",
+    "parameters_sha256",
+    "png_with_provenance",
+    "png_text",
+    "read",
+    "short_line",
+    "sidecar_path",
 ]
 
 #: the version of the record's layout
@@ -69,8 +82,9 @@ class StageContext:
 _context: list[StageContext] = []
 
 
-def begin_stage(stage: str, *, run: str, parameters: Mapping[str, Any], package_version: str,
-                git_commit: str) -> StageContext:
+def begin_stage(
+    stage: str, *, run: str, parameters: Mapping[str, Any], package_version: str, git_commit: str
+) -> StageContext:
     """Remember the stage that starts in this process and start noting what it reads."""
     ctx = StageContext(stage, run, dict(parameters), package_version, git_commit)
     _context[:] = [ctx]
@@ -117,7 +131,7 @@ def resolve(name: str, *, home: Path) -> Path:
     """The file an input's name means, for figures under ``home``."""
     if name.startswith(CACHE_PREFIX):  # PRUNECXR_CACHE, else the cache folder of that home
         cache = paths.cache_root() if os.environ.get(paths.CACHE_ENV) else home / "cache"
-        return cache / name[len(CACHE_PREFIX):]
+        return cache / name[len(CACHE_PREFIX) :]
     p = Path(name)
     return p if p.is_absolute() else home / p
 
@@ -147,8 +161,13 @@ def _cell(stage: str) -> tuple[int | None, int | None]:
 
 
 # -- the record ----------------------------------------------------------------------------
-def collect(name: str, *, run: str, inputs: Iterable[str | os.PathLike] | None = None,
-            context: StageContext | None = None) -> dict[str, Any]:
+def collect(
+    name: str,
+    *,
+    run: str,
+    inputs: Iterable[str | os.PathLike] | None = None,
+    context: StageContext | None = None,
+) -> dict[str, Any]:
     """The provenance record of figure ``name`` of ``run``, drawn now.
 
     Parameters
@@ -180,8 +199,10 @@ def collect(name: str, *, run: str, inputs: Iterable[str | os.PathLike] | None =
         "execution_count": count,
         "parameters": ctx.parameters,
         "parameters_sha256": parameters_sha256(ctx.parameters),
-        "inputs": [{"path": location(p), "sha256": file_sha256(p), "bytes": Path(p).stat().st_size}
-                   for p in files],
+        "inputs": [
+            {"path": location(p), "sha256": file_sha256(p), "bytes": Path(p).stat().st_size}
+            for p in files
+        ],
     }
 
 
@@ -194,9 +215,11 @@ def short_line(record: Mapping[str, Any]) -> str:
     if record.get("git_clean") is False:
         commit += " (uncommitted changes)"
     n = len(record.get("inputs", []))
-    return (f"run {record.get('run')} · {where} · prunecxr {record.get('package_version')} · "
-            f"commit {commit} · parameters {str(record.get('parameters_sha256', ''))[:12]} · "
-            f"{n} input file{'s' if n != 1 else ''}")
+    return (
+        f"run {record.get('run')} · {where} · prunecxr {record.get('package_version')} · "
+        f"commit {commit} · parameters {str(record.get('parameters_sha256', ''))[:12]} · "
+        f"{n} input file{'s' if n != 1 else ''}"
+    )
 
 
 # -- carriers --------------------------------------------------------------------------------
@@ -206,13 +229,21 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 def png_with_provenance(png: bytes, record: Mapping[str, Any]) -> bytes:
     """``png`` with the record as international text chunks before its end (pixels untouched)."""
-    if not png.startswith(b"\x89PNG\r\n\x1a\n") or png[-12:-8] != b"\x00\x00\x00\x00" or png[-8:-4] != b"IEND":
+    if (
+        not png.startswith(b"\x89PNG\r\n\x1a\n")
+        or png[-12:-8] != b"\x00\x00\x00\x00"
+        or png[-8:-4] != b"IEND"
+    ):
         raise ValueError("not a PNG ending in an IEND chunk")
     chunks = b""
-    for key, text in (("Description", short_line(record)),
-                      (PNG_KEY, json.dumps(record, sort_keys=True))):
+    for key, text in (
+        ("Description", short_line(record)),
+        (PNG_KEY, json.dumps(record, sort_keys=True)),
+    ):
         # iTXt: keyword, NUL, compression flag 0, method 0, empty language and translated keyword
-        chunks += _png_chunk(b"iTXt", key.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8"))
+        chunks += _png_chunk(
+            b"iTXt", key.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode("utf-8")
+        )
     return png[:-12] + chunks + png[-12:]
 
 
@@ -222,8 +253,8 @@ def png_text(png: bytes) -> dict[str, str]:
     out: dict[str, str] = {}
     pos = 8
     while pos + 8 <= len(png):
-        (length,) = struct.unpack(">I", png[pos:pos + 4])
-        kind, data = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
         if kind == b"iTXt":
             key, _, rest = data.partition(b"\x00")
             if len(rest) >= 2 and rest[0] == 0:  # not compressed
@@ -239,9 +270,11 @@ def png_text(png: bytes) -> dict[str, str]:
 def html_with_provenance(page: str, record: Mapping[str, Any]) -> str:
     """``page`` with a visible provenance footer and the record as JSON, before ``</body>``."""
     data = json.dumps(record, sort_keys=True).replace("</", "<\\/")
-    block = (f'<footer class="{HTML_CLASS}" style="font:12px sans-serif;color:#555;margin:6px 12px">'
-             f"{_html.escape(short_line(record))}</footer>\n"
-             f'<script type="application/json" class="{HTML_CLASS}">{data}</script>\n')
+    block = (
+        f'<footer class="{HTML_CLASS}" style="font:12px sans-serif;color:#555;margin:6px 12px">'
+        f"{_html.escape(short_line(record))}</footer>\n"
+        f'<script type="application/json" class="{HTML_CLASS}">{data}</script>\n'
+    )
     at = page.rfind("</body>")
     if at < 0:
         raise ValueError("the figure's HTML has no </body>")
@@ -251,7 +284,9 @@ def html_with_provenance(page: str, record: Mapping[str, Any]) -> str:
 #: the provenance elements of a figure's HTML (:func:`html_with_provenance`)
 HTML_BLOCK = re.compile(
     rf'<footer class="{HTML_CLASS}"[^>]*>.*?</footer>\s*'
-    rf'<script type="application/json" class="{HTML_CLASS}">(.*?)</script>\s*', re.S)
+    rf'<script type="application/json" class="{HTML_CLASS}">(.*?)</script>\s*',
+    re.S,
+)
 
 
 def sidecar_path(figure_file: str | os.PathLike) -> Path:
@@ -263,7 +298,9 @@ def sidecar_path(figure_file: str | os.PathLike) -> Path:
 
 def write_sidecar(figure_file: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Write the record beside the figure's files."""
-    return artifacts.write_text(sidecar_path(figure_file), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return artifacts.write_text(
+        sidecar_path(figure_file), json.dumps(record, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def read(path: str | os.PathLike) -> dict[str, Any]:
@@ -291,8 +328,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
             raise FileNotFoundError(f"{path} has no provenance sidecar {side.name} beside it")
         text = side.read_text(encoding="utf-8")
     if text is None:
-        raise ValueError(f"{path} carries no prunecxr provenance record (was it saved by "
-                         "prunecxr.figures.save_figure?)")
+        raise ValueError(
+            f"{path} carries no prunecxr provenance record (was it saved by "
+            "prunecxr.figures.save_figure?)"
+        )
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
@@ -339,14 +378,20 @@ def describe(path: str | os.PathLike) -> tuple[str, bool]:
     record = read(path)
     states = check(record, home=figure_home(path, str(record.get("run", ""))))
     stale = [s for s in states if s.status != "ok"]
-    clean = {True: "clean", False: "with uncommitted changes", None: "unknown"}[record.get("git_clean")]
+    clean = {True: "clean", False: "with uncommitted changes", None: "unknown"}[
+        record.get("git_clean")
+    ]
     cell = record.get("cell")
     lines = [
         f"figure      {record.get('figure')} ({Path(path).name})",
         f"run         {record.get('run')}",
         f"notebook    {record.get('notebook') or '—'}"
         + (f", cell {cell}" if cell is not None else "")
-        + (f" (In [{record['execution_count']}])" if record.get("execution_count") is not None else ""),
+        + (
+            f" (In [{record['execution_count']}])"
+            if record.get("execution_count") is not None
+            else ""
+        ),
         f"package     prunecxr {record.get('package_version')}",
         f"commit      {record.get('git_commit')} ({clean})",
         f"parameters  sha256 {record.get('parameters_sha256')}",
@@ -358,8 +403,10 @@ def describe(path: str | os.PathLike) -> tuple[str, bool]:
         mark = {"ok": "ok     ", "changed": "CHANGED", "missing": "MISSING"}[s.status]
         lines.append(f"  {mark} {s.path}  sha256 {by_path[s.path]['sha256'][:16]}")
     if stale:
-        lines.append(f"STALE: {len(stale)} input(s) changed or missing since the figure was drawn; "
-                     f"run notebook {record.get('notebook') or 'that drew it'} again to redraw it")
+        lines.append(
+            f"STALE: {len(stale)} input(s) changed or missing since the figure was drawn; "
+            f"run notebook {record.get('notebook') or 'that drew it'} again to redraw it"
+        )
     else:
         lines.append("up to date: every input has its recorded hash")
     return "\n".join(lines), bool(stale)

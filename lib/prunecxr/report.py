@@ -48,9 +48,16 @@ _EXTERNAL_URL = re.compile(r"^\s*(?:https?:)?//", re.I)
 
 #: (tag, attribute) pairs that make a browser fetch something to show the page
 _FETCHING = {
-    ("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src"),
-    ("source", "src"), ("video", "src"), ("audio", "src"), ("embed", "src"),
-    ("object", "data"), ("input", "src"),
+    ("script", "src"),
+    ("link", "href"),
+    ("img", "src"),
+    ("iframe", "src"),
+    ("source", "src"),
+    ("video", "src"),
+    ("audio", "src"),
+    ("embed", "src"),
+    ("object", "data"),
+    ("input", "src"),
 }
 
 
@@ -160,8 +167,13 @@ def figure_files(run: str) -> list[FigureFiles]:
     folder = paths.run_paths(run).figures
     if not folder.is_dir():
         return []
-    stems = sorted({p.stem for p in folder.iterdir()
-                    if p.suffix in {".html", ".png"} and not p.name.startswith(".")})
+    stems = sorted(
+        {
+            p.stem
+            for p in folder.iterdir()
+            if p.suffix in {".html", ".png"} and not p.name.startswith(".")
+        }
+    )
 
     def get(stem, suffix):
         p = folder / f"{stem}{suffix}"
@@ -198,8 +210,10 @@ def provenance_line(f: FigureFiles) -> str:
             record = provenance.read(p)
         except (FileNotFoundError, ValueError):
             continue
-        return (f'<p class="provenance" title="python -m prunecxr provenance {_esc(p.name)}">'
-                f"{_esc(provenance.short_line(record))}</p>")
+        return (
+            f'<p class="provenance" title="python -m prunecxr provenance {_esc(p.name)}">'
+            f"{_esc(provenance.short_line(record))}</p>"
+        )
     return '<p class="provenance">No provenance recorded for this figure.</p>'
 
 
@@ -295,8 +309,10 @@ def _provenance(run: str, record: dict[str, Any]) -> str:
         return '<p class="note">No data record in run.json (notebook 01_data has not run): data provenance unknown.</p>'
     if data.get("synthetic"):
         return f'<p class="phantom" id="provenance">{_esc(config.PHANTOM_NOTICE)}</p>'
-    return (f'<p class="real" id="provenance">Real data: {_esc(dataset)} '
-            "(figures and tables below are computed from real chest X-rays).</p>")
+    return (
+        f'<p class="real" id="provenance">Real data: {_esc(dataset)} '
+        "(figures and tables below are computed from real chest X-rays).</p>"
+    )
 
 
 def _notebooks_section(run: str, names: list[str], timings: dict[str, Any], reports: Path) -> str:
@@ -321,8 +337,8 @@ def _notebooks_section(run: str, names: list[str], timings: dict[str, Any], repo
         rows.append(
             f'<tr data-notebook="{_esc(name)}"><td>{_esc(name)}</td>'
             f'<td class="{css}">{_esc(status)}</td>'
-            f'<td>{_esc(fmt.num(secs, 1) + " s" if secs is not None else "—")}</td>'
-            f'<td>{_esc(t.get("finished", "—"))}</td><td>{" · ".join(links) or "—"}</td></tr>'
+            f"<td>{_esc(fmt.num(secs, 1) + ' s' if secs is not None else '—')}</td>"
+            f"<td>{_esc(t.get('finished', '—'))}</td><td>{' · '.join(links) or '—'}</td></tr>"
         )
     total = sum(t.get("seconds", 0) for t in timings.values() if t.get("status") == "ok")
     return (
@@ -330,7 +346,7 @@ def _notebooks_section(run: str, names: list[str], timings: dict[str, Any], repo
         "<p>Each notebook's HTML export shows its outputs with the code folded "
         "(click “Code” or “Show all code”).</p>"
         '<table class="table"><thead><tr><th>notebook</th><th>status</th><th>wall time</th>'
-        f'<th>finished (UTC)</th><th>files</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f"<th>finished (UTC)</th><th>files</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f'<p class="meta">Total wall time of the notebooks that finished: {fmt.num(total, 1)} s.</p>'
     )
 
@@ -338,7 +354,8 @@ def _notebooks_section(run: str, names: list[str], timings: dict[str, Any], repo
 def _file_links(f: FigureFiles, reports: Path) -> str:
     return " · ".join(
         f'<a href="{_esc(_rel(p, reports))}">{p.suffix[1:].upper()}</a>'
-        for p in (f.html, f.png, f.csv) if p is not None
+        for p in (f.html, f.png, f.csv)
+        if p is not None
     )
 
 
@@ -346,15 +363,22 @@ def _figures_section(run: str, reports: Path) -> tuple[str, bool]:
     figs = figure_files(run)
     head = '<h2 id="figures">Key figures</h2>'
     if not figs:
-        return (head + '<p class="note">No figures in '
-                f"{_esc(paths.run_paths(run).figures)} yet.</p>", False)
+        return (
+            head + f'<p class="note">No figures in {_esc(paths.run_paths(run).figures)} yet.</p>',
+            False,
+        )
     key = [f for f in figs if KEY_FIGURE.match(f.name)]
     other = [f for f in figs if not KEY_FIGURE.match(f.name)]
-    parts = [head, "<p>The paper's figures as this run draws them (interactive: hover, zoom, "
-             "click the legend). Each links its HTML, PNG and the plotted data as CSV.</p>"]
+    parts = [
+        head,
+        "<p>The paper's figures as this run draws them (interactive: hover, zoom, "
+        "click the legend). Each links its HTML, PNG and the plotted data as CSV.</p>",
+    ]
     if not key:
-        parts.append('<p class="note">None of the paper\'s figures (fig1_… fig6_…) exists '
-                     "for this run yet.</p>")
+        parts.append(
+            '<p class="note">None of the paper\'s figures (fig1_… fig6_…) exists '
+            "for this run yet.</p>"
+        )
     interactive = False
     for f in key:
         fragment = figure_fragment(f.html) if f.html else None
@@ -362,7 +386,9 @@ def _figures_section(run: str, reports: Path) -> tuple[str, bool]:
             body, interactive = fragment, True
         elif f.png is not None:
             data = base64.b64encode(f.png.read_bytes()).decode("ascii")
-            body = f'<img class="figure-png" alt="{_esc(f.name)}" src="data:image/png;base64,{data}">'
+            body = (
+                f'<img class="figure-png" alt="{_esc(f.name)}" src="data:image/png;base64,{data}">'
+            )
         else:
             body = '<p class="note">This figure could not be embedded; open its file.</p>'
         parts.append(
@@ -372,7 +398,8 @@ def _figures_section(run: str, reports: Path) -> tuple[str, bool]:
     if other:
         items = "".join(
             f'<li data-other-figure="{_esc(f.name)}"><b>{_esc(f.name)}</b>: '
-            f"{_file_links(f, reports)}{provenance_line(f)}</li>" for f in other
+            f"{_file_links(f, reports)}{provenance_line(f)}</li>"
+            for f in other
         )
         parts.append(
             '<h3 id="other-figures">Other figures</h3><p>Figures of the notebooks beyond the '
@@ -431,7 +458,10 @@ def _class_count_section(run: str) -> str:
         paper = importlib.import_module(f"{__package__}.paper")
         return head + _table(paper.class_count_display(run))
     except Exception as err:  # the report still shows everything else; the reason is shown
-        return head + f'<p class="note">{_esc(f"The table could not be built: {type(err).__name__}: {err}")}</p>'
+        return (
+            head
+            + f'<p class="note">{_esc(f"The table could not be built: {type(err).__name__}: {err}")}</p>'
+        )
 
 
 def _controlled_section(run: str, record: dict[str, Any]) -> str:
@@ -442,13 +472,18 @@ def _controlled_section(run: str, record: dict[str, Any]) -> str:
     head = '<h2 id="controlled">Two difficulty conditions: does frequency alone predict forgetting?</h2>'
     try:
         controlled = importlib.import_module(f"{__package__}.controlled")
-        baseline = stage.get("parameters", {}).get("baseline_run") or record["parameters"]["baseline_run"]
+        baseline = (
+            stage.get("parameters", {}).get("baseline_run") or record["parameters"]["baseline_run"]
+        )
         method = stage.get("parameters", {}).get("method")
         table = controlled.findings_display(controlled.findings_table(run, baseline, method=method))
         answer = controlled.answer(run, baseline, method=method)
         return head + _table(table) + f"<p>{_esc(answer)}</p>"
     except Exception as err:  # the report still shows everything else; the reason is shown
-        return head + f'<p class="note">{_esc(f"The comparison could not be built: {type(err).__name__}: {err}")}</p>'
+        return (
+            head
+            + f'<p class="note">{_esc(f"The comparison could not be built: {type(err).__name__}: {err}")}</p>'
+        )
 
 
 def build_report(

@@ -50,8 +50,10 @@ def describe_holder(path: Path) -> str:
     """The holder recorded in a lock file, in words."""
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-        return (f"process {info.get('pid')} on {info.get('host')} "
-                f"({info.get('command')}, since {info.get('started')})")
+        return (
+            f"process {info.get('pid')} on {info.get('host')} "
+            f"({info.get('command')}, since {info.get('started')})"
+        )
     except (OSError, ValueError):
         return "another process"
 
@@ -109,7 +111,7 @@ def acquire(run: str) -> Path | None:
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "command": " ".join(sys.argv)[:300] or sys.executable,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     os.ftruncate(fd, 0)
     os.write(fd, (json.dumps(info) + "\n").encode("utf-8"))

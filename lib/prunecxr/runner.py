@@ -181,11 +181,16 @@ def _unknown(key: str, *, source: str, selected, everyone) -> ParameterError:
         hint = f"it is declared by {', '.join(elsewhere)}, which is not selected"
     else:
         close = difflib.get_close_matches(key, declared, n=3)
-        hint = f"did you mean {' or '.join(map(repr, close))}?" if close else (
-            f"declared parameters: {', '.join(declared)}"
+        hint = (
+            f"did you mean {' or '.join(map(repr, close))}?"
+            if close
+            else (f"declared parameters: {', '.join(declared)}")
         )
-    scope = "no notebook declares it (notebooks" if selected is everyone else (
-        "no selected notebook declares it (selected")
+    scope = (
+        "no notebook declares it (notebooks"
+        if selected is everyone
+        else ("no selected notebook declares it (selected")
+    )
     return ParameterError(f"unknown parameter {key!r} ({source}): {scope}: {names}); {hint}")
 
 
@@ -227,8 +232,9 @@ def resolve_parameters(
     for key, value in profile_values.items():
         owners = _declarers(key, notebooks)
         if not owners:
-            raise _unknown(key, source=f"profile {profile!r}", selected=notebooks,
-                           everyone=notebooks)
+            raise _unknown(
+                key, source=f"profile {profile!r}", selected=notebooks, everyone=notebooks
+            )
         for nb in owners:
             value = nb.parameters[key].check(value, source=f"profile {profile!r} ({nb.name})")
         resolved[key] = value
@@ -236,8 +242,9 @@ def resolve_parameters(
     for key, text in overrides.items():
         owners = _declarers(key, selected)
         if not owners:
-            raise _unknown(key, source=f"override {key}={text}", selected=selected,
-                           everyone=notebooks)
+            raise _unknown(
+                key, source=f"override {key}={text}", selected=selected, everyone=notebooks
+            )
         value = _coerce_override(key, text, owners[0].parameters[key], notebook=owners[0].name)
         for nb in owners[1:]:
             value = nb.parameters[key].check(value, source=f"override {key}={text} ({nb.name})")
@@ -384,8 +391,10 @@ def _low_disk_notes() -> list[str]:
         free = shutil.disk_usage(probe).free
         if free < LOW_DISK_BYTES and device not in seen:
             seen.add(device)
-            notes.append(f"the disk holding {folder} has only {free // 1024} KiB free: a full disk "
-                         "kills the kernel; free space and run the same command again")
+            notes.append(
+                f"the disk holding {folder} has only {free // 1024} KiB free: a full disk "
+                "kills the kernel; free space and run the same command again"
+            )
     return notes
 
 
@@ -430,10 +439,17 @@ def execute_notebook(
     started, t0 = config.now(), time.perf_counter()
     entry = {"started": started, "parameters": dict(parameters)}
     try:
-        kernel_env = {paths.NOTEBOOKS_ENV: str(nb.path.parent.resolve()), **runlock.holder_env(run),
-                      events.PROGRESS_ENV: str(events_file)}
-        live = console.LiveProgress(label or nb.name, events_file, mode=progress,
-                                    stream=stream if stream is not None else sys.stdout)
+        kernel_env = {
+            paths.NOTEBOOKS_ENV: str(nb.path.parent.resolve()),
+            **runlock.holder_env(run),
+            events.PROGRESS_ENV: str(events_file),
+        }
+        live = console.LiveProgress(
+            label or nb.name,
+            events_file,
+            mode=progress,
+            stream=stream if stream is not None else sys.stdout,
+        )
         with _quiet_papermill_inspection(), _kernel_env(kernel_env), live:
             papermill.execute_notebook(
                 str(nb.path),
@@ -462,7 +478,10 @@ def execute_notebook(
             )
         else:  # a dead kernel, a timeout, a kernel that will not start, a full disk
             failure = NotebookFailed(
-                nb.name, cell_index=None, execution_count=None, ename=type(err).__name__,
+                nb.name,
+                cell_index=None,
+                execution_count=None,
+                ename=type(err).__name__,
                 evalue=str(err),
             )
         if failure.ename == "DeadKernelError":
@@ -473,9 +492,16 @@ def execute_notebook(
             if partial.exists():
                 os.replace(partial, failed)
                 failure.output = failed
-            _record_timing(run, nb.name, entry | {
-                "status": "failed", "seconds": round(seconds, 2), "finished": config.now(),
-            })
+            _record_timing(
+                run,
+                nb.name,
+                entry
+                | {
+                    "status": "failed",
+                    "seconds": round(seconds, 2),
+                    "finished": config.now(),
+                },
+            )
             config.fail_stage(nb.name, run=run, error=f"{failure.ename}: {failure.evalue}")
         except OSError as second:
             failure.notes.append(f"the failure could not be recorded either: {second}")
@@ -492,9 +518,16 @@ def execute_notebook(
         t1 = time.perf_counter()
         result.html, result.external_resources = report.export_notebook(final)
         entry["export_seconds"] = round(time.perf_counter() - t1, 2)
-    _record_timing(run, nb.name, entry | {
-        "status": "ok", "seconds": round(seconds, 2), "finished": config.now(),
-    })
+    _record_timing(
+        run,
+        nb.name,
+        entry
+        | {
+            "status": "ok",
+            "seconds": round(seconds, 2),
+            "finished": config.now(),
+        },
+    )
     return result
 
 
@@ -551,8 +584,10 @@ def run_notebooks(
         if rp.run_json.exists():
             previous = artifacts.read_json(rp.run_json).get("profile")
             if previous is not None and previous != profile:
-                echo(f"warning: run {run_name!r} was made with profile {previous!r}; "
-                     f"now running with {profile!r}")
+                echo(
+                    f"warning: run {run_name!r} was made with profile {previous!r}; "
+                    f"now running with {profile!r}"
+                )
         removed = remove_leftovers(run_name)
         if removed:
             echo(f"removed {removed} temporary file(s) that an interrupted run left behind")
@@ -563,8 +598,13 @@ def run_notebooks(
         for i, nb in enumerate(selected, 1):
             echo(f"[{i}/{len(selected)}] {nb.name} ...")
             result = execute_notebook(
-                nb, run=run_name, parameters=notebook_parameters(nb, resolved), kernel=kernel,
-                log_output=log_output, progress=progress, label=f"[{i}/{len(selected)}] {nb.name}",
+                nb,
+                run=run_name,
+                parameters=notebook_parameters(nb, resolved),
+                kernel=kernel,
+                log_output=log_output,
+                progress=progress,
+                label=f"[{i}/{len(selected)}] {nb.name}",
             )
             done.append(result)
             extra = f", HTML {result.html.name}" if result.html else ""
@@ -589,10 +629,15 @@ def remove_leftovers(run: str) -> int:
     progress files (``.NN_name.progress.jsonl``). Call it only while holding the run's lock
     (no other process is writing them)."""
     rp = paths.run_paths(run)
-    count = sum(artifacts.remove_stale_temporaries(folder, recursive=True)
-                for folder in (rp.root, rp.figures, rp.reports))
+    count = sum(
+        artifacts.remove_stale_temporaries(folder, recursive=True)
+        for folder in (rp.root, rp.figures, rp.reports)
+    )
     if rp.reports.is_dir():
-        for partial in [*rp.reports.glob(".*.running.ipynb"), *rp.reports.glob(".*.progress.jsonl")]:
+        for partial in [
+            *rp.reports.glob(".*.running.ipynb"),
+            *rp.reports.glob(".*.progress.jsonl"),
+        ]:
             partial.unlink(missing_ok=True)
             count += 1
     return count

@@ -41,9 +41,9 @@ import ctypes
 import functools
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 # -- devices -------------------------------------------------------------------------------
@@ -194,10 +194,14 @@ def keep_freed_memory() -> bool:
 def _apply() -> bool:
     choice = os.environ.get(MALLOC_ENV, "")
     if choice not in ("", "tuned", "system"):
-        raise ValueError(f"{MALLOC_ENV}={choice!r}: set it to 'system' (glibc's defaults) or 'tuned', or unset it")
+        raise ValueError(
+            f"{MALLOC_ENV}={choice!r}: set it to 'system' (glibc's defaults) or 'tuned', or unset it"
+        )
     if choice == "system":
         return False
-    if any(k in os.environ for k in _USER_KNOBS) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+    if any(k in os.environ for k in _USER_KNOBS) or "glibc.malloc" in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    ):
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
@@ -209,4 +213,7 @@ def _apply() -> bool:
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success; setting the mmap threshold also stops glibc from
     # raising it (and the trim threshold) on its own as blocks are freed
-    return mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    return (
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+        and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    )

@@ -42,7 +42,6 @@ class NotebookError(ValueError):
     """A notebook that the runner cannot use (no ``parameters`` cell, a non-literal, ...)."""
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Declared parameters
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +280,9 @@ def conform(value: Any, node: ast.expr | None, default: Any) -> tuple[bool, Any]
             ok = _SCALARS[node.id](value)
             return ok, (float(value) if ok and node.id == "float" else value)
         if node.id == "list":
-            return isinstance(value, (list, tuple)), list(value) if isinstance(value, tuple) else value
+            return isinstance(value, (list, tuple)), list(value) if isinstance(
+                value, tuple
+            ) else value
         if node.id == "dict":
             return isinstance(value, dict), value
         if node.id in {"Any", "object"}:

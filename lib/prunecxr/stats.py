@@ -204,7 +204,9 @@ class OLSFit:
     def _row(self, term: str) -> pd.Series:
         rows = self.coefficients[self.coefficients["term"] == term]
         if rows.empty:
-            raise KeyError(f"term {term!r} not in the model; terms are {list(self.coefficients['term'])}")
+            raise KeyError(
+                f"term {term!r} not in the model; terms are {list(self.coefficients['term'])}"
+            )
         return rows.iloc[0]
 
 

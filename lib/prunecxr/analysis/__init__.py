@@ -25,6 +25,13 @@ from . import cooccurrence, dyadic, forgetting, overall, paired, pie_intervals, 
 from .forgetting import figure_method
 
 __all__ = [
-    "cooccurrence", "dyadic", "figure_method", "forgetting", "overall", "paired", "pie_intervals", "pies",
+    "cooccurrence",
+    "dyadic",
+    "figure_method",
+    "forgetting",
+    "overall",
+    "paired",
+    "pie_intervals",
+    "pies",
     "uncertainty",
 ]

@@ -52,8 +52,14 @@ EQ2_TERMS = {
     "abs_log_freq_diff:iou_quarter": "|Δ log F| × IoU^¼",
 }
 PAIR_COLUMNS = [
-    "class_a", "class_b", "fcd", "abs_log_freq_diff", "iou", "iou_quarter",
-    "fcd_definition", "cooccurrence",
+    "class_a",
+    "class_b",
+    "fcd",
+    "abs_log_freq_diff",
+    "iou",
+    "iou_quarter",
+    "fcd_definition",
+    "cooccurrence",
 ]
 #: how many pairs Fig. 4 labels when none are chosen and the paper's pairs are absent
 N_LABELLED_PAIRS = 3
@@ -85,7 +91,9 @@ def fcd(a, b, *, definition: str = "euclidean") -> float:
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"curves must be non-empty 1-D of equal length; got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"curves must be non-empty 1-D of equal length; got {a.shape} and {b.shape}"
+        )
     return _dissimilarity(a, b, definition)
 
 
@@ -94,7 +102,9 @@ def _dissimilarity(a: np.ndarray, b: np.ndarray, definition: str) -> float:
     return float(np.sqrt(sq.sum())) if definition == "euclidean" else float(sq.mean())
 
 
-def class_frequencies(y: np.ndarray, *, cooccurrence: str = "counts") -> tuple[np.ndarray, np.ndarray]:
+def class_frequencies(
+    y: np.ndarray, *, cooccurrence: str = "counts"
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-class frequency and pairwise IoU from a 0/1 label matrix.
 
     Parameters
@@ -171,7 +181,8 @@ def pair_table(
     for i, j in itertools.combinations(range(len(classes)), 2):
         rows.append(
             (
-                classes[i], classes[j],
+                classes[i],
+                classes[j],
                 _dissimilarity(values[i], values[j], definition),
                 abs(log_freq[i] - log_freq[j]),
                 iou[i, j],
@@ -213,7 +224,9 @@ def coefficient_display(fit: stats.OLSFit | None) -> pd.DataFrame:
     An unfitted model (None: too few pairs) gives an empty table with the same columns.
     """
     if fit is None:
-        return pd.DataFrame(columns=["term", "meaning", "coef", "std_err", "t", "p_value", "ci_low", "ci_high", "P"])
+        return pd.DataFrame(
+            columns=["term", "meaning", "coef", "std_err", "t", "p_value", "ci_low", "ci_high", "P"]
+        )
     out = fit.coefficients.copy()
     out.insert(1, "meaning", out["term"].map(EQ2_TERMS).fillna(out["term"]))
     out["P"] = [fmt.pvalue(p) for p in out["p_value"]]
@@ -225,8 +238,14 @@ def fit_summary(fit: stats.OLSFit | None) -> pd.DataFrame:
     if fit is None:
         return pd.DataFrame(columns=["formula", "n_pairs", "r_squared", "adj_r_squared"])
     return pd.DataFrame(
-        [{"formula": fit.formula, "n_pairs": fit.n, "r_squared": fit.r_squared,
-          "adj_r_squared": fit.adj_r_squared}]
+        [
+            {
+                "formula": fit.formula,
+                "n_pairs": fit.n,
+                "r_squared": fit.r_squared,
+                "adj_r_squared": fit.adj_r_squared,
+            }
+        ]
     )
 
 
@@ -252,8 +271,10 @@ def compare_definitions(curves: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFr
             try:
                 fit = fit_eq2(pairs)
             except ValueError as err:
-                warnings.warn(f"Eq. 2 not fitted for fcd={definition!r}, cooccurrence={cooc!r}: {err}",
-                              stacklevel=2)
+                warnings.warn(
+                    f"Eq. 2 not fitted for fcd={definition!r}, cooccurrence={cooc!r}: {err}",
+                    stacklevel=2,
+                )
                 fit = None
             for term in EQ2_TERMS:
                 row[f"coef[{term}]"] = fit.coef(term) if fit else np.nan
@@ -284,14 +305,18 @@ def summarize(method: str, pairs: pd.DataFrame) -> Cooccurrence:
     return Cooccurrence(method, pairs, predictor_correlations(pairs), eq2)
 
 
-def analyze(run: str, method: str, *, fcd: str = "euclidean", cooccurrence: str = "counts") -> Cooccurrence:
+def analyze(
+    run: str, method: str, *, fcd: str = "euclidean", cooccurrence: str = "counts"
+) -> Cooccurrence:
     """Pairs, correlations and Eq. 2 of ``method`` from notebook 04's curves and the labels."""
     curves = artifacts.read_forgettability(run, method)
     labels = artifacts.read_labels(run, sorted(set(curves["class"])))
     return summarize(method, pair_table(curves, labels, fcd=fcd, cooccurrence=cooccurrence))
 
 
-def run_stage(run: str, *, fcd: str = "euclidean", cooccurrence: str = "counts") -> dict[str, Cooccurrence]:
+def run_stage(
+    run: str, *, fcd: str = "euclidean", cooccurrence: str = "counts"
+) -> dict[str, Cooccurrence]:
     """Analyze every method present in the run and write its ``pairs.parquet``."""
     results = {}
     for method in artifacts.methods_present(run):
@@ -325,7 +350,9 @@ def overview(results: dict[str, Cooccurrence]) -> pd.DataFrame:
         }
         for term in EQ2_TERMS:
             row[f"coef[{term}]"] = res.eq2.coef(term) if res.eq2 else np.nan
-        row["p_interaction"] = res.eq2.p_value("abs_log_freq_diff:iou_quarter") if res.eq2 else np.nan
+        row["p_interaction"] = (
+            res.eq2.p_value("abs_log_freq_diff:iou_quarter") if res.eq2 else np.nan
+        )
         row["r_squared"] = res.eq2.r_squared if res.eq2 else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
@@ -344,7 +371,9 @@ def labelled_pairs(pairs: pd.DataFrame, chosen: list | None = None) -> list[tupl
     the lowest FCD, the highest FCD and the highest IoU, up to :data:`N_LABELLED_PAIRS`
     pairs (ties broken by class names).
     """
-    index = {frozenset((_norm(a), _norm(b))): (a, b) for a, b in zip(pairs["class_a"], pairs["class_b"])}
+    index = {
+        frozenset((_norm(a), _norm(b))): (a, b) for a, b in zip(pairs["class_a"], pairs["class_b"])
+    }
     if chosen:
         out = []
         for item in chosen:
@@ -352,10 +381,16 @@ def labelled_pairs(pairs: pd.DataFrame, chosen: list | None = None) -> list[tupl
                 raise ValueError(f"fig4_pairs entries must be two class names; got {item!r}")
             key = frozenset((_norm(item[0]), _norm(item[1])))
             if key not in index:
-                raise ValueError(f"fig4_pairs entry {list(item)} is not a pair of classes of this run")
+                raise ValueError(
+                    f"fig4_pairs entry {list(item)} is not a pair of classes of this run"
+                )
             out.append(index[key])
         return out
-    out = [index[k] for k in (frozenset((_norm(a), _norm(b))) for a, b in published.FIG4_PAIRS) if k in index]
+    out = [
+        index[k]
+        for k in (frozenset((_norm(a), _norm(b))) for a, b in published.FIG4_PAIRS)
+        if k in index
+    ]
     extremes = []
     for column, ascending in (("fcd", True), ("fcd", False), ("iou", False)):
         ranked = pairs[np.isfinite(pairs[column].to_numpy(dtype=float))].sort_values(
@@ -403,54 +438,88 @@ def figure_4(
     for col, (x, label) in enumerate(panels, start=1):
         fig.add_trace(
             go.Scatter(
-                x=pairs[x], y=pairs["fcd"], mode="markers", text=pairs["pair"], showlegend=False,
-                marker=dict(size=7, color=np.where(pairs["involves_unlearned"], "#888888", "#1f77b4").tolist(),
-                            symbol=np.where(pairs["involves_unlearned"], "circle-open", "circle").tolist(),
-                            opacity=0.6),
+                x=pairs[x],
+                y=pairs["fcd"],
+                mode="markers",
+                text=pairs["pair"],
+                showlegend=False,
+                marker=dict(
+                    size=7,
+                    color=np.where(pairs["involves_unlearned"], "#888888", "#1f77b4").tolist(),
+                    symbol=np.where(pairs["involves_unlearned"], "circle-open", "circle").tolist(),
+                    opacity=0.6,
+                ),
                 hovertemplate="%{text}<br>x %{x:.3f}<br>FCD %{y:.3f}<extra></extra>",
             ),
-            row=1, col=col,
+            row=1,
+            col=col,
         )
         line = stats.fit_line(pairs[x].to_numpy(dtype=float), pairs["fcd"].to_numpy(dtype=float))
         if line is not None:
             fig.add_trace(
-                go.Scatter(x=line.x, y=line.y, mode="lines", showlegend=False,
-                           line=dict(dash="dash", color="orange"), hoverinfo="skip"),
-                row=1, col=col,
+                go.Scatter(
+                    x=line.x,
+                    y=line.y,
+                    mode="lines",
+                    showlegend=False,
+                    line=dict(dash="dash", color="orange"),
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=col,
             )
         for k, (a, b) in enumerate(named):
             row = pairs[(pairs["class_a"] == a) & (pairs["class_b"] == b)]
             fig.add_trace(
                 go.Scatter(
-                    x=row[x], y=row["fcd"], mode="markers", name=f"({a}, {b})",
-                    legendgroup=f"{a}|{b}", showlegend=col == 1,
-                    marker=dict(size=12, color=palette[k % len(palette)], line=dict(width=1, color="white")),
+                    x=row[x],
+                    y=row["fcd"],
+                    mode="markers",
+                    name=f"({a}, {b})",
+                    legendgroup=f"{a}|{b}",
+                    showlegend=col == 1,
+                    marker=dict(
+                        size=12, color=palette[k % len(palette)], line=dict(width=1, color="white")
+                    ),
                     hovertemplate=f"({a}, {b})<br>x %{{x:.3f}}<br>FCD %{{y:.3f}}<extra></extra>",
                 ),
-                row=1, col=col,
+                row=1,
+                col=col,
             )
         c = corr.loc[x]
         fig.add_annotation(
             text=f"{fmt.corr('r', c['pearson_r'], c['pearson_p'])}<br>"
-                 f"{fmt.corr('ρ', c['spearman_rho'], c['spearman_p'])}<br>n = {int(c['n'])} pairs",
-            xref=f"x{'' if col == 1 else col} domain", yref="y domain",
-            x=0.02 if col == 1 else 0.98, xanchor="left" if col == 1 else "right",
-            y=0.98, showarrow=False, align="left", bgcolor="rgba(255,255,255,0.8)",
+            f"{fmt.corr('ρ', c['spearman_rho'], c['spearman_p'])}<br>n = {int(c['n'])} pairs",
+            xref=f"x{'' if col == 1 else col} domain",
+            yref="y domain",
+            x=0.02 if col == 1 else 0.98,
+            xanchor="left" if col == 1 else "right",
+            y=0.98,
+            showarrow=False,
+            align="left",
+            bgcolor="rgba(255,255,255,0.8)",
         )
         fig.update_xaxes(title_text=label, row=1, col=col)
     fig.update_yaxes(title_text=f"FCD ({definition})", row=1, col=1)
-    note = (f"<br><sup>open grey: a pair with a class not learned ({', '.join(sorted(flagged))}); kept in the "
-            "lines and the correlations</sup>") if flagged else ""
+    note = (
+        (
+            f"<br><sup>open grey: a pair with a class not learned ({', '.join(sorted(flagged))}); kept in the "
+            "lines and the correlations</sup>"
+        )
+        if flagged
+        else ""
+    )
     fig.update_layout(
         title=f"Forgettability curve dissimilarity and co-occurrence (Fig. 4), {result.method}; "
-              f"co-occurrence: {cooc}{note}",
+        f"co-occurrence: {cooc}{note}",
         legend=dict(orientation="h", y=-0.2),
     )
     return fig, pairs
 
 
-def save_method_figures(run: str, results: dict[str, Cooccurrence], *, skip: str,
-                        label_pairs: list | None = None) -> pd.DataFrame:
+def save_method_figures(
+    run: str, results: dict[str, Cooccurrence], *, skip: str, label_pairs: list | None = None
+) -> pd.DataFrame:
     """Fig. 4 for every method but ``skip`` as ``fig4_cooccurrence_<method>``; the files written."""
     rows = []
     for method, res in results.items():
@@ -458,6 +527,12 @@ def save_method_figures(run: str, results: dict[str, Cooccurrence], *, skip: str
             continue
         fig, data = figure_4(res, label_pairs=label_pairs)
         saved = figures.save_figure(fig, f"fig4_cooccurrence_{method}", run=run, data=data)
-        rows.append({"method": method, "figure": saved.html.stem, "html": str(saved.html),
-                     "png": str(saved.png) if saved.png else ""})
+        rows.append(
+            {
+                "method": method,
+                "figure": saved.html.stem,
+                "html": str(saved.html),
+                "png": str(saved.png) if saved.png else "",
+            }
+        )
     return pd.DataFrame(rows, columns=["method", "figure", "html", "png"])

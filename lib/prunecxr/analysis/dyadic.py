@@ -39,8 +39,17 @@ import pandas as pd
 
 from . import cooccurrence, uncertainty
 
-DYADIC_COLUMNS = ["quantity", "subset", "estimate", "inference", "statistic", "p_value", "p_holm", "n_permutations",
-                  "assumes_independent_pairs"]
+DYADIC_COLUMNS = [
+    "quantity",
+    "subset",
+    "estimate",
+    "inference",
+    "statistic",
+    "p_value",
+    "p_holm",
+    "n_permutations",
+    "assumes_independent_pairs",
+]
 #: the Eq. 2 terms in the design's column order, and their keys in prunecxr.paper
 EQ2_KEYS = {
     "Intercept": "eq2_intercept",
@@ -143,8 +152,9 @@ def ols_batch(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # =========================================================================================
 # Tests that keep the pair structure
 # =========================================================================================
-def mantel(y, x, ia, ib, n: int, *, kind: str = "pearson", n_permutations: int = 999,
-           seed: int = 0) -> tuple[float, float]:
+def mantel(
+    y, x, ia, ib, n: int, *, kind: str = "pearson", n_permutations: int = 999, seed: int = 0
+) -> tuple[float, float]:
     """Mantel test of the correlation of two pair variables: ``(statistic, P)``.
 
     The class labels of ``x``'s matrix are permuted (rows and columns together), which keeps
@@ -162,8 +172,9 @@ def mantel(y, x, ia, ib, n: int, *, kind: str = "pearson", n_permutations: int =
     return float(observed), float(permutation_p(observed, null))
 
 
-def qap_eq2(y, X: np.ndarray, ia, ib, n: int, *, n_permutations: int = 999, seed: int = 0
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def qap_eq2(
+    y, X: np.ndarray, ia, ib, n: int, *, n_permutations: int = 999, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Y-QAP and Freedman–Lane P values of every coefficient of a pair regression.
 
     Parameters
@@ -213,16 +224,24 @@ def _robust(pairs: pd.DataFrame, ia: np.ndarray, ib: np.ndarray) -> dict[str, pd
         for name, kwargs in (
             ("classical (independent pairs)", {}),
             ("HC3", {"cov_type": "HC3"}),
-            ("cluster-robust by both classes", {"cov_type": "cluster",
-                                                "cov_kwds": {"groups": data[["_a", "_b"]].to_numpy()}}),
+            (
+                "cluster-robust by both classes",
+                {"cov_type": "cluster", "cov_kwds": {"groups": data[["_a", "_b"]].to_numpy()}},
+            ),
         ):
             fit = model.fit(**kwargs)
             out[name] = pd.DataFrame({"coef": fit.params, "t": fit.tvalues, "p": fit.pvalues})
     return out
 
 
-def dyadic_tests(pairs: pd.DataFrame, classes: list[str], *, subset: str = "all", n_permutations: int = 999,
-                 seed: int = 0) -> pd.DataFrame:
+def dyadic_tests(
+    pairs: pd.DataFrame,
+    classes: list[str],
+    *,
+    subset: str = "all",
+    n_permutations: int = 999,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Every Fig. 4 correlation and Eq. 2 coefficient with P values under each inference.
 
     Returns :data:`DYADIC_COLUMNS` rows: for the correlations (:data:`FIG4_CORRELATIONS`)
@@ -238,11 +257,23 @@ def dyadic_tests(pairs: pd.DataFrame, classes: list[str], *, subset: str = "all"
     y = pairs["fcd"].to_numpy(dtype=float)
     for key, predictor, kind in FIG4_CORRELATIONS:
         c = stats.correlation(pairs[predictor].to_numpy(dtype=float), y)
-        est, p = (c.spearman_rho, c.spearman_p) if kind == "spearman" else (c.pearson_r, c.pearson_p)
+        est, p = (
+            (c.spearman_rho, c.spearman_p) if kind == "spearman" else (c.pearson_r, c.pearson_p)
+        )
         rows.append((key, subset, est, "classical (independent pairs)", est, p, 0, True))
-        stat, p_m = mantel(y, pairs[predictor].to_numpy(dtype=float), ia, ib, n, kind=kind,
-                           n_permutations=n_permutations, seed=seed)
-        rows.append((key, subset, est, "Mantel (class permutation)", stat, p_m, n_permutations, False))
+        stat, p_m = mantel(
+            y,
+            pairs[predictor].to_numpy(dtype=float),
+            ia,
+            ib,
+            n,
+            kind=kind,
+            n_permutations=n_permutations,
+            seed=seed,
+        )
+        rows.append(
+            (key, subset, est, "Mantel (class permutation)", stat, p_m, n_permutations, False)
+        )
     X = design(pairs["abs_log_freq_diff"], pairs["iou_quarter"])
     if len(pairs) > X.shape[1]:
         fits = _robust(pairs, ia, ib)
@@ -250,12 +281,42 @@ def dyadic_tests(pairs: pd.DataFrame, classes: list[str], *, subset: str = "all"
         for j, (term, key) in enumerate(EQ2_KEYS.items()):
             coef = float(fits["HC3"].loc[term, "coef"])
             for name, fit in fits.items():
-                rows.append((key, subset, coef, name, float(fit.loc[term, "t"]), float(fit.loc[term, "p"]), 0,
-                             name.startswith("classical")))
-            rows.append((key, subset, coef, "Y-QAP (class permutation)", float(t_obs[j]), float(p_qap[j]),
-                         n_permutations, False))
-            rows.append((key, subset, coef, "Freedman–Lane (class permutation)", float(t_obs[j]), float(p_fl[j]),
-                         n_permutations, False))
+                rows.append(
+                    (
+                        key,
+                        subset,
+                        coef,
+                        name,
+                        float(fit.loc[term, "t"]),
+                        float(fit.loc[term, "p"]),
+                        0,
+                        name.startswith("classical"),
+                    )
+                )
+            rows.append(
+                (
+                    key,
+                    subset,
+                    coef,
+                    "Y-QAP (class permutation)",
+                    float(t_obs[j]),
+                    float(p_qap[j]),
+                    n_permutations,
+                    False,
+                )
+            )
+            rows.append(
+                (
+                    key,
+                    subset,
+                    coef,
+                    "Freedman–Lane (class permutation)",
+                    float(t_obs[j]),
+                    float(p_fl[j]),
+                    n_permutations,
+                    False,
+                )
+            )
     out = pd.DataFrame(rows, columns=[c for c in DYADIC_COLUMNS if c != "p_holm"])
     out.insert(out.columns.get_loc("p_value") + 1, "p_holm", holm_by_family(out))
     return out
@@ -269,7 +330,9 @@ def holm_by_family(tests: pd.DataFrame) -> np.ndarray:
     out = np.full(len(tests), np.nan)
     family = np.where(tests["quantity"].str.startswith("eq2_"), "eq2", "fig4")
     slope = tests["quantity"].to_numpy() != "eq2_intercept"
-    for _, idx in tests.assign(_f=family).groupby(["subset", "inference", "_f"], sort=False).groups.items():
+    for _, idx in (
+        tests.assign(_f=family).groupby(["subset", "inference", "_f"], sort=False).groups.items()
+    ):
         idx = np.asarray([i for i in idx if slope[tests.index.get_loc(i)]])
         if idx.size:
             pos = tests.index.get_indexer(idx)
@@ -319,19 +382,35 @@ def cooccurrence_intervals(
     F = to_matrix(pairs["fcd"], ia, ib, n)
     A = to_matrix(pairs["abs_log_freq_diff"], ia, ib, n)
     Iou = to_matrix(pairs["iou"], ia, ib, n)
-    estimate = _fig4_statistics(pairs["fcd"].to_numpy(dtype=float), pairs["abs_log_freq_diff"].to_numpy(dtype=float),
-                                pairs["iou"].to_numpy(dtype=float))
+    estimate = _fig4_statistics(
+        pairs["fcd"].to_numpy(dtype=float),
+        pairs["abs_log_freq_diff"].to_numpy(dtype=float),
+        pairs["iou"].to_numpy(dtype=float),
+    )
     names = _names(subset)
     frames = []
+
     def classes_stat(idx):
         u, v = np.triu_indices(idx.shape[-1], 1)  # the jackknife passes n - 1 classes
         sa, sb = idx[..., u], idx[..., v]  # a class drawn twice: its self-pair is NaN, left out
         return _fig4_statistics(F[sa, sb], A[sa, sb], Iou[sa, sb])
 
-    low, high, _, used = uncertainty.bootstrap_indices(n, classes_stat, n_resamples=n_boot, confidence=confidence,
-                                                       method="BCa", seed=seed)
-    frames.append(uncertainty.interval_rows(names, estimate, low, high, resampling="classes", method=used,
-                                            n_resamples=n_boot, confidence=confidence, n=len(pairs)))
+    low, high, _, used = uncertainty.bootstrap_indices(
+        n, classes_stat, n_resamples=n_boot, confidence=confidence, method="BCa", seed=seed
+    )
+    frames.append(
+        uncertainty.interval_rows(
+            names,
+            estimate,
+            low,
+            high,
+            resampling="classes",
+            method=used,
+            n_resamples=n_boot,
+            confidence=confidence,
+            n=len(pairs),
+        )
+    )
     if changes is not None:
         col = [changes.classes.index(c) for c in classes]
         above = ~changes.axis.is_dense(changes.levels)
@@ -344,14 +423,33 @@ def cooccurrence_intervals(
             f = np.sqrt((diff**2).sum(axis=-2)) if fcd == "euclidean" else (diff**2).mean(axis=-2)
             return _fig4_statistics(f, a, iou)
 
-        low, high, _, used = uncertainty.bootstrap_indices(len(changes.seeds), seeds_stat, n_resamples=n_boot,
-                                                           confidence=confidence, method="BCa", seed=seed + 1)
-        frames.append(uncertainty.interval_rows(names, estimate, low, high, resampling="seeds", method=used,
-                                                n_resamples=n_boot, confidence=confidence, n=len(pairs)))
+        low, high, _, used = uncertainty.bootstrap_indices(
+            len(changes.seeds),
+            seeds_stat,
+            n_resamples=n_boot,
+            confidence=confidence,
+            method="BCa",
+            seed=seed + 1,
+        )
+        frames.append(
+            uncertainty.interval_rows(
+                names,
+                estimate,
+                low,
+                high,
+                resampling="seeds",
+                method=used,
+                n_resamples=n_boot,
+                confidence=confidence,
+                n=len(pairs),
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def learned_pairs(pairs: pd.DataFrame, classes: list[str], is_unlearned) -> tuple[pd.DataFrame, list[str]]:
+def learned_pairs(
+    pairs: pd.DataFrame, classes: list[str], is_unlearned
+) -> tuple[pd.DataFrame, list[str]]:
     """The pairs whose two classes were both learned, and those classes."""
     flags = dict(zip(classes, np.asarray(is_unlearned, dtype=bool)))
     keep = [c for c in classes if not flags[c]]
@@ -362,8 +460,16 @@ def learned_pairs(pairs: pd.DataFrame, classes: list[str], is_unlearned) -> tupl
 # =========================================================================================
 # The stage (notebook 05)
 # =========================================================================================
-def analyze(run: str, method: str, *, fcd: str = "euclidean", unlearned_auroc: float = uncertainty.UNLEARNED_AUROC,
-            n_boot: int = 1000, n_permutations: int = 999, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def analyze(
+    run: str,
+    method: str,
+    *,
+    fcd: str = "euclidean",
+    unlearned_auroc: float = uncertainty.UNLEARNED_AUROC,
+    n_boot: int = 1000,
+    n_permutations: int = 999,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(dyadic_tests, intervals)`` of ``method`` for every class and for the learned ones."""
     from .. import artifacts
 
@@ -381,13 +487,22 @@ def analyze(run: str, method: str, *, fcd: str = "euclidean", unlearned_auroc: f
     for subset, sub_pairs, sub_classes in subsets:
         if len(sub_classes) < 4:
             continue
-        tests.append(dyadic_tests(sub_pairs, sub_classes, subset=subset, n_permutations=n_permutations, seed=seed))
-        intervals.append(cooccurrence_intervals(sub_pairs, sub_classes, changes, fcd=fcd, subset=subset,
-                                                n_boot=n_boot, seed=seed))
+        tests.append(
+            dyadic_tests(
+                sub_pairs, sub_classes, subset=subset, n_permutations=n_permutations, seed=seed
+            )
+        )
+        intervals.append(
+            cooccurrence_intervals(
+                sub_pairs, sub_classes, changes, fcd=fcd, subset=subset, n_boot=n_boot, seed=seed
+            )
+        )
     return pd.concat(tests, ignore_index=True), pd.concat(intervals, ignore_index=True)
 
 
-def run_stage(run: str, methods: list[str], **options) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+def run_stage(
+    run: str, methods: list[str], **options
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """:func:`analyze` every method; writes ``dyadic_tests.parquet`` and ``intervals_cooccurrence.parquet``."""
     from .. import artifacts
 
@@ -401,12 +516,27 @@ def run_stage(run: str, methods: list[str], **options) -> dict[str, tuple[pd.Dat
 
 def tests_display(tests: pd.DataFrame) -> pd.DataFrame:
     """P values as text: one row per quantity and subset, one column per inference."""
-    wide = tests.pivot_table(index=["quantity", "subset"], columns="inference", values="p_value", aggfunc="first",
-                             sort=False)
+    wide = tests.pivot_table(
+        index=["quantity", "subset"],
+        columns="inference",
+        values="p_value",
+        aggfunc="first",
+        sort=False,
+    )
     est = tests.groupby(["quantity", "subset"], sort=False)["estimate"].first()
     out = wide.map(lambda p: "—" if not np.isfinite(p) else f"{p:.2g}")
     out.insert(0, "estimate", est.map(lambda v: f"{v:.3f}"))
-    order = [c for c in ("estimate", "classical (independent pairs)", "HC3", "cluster-robust by both classes",
-                         "Mantel (class permutation)", "Y-QAP (class permutation)",
-                         "Freedman–Lane (class permutation)") if c in out.columns]
+    order = [
+        c
+        for c in (
+            "estimate",
+            "classical (independent pairs)",
+            "HC3",
+            "cluster-robust by both classes",
+            "Mantel (class permutation)",
+            "Y-QAP (class permutation)",
+            "Freedman–Lane (class permutation)",
+        )
+        if c in out.columns
+    ]
     return out[order].reset_index()

@@ -32,7 +32,14 @@ from .. import artifacts, figures, fmt, levels, published, stats
 N_FIG2_CLASSES = 6
 
 CURVE_COLUMNS = ["class", "sparsity", "median_rel_ap_change", "n_seeds"]
-SUMMARY_COLUMNS = ["class", "train_count", "test_count", "first_drop", "rel_change_at_095", "drop_threshold"]
+SUMMARY_COLUMNS = [
+    "class",
+    "train_count",
+    "test_count",
+    "first_drop",
+    "rel_change_at_095",
+    "drop_threshold",
+]
 
 
 def curve_columns(axis: levels.Axis) -> list[str]:
@@ -47,7 +54,12 @@ def summary_columns(axis: levels.Axis) -> list[str]:
     if axis.name == "sparsity":
         return list(SUMMARY_COLUMNS)
     return [
-        "class", "train_count", "test_count", "first_drop", "rel_change_at_extreme", "extreme_level",
+        "class",
+        "train_count",
+        "test_count",
+        "first_drop",
+        "rel_change_at_extreme",
+        "extreme_level",
         "drop_threshold",
     ]
 
@@ -93,10 +105,14 @@ def _check_metrics(metrics: pd.DataFrame) -> levels.Axis:
     try:
         axis = levels.axis_of(metrics.columns)
     except ValueError as err:
-        raise ValueError(f"metrics lack a level column: {err}; see docs/artifacts.md (metrics.parquet)") from None
+        raise ValueError(
+            f"metrics lack a level column: {err}; see docs/artifacts.md (metrics.parquet)"
+        ) from None
     missing = [c for c in ("seed", axis.name, "class", "ap") if c not in metrics.columns]
     if missing:
-        raise ValueError(f"metrics lack the columns {missing}; see docs/artifacts.md (metrics.parquet)")
+        raise ValueError(
+            f"metrics lack the columns {missing}; see docs/artifacts.md (metrics.parquet)"
+        )
     dup = metrics.duplicated(["seed", axis.name, "class"])
     if dup.any():
         row = metrics[dup].iloc[0]
@@ -151,7 +167,9 @@ def relative_ap_change(metrics: pd.DataFrame) -> pd.DataFrame:
     return m[["seed", level, "class", "rel_ap_change"]]
 
 
-def forgettability_curves(metrics: pd.DataFrame, *, classes: list[str] | None = None) -> pd.DataFrame:
+def forgettability_curves(
+    metrics: pd.DataFrame, *, classes: list[str] | None = None
+) -> pd.DataFrame:
     """Forgettability curves: the median over seeds of the relative change in AP (Eq. 1).
 
     Parameters
@@ -185,7 +203,9 @@ def forgettability_curves(metrics: pd.DataFrame, *, classes: list[str] | None = 
         raise ValueError(f"classes {unknown} have no rows in metrics")
     extra = sorted(set(present) - set(classes))
     if extra:
-        raise ValueError(f"metrics hold classes {extra} that are not among the classes {list(classes)}")
+        raise ValueError(
+            f"metrics hold classes {extra} that are not among the classes {list(classes)}"
+        )
     grouped = rel.groupby(["class", level], sort=False)["rel_ap_change"]
     curves = grouped.agg(median_rel_ap_change="median", n_seeds="count").reset_index()
     dense = curves[axis.is_dense(curves[level].to_numpy())]
@@ -322,14 +342,18 @@ def _with_log_frequency(summary: pd.DataFrame) -> pd.DataFrame:
     data = summary.copy()
     counts = data["train_count"].to_numpy(dtype=float)
     with np.errstate(divide="ignore"):
-        data["log_train_count"] = np.where(counts > 0, np.log(np.where(counts > 0, counts, 1.0)), np.nan)
+        data["log_train_count"] = np.where(
+            counts > 0, np.log(np.where(counts > 0, counts, 1.0)), np.nan
+        )
     return data
 
 
 def change_column(summary: pd.DataFrame) -> str:
     """The relative-change column of a class summary: ``rel_change_at_095`` (sparsity) or
     ``rel_change_at_extreme`` (the other axes)."""
-    return "rel_change_at_095" if "rel_change_at_095" in summary.columns else "rel_change_at_extreme"
+    return (
+        "rel_change_at_095" if "rel_change_at_095" in summary.columns else "rel_change_at_extreme"
+    )
 
 
 def frequency_correlations(summary: pd.DataFrame) -> pd.DataFrame:
@@ -360,7 +384,9 @@ class Forgetting:
     correlations: pd.DataFrame
 
 
-def analyze(run: str, method: str, *, drop_threshold: float = published.DROP_THRESHOLD) -> Forgetting:
+def analyze(
+    run: str, method: str, *, drop_threshold: float = published.DROP_THRESHOLD
+) -> Forgetting:
     """Compute the forgettability curves and class summary of ``method`` from the run's artifacts."""
     classes = list(artifacts.read_meta(run, method)["classes"])
     labels = artifacts.read_labels(run, classes)
@@ -382,7 +408,9 @@ def run_stage(
 ) -> dict[str, Forgetting]:
     """Analyze and write every method present in the run (or ``methods``); results by method."""
     results = {}
-    for method in artifacts.methods_present(run) if methods is None else artifacts.method_order(methods):
+    for method in (
+        artifacts.methods_present(run) if methods is None else artifacts.method_order(methods)
+    ):
         results[method] = analyze(run, method, drop_threshold=drop_threshold)
         write(run, results[method])
     return results
@@ -391,7 +419,9 @@ def run_stage(
 def read_results(run: str, method: str) -> Forgetting:
     """Notebook 04's written tables of ``method`` (for :mod:`prunecxr.paper`)."""
     summary = artifacts.read_class_summary(run, method)
-    return Forgetting(method, artifacts.read_forgettability(run, method), summary, frequency_correlations(summary))
+    return Forgetting(
+        method, artifacts.read_forgettability(run, method), summary, frequency_correlations(summary)
+    )
 
 
 def overview(results: dict[str, Forgetting]) -> pd.DataFrame:
@@ -423,14 +453,31 @@ def first_forgotten(results: dict[str, Forgetting], n: int = 5) -> pd.DataFrame:
         ordered = summary.sort_values(["_never", "_rank", "train_count"], kind="mergesort").head(n)
         change = change_column(summary)
         for k, row in enumerate(ordered.itertuples(index=False), start=1):
-            rows.append({
-                "method": method, "rank": k, "class": row[0], "train_count": int(getattr(row, "train_count")),
-                "first_drop": float(getattr(row, "first_drop")),
-                "first_drop_level": axis.format(float(getattr(row, "first_drop"))) if np.isfinite(getattr(row, "first_drop")) else "never",
-                "change_at_extreme": float(getattr(row, change)),
-            })
-    return pd.DataFrame(rows, columns=["method", "rank", "class", "train_count", "first_drop", "first_drop_level",
-                                       "change_at_extreme"])
+            rows.append(
+                {
+                    "method": method,
+                    "rank": k,
+                    "class": row[0],
+                    "train_count": int(row.train_count),
+                    "first_drop": float(row.first_drop),
+                    "first_drop_level": axis.format(float(row.first_drop))
+                    if np.isfinite(row.first_drop)
+                    else "never",
+                    "change_at_extreme": float(getattr(row, change)),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "method",
+            "rank",
+            "class",
+            "train_count",
+            "first_drop",
+            "first_drop_level",
+            "change_at_extreme",
+        ],
+    )
 
 
 # -- figures -------------------------------------------------------------------------------
@@ -495,7 +542,11 @@ def figure_2(
         )
     fig.update_layout(
         title=f"Forgettability curves (Eq. 1), {result.method}",
-        xaxis=dict(title=axis.label, tickformat=axis.tickformat, autorange=True if axis.increasing else "reversed"),
+        xaxis=dict(
+            title=axis.label,
+            tickformat=axis.tickformat,
+            autorange=True if axis.increasing else "reversed",
+        ),
         yaxis=dict(title="Median relative change in AP"),
         legend=dict(title="Class (training images); click to show"),
     )
@@ -518,7 +569,9 @@ def figure_3(result: Forgetting, *, unlearned=()) -> tuple[go.Figure, pd.DataFra
     flagged = set(unlearned)
     data["unlearned"] = data["class"].isin(flagged)
     corr = result.correlations.set_index("y")
-    threshold = float(summary["drop_threshold"].iloc[0]) if len(summary) else published.DROP_THRESHOLD
+    threshold = (
+        float(summary["drop_threshold"].iloc[0]) if len(summary) else published.DROP_THRESHOLD
+    )
     axis = levels.axis_of(result.curves.columns)
     change = change_column(summary)
     if axis.name == "sparsity":
@@ -529,7 +582,10 @@ def figure_3(result: Forgetting, *, unlearned=()) -> tuple[go.Figure, pd.DataFra
     else:
         extreme = float(summary["extreme_level"].iloc[0]) if len(summary) else np.nan
         panels = [
-            ("first_drop", f"First level ({axis.label.lower()}) with a {fmt.pct(threshold)} drop in AP"),
+            (
+                "first_drop",
+                f"First level ({axis.label.lower()}) with a {fmt.pct(threshold)} drop in AP",
+            ),
             (change, f"Relative change in AP at {axis.format(extreme)} ({axis.name})"),
         ]
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06)
@@ -538,19 +594,35 @@ def figure_3(result: Forgetting, *, unlearned=()) -> tuple[go.Figure, pd.DataFra
         y = data["log_train_count"].to_numpy(dtype=float)
         fig.add_trace(
             go.Scatter(
-                x=x, y=y, mode="markers", text=data["class"], name=label, showlegend=False,
-                marker=dict(size=10, color=np.where(data["unlearned"], "#d62728", "#1f77b4").tolist(),
-                            symbol=np.where(data["unlearned"], "x", "circle").tolist()),
+                x=x,
+                y=y,
+                mode="markers",
+                text=data["class"],
+                name=label,
+                showlegend=False,
+                marker=dict(
+                    size=10,
+                    color=np.where(data["unlearned"], "#d62728", "#1f77b4").tolist(),
+                    symbol=np.where(data["unlearned"], "x", "circle").tolist(),
+                ),
                 hovertemplate="%{text}<br>x %{x:.3f}<br>log frequency %{y:.2f}<extra></extra>",
             ),
-            row=1, col=col,
+            row=1,
+            col=col,
         )
         line = stats.fit_line(x, y)
         if line is not None:
             fig.add_trace(
-                go.Scatter(x=line.x, y=line.y, mode="lines", showlegend=False,
-                           line=dict(dash="dash", color="orange"), hoverinfo="skip"),
-                row=1, col=col,
+                go.Scatter(
+                    x=line.x,
+                    y=line.y,
+                    mode="lines",
+                    showlegend=False,
+                    line=dict(dash="dash", color="orange"),
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=col,
             )
         c = corr.loc[quantity]
         text = (
@@ -558,17 +630,27 @@ def figure_3(result: Forgetting, *, unlearned=()) -> tuple[go.Figure, pd.DataFra
             f"{fmt.corr('ρ', c['spearman_rho'], c['spearman_p'])}<br>n = {int(c['n'])} classes"
         )
         fig.add_annotation(
-            text=text, xref=f"x{'' if col == 1 else col} domain", yref="y domain",
-            x=0.02, y=0.98, showarrow=False, align="left", bgcolor="rgba(255,255,255,0.8)",
+            text=text,
+            xref=f"x{'' if col == 1 else col} domain",
+            yref="y domain",
+            x=0.02,
+            y=0.98,
+            showarrow=False,
+            align="left",
+            bgcolor="rgba(255,255,255,0.8)",
         )
         fig.update_xaxes(title_text=label, row=1, col=col)
-    fig.update_xaxes(tickformat=axis.tickformat, autorange=True if axis.increasing else "reversed", row=1, col=1)
+    fig.update_xaxes(
+        tickformat=axis.tickformat, autorange=True if axis.increasing else "reversed", row=1, col=1
+    )
     fig.update_yaxes(title_text="Log training frequency (ln images)", row=1, col=1)
     title = f"Class frequency and forgettability (Fig. 3), {result.method}"
     if flagged:
         names = ", ".join(c for c in data["class"] if c in flagged)
-        title += (f"<br><sup>× not learned (dense AUROC low): {names}; kept in the line and the "
-                  "correlations</sup>")
+        title += (
+            f"<br><sup>× not learned (dense AUROC low): {names}; kept in the line and the "
+            "correlations</sup>"
+        )
     fig.update_layout(title=title, margin=dict(t=110))
     return fig, data[["class", "train_count", "log_train_count", "first_drop", change, "unlearned"]]
 
@@ -591,6 +673,12 @@ def save_method_figures(
             (f"fig3_frequency_{method}", figure_3(res)),
         ):
             saved = figures.save_figure(fig, name, run=run, data=data)
-            rows.append({"method": method, "figure": name, "html": str(saved.html),
-                         "png": str(saved.png) if saved.png else ""})
+            rows.append(
+                {
+                    "method": method,
+                    "figure": name,
+                    "html": str(saved.html),
+                    "png": str(saved.png) if saved.png else "",
+                }
+            )
     return pd.DataFrame(rows, columns=["method", "figure", "html", "png"])

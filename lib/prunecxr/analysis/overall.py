@@ -43,8 +43,17 @@ if TYPE_CHECKING:  # plotly is imported where a figure is drawn
 # Statistics of the seeds' class-mean AP
 # =========================================================================================
 OVERALL_COLUMNS = [
-    "sparsity", "n_seeds", "mean_ap_median", "mean_ap_q25", "mean_ap_q75", "mean_ap_mean",
-    "welch_t", "p_value", "p_holm", "significant_drop", "significant_drop_holm",
+    "sparsity",
+    "n_seeds",
+    "mean_ap_median",
+    "mean_ap_q25",
+    "mean_ap_q75",
+    "mean_ap_mean",
+    "welch_t",
+    "p_value",
+    "p_holm",
+    "significant_drop",
+    "significant_drop_holm",
 ]
 
 
@@ -59,7 +68,9 @@ def seed_mean_ap(metrics: pd.DataFrame) -> pd.DataFrame:
     level = levels.axis_of(metrics.columns).name
     missing = [c for c in ("seed", level, "class", "ap") if c not in metrics.columns]
     if missing:
-        raise ValueError(f"metrics lack the columns {missing}; see docs/artifacts.md (metrics.parquet)")
+        raise ValueError(
+            f"metrics lack the columns {missing}; see docs/artifacts.md (metrics.parquet)"
+        )
     if "method" in metrics.columns and metrics["method"].nunique() > 1:
         raise ValueError(
             f"metrics hold several methods {sorted(metrics['method'].unique())}; pass one at a time"
@@ -139,16 +150,18 @@ def overall_table(metrics: pd.DataFrame, *, alpha: float = PAPER_ALPHA) -> pd.Da
                 warnings.simplefilter("ignore", RuntimeWarning)  # zero variance → NaN, documented
                 res = scipy.stats.ttest_ind(v, dense[np.isfinite(dense)], equal_var=False)
             t, p = float(res.statistic), float(res.pvalue)
-        rows.append({
-            axis.name: float(s),
-            "n_seeds": int(v.size),
-            "mean_ap_median": float(np.median(v)) if v.size else math.nan,
-            "mean_ap_q25": float(np.quantile(v, 0.25)) if v.size else math.nan,
-            "mean_ap_q75": float(np.quantile(v, 0.75)) if v.size else math.nan,
-            "mean_ap_mean": float(v.mean()) if v.size else math.nan,
-            "welch_t": t,
-            "p_value": p,
-        })
+        rows.append(
+            {
+                axis.name: float(s),
+                "n_seeds": int(v.size),
+                "mean_ap_median": float(np.median(v)) if v.size else math.nan,
+                "mean_ap_q25": float(np.quantile(v, 0.25)) if v.size else math.nan,
+                "mean_ap_q75": float(np.quantile(v, 0.75)) if v.size else math.nan,
+                "mean_ap_mean": float(v.mean()) if v.size else math.nan,
+                "welch_t": t,
+                "p_value": p,
+            }
+        )
     table = pd.DataFrame(rows)
     table["p_holm"] = holm(table["p_value"].to_numpy())
     lower = table["welch_t"] < 0
@@ -202,7 +215,10 @@ MAGNITUDE_EDGES = np.logspace(-8, 1, 91)
 
 
 def magnitude_summary(
-    magnitudes: Iterable[np.ndarray], *, below: float = SMALL_WEIGHT, edges: np.ndarray = MAGNITUDE_EDGES
+    magnitudes: Iterable[np.ndarray],
+    *,
+    below: float = SMALL_WEIGHT,
+    edges: np.ndarray = MAGNITUDE_EDGES,
 ) -> MagnitudeSummary | None:
     """Histogram and share below ``below`` of the dense models' pruned-set magnitudes.
 
@@ -236,9 +252,14 @@ def magnitude_summary(
         return None
     if n_weights == 0:
         raise ValueError("magnitude_summary got models without weights")
-    hist = pd.DataFrame({
-        "left": edges[:-1], "right": edges[1:], "count": counts, "fraction": counts / n_weights,
-    })
+    hist = pd.DataFrame(
+        {
+            "left": edges[:-1],
+            "right": edges[1:],
+            "count": counts,
+            "fraction": counts / n_weights,
+        }
+    )
     return MagnitudeSummary(hist, n_models, n_weights, n_zero, float(below), n_below / n_weights)
 
 
@@ -294,8 +315,14 @@ def figure_1(
         specs = [[{}, {"rowspan": m}]] + [[{}, None] for _ in range(m - 1)]
         titles = [titles[0], "dense weights |w| (pruned set)"] + titles[1:]
         fig = make_subplots(
-            rows=m, cols=2, specs=specs, column_widths=[0.6, 0.4], subplot_titles=titles,
-            shared_xaxes=shared, horizontal_spacing=0.1, vertical_spacing=0.12 / max(m - 1, 1),
+            rows=m,
+            cols=2,
+            specs=specs,
+            column_widths=[0.6, 0.4],
+            subplot_titles=titles,
+            shared_xaxes=shared,
+            horizontal_spacing=0.1,
+            vertical_spacing=0.12 / max(m - 1, 1),
         )
     else:
         fig = make_subplots(rows=m, cols=1, subplot_titles=titles, shared_xaxes=shared)
@@ -308,22 +335,45 @@ def figure_1(
         color = _METHOD_COLORS.get(method, "#555555")
         x = table[axis.name].to_numpy()
         fig.add_trace(
-            go.Scatter(x=x, y=table["mean_ap_q75"], mode="lines", line=dict(width=0),
-                       showlegend=False, hoverinfo="skip"), row=row, col=1,
+            go.Scatter(
+                x=x,
+                y=table["mean_ap_q75"],
+                mode="lines",
+                line=dict(width=0),
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=row,
+            col=1,
         )
         fig.add_trace(
-            go.Scatter(x=x, y=table["mean_ap_q25"], mode="lines", line=dict(width=0),
-                       fill="tonexty", fillcolor=_rgba(color, 0.2), name=f"{method}: IQR over seeds",
-                       hoverinfo="skip"), row=row, col=1,
+            go.Scatter(
+                x=x,
+                y=table["mean_ap_q25"],
+                mode="lines",
+                line=dict(width=0),
+                fill="tonexty",
+                fillcolor=_rgba(color, 0.2),
+                name=f"{method}: IQR over seeds",
+                hoverinfo="skip",
+            ),
+            row=row,
+            col=1,
         )
         x_hover = "%{x:.0%}" if axis.tickformat == ".0%" else "%{x}"
         fig.add_trace(
-            go.Scatter(x=x, y=table["mean_ap_median"], mode="lines+markers", line=dict(color=color),
-                       name=f"{method}: median over seeds",
-                       customdata=np.stack([table["n_seeds"], table["p_value"], table["p_holm"]], axis=-1),
-                       hovertemplate=f"{axis.name} {x_hover}<br>median mAP %{{y:.3f}}<br>n = %{{customdata[0]}}"
-                       "<br>P = %{customdata[1]:.2g}<br>P (Holm) = %{customdata[2]:.2g}<extra></extra>"),
-            row=row, col=1,
+            go.Scatter(
+                x=x,
+                y=table["mean_ap_median"],
+                mode="lines+markers",
+                line=dict(color=color),
+                name=f"{method}: median over seeds",
+                customdata=np.stack([table["n_seeds"], table["p_value"], table["p_holm"]], axis=-1),
+                hovertemplate=f"{axis.name} {x_hover}<br>median mAP %{{y:.3f}}<br>n = %{{customdata[0]}}"
+                "<br>P = %{customdata[1]:.2g}<br>P (Holm) = %{customdata[2]:.2g}<extra></extra>",
+            ),
+            row=row,
+            col=1,
         )
         first = first_significant_drop(table)
         first_holm = first_significant_drop(table, holm=True)
@@ -334,37 +384,75 @@ def figure_1(
         ]
         for value, dash in ((first, "dash"), (first_holm, "dot")):
             if not math.isnan(value):
-                fig.add_vline(x=value, line=dict(color="#444444", dash=dash, width=1), row=row, col=1)
+                fig.add_vline(
+                    x=value, line=dict(color="#444444", dash=dash, width=1), row=row, col=1
+                )
         fig.add_annotation(
-            text="<br>".join(lines), xref="x domain", yref="y domain", row=row, col=1,
-            x=0.99, y=0.97, xanchor="right", yanchor="top", showarrow=False, align="right",
-            font=dict(size=11), bgcolor="rgba(255,255,255,0.7)",
+            text="<br>".join(lines),
+            xref="x domain",
+            yref="y domain",
+            row=row,
+            col=1,
+            x=0.99,
+            y=0.97,
+            xanchor="right",
+            yanchor="top",
+            showarrow=False,
+            align="right",
+            font=dict(size=11),
+            bgcolor="rgba(255,255,255,0.7)",
         )
         fig.update_yaxes(title_text="mean AP", row=row, col=1)
-        fig.update_xaxes(tickformat=axis.tickformat, autorange=True if axis.increasing else "reversed",
-                         row=row, col=1)
+        fig.update_xaxes(
+            tickformat=axis.tickformat,
+            autorange=True if axis.increasing else "reversed",
+            row=row,
+            col=1,
+        )
         frames.append(table.assign(panel="mean_ap", method=method))
     for row, method in enumerate(methods, start=1):  # the axis title under each group of one axis
         if row == m or axes[methods[row]] != axes[method]:
-            fig.update_xaxes(title_text=axes[method].label.lower(), showticklabels=True, row=row, col=1)
+            fig.update_xaxes(
+                title_text=axes[method].label.lower(), showticklabels=True, row=row, col=1
+            )
     if magnitudes is not None:
         h = magnitudes.histogram
         x = np.append(h["left"].to_numpy(), h["right"].iloc[-1])
         y = np.append(h["fraction"].to_numpy(), h["fraction"].iloc[-1])
         fig.add_trace(
-            go.Scatter(x=x, y=y, mode="lines", line=dict(shape="hv", color="#555555"), fill="tozeroy",
-                       name="share of weights per bin", showlegend=False),
-            row=1, col=2,
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                line=dict(shape="hv", color="#555555"),
+                fill="tozeroy",
+                name="share of weights per bin",
+                showlegend=False,
+            ),
+            row=1,
+            col=2,
         )
         fig.add_vline(x=magnitudes.below, line=dict(color="#b00020", dash="dash"), row=1, col=2)
         fig.add_annotation(
-            text=(f"{fmt.pct(magnitudes.fraction_below, 1)} of |w| &lt; {fmt.num(magnitudes.below, 2)}"
-                  f"<br>({magnitudes.n_models} models)"),
-            xref="x domain", yref="y domain", row=1, col=2, x=0.02, y=0.98, xanchor="left",
+            text=(
+                f"{fmt.pct(magnitudes.fraction_below, 1)} of |w| &lt; {fmt.num(magnitudes.below, 2)}"
+                f"<br>({magnitudes.n_models} models)"
+            ),
+            xref="x domain",
+            yref="y domain",
+            row=1,
+            col=2,
+            x=0.02,
+            y=0.98,
+            xanchor="left",
             yanchor="top",
-            showarrow=False, align="left", font=dict(size=11, color="#b00020"),
+            showarrow=False,
+            align="left",
+            font=dict(size=11, color="#b00020"),
         )
-        fig.update_xaxes(type="log", title_text="|w| (log scale)", exponentformat="power", row=1, col=2)
+        fig.update_xaxes(
+            type="log", title_text="|w| (log scale)", exponentformat="power", row=1, col=2
+        )
         fig.update_yaxes(title_text="share of weights", tickformat=".0%", row=1, col=2)
         frames.append(h.assign(panel="weight_magnitude"))
     fig.update_layout(
@@ -382,25 +470,35 @@ def figure_1(
 # =========================================================================================
 # The notebook's tables
 # =========================================================================================
-def overall_tables(run: str, methods: Sequence[str], *, alpha: float = PAPER_ALPHA) -> dict[str, pd.DataFrame]:
+def overall_tables(
+    run: str, methods: Sequence[str], *, alpha: float = PAPER_ALPHA
+) -> dict[str, pd.DataFrame]:
     """``method → overall_table`` from each method's ``metrics.parquet``, in figure order."""
     with each_warning_once():
         return {
-            m: overall_table(artifacts.read_metrics(run, m), alpha=alpha) for m in artifacts.method_order(methods)
+            m: overall_table(artifacts.read_metrics(run, m), alpha=alpha)
+            for m in artifacts.method_order(methods)
         }
 
 
 def summary_display(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The first significant drops of every method as text (via :meth:`prunecxr.levels.Axis.format`)."""
     axes = [levels.axis_of(t.columns) for t in tables.values()]
-    return pd.DataFrame({
-        "method": list(tables),
-        "dense mean AP (median)": [fmt.num(t["mean_ap_median"].iloc[0], 3) for t in tables.values()],
-        "first significant drop": [a.format(first_significant_drop(t)) for a, t in zip(axes, tables.values())],
-        "… with Holm correction": [
-            a.format(first_significant_drop(t, holm=True)) for a, t in zip(axes, tables.values())
-        ],
-    })
+    return pd.DataFrame(
+        {
+            "method": list(tables),
+            "dense mean AP (median)": [
+                fmt.num(t["mean_ap_median"].iloc[0], 3) for t in tables.values()
+            ],
+            "first significant drop": [
+                a.format(first_significant_drop(t)) for a, t in zip(axes, tables.values())
+            ],
+            "… with Holm correction": [
+                a.format(first_significant_drop(t, holm=True))
+                for a, t in zip(axes, tables.values())
+            ],
+        }
+    )
 
 
 def overall_long(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -415,15 +513,20 @@ def overall_long(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         return pd.concat([t.assign(method=m) for m, t in tables.items()], ignore_index=True)[
             ["method", *table_columns(name)]
         ]
-    frames = [t.rename(columns={axes[m]: "level"}).assign(method=m, level_name=axes[m]) for m, t in tables.items()]
+    frames = [
+        t.rename(columns={axes[m]: "level"}).assign(method=m, level_name=axes[m])
+        for m, t in tables.items()
+    ]
     return pd.concat(frames, ignore_index=True)[["method", "level_name", *table_columns("level")]]
 
 
 def magnitude_sentence(summary: MagnitudeSummary | None) -> str:
     """The paper's observation, recomputed: the share of dense weights below 0.01."""
     if summary is None:
-        return ("No dense checkpoints in this run (imported predictions): the weight-magnitude "
-                "panel of Fig. 1 is left out.")
+        return (
+            "No dense checkpoints in this run (imported predictions): the weight-magnitude "
+            "panel of Fig. 1 is left out."
+        )
     return (
         f"Over the {summary.n_models} dense models, {fmt.pct(summary.fraction_below, 1)} of the "
         f"{summary.n_weights // summary.n_models:,} pruned-set weights per model have "

@@ -35,10 +35,25 @@ from ..published import PAPER_ALPHA
 from . import overall
 
 PAIRED_COLUMNS = [
-    "sparsity", "n_pairs", "mean_diff", "ci_low", "ci_high", "confidence", "effect_dz",
-    "paired_t", "paired_p", "paired_p_holm", "paired_p_bh",
-    "signflip_p", "signflip_p_holm", "signflip_p_bh", "signflip_exact", "signflip_min_p",
-    "welch_p", "welch_p_holm", "welch_p_bh",
+    "sparsity",
+    "n_pairs",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "confidence",
+    "effect_dz",
+    "paired_t",
+    "paired_p",
+    "paired_p_holm",
+    "paired_p_bh",
+    "signflip_p",
+    "signflip_p_holm",
+    "signflip_p_bh",
+    "signflip_exact",
+    "signflip_min_p",
+    "welch_p",
+    "welch_p_holm",
+    "welch_p_bh",
 ]
 #: the tests whose first significant level :func:`first_drop_stability` follows
 TESTS = ("welch", "paired")
@@ -62,7 +77,9 @@ def seed_matrix(metrics: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, levels.A
     wide = wide[axis.order(wide.columns)].dropna(axis=0, how="any")
     lv = wide.columns.to_numpy(dtype=float)
     if not axis.is_dense(lv[0]):
-        raise ValueError(f"metrics have no {axis.name} {axis.format(axis.dense)} (the dense models)")
+        raise ValueError(
+            f"metrics have no {axis.name} {axis.format(axis.dense)} (the dense models)"
+        )
     return wide.to_numpy(dtype=float), lv, axis
 
 
@@ -136,9 +153,17 @@ def paired_table(
     for k, level in enumerate(lv):
         row = {axis.name: float(level), "n_pairs": n}
         d = mat[:, k] - mat[:, 0]
-        nan = dict(mean_diff=math.nan, ci_low=math.nan, ci_high=math.nan, effect_dz=math.nan, paired_t=math.nan,
-                   paired_p=math.nan, signflip_p=math.nan, signflip_exact=2**n <= n_permutations,
-                   signflip_min_p=min_signflip_p(n, n_permutations))
+        nan = dict(
+            mean_diff=math.nan,
+            ci_low=math.nan,
+            ci_high=math.nan,
+            effect_dz=math.nan,
+            paired_t=math.nan,
+            paired_p=math.nan,
+            signflip_p=math.nan,
+            signflip_exact=2**n <= n_permutations,
+            signflip_min_p=min_signflip_p(n, n_permutations),
+        )
         row.update(nan)
         if k > 0 and n >= 2:
             row["mean_diff"] = float(d.mean())
@@ -149,13 +174,22 @@ def paired_table(
                     res = scipy.stats.ttest_rel(mat[:, k], mat[:, 0])
                 ci = res.confidence_interval(confidence_level=confidence)
                 perm = scipy.stats.permutation_test(
-                    (d,), lambda x, axis=-1: np.mean(x, axis=axis), permutation_type="samples",
-                    vectorized=True, n_resamples=n_permutations, alternative="two-sided",
+                    (d,),
+                    lambda x, axis=-1: np.mean(x, axis=axis),
+                    permutation_type="samples",
+                    vectorized=True,
+                    n_resamples=n_permutations,
+                    alternative="two-sided",
                     rng=np.random.default_rng(seed + k),
                 )
-                row.update(ci_low=float(ci.low), ci_high=float(ci.high), effect_dz=row["mean_diff"] / sd,
-                           paired_t=float(res.statistic), paired_p=float(res.pvalue),
-                           signflip_p=float(perm.pvalue))
+                row.update(
+                    ci_low=float(ci.low),
+                    ci_high=float(ci.high),
+                    effect_dz=row["mean_diff"] / sd,
+                    paired_t=float(res.statistic),
+                    paired_p=float(res.pvalue),
+                    signflip_p=float(perm.pvalue),
+                )
         row["welch_p"] = float(welch.get(float(level), math.nan))
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -166,8 +200,9 @@ def paired_table(
     return table[paired_columns(axis.name)]
 
 
-def first_significant(table: pd.DataFrame, test: str, *, correction: str = "none",
-                      alpha: float = PAPER_ALPHA) -> float:
+def first_significant(
+    table: pd.DataFrame, test: str, *, correction: str = "none", alpha: float = PAPER_ALPHA
+) -> float:
     """The least compressed level where ``test`` (``paired``, ``signflip`` or ``welch``) finds a
     significant *drop* in :func:`paired_table`; NaN if none. ``correction``: none, holm, bh."""
     if test not in ("paired", "signflip", "welch"):
@@ -252,15 +287,33 @@ def first_drop_stability(
             first = np.where(hit.any(axis=1), lv[1:][np.argmax(hit, axis=1)], np.nan)
             values, counts = np.unique(np.nan_to_num(first, nan=np.inf), return_counts=True)
             for v, c in zip(values, counts):
-                rows.append({"test": test, "correction": correction, axis.name: float(v) if np.isfinite(v) else math.nan,
-                             "share": c / n_resamples, "n_resamples": int(n_resamples)})
+                rows.append(
+                    {
+                        "test": test,
+                        "correction": correction,
+                        axis.name: float(v) if np.isfinite(v) else math.nan,
+                        "share": c / n_resamples,
+                        "n_resamples": int(n_resamples),
+                    }
+                )
     out = pd.DataFrame(rows)
-    out["_rank"] = np.nan_to_num(axis.compression_rank(out[axis.name].to_numpy(dtype=float)), nan=np.inf)
-    return out.sort_values(["test", "correction", "_rank"], kind="mergesort").drop(columns="_rank").reset_index(drop=True)
+    out["_rank"] = np.nan_to_num(
+        axis.compression_rank(out[axis.name].to_numpy(dtype=float)), nan=np.inf
+    )
+    return (
+        out.sort_values(["test", "correction", "_rank"], kind="mergesort")
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
 
 
-def stability_interval(stability: pd.DataFrame, *, test: str = "welch", correction: str = "none",
-                       confidence: float = 0.95) -> tuple[float, float]:
+def stability_interval(
+    stability: pd.DataFrame,
+    *,
+    test: str = "welch",
+    correction: str = "none",
+    confidence: float = 0.95,
+) -> tuple[float, float]:
     """The central ``confidence`` range of the first significant level over the draws
     (a draw without a significant level counts as beyond the last level: ``inf``)."""
     axis = levels.axis_of(stability.columns)
@@ -283,16 +336,23 @@ def display(table: pd.DataFrame, *, alpha: float = PAPER_ALPHA) -> pd.DataFrame:
     axis = levels.axis_of(table.columns)
     body = table[~axis.is_dense(table[axis.name].to_numpy(dtype=float))]
     level = int(round(100 * float(body["confidence"].iloc[0]))) if len(body) else 95
-    return pd.DataFrame({
-        axis.name: [axis.format(v) for v in body[axis.name]],
-        f"mean paired ΔmAP [{level}% CI]": [
-            f"{fmt.num(m, 4)} [{fmt.num(lo, 4)}, {fmt.num(hi, 4)}]"
-            for m, lo, hi in zip(body["mean_diff"], body["ci_low"], body["ci_high"])],
-        "d_z": [fmt.num(v) for v in body["effect_dz"]],
-        "Welch P (Holm)": [_pp(p, h) for p, h in zip(body["welch_p"], body["welch_p_holm"])],
-        "paired t P (Holm)": [_pp(p, h) for p, h in zip(body["paired_p"], body["paired_p_holm"])],
-        "sign-flip P (smallest possible)": [_pp(p, m) for p, m in zip(body["signflip_p"], body["signflip_min_p"])],
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            axis.name: [axis.format(v) for v in body[axis.name]],
+            f"mean paired ΔmAP [{level}% CI]": [
+                f"{fmt.num(m, 4)} [{fmt.num(lo, 4)}, {fmt.num(hi, 4)}]"
+                for m, lo, hi in zip(body["mean_diff"], body["ci_low"], body["ci_high"])
+            ],
+            "d_z": [fmt.num(v) for v in body["effect_dz"]],
+            "Welch P (Holm)": [_pp(p, h) for p, h in zip(body["welch_p"], body["welch_p_holm"])],
+            "paired t P (Holm)": [
+                _pp(p, h) for p, h in zip(body["paired_p"], body["paired_p_holm"])
+            ],
+            "sign-flip P (smallest possible)": [
+                _pp(p, m) for p, m in zip(body["signflip_p"], body["signflip_min_p"])
+            ],
+        }
+    ).reset_index(drop=True)
 
 
 def _pp(a: float, b: float) -> str:
@@ -303,7 +363,6 @@ def _p(p: float) -> str:
     if p is None or not np.isfinite(p):
         return "—"
     return f"{p:.2g}"
-
 
 
 # =========================================================================================
@@ -320,16 +379,35 @@ def stability_rows(stability: pd.DataFrame, *, confidence: float = 0.95) -> pd.D
     frames = []
     for test in TESTS:
         for correction in CORRECTIONS:
-            lo, hi = stability_interval(stability, test=test, correction=correction, confidence=confidence)
-            frames.append(interval_rows(
-                [(f"first_significant_drop[{test}, {correction}]", "all")], [math.nan], [lo], [hi],
-                resampling="seeds", method="percentile of draws", n_resamples=int(stability["n_resamples"].iloc[0]),
-                confidence=confidence, n=0, note="inf: no significant level in those draws"))
+            lo, hi = stability_interval(
+                stability, test=test, correction=correction, confidence=confidence
+            )
+            frames.append(
+                interval_rows(
+                    [(f"first_significant_drop[{test}, {correction}]", "all")],
+                    [math.nan],
+                    [lo],
+                    [hi],
+                    resampling="seeds",
+                    method="percentile of draws",
+                    n_resamples=int(stability["n_resamples"].iloc[0]),
+                    confidence=confidence,
+                    n=0,
+                    note="inf: no significant level in those draws",
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
-def run_stage(run: str, methods: list[str], *, alpha: float = PAPER_ALPHA, n_boot: int = 1000,
-              n_permutations: int = 9999, seed: int = 0) -> dict[str, pd.DataFrame]:
+def run_stage(
+    run: str,
+    methods: list[str],
+    *,
+    alpha: float = PAPER_ALPHA,
+    n_boot: int = 1000,
+    n_permutations: int = 9999,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
     """Paired tests and first-drop stability of every method; writes ``paired_tests.parquet``,
     ``first_drop_stability.parquet`` and ``intervals_overall.parquet``. Returns method → paired table."""
     from .. import artifacts
@@ -347,8 +425,12 @@ def run_stage(run: str, methods: list[str], *, alpha: float = PAPER_ALPHA, n_boo
     return out
 
 
-def summary(tables: dict[str, pd.DataFrame], stabilities: dict[str, pd.DataFrame] | None = None, *,
-            alpha: float = PAPER_ALPHA) -> pd.DataFrame:
+def summary(
+    tables: dict[str, pd.DataFrame],
+    stabilities: dict[str, pd.DataFrame] | None = None,
+    *,
+    alpha: float = PAPER_ALPHA,
+) -> pd.DataFrame:
     """The first significant drop of every method under each test and correction, as text."""
     rows = []
     for method, table in tables.items():
@@ -356,8 +438,16 @@ def summary(tables: dict[str, pd.DataFrame], stabilities: dict[str, pd.DataFrame
         for test in ("welch", "paired", "signflip"):
             for correction in ("none", "holm", "bh"):
                 value = first_significant(table, test, correction=correction, alpha=alpha)
-                rows.append({"method": method, "test": test, "correction": correction,
-                             "first significant drop": axis.format(value) if np.isfinite(value) else "none"})
+                rows.append(
+                    {
+                        "method": method,
+                        "test": test,
+                        "correction": correction,
+                        "first significant drop": axis.format(value)
+                        if np.isfinite(value)
+                        else "none",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -366,11 +456,19 @@ def stability_display(stability: pd.DataFrame) -> pd.DataFrame:
     axis = levels.axis_of(stability.columns)
     data = stability.assign(
         level=[axis.format(v) if np.isfinite(v) else "none" for v in stability[axis.name]],
-        column=stability["test"] + ", " + stability["correction"].map({"none": "uncorrected", "holm": "Holm"}),
+        column=stability["test"]
+        + ", "
+        + stability["correction"].map({"none": "uncorrected", "holm": "Holm"}),
     )
-    wide = data.pivot_table(index="level", columns="column", values="share", aggfunc="sum", fill_value=0.0)
-    ranks = {axis.format(v) if np.isfinite(v) else "none": (np.inf if not np.isfinite(v) else axis.compression_rank(v))
-             for v in stability[axis.name]}
+    wide = data.pivot_table(
+        index="level", columns="column", values="share", aggfunc="sum", fill_value=0.0
+    )
+    ranks = {
+        axis.format(v) if np.isfinite(v) else "none": (
+            np.inf if not np.isfinite(v) else axis.compression_rank(v)
+        )
+        for v in stability[axis.name]
+    }
     wide = wide.loc[sorted(wide.index, key=lambda k: ranks[k])]
     return wide.map(lambda v: f"{100 * v:.1f}%").reset_index()
 
@@ -384,7 +482,12 @@ def floor_sentence(table: pd.DataFrame, *, alpha: float = PAPER_ALPHA) -> str:
     kind = "exact" if len(table) and bool(table["signflip_exact"].iloc[0]) else "Monte Carlo"
     if not np.isfinite(floor):
         return "No pairs: the sign-flip test is undefined."
-    verdict = ("so it can never find a drop at this α, whatever the data (nor can Wilcoxon's signed-rank test)"
-               if floor >= alpha else "so it can reach this α")
-    return (f"With {n} seeds the {kind} sign-flip test's smallest possible P is {fmt.num(floor, 5)}, "
-            f"against α = {fmt.num(alpha, 3)}: {verdict}.")
+    verdict = (
+        "so it can never find a drop at this α, whatever the data (nor can Wilcoxon's signed-rank test)"
+        if floor >= alpha
+        else "so it can reach this α"
+    )
+    return (
+        f"With {n} seeds the {kind} sign-flip test's smallest possible P is {fmt.num(floor, 5)}, "
+        f"against α = {fmt.num(alpha, 3)}: {verdict}."
+    )

@@ -69,7 +69,9 @@ def sparsity_index(sparsities, sparsity: float, *, name: str = "sparsity") -> in
     return int(hit[0])
 
 
-def mean_probs(probs: np.ndarray, sparsities, sparsity: float, *, name: str = "sparsity") -> np.ndarray:
+def mean_probs(
+    probs: np.ndarray, sparsities, sparsity: float, *, name: str = "sparsity"
+) -> np.ndarray:
     """The seeds' mean predicted probabilities at one sparsity.
 
     Parameters
@@ -84,9 +86,13 @@ def mean_probs(probs: np.ndarray, sparsities, sparsity: float, *, name: str = "s
     ndarray of float64, shape (n_test, n_classes): ``mean_i probs[i, k]``.
     """
     if probs.ndim != 4:
-        raise ValueError(f"probs must be [n_seeds, n_sparsities, n_test, n_classes]; got shape {probs.shape}")
+        raise ValueError(
+            f"probs must be [n_seeds, n_sparsities, n_test, n_classes]; got shape {probs.shape}"
+        )
     if probs.shape[1] != len(sparsities):
-        raise ValueError(f"probs has {probs.shape[1]} sparsities but meta.json lists {len(sparsities)}")
+        raise ValueError(
+            f"probs has {probs.shape[1]} sparsities but meta.json lists {len(sparsities)}"
+        )
     k = sparsity_index(sparsities, sparsity, name=name)
     return np.asarray(probs[:, k], dtype=np.float64).mean(axis=0)
 
@@ -115,13 +121,23 @@ def select_pies(spearman, image_ids, *, fraction: float) -> np.ndarray:
     rho = np.asarray(spearman, dtype=float)
     ids = pd.Series(np.asarray(image_ids), dtype=str)
     if rho.ndim != 1 or len(ids) != rho.size:
-        raise ValueError(f"spearman and image_ids must be 1-D of equal length; got {rho.shape} and {len(ids)}")
+        raise ValueError(
+            f"spearman and image_ids must be 1-D of equal length; got {rho.shape} and {len(ids)}"
+        )
     if ids.duplicated().any():
         raise ValueError(f"image_ids are not unique, e.g. {ids[ids.duplicated()].iloc[0]!r}")
     k = n_pies(rho.size, fraction)
-    order = pd.DataFrame(
-        {"undefined": np.isnan(rho), "rho": np.nan_to_num(rho, nan=0.0), "image_id": ids.to_numpy()}
-    ).sort_values(["undefined", "rho", "image_id"], kind="mergesort").index.to_numpy()
+    order = (
+        pd.DataFrame(
+            {
+                "undefined": np.isnan(rho),
+                "rho": np.nan_to_num(rho, nan=0.0),
+                "image_id": ids.to_numpy(),
+            }
+        )
+        .sort_values(["undefined", "rho", "image_id"], kind="mergesort")
+        .index.to_numpy()
+    )
     flags = np.zeros(rho.size, dtype=bool)
     flags[order[:k]] = True
     return flags
@@ -165,7 +181,9 @@ def pie_table(
 
 
 # -- Fig. 5 --------------------------------------------------------------------------------
-def class_ratios(test_labels: pd.DataFrame, is_pie, classes: list[str], *, train_counts=None) -> pd.DataFrame:
+def class_ratios(
+    test_labels: pd.DataFrame, is_pie, classes: list[str], *, train_counts=None
+) -> pd.DataFrame:
     """Prevalence of each class among PIEs divided by its prevalence among non-PIEs (Fig. 5, left).
 
     Parameters
@@ -198,7 +216,9 @@ def class_ratios(test_labels: pd.DataFrame, is_pie, classes: list[str], *, train
     out["non_pie_prevalence"] = out["n_non_pie"] / n_n if n_n else np.nan
     out["ratio"] = _ratio(out["pie_prevalence"], out["non_pie_prevalence"])
     if train_counts is not None:
-        out = out.sort_values("train_count", ascending=False, kind="mergesort").reset_index(drop=True)
+        out = out.sort_values("train_count", ascending=False, kind="mergesort").reset_index(
+            drop=True
+        )
     return out
 
 
@@ -239,7 +259,9 @@ def findings_ratios(test_labels: pd.DataFrame, is_pie, classes: list[str]) -> pd
     return out
 
 
-def rarest_ratio_range(ratios: pd.DataFrame, *, n: int = published.N_RAREST) -> tuple[float, float, list[str]]:
+def rarest_ratio_range(
+    ratios: pd.DataFrame, *, n: int = published.N_RAREST
+) -> tuple[float, float, list[str]]:
     """Smallest and largest PIE:non-PIE ratio among the ``n`` classes rarest in training.
 
     ``ratios`` needs ``train_count`` (:func:`class_ratios` with ``train_counts``); rarity
@@ -256,7 +278,7 @@ def rarest_ratio_range(ratios: pd.DataFrame, *, n: int = published.N_RAREST) -> 
     return float(values.min()), float(values.max()), list(rare["class"])
 
 
-def figure_5(result: "Pies", *, unlearned=()) -> tuple[go.Figure, pd.DataFrame]:
+def figure_5(result: Pies, *, unlearned=()) -> tuple[go.Figure, pd.DataFrame]:
     """Fig. 5: PIE:non-PIE prevalence ratio per class (commonest to rarest) and per number of findings.
 
     A dashed line marks 1 (as frequent among PIEs as among non-PIEs); an undefined ratio is
@@ -266,24 +288,44 @@ def figure_5(result: "Pies", *, unlearned=()) -> tuple[go.Figure, pd.DataFrame]:
     cls = result.class_ratios.copy()
     cls["unlearned"] = cls["class"].isin(set(unlearned))
     bins = result.findings_ratios
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.75, 0.25], horizontal_spacing=0.08,
-                        subplot_titles=("By class (commonest → rarest)", "By number of findings"))
-    fig.add_trace(
-        go.Bar(x=cls["class"], y=cls["ratio"], showlegend=False,
-               marker_color=np.where(cls["unlearned"], "#aaaaaa", "#1f77b4").tolist(),
-               texttemplate="%{y:.1f}", textposition="outside", cliponaxis=False,
-               customdata=np.stack([cls["n_pie"], cls["n_non_pie"]], axis=1),
-               hovertemplate="%{x}<br>ratio %{y:.2f}<br>PIEs with it %{customdata[0]}"
-                             "<br>non-PIEs with it %{customdata[1]}<extra></extra>"),
-        row=1, col=1,
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.75, 0.25],
+        horizontal_spacing=0.08,
+        subplot_titles=("By class (commonest → rarest)", "By number of findings"),
     )
     fig.add_trace(
-        go.Bar(x=bins["n_findings"], y=bins["ratio"], showlegend=False, marker_color="#1f77b4",
-               texttemplate="%{y:.1f}", textposition="outside", cliponaxis=False,
-               customdata=np.stack([bins["n_pie"], bins["n_non_pie"]], axis=1),
-               hovertemplate="%{x} findings<br>ratio %{y:.2f}<br>PIEs %{customdata[0]}"
-                             "<br>non-PIEs %{customdata[1]}<extra></extra>"),
-        row=1, col=2,
+        go.Bar(
+            x=cls["class"],
+            y=cls["ratio"],
+            showlegend=False,
+            marker_color=np.where(cls["unlearned"], "#aaaaaa", "#1f77b4").tolist(),
+            texttemplate="%{y:.1f}",
+            textposition="outside",
+            cliponaxis=False,
+            customdata=np.stack([cls["n_pie"], cls["n_non_pie"]], axis=1),
+            hovertemplate="%{x}<br>ratio %{y:.2f}<br>PIEs with it %{customdata[0]}"
+            "<br>non-PIEs with it %{customdata[1]}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=bins["n_findings"],
+            y=bins["ratio"],
+            showlegend=False,
+            marker_color="#1f77b4",
+            texttemplate="%{y:.1f}",
+            textposition="outside",
+            cliponaxis=False,
+            customdata=np.stack([bins["n_pie"], bins["n_non_pie"]], axis=1),
+            hovertemplate="%{x} findings<br>ratio %{y:.2f}<br>PIEs %{customdata[0]}"
+            "<br>non-PIEs %{customdata[1]}<extra></extra>",
+        ),
+        row=1,
+        col=2,
     )
     for col in (1, 2):
         fig.add_hline(y=1, line_dash="dash", line_color="black", row=1, col=col)
@@ -293,27 +335,42 @@ def figure_5(result: "Pies", *, unlearned=()) -> tuple[go.Figure, pd.DataFrame]:
     n_pie = int(result.table["is_pie"].sum())
     fig.update_layout(
         title=f"Pruning-identified exemplars (Fig. 5), {result.method}: {n_pie} PIEs of "
-              f"{len(result.table)} test images, {_level_text(result, result.dense_sparsity)} vs "
-              f"{_level_text(result, result.pie_sparsity)}",
+        f"{len(result.table)} test images, {_level_text(result, result.dense_sparsity)} vs "
+        f"{_level_text(result, result.pie_sparsity)}",
         margin=dict(t=140, b=170),
     )
     # an undefined ratio has no bar and no value: say so under the panels
-    fig.add_annotation(text="No bar and no value: ratio undefined (absent from non-PIEs, or no PIE)."
-                       + (" Grey: a class the model did not learn (dense AUROC low)." if cls["unlearned"].any() else ""),
-                       xref="paper", yref="paper", x=1, xanchor="right", y=-0.5, yanchor="top",
-                       showarrow=False, font=dict(size=11))
+    fig.add_annotation(
+        text="No bar and no value: ratio undefined (absent from non-PIEs, or no PIE)."
+        + (
+            " Grey: a class the model did not learn (dense AUROC low)."
+            if cls["unlearned"].any()
+            else ""
+        ),
+        xref="paper",
+        yref="paper",
+        x=1,
+        xanchor="right",
+        y=-0.5,
+        yanchor="top",
+        showarrow=False,
+        font=dict(size=11),
+    )
     data = pd.concat(
         [
-            cls.assign(panel="class", group=cls["class"])[["panel", "group", "n_pie", "n_non_pie", "ratio", "unlearned"]],
+            cls.assign(panel="class", group=cls["class"])[
+                ["panel", "group", "n_pie", "n_non_pie", "ratio", "unlearned"]
+            ],
             bins.assign(panel="n_findings", group=bins["n_findings"], unlearned=False)[
-                ["panel", "group", "n_pie", "n_non_pie", "ratio", "unlearned"]],
+                ["panel", "group", "n_pie", "n_non_pie", "ratio", "unlearned"]
+            ],
         ],
         ignore_index=True,
     )
     return fig, data
 
 
-def _level_text(result: "Pies", value: float) -> str:
+def _level_text(result: Pies, value: float) -> str:
     """A level of ``result``'s axis as text: ``90% sparsity``, ``4 bits``, ``50% channel_fraction``."""
     axis = levels.axis(result.level_name)
     text = axis.format(value)
@@ -362,9 +419,17 @@ def analyze(
     classes = list(meta["classes"])
     labels = artifacts.read_labels(run, classes)
     return analyze_arrays(
-        method, probs, labels, levels=meta["levels"], level_name=meta["level_name"], classes=classes,
-        dense_sparsity=dense_sparsity, pie_sparsity=pie_sparsity, fraction=fraction,
-        store=str(paths.run_paths(run).probs(method)), labels_name="labels.parquet",
+        method,
+        probs,
+        labels,
+        levels=meta["levels"],
+        level_name=meta["level_name"],
+        classes=classes,
+        dense_sparsity=dense_sparsity,
+        pie_sparsity=pie_sparsity,
+        fraction=fraction,
+        store=str(paths.run_paths(run).probs(method)),
+        labels_name="labels.parquet",
     )
 
 
@@ -387,12 +452,18 @@ def analyze_arrays(
     are the N images (``store`` and ``labels_name`` name them in messages)."""
     axis = level_axis(level_name)
     if axis.name == "sparsity":
-        dense_level, pie_level, names = float(dense_sparsity), float(pie_sparsity), ("dense_sparsity", "pie_sparsity")
+        dense_level, pie_level, names = (
+            float(dense_sparsity),
+            float(pie_sparsity),
+            ("dense_sparsity", "pie_sparsity"),
+        )
     else:
         dense_level, pie_level = axis.dense, axis.pie_level(levels)
         names = (f"dense level ({axis.name})", f"pie level ({axis.name}, the most compressed)")
     if np.isclose(dense_level, pie_level, atol=published.SPARSITY_ATOL):
-        raise ValueError(f"{names[0]} and {names[1]} are both {pie_level!r}; choose two different ones")
+        raise ValueError(
+            f"{names[0]} and {names[1]} are both {pie_level!r}; choose two different ones"
+        )
     test = labels[(labels["split"] == "test").to_numpy()].reset_index(drop=True)
     if probs.shape[2] != len(test):
         raise ValueError(
@@ -413,8 +484,20 @@ def analyze_arrays(
     counts = forgetting.label_counts(labels, classes)
     ratios = class_ratios(test, table["is_pie"], classes, train_counts=counts["train_count"])
     bins = findings_ratios(test, table["is_pie"], classes)
-    return Pies(method, dense_level, pie_level, float(fraction), table[columns],
-                ratios, bins, dense, pruned, classes, test, axis.name)
+    return Pies(
+        method,
+        dense_level,
+        pie_level,
+        float(fraction),
+        table[columns],
+        ratios,
+        bins,
+        dense,
+        pruned,
+        classes,
+        test,
+        axis.name,
+    )
 
 
 def run_stage(
@@ -427,8 +510,9 @@ def run_stage(
     """Analyze every method present in the run and write its ``pies.parquet``."""
     results = {}
     for method in artifacts.methods_present(run):
-        results[method] = analyze(run, method, dense_sparsity=dense_sparsity,
-                                  pie_sparsity=pie_sparsity, fraction=fraction)
+        results[method] = analyze(
+            run, method, dense_sparsity=dense_sparsity, pie_sparsity=pie_sparsity, fraction=fraction
+        )
         artifacts.write_analysis(run, method, "pies", results[method].table)
     return results
 
@@ -439,12 +523,20 @@ def overview(results: dict[str, Pies]) -> pd.DataFrame:
     for method, res in results.items():
         lo, hi, rare = rarest_ratio_range(res.class_ratios)
         four = res.findings_ratios.set_index("n_findings").loc[FINDING_BINS[-1], "ratio"]
-        rows.append({
-            "method": method, "n_test": len(res.table), "n_pies": int(res.table["is_pie"].sum()),
-            "rarest_classes": ", ".join(rare), "rarest_ratio_min": lo, "rarest_ratio_max": hi,
-            "ratio_4plus_findings": four,
-            "spearman_median": float(np.nanmedian(res.table["spearman"])) if len(res.table) else np.nan,
-        })
+        rows.append(
+            {
+                "method": method,
+                "n_test": len(res.table),
+                "n_pies": int(res.table["is_pie"].sum()),
+                "rarest_classes": ", ".join(rare),
+                "rarest_ratio_min": lo,
+                "rarest_ratio_max": hi,
+                "ratio_4plus_findings": four,
+                "spearman_median": float(np.nanmedian(res.table["spearman"]))
+                if len(res.table)
+                else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -472,11 +564,19 @@ def gallery_table(result: Pies, *, size: int, top: int = GALLERY_TOP) -> pd.Data
     for pos, image_id, rho in zip(pies["position"], pies["image_id"], pies["spearman"]):
         positive = [c for c in classes if int(result.test.loc[pos, c]) == 1]
         labels = ", ".join(positive) if positive else "(none)"
-        rows.append({
-            "position": int(pos), "image_id": image_id, "spearman": rho, "labels": labels,
-            "dense_top": top_text(result.dense[pos]), "pruned_top": top_text(result.pruned[pos]),
-        })
-    return pd.DataFrame(rows, columns=["position", "image_id", "spearman", "labels", "dense_top", "pruned_top"])
+        rows.append(
+            {
+                "position": int(pos),
+                "image_id": image_id,
+                "spearman": rho,
+                "labels": labels,
+                "dense_top": top_text(result.dense[pos]),
+                "pruned_top": top_text(result.pruned[pos]),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["position", "image_id", "spearman", "labels", "dense_top", "pruned_top"]
+    )
 
 
 def gallery_images(run: str, image_ids) -> list[np.ndarray]:
@@ -510,16 +610,24 @@ def gallery_html(
         raise ValueError(f"{len(images)} images for {len(gallery)} gallery rows")
     notice = config.PHANTOM_NOTICE if config.is_synthetic(run) else ""
     axis = levels.axis(level_name)
-    compressed = f"{fmt.pct(pie_sparsity)} sparse" if axis.name == "sparsity" else (
-        axis.format(pie_sparsity) if axis.name == "bits" else f"{axis.format(pie_sparsity)} {axis.name.replace('_', ' ')}"
+    compressed = (
+        f"{fmt.pct(pie_sparsity)} sparse"
+        if axis.name == "sparsity"
+        else (
+            axis.format(pie_sparsity)
+            if axis.name == "bits"
+            else f"{axis.format(pie_sparsity)} {axis.name.replace('_', ' ')}"
+        )
     )
     cards = []
     for k, row in enumerate(gallery.itertuples(index=False)):
         img = ""
         if images is not None:
             src = figures.png_base64(images[k])
-            img = (f'<img src="data:image/png;base64,{src}" alt="{html.escape(str(row.image_id))}" '
-                   'style="width:160px;height:160px;image-rendering:pixelated;display:block"/>')
+            img = (
+                f'<img src="data:image/png;base64,{src}" alt="{html.escape(str(row.image_id))}" '
+                'style="width:160px;height:160px;image-rendering:pixelated;display:block"/>'
+            )
         cards.append(
             '<div style="border:1px solid #ccc;padding:6px;margin:4px;width:220px;font-size:12px">'
             f"{img}<b>{html.escape(str(row.image_id))}</b> — Spearman {html.escape(fmt.num(row.spearman))}<br>"
@@ -539,8 +647,15 @@ def gallery(run: str, result: Pies, *, size: int, embed: bool):
 
     table = gallery_table(result, size=size)
     images = gallery_images(run, table["image_id"]) if embed else None
-    return HTML(gallery_html(table, run=run, pie_sparsity=result.pie_sparsity, images=images,
-                             level_name=result.level_name))
+    return HTML(
+        gallery_html(
+            table,
+            run=run,
+            pie_sparsity=result.pie_sparsity,
+            images=images,
+            level_name=result.level_name,
+        )
+    )
 
 
 def save_method_figures(run: str, results: dict[str, Pies], *, skip: str) -> pd.DataFrame:
@@ -551,6 +666,12 @@ def save_method_figures(run: str, results: dict[str, Pies], *, skip: str) -> pd.
             continue
         fig, data = figure_5(res)
         saved = figures.save_figure(fig, f"fig5_pies_{method}", run=run, data=data)
-        rows.append({"method": method, "figure": saved.html.stem, "html": str(saved.html),
-                     "png": str(saved.png) if saved.png else ""})
+        rows.append(
+            {
+                "method": method,
+                "figure": saved.html.stem,
+                "html": str(saved.html),
+                "png": str(saved.png) if saved.png else "",
+            }
+        )
     return pd.DataFrame(rows, columns=["method", "figure", "html", "png"])

@@ -46,8 +46,17 @@ from . import forgetting
 
 #: the columns of every ``intervals_*.parquet``
 INTERVAL_COLUMNS = [
-    "quantity", "subset", "estimate", "resampling", "interval", "n_resamples", "confidence",
-    "ci_low", "ci_high", "n", "note",
+    "quantity",
+    "subset",
+    "estimate",
+    "resampling",
+    "interval",
+    "n_resamples",
+    "confidence",
+    "ci_low",
+    "ci_high",
+    "n",
+    "note",
 ]
 SUBSETS = ("all", "learned")
 #: below this dense AUROC (median over seeds) a class counts as not learned (the default)
@@ -140,9 +149,16 @@ def bootstrap_indices(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
-        res = scipy.stats.bootstrap((np.arange(n),), stat, method=method, rng=np.random.default_rng(seed),
-                                    vectorized=True, n_resamples=int(n_resamples), confidence_level=confidence,
-                                    batch=batch)
+        res = scipy.stats.bootstrap(
+            (np.arange(n),),
+            stat,
+            method=method,
+            rng=np.random.default_rng(seed),
+            vectorized=True,
+            n_resamples=int(n_resamples),
+            confidence_level=confidence,
+            batch=batch,
+        )
     low = np.atleast_1d(np.asarray(res.confidence_interval.low, dtype=float))
     high = np.atleast_1d(np.asarray(res.confidence_interval.high, dtype=float))
     dist = np.asarray(res.bootstrap_distribution, dtype=float).reshape(len(low), -1)
@@ -157,7 +173,9 @@ def bootstrap_indices(
             low[fix] = np.nanquantile(dist[fix], alpha, axis=1)
             high[fix] = np.nanquantile(dist[fix], 1 - alpha, axis=1)
         for i in np.flatnonzero(fix):
-            methods[i] = f"percentile of the {np.floor(1000 * defined[i]) / 10:g}% defined resamples ({method} undefined)"
+            methods[i] = (
+                f"percentile of the {np.floor(1000 * defined[i]) / 10:g}% defined resamples ({method} undefined)"
+            )
     return low, high, dist, methods
 
 
@@ -177,19 +195,21 @@ def interval_rows(
     """Tidy interval rows (:data:`INTERVAL_COLUMNS`) for ``names`` = ``[(quantity, subset)]``."""
     n = np.broadcast_to(np.asarray(n), (len(names),))
     method = np.broadcast_to(np.asarray(method, dtype=object), (len(names),))
-    return pd.DataFrame({
-        "quantity": [q for q, _ in names],
-        "subset": [s for _, s in names],
-        "estimate": np.asarray(estimates, dtype=float),
-        "resampling": resampling,
-        "interval": list(method),
-        "n_resamples": int(n_resamples),
-        "confidence": float(confidence),
-        "ci_low": np.asarray(low, dtype=float),
-        "ci_high": np.asarray(high, dtype=float),
-        "n": n.astype(np.int64),
-        "note": note,
-    })[INTERVAL_COLUMNS]
+    return pd.DataFrame(
+        {
+            "quantity": [q for q, _ in names],
+            "subset": [s for _, s in names],
+            "estimate": np.asarray(estimates, dtype=float),
+            "resampling": resampling,
+            "interval": list(method),
+            "n_resamples": int(n_resamples),
+            "confidence": float(confidence),
+            "ci_low": np.asarray(low, dtype=float),
+            "ci_high": np.asarray(high, dtype=float),
+            "n": n.astype(np.int64),
+            "note": note,
+        }
+    )[INTERVAL_COLUMNS]
 
 
 # =========================================================================================
@@ -211,20 +231,30 @@ def unlearned(auroc: pd.Series, *, threshold: float = UNLEARNED_AUROC) -> pd.Ser
     return (auroc < threshold).rename("unlearned")
 
 
-def unlearned_table(metrics_table: pd.DataFrame, classes: list[str], *, threshold: float = UNLEARNED_AUROC
-                    ) -> pd.DataFrame:
+def unlearned_table(
+    metrics_table: pd.DataFrame, classes: list[str], *, threshold: float = UNLEARNED_AUROC
+) -> pd.DataFrame:
     """``class``, ``dense_auroc``, ``unlearned``: one row per class, the flagged first."""
     auroc = dense_auroc(metrics_table, classes)
-    out = pd.DataFrame({"class": classes, "dense_auroc": auroc.to_numpy(),
-                        "unlearned": unlearned(auroc, threshold=threshold).to_numpy()})
-    return out.sort_values(["unlearned", "dense_auroc"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "class": classes,
+            "dense_auroc": auroc.to_numpy(),
+            "unlearned": unlearned(auroc, threshold=threshold).to_numpy(),
+        }
+    )
+    return out.sort_values(
+        ["unlearned", "dense_auroc"], ascending=[False, True], kind="mergesort"
+    ).reset_index(drop=True)
 
 
 def unlearned_classes(run: str, method: str, *, threshold: float = UNLEARNED_AUROC) -> list[str]:
     """The classes of ``method`` whose dense AUROC (median over seeds) is below ``threshold``,
     in canonical order (the figures flag them)."""
     classes = list(artifacts.read_meta(run, method)["classes"])
-    flags = unlearned(dense_auroc(artifacts.read_metrics(run, method), classes), threshold=threshold)
+    flags = unlearned(
+        dense_auroc(artifacts.read_metrics(run, method), classes), threshold=threshold
+    )
     return [c for c in classes if bool(flags.get(c, False))]
 
 
@@ -257,15 +287,26 @@ def seed_changes(metrics_table: pd.DataFrame, classes: list[str]) -> SeedChanges
     axis = levels.axis_of(rel.columns)
     lv = np.array(axis.order(rel[axis.name].unique()), dtype=float)
     seeds = np.sort(rel["seed"].unique())
-    cube = rel.pivot_table(index=["seed", axis.name], columns="class", values="rel_ap_change",
-                           aggfunc="first", dropna=False)
+    cube = rel.pivot_table(
+        index=["seed", axis.name],
+        columns="class",
+        values="rel_ap_change",
+        aggfunc="first",
+        dropna=False,
+    )
     cube = cube.reindex(pd.MultiIndex.from_product([seeds, lv]), columns=classes)
-    return SeedChanges(list(classes), seeds, lv, cube.to_numpy(dtype=float).reshape(len(seeds), len(lv), len(classes)),
-                       axis)
+    return SeedChanges(
+        list(classes),
+        seeds,
+        lv,
+        cube.to_numpy(dtype=float).reshape(len(seeds), len(lv), len(classes)),
+        axis,
+    )
 
 
-def first_drop_values(curves: np.ndarray, level_values: np.ndarray, axis: levels.Axis, threshold: float
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def first_drop_values(
+    curves: np.ndarray, level_values: np.ndarray, axis: levels.Axis, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """First level below ``-threshold`` per class (NaN if never) and the censored version.
 
     ``curves`` has shape ``(..., levels, classes)``, levels in compression order. The
@@ -292,7 +333,9 @@ FIG3_QUANTITIES = (
 )
 
 
-def _fig3_statistics(values: dict[str, np.ndarray], log_freq: np.ndarray, learned: np.ndarray) -> np.ndarray:
+def _fig3_statistics(
+    values: dict[str, np.ndarray], log_freq: np.ndarray, learned: np.ndarray
+) -> np.ndarray:
     """Every (quantity, subset) of Fig. 3, stacked: shape ``(len(FIG3_QUANTITIES) * 2, ...)``."""
     out = []
     for _, kind, source in FIG3_QUANTITIES:
@@ -391,26 +434,67 @@ def forgetting_intervals(
     full = per_class(changes.curves())
     estimates = _fig3_statistics(full, log_freq, learned)
     names = _fig3_names()
-    n_used = np.array([np.sum(np.isfinite(log_freq) & ~np.isnan(full[src]) & (learned if s == "learned" else True))
-                       for _, _, src in FIG3_QUANTITIES for s in SUBSETS])
+    n_used = np.array(
+        [
+            np.sum(
+                np.isfinite(log_freq) & ~np.isnan(full[src]) & (learned if s == "learned" else True)
+            )
+            for _, _, src in FIG3_QUANTITIES
+            for s in SUBSETS
+        ]
+    )
     frames = []
 
     def seeds_stat(idx):
         return _fig3_statistics(per_class(changes.curves(idx)), log_freq, learned)
 
-    low, high, _, used = bootstrap_indices(len(changes.seeds), seeds_stat, n_resamples=n_boot,
-                                           confidence=confidence, method="BCa", seed=seed)
-    frames.append(interval_rows(names, estimates, low, high, resampling="seeds", method=used,
-                                n_resamples=n_boot, confidence=confidence, n=n_used))
+    low, high, _, used = bootstrap_indices(
+        len(changes.seeds),
+        seeds_stat,
+        n_resamples=n_boot,
+        confidence=confidence,
+        method="BCa",
+        seed=seed,
+    )
+    frames.append(
+        interval_rows(
+            names,
+            estimates,
+            low,
+            high,
+            resampling="seeds",
+            method=used,
+            n_resamples=n_boot,
+            confidence=confidence,
+            n=n_used,
+        )
+    )
 
     def classes_stat(idx):
         values = {k: v[idx] for k, v in full.items()}
         return _fig3_statistics(values, log_freq[idx], learned[idx])
 
-    low, high, _, used = bootstrap_indices(len(changes.classes), classes_stat, n_resamples=n_boot,
-                                           confidence=confidence, method="BCa", seed=seed + 1)
-    frames.append(interval_rows(names, estimates, low, high, resampling="classes", method=used,
-                                n_resamples=n_boot, confidence=confidence, n=n_used))
+    low, high, _, used = bootstrap_indices(
+        len(changes.classes),
+        classes_stat,
+        n_resamples=n_boot,
+        confidence=confidence,
+        method="BCa",
+        seed=seed + 1,
+    )
+    frames.append(
+        interval_rows(
+            names,
+            estimates,
+            low,
+            high,
+            resampling="classes",
+            method=used,
+            n_resamples=n_boot,
+            confidence=confidence,
+            n=n_used,
+        )
+    )
 
     if patients is not None and n_boot_patients > 0:
         keep = [i for i, (q, _) in enumerate(names) if "change" in q]
@@ -421,16 +505,35 @@ def forgetting_intervals(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 change = np.nanmedian(rel, axis=1)  # (B, classes)
-            stats_ = _fig3_statistics({"first_drop": change * np.nan, "censored": change * np.nan,
-                                       "change": change}, log_freq, learned)
+            stats_ = _fig3_statistics(
+                {"first_drop": change * np.nan, "censored": change * np.nan, "change": change},
+                log_freq,
+                learned,
+            )
             return np.moveaxis(stats_, 1, -1).reshape(stats_.shape[0], *idx.shape[:-1])
 
-        low, high, _, used = bootstrap_indices(patients.n_patients, patients_stat, n_resamples=n_boot_patients,
-                                               confidence=confidence, method="percentile", seed=seed + 2,
-                                               batch=50)
-        frames.append(interval_rows([names[i] for i in keep], estimates[keep], low[keep], high[keep],
-                                    resampling="patients", method=used[keep], n_resamples=n_boot_patients,
-                                    confidence=confidence, n=n_used[keep]))
+        low, high, _, used = bootstrap_indices(
+            patients.n_patients,
+            patients_stat,
+            n_resamples=n_boot_patients,
+            confidence=confidence,
+            method="percentile",
+            seed=seed + 2,
+            batch=50,
+        )
+        frames.append(
+            interval_rows(
+                [names[i] for i in keep],
+                estimates[keep],
+                low[keep],
+                high[keep],
+                resampling="patients",
+                method=used[keep],
+                n_resamples=n_boot_patients,
+                confidence=confidence,
+                n=n_used[keep],
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -472,9 +575,16 @@ class ForgettingUncertainty:
     unlearned: pd.DataFrame
 
 
-def analyze(run: str, method: str, *, drop_threshold: float = published.DROP_THRESHOLD,
-            unlearned_auroc: float = UNLEARNED_AUROC, n_boot: int = 1000, n_boot_patients: int = 100,
-            seed: int = 0) -> ForgettingUncertainty:
+def analyze(
+    run: str,
+    method: str,
+    *,
+    drop_threshold: float = published.DROP_THRESHOLD,
+    unlearned_auroc: float = UNLEARNED_AUROC,
+    n_boot: int = 1000,
+    n_boot_patients: int = 100,
+    seed: int = 0,
+) -> ForgettingUncertainty:
     """:func:`forgetting_intervals` of ``method`` from the run's artifacts (notebook 04's tables)."""
     summary = artifacts.read_class_summary(run, method)
     classes = list(summary["class"])
@@ -483,8 +593,14 @@ def analyze(run: str, method: str, *, drop_threshold: float = published.DROP_THR
     is_unlearned = flags.set_index("class").loc[classes, "unlearned"].to_numpy(dtype=bool)
     patients = patient_data(run, method, classes) if n_boot_patients > 0 else None
     intervals = forgetting_intervals(
-        seed_changes(table, classes), summary["train_count"].to_numpy(), is_unlearned,
-        drop_threshold=drop_threshold, patients=patients, n_boot=n_boot, n_boot_patients=n_boot_patients, seed=seed,
+        seed_changes(table, classes),
+        summary["train_count"].to_numpy(),
+        is_unlearned,
+        drop_threshold=drop_threshold,
+        patients=patients,
+        n_boot=n_boot,
+        n_boot_patients=n_boot_patients,
+        seed=seed,
     )
     return ForgettingUncertainty(method, intervals, flags)
 
@@ -504,8 +620,11 @@ def interval_display(intervals: pd.DataFrame) -> pd.DataFrame:
 
     rows = {}
     for r in intervals.itertuples(index=False):
-        row = rows.setdefault((r.quantity, r.subset), {"quantity": r.quantity, "subset": r.subset,
-                                                        "estimate": fmt.num(r.estimate, 3)})
+        row = rows.setdefault(
+            (r.quantity, r.subset),
+            {"quantity": r.quantity, "subset": r.subset, "estimate": fmt.num(r.estimate, 3)},
+        )
         row[f"{int(round(100 * r.confidence))}% CI over {r.resampling}"] = (
-            f"[{fmt.num(r.ci_low, 3)}, {fmt.num(r.ci_high, 3)}] {r.interval}")
+            f"[{fmt.num(r.ci_low, 3)}, {fmt.num(r.ci_high, 3)}] {r.interval}"
+        )
     return pd.DataFrame(list(rows.values())).fillna("")

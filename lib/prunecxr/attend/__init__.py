@@ -24,5 +24,18 @@ from . import arms, cam, compare, evaluate, htl, summaries, weights
 from .arms import arm_run, check_arms, check_seeds_of, prepare_arm, train_arm
 from .weights import ARMS
 
-__all__ = ["ARMS", "arm_run", "arms", "cam", "check_arms", "check_seeds_of", "compare", "evaluate", "htl",
-           "prepare_arm", "summaries", "train_arm", "weights"]
+__all__ = [
+    "ARMS",
+    "arm_run",
+    "arms",
+    "cam",
+    "check_arms",
+    "check_seeds_of",
+    "compare",
+    "evaluate",
+    "htl",
+    "prepare_arm",
+    "summaries",
+    "train_arm",
+    "weights",
+]

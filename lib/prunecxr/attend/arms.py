@@ -22,14 +22,24 @@ from .. import artifacts, config, paths
 from ..train import TrainConfig, fit_population
 from .weights import ARMS, create_weigher
 
-__all__ = ["arm_run", "check_arms", "check_seeds_of", "parent_config", "prepare_arm", "sweep_arms", "train_arm",
-           "train_arms"]
+__all__ = [
+    "arm_run",
+    "check_arms",
+    "check_seeds_of",
+    "parent_config",
+    "prepare_arm",
+    "sweep_arms",
+    "train_arm",
+    "train_arms",
+]
 
 
 def check_arms(arms: Sequence[str]) -> list[str]:
     """``arms`` as a list of distinct keys of :data:`prunecxr.attend.weights.ARMS`."""
     if isinstance(arms, str) or not arms:
-        raise ValueError(f"attend_arms must be a non-empty list of arms from {list(ARMS)}; got {arms!r}")
+        raise ValueError(
+            f"attend_arms must be a non-empty list of arms from {list(ARMS)}; got {arms!r}"
+        )
     bad = [a for a in arms if a not in ARMS]
     if bad:
         raise ValueError(f"unknown attend arm {bad[0]!r}; choose from {list(ARMS)}")
@@ -55,14 +65,18 @@ def prepare_arm(run: str, arm: str) -> str:
     rp = paths.run_paths(name)
     labels = artifacts.read_labels(run)
     if rp.labels.exists() and not artifacts.read_labels(name).equals(labels):
-        raise ValueError(f"run {name!r} was made from other labels than run {run!r} now has (notebook 01 "
-                         f"was rerun): delete {rp.root} to attend again")
+        raise ValueError(
+            f"run {name!r} was made from other labels than run {run!r} now has (notebook 01 "
+            f"was rerun): delete {rp.root} to attend again"
+        )
     if not rp.labels.exists():
         artifacts.write_labels(name, labels)
     parent = paths.run_paths(run)
     if parent.locations.exists() and not rp.locations.exists():
         artifacts.write_locations(name, artifacts.read_locations(run))
-    artifacts.write_json(rp.run_json, {"data": config.run_data(run), "attend": {"parent": run, "arm": arm}})
+    artifacts.write_json(
+        rp.run_json, {"data": config.run_data(run), "attend": {"parent": run, "arm": arm}}
+    )
     return name
 
 
@@ -79,30 +93,72 @@ def check_seeds_of(run: str, n_seeds: int) -> list[int]:
     seeds = list(range(n_seeds))
     missing = sorted(set(seeds) - set(trained))
     if missing:
-        raise ValueError(f"attend_seeds={n_seeds} needs seeds {missing} of run {run!r}, which are not trained "
-                         f"(trained: {trained}); lower attend_seeds or train more seeds (n_seeds)")
+        raise ValueError(
+            f"attend_seeds={n_seeds} needs seeds {missing} of run {run!r}, which are not trained "
+            f"(trained: {trained}); lower attend_seeds or train more seeds (n_seeds)"
+        )
     return seeds
 
 
-def train_arm(run: str, arm: str, *, seeds: Sequence[int], weight: float, sparsity: float, fraction: float,
-              beta: float, threads: int, device: str = "cpu", batch_size: int = 256,
-              posthoc_flags=None, progress: bool = False) -> pd.DataFrame:
+def train_arm(
+    run: str,
+    arm: str,
+    *,
+    seeds: Sequence[int],
+    weight: float,
+    sparsity: float,
+    fraction: float,
+    beta: float,
+    threads: int,
+    device: str = "cpu",
+    batch_size: int = 256,
+    posthoc_flags=None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Train (or resume) arm ``arm`` of ``run`` for ``seeds``; :func:`prunecxr.train.fit_population`'s table."""
     from .. import data
 
     name = prepare_arm(run, arm)
     tr, va = data.open_split(name, "train"), data.open_split(name, "val")
     weigher, attention = create_weigher(
-        arm, run=name, images=tr.images, labels=tr.labels, image_ids=tr.image_ids, weight=weight,
-        sparsity=sparsity, fraction=fraction, beta=beta, batch_size=batch_size, posthoc_flags=posthoc_flags,
-        device=device)
-    return fit_population(tr.images, tr.labels, va.images, va.labels, seeds=seeds, config=parent_config(run),
-                          run=name, classes=list(tr.classes), device=device, threads=threads,
-                          progress=progress, weigher=weigher, attention=attention)
+        arm,
+        run=name,
+        images=tr.images,
+        labels=tr.labels,
+        image_ids=tr.image_ids,
+        weight=weight,
+        sparsity=sparsity,
+        fraction=fraction,
+        beta=beta,
+        batch_size=batch_size,
+        posthoc_flags=posthoc_flags,
+        device=device,
+    )
+    return fit_population(
+        tr.images,
+        tr.labels,
+        va.images,
+        va.labels,
+        seeds=seeds,
+        config=parent_config(run),
+        run=name,
+        classes=list(tr.classes),
+        device=device,
+        threads=threads,
+        progress=progress,
+        weigher=weigher,
+        attention=attention,
+    )
 
 
-def train_arms(run: str, arms: Sequence[str], *, seeds: Sequence[int], posthoc: pd.DataFrame | None = None,
-               **options) -> pd.DataFrame:
+def train_arms(
+    run: str,
+    arms: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    posthoc: pd.DataFrame | None = None,
+    **options,
+) -> pd.DataFrame:
     """:func:`train_arm` for every arm; one row per (arm, seed). ``posthoc`` (the post hoc HTL
     table, :func:`prunecxr.attend.htl.posthoc_scores`) gives arm ``htl_posthoc`` its images."""
     frames = []
@@ -112,13 +168,25 @@ def train_arms(run: str, arms: Sequence[str], *, seeds: Sequence[int], posthoc: 
             if posthoc is None:
                 raise ValueError("arm 'htl_posthoc' needs the post hoc HTL table (posthoc=...)")
             flags = posthoc["htl"].to_numpy()
-        frames.append(train_arm(run, arm, seeds=seeds, posthoc_flags=flags, **options).assign(arm=arm))
+        frames.append(
+            train_arm(run, arm, seeds=seeds, posthoc_flags=flags, **options).assign(arm=arm)
+        )
     out = pd.concat(frames, ignore_index=True)
     return out[["arm", *[c for c in out.columns if c != "arm"]]]
 
 
-def sweep_arms(run: str, arms: Sequence[str], *, seeds: Sequence[int], method: str, sparsities: Sequence[float],
-               drop_threshold: float, device: str = "auto", batch_size: int = 128, threads: int = 0) -> list[str]:
+def sweep_arms(
+    run: str,
+    arms: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    method: str,
+    sparsities: Sequence[float],
+    drop_threshold: float,
+    device: str = "auto",
+    batch_size: int = 128,
+    threads: int = 0,
+) -> list[str]:
     """Notebook 03's sweep and notebook 04's analysis of ``method`` on every arm's run (resumable
     like them); the arms' run names."""
     from ..analysis import forgetting
@@ -127,8 +195,16 @@ def sweep_arms(run: str, arms: Sequence[str], *, seeds: Sequence[int], method: s
     names = []
     for arm in check_arms(arms):
         name = arm_run(run, arm)
-        run_sweep(name, methods=[method], sparsities=sparsities, device=device, batch_size=batch_size,
-                  seeds=list(seeds), threads=threads, progress=False)
+        run_sweep(
+            name,
+            methods=[method],
+            sparsities=sparsities,
+            device=device,
+            batch_size=batch_size,
+            seeds=list(seeds),
+            threads=threads,
+            progress=False,
+        )
         write_all_metrics(name, [method])
         forgetting.run_stage(name, drop_threshold=drop_threshold, methods=[method])
         names.append(name)

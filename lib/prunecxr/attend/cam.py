@@ -42,7 +42,8 @@ def check_cam_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     if not isinstance(pool, nn.AdaptiveAvgPool2d) or not isinstance(fc, nn.Linear):
         raise ValueError(
             f"{type(model).__name__} does not end in avgpool (AdaptiveAvgPool2d) and fc (Linear), so its "
-            "class activation maps are not exact; Grad-CAM, which such a model needs, is not implemented")
+            "class activation maps are not exact; Grad-CAM, which such a model needs, is not implemented"
+        )
     return pool, fc
 
 
@@ -66,8 +67,17 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def localization_scores(model: nn.Module, images, image_ids, boxes: pd.DataFrame, classes, *,
-                        threshold: float = 0.5, batch_size: int = 128, device="cpu") -> pd.DataFrame:
+def localization_scores(
+    model: nn.Module,
+    images,
+    image_ids,
+    boxes: pd.DataFrame,
+    classes,
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 128,
+    device="cpu",
+) -> pd.DataFrame:
     """Pointing game and IoU of ``model``'s CAMs against ``boxes``.
 
     Parameters
@@ -95,8 +105,10 @@ def localization_scores(model: nn.Module, images, image_ids, boxes: pd.DataFrame
     where = {str(i): k for k, i in enumerate(image_ids)}
     pos = boxes["image_id"].astype(str).map(where)
     if pos.isna().any():
-        raise ValueError(f"locations name images not among the given ones, e.g. "
-                         f"{boxes['image_id'][pos.isna()].iloc[0]!r}")
+        raise ValueError(
+            f"locations name images not among the given ones, e.g. "
+            f"{boxes['image_id'][pos.isna()].iloc[0]!r}"
+        )
     pos = pos.to_numpy(dtype=np.int64)
     cls = boxes["class"].map({c: k for k, c in enumerate(classes)}).to_numpy(dtype=np.int64)
     box = boxes[["x0", "y0", "x1", "y1"]].to_numpy(dtype=np.int64)
@@ -113,27 +125,50 @@ def localization_scores(model: nn.Module, images, image_ids, boxes: pd.DataFrame
             rows = order[(pos[order] >= start) & (pos[order] < start + batch_size)]
             if not len(rows):
                 continue
-            x = torch.from_numpy(np.array(images[start:start + batch_size])).to(dev)
+            x = torch.from_numpy(np.array(images[start : start + batch_size])).to(dev)
             cams, _ = class_activation_maps(model, models.preprocess(x))
-            maps = cams[torch.as_tensor(pos[rows] - start, device=dev), torch.as_tensor(cls[rows], device=dev)]
-            maps = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+            maps = cams[
+                torch.as_tensor(pos[rows] - start, device=dev),
+                torch.as_tensor(cls[rows], device=dev),
+            ]
+            maps = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False)[
+                :, 0
+            ]
             flat = maps.reshape(len(rows), -1)
             lo, hi = flat.min(dim=1).values[:, None, None], flat.max(dim=1).values[:, None, None]
-            peak = (maps == hi).double()  # the maximum's plateau (bilinear upsampling makes flat corners)
-            ty = torch.floor((peak * ys).sum(dim=(1, 2)) / peak.sum(dim=(1, 2))).long().cpu().numpy()
-            tx = torch.floor((peak * xs).sum(dim=(1, 2)) / peak.sum(dim=(1, 2))).long().cpu().numpy()
+            peak = (
+                maps == hi
+            ).double()  # the maximum's plateau (bilinear upsampling makes flat corners)
+            ty = (
+                torch.floor((peak * ys).sum(dim=(1, 2)) / peak.sum(dim=(1, 2))).long().cpu().numpy()
+            )
+            tx = (
+                torch.floor((peak * xs).sum(dim=(1, 2)) / peak.sum(dim=(1, 2))).long().cpu().numpy()
+            )
             b = box[rows]
             pointing[rows] = (tx >= b[:, 0]) & (tx < b[:, 2]) & (ty >= b[:, 1]) & (ty < b[:, 3])
             span = hi - lo
-            norm = torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, 1), torch.zeros_like(maps))
+            norm = torch.where(
+                span > 0, (maps - lo) / torch.where(span > 0, span, 1), torch.zeros_like(maps)
+            )
             on = norm >= threshold
             bt = torch.as_tensor(b, device=dev)
-            inside = ((xs[None] >= bt[:, 0, None, None]) & (xs[None] < bt[:, 2, None, None])
-                      & (ys[None] >= bt[:, 1, None, None]) & (ys[None] < bt[:, 3, None, None]))
+            inside = (
+                (xs[None] >= bt[:, 0, None, None])
+                & (xs[None] < bt[:, 2, None, None])
+                & (ys[None] >= bt[:, 1, None, None])
+                & (ys[None] < bt[:, 3, None, None])
+            )
             inter = (on & inside).sum(dim=(1, 2)).double()
             union = (on | inside).sum(dim=(1, 2)).double()
             iou[rows] = (inter / union.clamp(min=1)).cpu().numpy()
     finally:
         model.train(was_training)
-    return pd.DataFrame({"image_id": boxes["image_id"].astype(str).to_numpy(), "class": boxes["class"].to_numpy(),
-                         "pointing": pointing, "iou": iou})
+    return pd.DataFrame(
+        {
+            "image_id": boxes["image_id"].astype(str).to_numpy(),
+            "class": boxes["class"].to_numpy(),
+            "pointing": pointing,
+            "iou": iou,
+        }
+    )

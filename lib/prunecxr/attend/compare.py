@@ -23,8 +23,19 @@ __all__ = ["BASELINE", "DIFFERENCE_COLUMNS", "paired_differences", "paired_test"
 
 #: the arm every other is compared with: the dense population of the run
 BASELINE = "dense"
-DIFFERENCE_COLUMNS = ["quantity", "class", "arm", "n_seeds", "baseline_mean", "arm_mean", "mean_difference",
-                      "ci_low", "ci_high", "wilcoxon_statistic", "p_value"]
+DIFFERENCE_COLUMNS = [
+    "quantity",
+    "class",
+    "arm",
+    "n_seeds",
+    "baseline_mean",
+    "arm_mean",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "wilcoxon_statistic",
+    "p_value",
+]
 #: bootstrap resamples and the seed of their generator
 N_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
@@ -38,15 +49,27 @@ def paired_test(differences) -> dict[str, float]:
     """
     d = np.asarray(differences, dtype=float)
     d = d[np.isfinite(d)]
-    out = {"n_seeds": int(d.size), "mean_difference": float(d.mean()) if d.size else np.nan,
-           "ci_low": np.nan, "ci_high": np.nan, "wilcoxon_statistic": np.nan, "p_value": np.nan}
+    out = {
+        "n_seeds": int(d.size),
+        "mean_difference": float(d.mean()) if d.size else np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "wilcoxon_statistic": np.nan,
+        "p_value": np.nan,
+    }
     if d.size < 2:
         return out
     if np.all(d == d[0]):
         out.update(ci_low=float(d[0]), ci_high=float(d[0]))
     else:
-        ci = scipy.stats.bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=N_RESAMPLES,
-                                   method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+        ci = scipy.stats.bootstrap(
+            (d,),
+            np.mean,
+            confidence_level=0.95,
+            n_resamples=N_RESAMPLES,
+            method="percentile",
+            rng=np.random.default_rng(BOOTSTRAP_SEED),
+        ).confidence_interval
         out.update(ci_low=float(ci.low), ci_high=float(ci.high))
     if np.all(d == 0):
         out["p_value"] = 1.0
@@ -56,7 +79,9 @@ def paired_test(differences) -> dict[str, float]:
     return out
 
 
-def paired_differences(table: pd.DataFrame, *, quantities: Sequence[str], baseline: str = BASELINE) -> pd.DataFrame:
+def paired_differences(
+    table: pd.DataFrame, *, quantities: Sequence[str], baseline: str = BASELINE
+) -> pd.DataFrame:
     """Every arm against ``baseline``, per quantity and class, paired by seed.
 
     Parameters
@@ -73,11 +98,15 @@ def paired_differences(table: pd.DataFrame, *, quantities: Sequence[str], baseli
     if missing:
         raise ValueError(f"the table lacks columns {sorted(missing)}")
     if baseline not in set(table["arm"]):
-        raise ValueError(f"no rows of the baseline arm {baseline!r}; arms: {sorted(set(table['arm']))}")
+        raise ValueError(
+            f"no rows of the baseline arm {baseline!r}; arms: {sorted(set(table['arm']))}"
+        )
     arms = [a for a in pd.unique(table["arm"]) if a != baseline]
     rows = []
     for q in quantities:
-        wide = table.pivot_table(index=["class", "seed"], columns="arm", values=q, aggfunc="first", sort=False)
+        wide = table.pivot_table(
+            index=["class", "seed"], columns="arm", values=q, aggfunc="first", sort=False
+        )
         for cls in pd.unique(table["class"]):
             if cls not in wide.index.get_level_values(0):
                 continue
@@ -85,9 +114,19 @@ def paired_differences(table: pd.DataFrame, *, quantities: Sequence[str], baseli
             for arm in arms:
                 if arm not in part.columns:
                     continue
-                pair = part[[baseline, arm]].dropna().sort_index()  # by seed: the bootstrap sees one order
-                rows.append({"quantity": q, "class": cls, "arm": arm,
-                             "baseline_mean": float(pair[baseline].mean()) if len(pair) else np.nan,
-                             "arm_mean": float(pair[arm].mean()) if len(pair) else np.nan,
-                             **paired_test((pair[arm] - pair[baseline]).to_numpy())})
-    return pd.DataFrame(rows)[DIFFERENCE_COLUMNS] if rows else pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+                pair = (
+                    part[[baseline, arm]].dropna().sort_index()
+                )  # by seed: the bootstrap sees one order
+                rows.append(
+                    {
+                        "quantity": q,
+                        "class": cls,
+                        "arm": arm,
+                        "baseline_mean": float(pair[baseline].mean()) if len(pair) else np.nan,
+                        "arm_mean": float(pair[arm].mean()) if len(pair) else np.nan,
+                        **paired_test((pair[arm] - pair[baseline]).to_numpy()),
+                    }
+                )
+    return (
+        pd.DataFrame(rows)[DIFFERENCE_COLUMNS] if rows else pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+    )

@@ -48,8 +48,9 @@ __all__ = ["HTL_METHOD", "adaptive_scores", "disagreement", "posthoc_scores"]
 HTL_METHOD = "global_l1"
 
 
-def disagreement(dense: np.ndarray, pruned: np.ndarray, image_ids: Sequence[str], *,
-                 fraction: float) -> pd.DataFrame:
+def disagreement(
+    dense: np.ndarray, pruned: np.ndarray, image_ids: Sequence[str], *, fraction: float
+) -> pd.DataFrame:
     """Per image, the Spearman correlation of dense and pruned probabilities and the HTL flag.
 
     Parameters
@@ -64,32 +65,59 @@ def disagreement(dense: np.ndarray, pruned: np.ndarray, image_ids: Sequence[str]
     DataFrame with ``image_id``, ``spearman`` and ``htl`` (bool), in the input order.
     """
     if dense.shape != pruned.shape or dense.ndim != 2 or dense.shape[0] != len(image_ids):
-        raise ValueError(f"dense {dense.shape} and pruned {pruned.shape} must be [N, C] with N = "
-                         f"{len(image_ids)} image ids")
+        raise ValueError(
+            f"dense {dense.shape} and pruned {pruned.shape} must be [N, C] with N = "
+            f"{len(image_ids)} image ids"
+        )
     rho = stats.rowwise_spearman(dense, pruned)
-    return pd.DataFrame({"image_id": np.asarray(image_ids, dtype=str), "spearman": rho,
-                         "htl": select_pies(rho, image_ids, fraction=fraction)})
+    return pd.DataFrame(
+        {
+            "image_id": np.asarray(image_ids, dtype=str),
+            "spearman": rho,
+            "htl": select_pies(rho, image_ids, fraction=fraction),
+        }
+    )
 
 
-def _dense_and_pruned(model: nn.Module, images, *, sparsity: float, batch_size: int,
-                      device) -> tuple[np.ndarray, np.ndarray]:
+def _dense_and_pruned(
+    model: nn.Module, images, *, sparsity: float, batch_size: int, device
+) -> tuple[np.ndarray, np.ndarray]:
     dense = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).eval()
     pruned = prune_model(dense, sparsity, method=HTL_METHOD)
-    return (inference.predict(dense, images, batch_size=batch_size, device=device),
-            inference.predict(pruned, images, batch_size=batch_size, device=device))
+    return (
+        inference.predict(dense, images, batch_size=batch_size, device=device),
+        inference.predict(pruned, images, batch_size=batch_size, device=device),
+    )
 
 
-def adaptive_scores(model: nn.Module, images, image_ids: Sequence[str], *, sparsity: float,
-                    fraction: float, batch_size: int, device) -> pd.DataFrame:
+def adaptive_scores(
+    model: nn.Module,
+    images,
+    image_ids: Sequence[str],
+    *,
+    sparsity: float,
+    fraction: float,
+    batch_size: int,
+    device,
+) -> pd.DataFrame:
     """:func:`disagreement` of ``model`` (in training; left untouched) and its copy pruned to
     ``sparsity`` on ``images`` (uint8 ``[N, H, W]``): Jaiswal et al.'s adaptive identification."""
     check_sparsity(sparsity, name="htl_sparsity")
-    dense, pruned = _dense_and_pruned(model, images, sparsity=sparsity, batch_size=batch_size, device=device)
+    dense, pruned = _dense_and_pruned(
+        model, images, sparsity=sparsity, batch_size=batch_size, device=device
+    )
     return disagreement(dense, pruned, image_ids, fraction=fraction)
 
 
-def posthoc_scores(run: str, *, seeds: Sequence[int], sparsity: float, fraction: float,
-                   batch_size: int, device="cpu") -> pd.DataFrame:
+def posthoc_scores(
+    run: str,
+    *,
+    seeds: Sequence[int],
+    sparsity: float,
+    fraction: float,
+    batch_size: int,
+    device="cpu",
+) -> pd.DataFrame:
     """The PIE definition on the *training* split of ``run``'s trained population.
 
     The dense and the pruned (global L1 at ``sparsity``) probabilities of each seed on every
@@ -106,7 +134,9 @@ def posthoc_scores(run: str, *, seeds: Sequence[int], sparsity: float, fraction:
     dense_sum = pruned_sum = None
     for seed in seeds:
         model = inference.load_model(run, int(seed), device=device)
-        d, p = _dense_and_pruned(model, split.images, sparsity=sparsity, batch_size=batch_size, device=device)
+        d, p = _dense_and_pruned(
+            model, split.images, sparsity=sparsity, batch_size=batch_size, device=device
+        )
         dense_sum = d.astype(np.float64) if dense_sum is None else dense_sum + d
         pruned_sum = p.astype(np.float64) if pruned_sum is None else pruned_sum + p
     dense, pruned = dense_sum / len(seeds), pruned_sum / len(seeds)

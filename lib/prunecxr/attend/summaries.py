@@ -15,11 +15,22 @@ from .. import artifacts, fmt
 from ..analysis import forgetting, pies
 from .compare import BASELINE
 
-__all__ = ["correlations_display", "differences_display", "differences_figure", "forgetting_figure", "htl_gallery", "htl_summary",
-           "localization_figure"]
+__all__ = [
+    "correlations_display",
+    "differences_display",
+    "differences_figure",
+    "forgetting_figure",
+    "htl_gallery",
+    "htl_summary",
+    "localization_figure",
+]
 
 #: the quantities notebook 09 compares, with their names in figures
-QUANTITIES = {"ap": "test AP", "pointing": "pointing-game accuracy", "iou": "IoU of the thresholded CAM"}
+QUANTITIES = {
+    "ap": "test AP",
+    "pointing": "pointing-game accuracy",
+    "iou": "IoU of the thresholded CAM",
+}
 
 
 def htl_summary(htl: pd.DataFrame) -> pd.DataFrame:
@@ -28,16 +39,36 @@ def htl_summary(htl: pd.DataFrame) -> pd.DataFrame:
     post = set(htl.loc[(htl["source"] == "posthoc") & htl["htl"], "image_id"])
     has_post = bool((htl["source"] == "posthoc").any())
     rows = []
-    for (source, seed, epoch), part in htl.groupby(["source", "seed", "epoch"], sort=False, dropna=False):
+    for (source, seed, epoch), part in htl.groupby(
+        ["source", "seed", "epoch"], sort=False, dropna=False
+    ):
         chosen = set(part.loc[part["htl"], "image_id"])
         union = chosen | post
-        rows.append({"source": source, "seed": seed, "epoch": epoch, "images": len(part), "htl": len(chosen),
-                     "jaccard_with_posthoc": (len(chosen & post) / len(union)) if has_post and union else np.nan})
+        rows.append(
+            {
+                "source": source,
+                "seed": seed,
+                "epoch": epoch,
+                "images": len(part),
+                "htl": len(chosen),
+                "jaccard_with_posthoc": (len(chosen & post) / len(union))
+                if has_post and union
+                else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def htl_gallery(run: str, posthoc: pd.DataFrame, dense: np.ndarray, pruned: np.ndarray, *, size: int,
-                embed: bool, sparsity: float):
+def htl_gallery(
+    run: str,
+    posthoc: pd.DataFrame,
+    dense: np.ndarray,
+    pruned: np.ndarray,
+    *,
+    size: int,
+    embed: bool,
+    sparsity: float,
+):
     """The ``size`` post hoc HTL training images of lowest Spearman, as HTML cards
     (:func:`prunecxr.analysis.pies.gallery_html`); images only if ``embed`` (phantom: "auto")."""
     from IPython.display import HTML
@@ -47,31 +78,51 @@ def htl_gallery(run: str, posthoc: pd.DataFrame, dense: np.ndarray, pruned: np.n
     split = data.open_split(run, "train")
     classes = list(split.classes)
     order = posthoc.index[posthoc["htl"]].to_numpy()
-    order = order[np.lexsort((posthoc["image_id"].to_numpy()[order], posthoc["spearman"].to_numpy()[order]))][:size]
+    order = order[
+        np.lexsort((posthoc["image_id"].to_numpy()[order], posthoc["spearman"].to_numpy()[order]))
+    ][:size]
 
     def top(p):
         k = np.lexsort((np.arange(len(classes)), -p))[:3]
         return "; ".join(f"{classes[j]} ({fmt.num(p[j])})" for j in k)
 
-    table = pd.DataFrame([{
-        "image_id": posthoc.at[i, "image_id"], "spearman": posthoc.at[i, "spearman"],
-        "labels": ", ".join(c for c, y in zip(classes, split.labels[i]) if y) or "(none)",
-        "dense_top": top(dense[i]), "pruned_top": top(pruned[i])} for i in order])
+    table = pd.DataFrame(
+        [
+            {
+                "image_id": posthoc.at[i, "image_id"],
+                "spearman": posthoc.at[i, "spearman"],
+                "labels": ", ".join(c for c, y in zip(classes, split.labels[i]) if y) or "(none)",
+                "dense_top": top(dense[i]),
+                "pruned_top": top(pruned[i]),
+            }
+            for i in order
+        ]
+    )
     images = [np.asarray(split.images[i]) for i in order] if embed else None
-    return HTML(pies.gallery_html(table, run=run, pie_sparsity=sparsity, images=images)
-                if len(table) else "<p>" + html.escape("No HTL images (the training split is too small).") + "</p>")
+    return HTML(
+        pies.gallery_html(table, run=run, pie_sparsity=sparsity, images=images)
+        if len(table)
+        else "<p>" + html.escape("No HTL images (the training split is too small).") + "</p>"
+    )
 
 
 def differences_display(diff: pd.DataFrame) -> pd.DataFrame:
     """:func:`prunecxr.attend.compare.paired_differences` as text: mean difference, 95% CI, P."""
-    return pd.DataFrame({
-        "quantity": diff["quantity"].map(QUANTITIES), "class": diff["class"], "arm": diff["arm"],
-        "seeds": diff["n_seeds"], "dense": [fmt.num(v, 3) for v in diff["baseline_mean"]],
-        "attended": [fmt.num(v, 3) for v in diff["arm_mean"]],
-        "difference [95% CI]": [f"{fmt.num(m, 3)} [{fmt.num(lo, 3)}, {fmt.num(hi, 3)}]"
-                                for m, lo, hi in zip(diff["mean_difference"], diff["ci_low"], diff["ci_high"])],
-        "Wilcoxon P": [fmt.pvalue(p) for p in diff["p_value"]],
-    })
+    return pd.DataFrame(
+        {
+            "quantity": diff["quantity"].map(QUANTITIES),
+            "class": diff["class"],
+            "arm": diff["arm"],
+            "seeds": diff["n_seeds"],
+            "dense": [fmt.num(v, 3) for v in diff["baseline_mean"]],
+            "attended": [fmt.num(v, 3) for v in diff["arm_mean"]],
+            "difference [95% CI]": [
+                f"{fmt.num(m, 3)} [{fmt.num(lo, 3)}, {fmt.num(hi, 3)}]"
+                for m, lo, hi in zip(diff["mean_difference"], diff["ci_low"], diff["ci_high"])
+            ],
+            "Wilcoxon P": [fmt.pvalue(p) for p in diff["p_value"]],
+        }
+    )
 
 
 def differences_figure(diff: pd.DataFrame, classes: list[str]) -> tuple[go.Figure, pd.DataFrame]:
@@ -79,33 +130,63 @@ def differences_figure(diff: pd.DataFrame, classes: list[str]) -> tuple[go.Figur
     (aggregates first), one panel per quantity; the plotted rows."""
     data = diff[diff["class"].isin(classes)].copy()
     quantities = [q for q in QUANTITIES if q in set(data["quantity"])]
-    fig = make_subplots(rows=len(quantities), cols=1, shared_xaxes=False,
-                        subplot_titles=[f"{QUANTITIES[q]}: attended − dense" for q in quantities])
+    fig = make_subplots(
+        rows=len(quantities),
+        cols=1,
+        shared_xaxes=False,
+        subplot_titles=[f"{QUANTITIES[q]}: attended − dense" for q in quantities],
+    )
     colors = dict(zip(pd.unique(data["arm"]), ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")))
     for r, q in enumerate(quantities, start=1):
         part = data[data["quantity"] == q]
         for arm, rows in part.groupby("arm", sort=False):
-            fig.add_trace(go.Scatter(
-                x=rows["class"], y=rows["mean_difference"], mode="markers", name=arm, legendgroup=arm,
-                showlegend=r == 1, marker={"color": colors[arm], "size": 8},
-                error_y={"type": "data", "symmetric": False, "array": rows["ci_high"] - rows["mean_difference"],
-                         "arrayminus": rows["mean_difference"] - rows["ci_low"]}), row=r, col=1)
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["class"],
+                    y=rows["mean_difference"],
+                    mode="markers",
+                    name=arm,
+                    legendgroup=arm,
+                    showlegend=r == 1,
+                    marker={"color": colors[arm], "size": 8},
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": rows["ci_high"] - rows["mean_difference"],
+                        "arrayminus": rows["mean_difference"] - rows["ci_low"],
+                    },
+                ),
+                row=r,
+                col=1,
+            )
         fig.add_hline(y=0, line={"color": "grey", "dash": "dot"}, row=r, col=1)
-    fig.update_layout(title="Attending the hard-to-learn images: paired differences from the dense models "
-                            "(mean over seeds, 95% bootstrap CI)")
+    fig.update_layout(
+        title="Attending the hard-to-learn images: paired differences from the dense models "
+        "(mean over seeds, 95% bootstrap CI)"
+    )
     return fig, data
 
 
 def localization_figure(loc: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
     """Pointing-game accuracy and IoU per class (mean over seeds), one bar per arm; the plotted means."""
-    data = loc.groupby(["arm", "class"], sort=False)[["pointing", "iou", "n_boxes"]].mean().reset_index()
+    data = (
+        loc.groupby(["arm", "class"], sort=False)[["pointing", "iou", "n_boxes"]]
+        .mean()
+        .reset_index()
+    )
     fig = make_subplots(rows=2, cols=1, subplot_titles=[QUANTITIES["pointing"], QUANTITIES["iou"]])
     for arm, rows in data.groupby("arm", sort=False):
         for r, q in enumerate(("pointing", "iou"), start=1):
-            fig.add_trace(go.Bar(x=rows["class"], y=rows[q], name=arm, legendgroup=arm, showlegend=r == 1),
-                          row=r, col=1)
-    fig.update_layout(barmode="group", title="Localization of the drawn findings by class activation maps "
-                                             "(test split, mean over seeds)")
+            fig.add_trace(
+                go.Bar(x=rows["class"], y=rows[q], name=arm, legendgroup=arm, showlegend=r == 1),
+                row=r,
+                col=1,
+            )
+    fig.update_layout(
+        barmode="group",
+        title="Localization of the drawn findings by class activation maps "
+        "(test split, mean over seeds)",
+    )
     return fig, data
 
 
@@ -115,8 +196,16 @@ def forgetting_figure(table: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
     data = table[["arm", "class", "train_count", "first_drop", change]].copy()
     fig = go.Figure()
     for arm, rows in data.groupby("arm", sort=False):
-        fig.add_trace(go.Scatter(x=rows["train_count"], y=rows[change], mode="markers", name=arm,
-                                 text=rows["class"], marker={"size": 9 if arm == BASELINE else 7}))
+        fig.add_trace(
+            go.Scatter(
+                x=rows["train_count"],
+                y=rows[change],
+                mode="markers",
+                name=arm,
+                text=rows["class"],
+                marker={"size": 9 if arm == BASELINE else 7},
+            )
+        )
     fig.update_xaxes(type="log", title="positive training images (log)")
     fig.update_yaxes(title="relative AP change at the most pruned level")
     fig.update_layout(title="Forgetting under pruning, dense vs attended (Fig. 3, same seeds)")
@@ -127,7 +216,9 @@ def read_table(run: str, name: str) -> pd.DataFrame:
     """``attend/<name>.parquet`` of ``run``."""
     from .. import paths
 
-    return artifacts.read_parquet(paths.run_paths(run).attend_table(name), what="notebook 09_attend")
+    return artifacts.read_parquet(
+        paths.run_paths(run).attend_table(name), what="notebook 09_attend"
+    )
 
 
 def correlations_display(correlations: pd.DataFrame) -> pd.DataFrame:

@@ -48,8 +48,16 @@ from ..analysis.pies import n_pies
 from ..train.checkpoints import derived_seed
 from .htl import adaptive_scores
 
-__all__ = ["ARMS", "AdaptiveHTL", "Balanced", "FixedHTL", "RandomHTL", "class_balanced_weights",
-           "create_weigher", "image_weights"]
+__all__ = [
+    "ARMS",
+    "AdaptiveHTL",
+    "Balanced",
+    "FixedHTL",
+    "RandomHTL",
+    "class_balanced_weights",
+    "create_weigher",
+    "image_weights",
+]
 
 #: the attended arms, in display order; the dense population is the baseline ``dense``
 ARMS = ("htl", "htl_posthoc", "random", "balanced")
@@ -109,8 +117,15 @@ class AdaptiveHTL:
     def __call__(self, net, seed: int, epoch: int):
         if epoch < FIRST_ATTENDED_EPOCH:
             return None
-        table = adaptive_scores(net, self.images, self.image_ids, sparsity=self.sparsity,
-                                fraction=self.fraction, batch_size=self.batch_size, device=self.device)
+        table = adaptive_scores(
+            net,
+            self.images,
+            self.image_ids,
+            sparsity=self.sparsity,
+            fraction=self.fraction,
+            batch_size=self.batch_size,
+            device=self.device,
+        )
         _write_epoch(self.run, seed, epoch, table)
         return image_weights(table["htl"].to_numpy(), self.weight)
 
@@ -127,8 +142,18 @@ class FixedHTL:
     def __call__(self, net, seed: int, epoch: int):
         if epoch < FIRST_ATTENDED_EPOCH:
             return None
-        _write_epoch(self.run, seed, epoch, pd.DataFrame(
-            {"image_id": np.asarray(self.image_ids, dtype=str), "spearman": np.nan, "htl": self.flags}))
+        _write_epoch(
+            self.run,
+            seed,
+            epoch,
+            pd.DataFrame(
+                {
+                    "image_id": np.asarray(self.image_ids, dtype=str),
+                    "spearman": np.nan,
+                    "htl": self.flags,
+                }
+            ),
+        )
         return image_weights(self.flags, self.weight)
 
 
@@ -152,8 +177,18 @@ class RandomHTL:
         if epoch < FIRST_ATTENDED_EPOCH:
             return None
         flags = self.flags(seed, epoch)
-        _write_epoch(self.run, seed, epoch, pd.DataFrame(
-            {"image_id": np.asarray(self.image_ids, dtype=str), "spearman": np.nan, "htl": flags}))
+        _write_epoch(
+            self.run,
+            seed,
+            epoch,
+            pd.DataFrame(
+                {
+                    "image_id": np.asarray(self.image_ids, dtype=str),
+                    "spearman": np.nan,
+                    "htl": flags,
+                }
+            ),
+        )
         return image_weights(flags, self.weight)
 
 
@@ -167,20 +202,42 @@ class Balanced:
         return self.weights
 
 
-def create_weigher(arm: str, *, run: str, images: np.ndarray, labels: np.ndarray, image_ids: Sequence[str],
-                   weight: float, sparsity: float, fraction: float, beta: float, batch_size: int,
-                   posthoc_flags: np.ndarray | None = None, device: str = "cpu"):
+def create_weigher(
+    arm: str,
+    *,
+    run: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    image_ids: Sequence[str],
+    weight: float,
+    sparsity: float,
+    fraction: float,
+    beta: float,
+    batch_size: int,
+    posthoc_flags: np.ndarray | None = None,
+    device: str = "cpu",
+):
     """The weigher of ``arm`` (a key of :data:`ARMS`) and its record for ``train.json``
     (``attention``); ``run`` is the arm's run, which receives the per-epoch records."""
     if arm not in ARMS:
         raise ValueError(f"unknown attend arm {arm!r}; choose from {list(ARMS)}")
     weight = check_weight(weight)
     if arm == "balanced":
-        return Balanced(class_balanced_weights(labels, beta=beta)), {"arm": arm, "beta": float(beta)}
-    record = {"arm": arm, "weight": weight, "fraction": float(fraction), "first_epoch": FIRST_ATTENDED_EPOCH}
+        return Balanced(class_balanced_weights(labels, beta=beta)), {
+            "arm": arm,
+            "beta": float(beta),
+        }
+    record = {
+        "arm": arm,
+        "weight": weight,
+        "fraction": float(fraction),
+        "first_epoch": FIRST_ATTENDED_EPOCH,
+    }
     if arm == "htl":
         record["sparsity"] = float(sparsity)
-        return AdaptiveHTL(run, images, image_ids, weight, sparsity, fraction, batch_size, device), record
+        return AdaptiveHTL(
+            run, images, image_ids, weight, sparsity, fraction, batch_size, device
+        ), record
     if arm == "random":
         return RandomHTL(run, image_ids, weight, fraction), record
     if posthoc_flags is None or len(posthoc_flags) != len(image_ids):

@@ -24,7 +24,18 @@ the importer of the authors' released predictions.
 Fig. 1's statistics read these files without torch: :mod:`prunecxr.analysis.overall`.
 """
 
-from . import compressor, deploy, evaluate, importer, interchange, methods, quantize, recovery, structured, sweep
+from . import (
+    compressor,
+    deploy,
+    evaluate,
+    importer,
+    interchange,
+    methods,
+    quantize,
+    recovery,
+    structured,
+    sweep,
+)
 from .compressor import CalibrationSet, CompressionMethod, UnsupportedModel
 from .deploy import deployment_table, tradeoff_figure
 from .evaluate import compute_metrics, write_all_metrics, write_method_metrics
@@ -36,15 +47,13 @@ from .methods import (
     PruningMethod,
     available_methods,
     check_method,
-    load_method,
-    register_method,
-    store_name,
     check_sparsities,
     check_sparsity,
     compress_model,
     create_compressor,
     create_pruner,
     layer_quotas,
+    load_method,
     magnitude_thresholds,
     n_to_prune,
     prunable_parameters,
@@ -52,6 +61,8 @@ from .methods import (
     pruned_magnitudes,
     pruned_set_sparsity,
     random_mask_seed,
+    register_method,
+    store_name,
 )
 from .recovery import Recovery
 from .sweep import (

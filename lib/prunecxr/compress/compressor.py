@@ -44,7 +44,8 @@ def attention_blocks(model: nn.Module) -> list[str]:
     """The names of ``model``'s attention modules (``nn.MultiheadAttention``, or a module class
     named ``*Attention``, as timm's and torchvision's transformers name theirs)."""
     return [
-        name for name, m in model.named_modules()
+        name
+        for name, m in model.named_modules()
         if isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")
     ]
 
@@ -94,10 +95,14 @@ class CompressionMethod:
         """The levels of ``requested`` (the notebook's list for this axis) that this method
         computes: all of them, or those it supports; the dense level first."""
         axis = self.axis
-        values = axis.check_levels(requested, dense_first=True, name=f"{axis.name} levels of {self.name}")
+        values = axis.check_levels(
+            requested, dense_first=True, name=f"{axis.name} levels of {self.name}"
+        )
         if self.supported is None:
             return values
-        keep = [v for v in values if axis.is_dense(v) or any(abs(v - s) < 1e-9 for s in self.supported)]
+        keep = [
+            v for v in values if axis.is_dense(v) or any(abs(v - s) < 1e-9 for s in self.supported)
+        ]
         if len(keep) < 2:
             raise ValueError(
                 f"method {self.name!r} computes {axis.name} {list(self.supported)} only, and none of them "
@@ -132,7 +137,11 @@ class CalibrationSet:
                 f"a calibration set needs uint8 images [N, H, W] with labels [N, C]; got "
                 f"{getattr(self.images, 'shape', None)} and {getattr(self.labels, 'shape', None)}"
             )
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
 
     def indices(self, n_images: int, *, seed: int, draw: str = "random") -> np.ndarray:
@@ -145,7 +154,9 @@ class CalibrationSet:
         label weigh as those of the commonest class.
         """
         if draw not in CALIBRATIONS:
-            raise ValueError(f"unknown calibration draw {draw!r}; choose one of {list(CALIBRATIONS)}")
+            raise ValueError(
+                f"unknown calibration draw {draw!r}; choose one of {list(CALIBRATIONS)}"
+            )
         n = len(self.images)
         k = min(int(n_images), n)
         gen = torch.Generator().manual_seed(int(seed))
@@ -163,16 +174,23 @@ class CalibrationSet:
         """``n_batches`` preprocessed float32 batches ``[B, 3, H, W]`` of :meth:`indices`."""
         idx = self.indices(int(n_batches) * self.batch_size, seed=seed, draw=draw)
         images = torch.from_numpy(np.take(self.images, idx, axis=0))
-        return [models.preprocess(images[i : i + self.batch_size]) for i in range(0, len(idx), self.batch_size)]
+        return [
+            models.preprocess(images[i : i + self.batch_size])
+            for i in range(0, len(idx), self.batch_size)
+        ]
 
     def labelled(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every training image (uint8 ``[N, H, W]``) and its float labels ``[N, C]``."""
-        return (torch.from_numpy(np.array(self.images, copy=True)),
-                torch.from_numpy(np.asarray(self.labels, dtype=np.float32)))
+        return (
+            torch.from_numpy(np.array(self.images, copy=True)),
+            torch.from_numpy(np.asarray(self.labels, dtype=np.float32)),
+        )
 
 
 def require_calibration(method: str, calibration: CalibrationSet | None) -> CalibrationSet:
     """``calibration``, or a ValueError saying that ``method`` needs training images."""
     if calibration is None:
-        raise ValueError(f"method {method!r} needs training images (a CalibrationSet) to calibrate or recover")
+        raise ValueError(
+            f"method {method!r} needs training images (a CalibrationSet) to calibrate or recover"
+        )
     return calibration

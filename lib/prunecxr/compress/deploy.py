@@ -50,10 +50,26 @@ if TYPE_CHECKING:
 #: batch sizes of the latency columns
 LATENCY_BATCHES = (1, 64)
 DEPLOY_COLUMNS = [
-    "method", "level_name", "level", "recover", "parameters", "nonzero_parameters", "size_bytes", "macs",
-    "latency_b1_ms", "latency_b64_ms", "threads", "mean_ap", "tail_ap",
-    "rel_nonzero_parameters", "rel_size_bytes", "rel_macs", "rel_latency_b1_ms", "rel_latency_b64_ms",
-    "rel_mean_ap", "rel_tail_ap",
+    "method",
+    "level_name",
+    "level",
+    "recover",
+    "parameters",
+    "nonzero_parameters",
+    "size_bytes",
+    "macs",
+    "latency_b1_ms",
+    "latency_b64_ms",
+    "threads",
+    "mean_ap",
+    "tail_ap",
+    "rel_nonzero_parameters",
+    "rel_size_bytes",
+    "rel_macs",
+    "rel_latency_b1_ms",
+    "rel_latency_b64_ms",
+    "rel_mean_ap",
+    "rel_tail_ap",
 ]
 
 
@@ -120,7 +136,12 @@ PAIRED_ROUNDS = 3
 
 
 def latency(
-    model: nn.Module, example: torch.Tensor, *, threads: int, min_run_time: float = 0.2, warm_up: bool = True
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    threads: int,
+    min_run_time: float = 0.2,
+    warm_up: bool = True,
 ) -> float:
     """Seconds per image of ``model(example)`` on the CPU with ``threads`` threads.
 
@@ -146,7 +167,12 @@ def latency(
 
 
 def paired_latency(
-    model: nn.Module, dense: nn.Module, example: torch.Tensor, *, threads: int, min_run_time: float,
+    model: nn.Module,
+    dense: nn.Module,
+    example: torch.Tensor,
+    *,
+    threads: int,
+    min_run_time: float,
     rounds: int = PAIRED_ROUNDS,
 ) -> tuple[float, float]:
     """``(seconds per image of model, its ratio to dense's)``: :data:`PAIRED_ROUNDS` rounds of
@@ -190,7 +216,12 @@ def architecture(model: nn.Module) -> tuple:
 
 
 def measure_level(
-    model: nn.Module, *, example: torch.Tensor, macs: int | None = None, threads: int, min_run_time: float,
+    model: nn.Module,
+    *,
+    example: torch.Tensor,
+    macs: int | None = None,
+    threads: int,
+    min_run_time: float,
     dense: nn.Module | None = None,
 ) -> dict[str, float]:
     """The deployment measures of one compressed model (module docstring); ``macs`` when
@@ -207,7 +238,9 @@ def measure_level(
     for b in LATENCY_BATCHES:
         x = example[:1].expand(b, *example.shape[1:]).contiguous()
         if dense is None:
-            row[f"latency_b{b}_ms"] = 1000 * latency(model, x, threads=threads, min_run_time=min_run_time)
+            row[f"latency_b{b}_ms"] = 1000 * latency(
+                model, x, threads=threads, min_run_time=min_run_time
+            )
         else:
             t, ratio = paired_latency(model, dense, x, threads=threads, min_run_time=min_run_time)
             row[f"latency_b{b}_ms"], row[f"latency_ratio_b{b}"] = 1000 * t, ratio
@@ -255,7 +288,9 @@ def deployment_table(
         mean_ap, tail_ap = class_mean_ap(metrics), class_mean_ap(metrics, rare)
         chosen = meta["seeds"][0] if seed is None else int(seed)
         dense = inference.load_model(run, chosen, device="cpu")
-        reference = inference.load_model(run, chosen, device="cpu")  # the dense model, never compressed
+        reference = inference.load_model(
+            run, chosen, device="cpu"
+        )  # the dense model, never compressed
         shape = artifacts.read_train_record(run)["image_shape"]
         example = torch.zeros((LATENCY_BATCHES[-1], 3, *shape))
         compressor = entry.create(dense, seed=chosen, calibration=calibration)
@@ -272,18 +307,30 @@ def deployment_table(
             if not quantized and key not in macs_of:
                 macs_of[key] = count_macs(model, example[:1])
             row = measure_level(
-                model, example=example, macs=dense_macs if quantized else macs_of[key], threads=n_threads,
-                min_run_time=min_run_time, dense=reference,
+                model,
+                example=example,
+                macs=dense_macs if quantized else macs_of[key],
+                threads=n_threads,
+                min_run_time=min_run_time,
+                dense=reference,
             )
-            row.update({
-                "method": method, "level_name": meta["level_name"], "level": float(level),
-                "recover": meta["recover"], "threads": n_threads,
-                "mean_ap": float(mean_ap.get(level, np.nan)), "tail_ap": float(tail_ap.get(level, np.nan)),
-            })
+            row.update(
+                {
+                    "method": method,
+                    "level_name": meta["level_name"],
+                    "level": float(level),
+                    "recover": meta["recover"],
+                    "threads": n_threads,
+                    "mean_ap": float(mean_ap.get(level, np.nan)),
+                    "tail_ap": float(tail_ap.get(level, np.nan)),
+                }
+            )
             rows.append(row)
     table = pd.DataFrame(rows)
     for column in ("nonzero_parameters", "size_bytes", "macs", "mean_ap", "tail_ap"):
-        dense_value = table.groupby("method")[column].transform("first")  # each method's dense level
+        dense_value = table.groupby("method")[column].transform(
+            "first"
+        )  # each method's dense level
         table[f"rel_{column}"] = (table[column] - dense_value) / dense_value
     for b in LATENCY_BATCHES:  # paired with the dense model, round by round
         table[f"rel_latency_b{b}_ms"] = table[f"latency_ratio_b{b}"] - 1.0
@@ -292,52 +339,96 @@ def deployment_table(
 
 def deployment_display(table: pd.DataFrame) -> pd.DataFrame:
     """The deployment table for reading: levels as text, sizes in kB, changes in %."""
-    out = pd.DataFrame({
-        "method": table["method"],
-        "level": [levels.axis(n).format(v) + ("" if n == "bits" else f" {n.replace('_', ' ')}")
-                  for n, v in zip(table["level_name"], table["level"])],
-        "non-zero params": [f"{int(v):,}" for v in table["nonzero_parameters"]],
-        "size (kB, zlib)": [fmt.num(v / 1000, 1) for v in table["size_bytes"]],
-        "MACs (M)": [fmt.num(v / 1e6, 2) for v in table["macs"]],
-        "latency b=1 (ms/img)": [fmt.num(v, 3) for v in table["latency_b1_ms"]],
-        "latency b=64 (ms/img)": [fmt.num(v, 3) for v in table["latency_b64_ms"]],
-        "mean AP": [fmt.num(v, 3) for v in table["mean_ap"]],
-        "tail AP (5 rarest)": [fmt.num(v, 3) for v in table["tail_ap"]],
-        "Δ size": [fmt.pct(v) for v in table["rel_size_bytes"]],
-        "Δ latency b=1": [fmt.pct(v) for v in table["rel_latency_b1_ms"]],
-        "Δ mean AP": [fmt.pct(v) for v in table["rel_mean_ap"]],
-        "Δ tail AP": [fmt.pct(v) for v in table["rel_tail_ap"]],
-    })
+    out = pd.DataFrame(
+        {
+            "method": table["method"],
+            "level": [
+                levels.axis(n).format(v) + ("" if n == "bits" else f" {n.replace('_', ' ')}")
+                for n, v in zip(table["level_name"], table["level"])
+            ],
+            "non-zero params": [f"{int(v):,}" for v in table["nonzero_parameters"]],
+            "size (kB, zlib)": [fmt.num(v / 1000, 1) for v in table["size_bytes"]],
+            "MACs (M)": [fmt.num(v / 1e6, 2) for v in table["macs"]],
+            "latency b=1 (ms/img)": [fmt.num(v, 3) for v in table["latency_b1_ms"]],
+            "latency b=64 (ms/img)": [fmt.num(v, 3) for v in table["latency_b64_ms"]],
+            "mean AP": [fmt.num(v, 3) for v in table["mean_ap"]],
+            "tail AP (5 rarest)": [fmt.num(v, 3) for v in table["tail_ap"]],
+            "Δ size": [fmt.pct(v) for v in table["rel_size_bytes"]],
+            "Δ latency b=1": [fmt.pct(v) for v in table["rel_latency_b1_ms"]],
+            "Δ mean AP": [fmt.pct(v) for v in table["rel_mean_ap"]],
+            "Δ tail AP": [fmt.pct(v) for v in table["rel_tail_ap"]],
+        }
+    )
     return out
 
 
-def tradeoff_figure(table: pd.DataFrame) -> tuple["go.Figure", pd.DataFrame]:
+def tradeoff_figure(table: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
     """Latency per image (batch 1) and compressed size against tail-class AP, one curve per
     method, levels in compression order along each curve (hover names the level)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
-                        subplot_titles=["CPU latency per image (batch 1)", "model size (zlib of the state dict)"])
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.06,
+        subplot_titles=["CPU latency per image (batch 1)", "model size (zlib of the state dict)"],
+    )
+    palette = [
+        "#1f77b4",
+        "#d62728",
+        "#2ca02c",
+        "#9467bd",
+        "#ff7f0e",
+        "#8c564b",
+        "#e377c2",
+        "#17becf",
+    ]
     data = table.copy()
-    data["level_text"] = [levels.axis(n).format(v) for n, v in zip(data["level_name"], data["level"])]
+    data["level_text"] = [
+        levels.axis(n).format(v) for n, v in zip(data["level_name"], data["level"])
+    ]
     for k, (method, sub) in enumerate(data.groupby("method", sort=False)):
         color = palette[k % len(palette)]
-        for col, (x, unit) in enumerate((("latency_b1_ms", "ms"), ("size_bytes", "bytes")), start=1):
+        for col, (x, unit) in enumerate(
+            (("latency_b1_ms", "ms"), ("size_bytes", "bytes")), start=1
+        ):
             fig.add_trace(
                 go.Scatter(
-                    x=sub[x], y=sub["tail_ap"], mode="lines+markers", name=method, legendgroup=method,
-                    showlegend=col == 1, line=dict(color=color), text=sub["level_text"],
+                    x=sub[x],
+                    y=sub["tail_ap"],
+                    mode="lines+markers",
+                    name=method,
+                    legendgroup=method,
+                    showlegend=col == 1,
+                    line=dict(color=color),
+                    text=sub["level_text"],
                     hovertemplate=f"{method} %{{text}}<br>%{{x:.3g}} {unit}<br>tail AP %{{y:.3f}}<extra></extra>",
                 ),
-                row=1, col=col,
+                row=1,
+                col=col,
             )
     fig.update_xaxes(title_text="ms per image (log scale)", type="log", row=1, col=1)
     fig.update_xaxes(title_text="bytes (log scale)", type="log", row=1, col=2)
-    fig.update_yaxes(title_text=f"mean AP of the {published.N_RAREST} rarest training classes", row=1, col=1)
-    fig.update_layout(title="What compression saves and what the rare classes pay", legend_title_text="method")
-    return fig, data[["method", "level_name", "level", "level_text", "latency_b1_ms", "size_bytes", "tail_ap", "mean_ap"]]
+    fig.update_yaxes(
+        title_text=f"mean AP of the {published.N_RAREST} rarest training classes", row=1, col=1
+    )
+    fig.update_layout(
+        title="What compression saves and what the rare classes pay", legend_title_text="method"
+    )
+    return fig, data[
+        [
+            "method",
+            "level_name",
+            "level",
+            "level_text",
+            "latency_b1_ms",
+            "size_bytes",
+            "tail_ap",
+            "mean_ap",
+        ]
+    ]
 
 
 def tail_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -349,14 +440,17 @@ def tail_summary(table: pd.DataFrame) -> pd.DataFrame:
         dense = sub.iloc[0]
         fastest = sub.loc[sub["rel_latency_b1_ms"].idxmin()]
         for what, row in (("fastest", fastest), ("most compressed", sub.iloc[-1])):
-            rows.append({
-                "method": method, "which": what,
-                "level": levels.axis(row["level_name"]).format(row["level"]),
-                "speed-up b=1": fmt.ratio(1.0 / (1.0 + row["rel_latency_b1_ms"]), 2),
-                "size ratio": fmt.ratio(dense["size_bytes"] / row["size_bytes"], 2),
-                "Δ mean AP": fmt.pct(row["rel_mean_ap"], 1),
-                "Δ tail AP": fmt.pct(row["rel_tail_ap"], 1),
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "which": what,
+                    "level": levels.axis(row["level_name"]).format(row["level"]),
+                    "speed-up b=1": fmt.ratio(1.0 / (1.0 + row["rel_latency_b1_ms"]), 2),
+                    "size ratio": fmt.ratio(dense["size_bytes"] / row["size_bytes"], 2),
+                    "Δ mean AP": fmt.pct(row["rel_mean_ap"], 1),
+                    "Δ tail AP": fmt.pct(row["rel_tail_ap"], 1),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -384,7 +478,12 @@ def run_stage(
     needs = recovery.kind != "none" or any(METHODS[m].needs_calibration for m in chosen)
     calibration = calibration_set(run, images=calibration_images) if needs else None
     table = deployment_table(
-        run, chosen, threads=threads, min_run_time=min_run_time, calibration=calibration, recovery=recovery,
+        run,
+        chosen,
+        threads=threads,
+        min_run_time=min_run_time,
+        calibration=calibration,
+        recovery=recovery,
     )
     artifacts.write_deployment(run, table)
     return table

@@ -35,7 +35,12 @@ def write_method_metrics(run: str, method: str) -> pd.DataFrame:
             "re-run notebook 03_prune"
         )
     metrics = compute_metrics(
-        probs, y, seeds=meta["seeds"], levels=meta["levels"], level_name=meta["level_name"], classes=classes
+        probs,
+        y,
+        seeds=meta["seeds"],
+        levels=meta["levels"],
+        level_name=meta["level_name"],
+        classes=classes,
     )
     artifacts.write_metrics(run, method, metrics)
     return metrics
@@ -44,4 +49,6 @@ def write_method_metrics(run: str, method: str) -> pd.DataFrame:
 def write_all_metrics(run: str, methods: Sequence[str]) -> dict[str, pd.DataFrame]:
     """:func:`write_method_metrics` for each method, in figure order (each warning shown once)."""
     with each_warning_once():
-        return {method: write_method_metrics(run, method) for method in artifacts.method_order(methods)}
+        return {
+            method: write_method_metrics(run, method) for method in artifacts.method_order(methods)
+        }

@@ -68,12 +68,14 @@ def find_release(directory: str | Path, *, dataset: str | None = None) -> pd.Dat
     for path in sorted(directory.iterdir()):
         match = RELEASE_FILE.match(path.name)
         if match:
-            rows.append({
-                "dataset": match["dataset"],
-                "seed": int(match["seed"]),
-                "sparsity": float(match["sparsity"]),
-                "path": path,
-            })
+            rows.append(
+                {
+                    "dataset": match["dataset"],
+                    "seed": int(match["seed"]),
+                    "sparsity": float(match["sparsity"]),
+                    "path": path,
+                }
+            )
     files = pd.DataFrame(rows, columns=["dataset", "seed", "sparsity", "path"])
     if files.empty:
         raise FileNotFoundError(
@@ -82,15 +84,21 @@ def find_release(directory: str | Path, *, dataset: str | None = None) -> pd.Dat
     found = sorted(files["dataset"].unique())
     if dataset is None:
         if len(found) > 1:
-            raise ValueError(f"{directory} holds predictions of several datasets {found}; pass dataset=")
+            raise ValueError(
+                f"{directory} holds predictions of several datasets {found}; pass dataset="
+            )
         dataset = found[0]
     elif dataset not in found:
-        raise FileNotFoundError(f"{directory} holds no predictions of dataset {dataset!r} (found {found})")
+        raise FileNotFoundError(
+            f"{directory} holds no predictions of dataset {dataset!r} (found {found})"
+        )
     files = files[files["dataset"] == dataset]
     return files.sort_values(["seed", "sparsity"], ignore_index=True)
 
 
-def _select(files: pd.DataFrame, seeds, sparsities, directory: Path) -> tuple[list[int], list[float], dict]:
+def _select(
+    files: pd.DataFrame, seeds, sparsities, directory: Path
+) -> tuple[list[int], list[float], dict]:
     """The grid to import and its file per (seed, sparsity); refuses an incomplete grid."""
     seeds = sorted(files["seed"].unique()) if seeds is None else [int(s) for s in seeds]
     if sparsities is None:
@@ -102,7 +110,9 @@ def _select(files: pd.DataFrame, seeds, sparsities, directory: Path) -> tuple[li
             if abs(row.sparsity - s) <= SPARSITY_ATOL:
                 lookup[(row.seed, s)] = row.path
     dataset = files["dataset"].iloc[0]
-    missing = [release_file_name(dataset, a, b) for a in seeds for b in sparsities if (a, b) not in lookup]
+    missing = [
+        release_file_name(dataset, a, b) for a in seeds for b in sparsities if (a, b) not in lookup
+    ]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise FileNotFoundError(
@@ -112,16 +122,22 @@ def _select(files: pd.DataFrame, seeds, sparsities, directory: Path) -> tuple[li
     return seeds, sparsities, lookup
 
 
-def labels_from_strings(labels: Sequence[str], classes: Sequence[str], *, source: str) -> np.ndarray:
+def labels_from_strings(
+    labels: Sequence[str], classes: Sequence[str], *, source: str
+) -> np.ndarray:
     """``|``-joined positive class names → uint8 ``[N, C]`` (an empty string: no positive)."""
     index = {c: i for i, c in enumerate(classes)}
     y = np.zeros((len(labels), len(classes)), dtype=np.uint8)
     for row, text in enumerate(labels):
         if not isinstance(text, str):
-            raise ValueError(f"{source}: row {row} of column {LABEL_COLUMN!r} is {text!r}, not a string")
+            raise ValueError(
+                f"{source}: row {row} of column {LABEL_COLUMN!r} is {text!r}, not a string"
+            )
         for name in filter(None, text.split(LABEL_SEPARATOR)):
             if name not in index:
-                raise ValueError(f"{source}: row {row} names the class {name!r}, which is not in {list(classes)}")
+                raise ValueError(
+                    f"{source}: row {row} names the class {name!r}, which is not in {list(classes)}"
+                )
             y[row, index[name]] = 1
     return y
 
@@ -149,7 +165,9 @@ def _probabilities(frame: pd.DataFrame, classes: Sequence[str], path: Path) -> n
     bad = ~np.isfinite(values) | (values < 0) | (values > 1)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(f"{path}: row {r}, class {classes[c]!r} holds {values[r, c]!r}, not a probability")
+        raise ValueError(
+            f"{path}: row {r}, class {classes[c]!r} holds {values[r, c]!r}, not a probability"
+        )
     return values
 
 
@@ -180,7 +198,9 @@ def _check_labels(frame: pd.DataFrame, path: Path, y: np.ndarray, classes: Seque
         )
 
 
-def _write_test_labels(run: str, y: np.ndarray, classes: Sequence[str], dataset: str, directory: Path) -> None:
+def _write_test_labels(
+    run: str, y: np.ndarray, classes: Sequence[str], dataset: str, directory: Path
+) -> None:
     """``labels.parquet`` and the data record of a run that only has the released test predictions.
 
     The release carries neither image nor patient ids: rows are named ``<dataset>-test-<i>``
@@ -189,22 +209,27 @@ def _write_test_labels(run: str, y: np.ndarray, classes: Sequence[str], dataset:
     that later stages treat the run as patient data (:func:`prunecxr.config.is_synthetic`).
     """
     n = len(y)
-    frame = pd.DataFrame({
-        "image_id": [f"{dataset}-test-{i:06d}" for i in range(n)],
-        "patient_id": [""] * n,
-        "split": ["test"] * n,
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"{dataset}-test-{i:06d}" for i in range(n)],
+            "patient_id": [""] * n,
+            "split": ["test"] * n,
+        }
+    )
     for j, name in enumerate(classes):
         frame[name] = y[:, j].astype(np.int8)
     artifacts.write_labels(run, frame)
-    config.record_data(run, {
-        "dataset": dataset,
-        "synthetic": False,
-        "classes": [str(c) for c in classes],
-        "source": "import",
-        "import_dir": str(directory),
-        "n_images": {"test": int(n)},
-    })
+    config.record_data(
+        run,
+        {
+            "dataset": dataset,
+            "synthetic": False,
+            "classes": [str(c) for c in classes],
+            "source": "import",
+            "import_dir": str(directory),
+            "n_images": {"test": int(n)},
+        },
+    )
 
 
 def import_predictions(
@@ -260,7 +285,9 @@ def import_predictions(
     dataset = files["dataset"].iloc[0]
     seeds, sparsities, lookup = _select(files, seeds, sparsities, directory)
     if sparsities[0] != 0.0:
-        raise ValueError("sparsities must include 0 (the dense models, baseline of every comparison)")
+        raise ValueError(
+            "sparsities must include 0 (the dense models, baseline of every comparison)"
+        )
 
     rp = paths.run_paths(run)
     first_path = lookup[(seeds[0], sparsities[0])]
@@ -277,8 +304,13 @@ def import_predictions(
     reference = first[LABEL_COLUMN].reset_index(drop=True)
     if not write_labels:
         _check_labels(first, first_path, y, classes)
-    bar = tqdm(total=len(seeds) * len(sparsities), desc=f"import {dataset}", unit="file",
-               disable=not progress, mininterval=5)
+    bar = tqdm(
+        total=len(seeds) * len(sparsities),
+        desc=f"import {dataset}",
+        unit="file",
+        disable=not progress,
+        mininterval=5,
+    )
 
     def blocks():
         for seed in seeds:
@@ -295,7 +327,13 @@ def import_predictions(
             yield block
 
     probs_path = artifacts.write_store(
-        run, method, seeds=seeds, sparsities=sparsities, classes=classes, n_test=n_test, blocks=blocks()
+        run,
+        method,
+        seeds=seeds,
+        sparsities=sparsities,
+        classes=classes,
+        n_test=n_test,
+        blocks=blocks(),
     )
     bar.close()
     work = rp.prune_work(method)
@@ -306,7 +344,9 @@ def import_predictions(
     return probs_path
 
 
-def check_import_methods(methods: Sequence[str], *, import_dir: str, predictions: str = "") -> list[str]:
+def check_import_methods(
+    methods: Sequence[str], *, import_dir: str, predictions: str = ""
+) -> list[str]:
     """The stores notebook 03 writes: the names of ``methods`` (a ``"module:function"``
     method's own name, :func:`prunecxr.compress.methods.store_name`), checked against the source.
 

@@ -90,11 +90,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist")
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "class": str, "split": str},
-                           keep_default_na=False, na_values=[""])
+        return pd.read_csv(
+            path,
+            dtype={"image_id": str, "patient_id": str, "class": str, "split": str},
+            keep_default_na=False,
+            na_values=[""],
+        )
     if name.endswith((".parquet", ".pq")):
         return pd.read_parquet(path)
-    raise InterchangeError(f"{path}: unknown table format; use one of {list(TABLE_SUFFIXES)} (or .csv.gz)")
+    raise InterchangeError(
+        f"{path}: unknown table format; use one of {list(TABLE_SUFFIXES)} (or .csv.gz)"
+    )
 
 
 def _numbers(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
@@ -103,7 +109,9 @@ def _numbers(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     bad = np.flatnonzero(np.isnan(values) & frame[column].notna().to_numpy())
     if bad.size:
         i = int(bad[0])
-        raise InterchangeError(f"{path}: {_row(i)}, column {column!r} holds {_show(frame[column].iloc[i])}, not a number")
+        raise InterchangeError(
+            f"{path}: {_row(i)}, column {column!r} holds {_show(frame[column].iloc[i])}, not a number"
+        )
     return values
 
 
@@ -120,7 +128,9 @@ def read_labels_file(path: str | Path) -> pd.DataFrame:
         raise InterchangeError(f"{path} has no 'image_id' column (columns: {list(frame.columns)})")
     classes = [c for c in frame.columns if c not in artifacts.LABEL_META_COLUMNS]
     if not classes:
-        raise InterchangeError(f"{path} has no class column besides {list(artifacts.LABEL_META_COLUMNS)}")
+        raise InterchangeError(
+            f"{path} has no class column besides {list(artifacts.LABEL_META_COLUMNS)}"
+        )
     ids = frame["image_id"]
     empty = np.flatnonzero(ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy())
     if empty.size:
@@ -138,22 +148,30 @@ def read_labels_file(path: str | Path) -> pd.DataFrame:
         bad = np.flatnonzero(~split.isin(SPLITS).to_numpy())
         if bad.size:
             i = int(bad[0])
-            raise InterchangeError(f"{path}: {_row(i)} has split {_show(frame['split'].iloc[i])}; use one of {list(SPLITS)}")
+            raise InterchangeError(
+                f"{path}: {_row(i)} has split {_show(frame['split'].iloc[i])}; use one of {list(SPLITS)}"
+            )
     else:
         split = pd.Series(["test"] * len(frame))
     if not (split == "test").any():
         raise InterchangeError(f"{path} has no test image (split == 'test')")
-    out = pd.DataFrame({
-        "image_id": ids.to_numpy(),
-        "patient_id": frame["patient_id"].fillna("").astype(str).to_numpy() if "patient_id" in frame else "",
-        "split": split.to_numpy(),
-    })
+    out = pd.DataFrame(
+        {
+            "image_id": ids.to_numpy(),
+            "patient_id": frame["patient_id"].fillna("").astype(str).to_numpy()
+            if "patient_id" in frame
+            else "",
+            "split": split.to_numpy(),
+        }
+    )
     for name in classes:
         values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
         bad = np.flatnonzero(~np.isin(values, (0.0, 1.0)))
         if bad.size:
             i = int(bad[0])
-            raise InterchangeError(f"{path}: {_row(i)}, class {name!r} holds {_show(frame[name].iloc[i])}; labels must be 0 or 1")
+            raise InterchangeError(
+                f"{path}: {_row(i)}, class {name!r} holds {_show(frame[name].iloc[i])}; labels must be 0 or 1"
+            )
         out[str(name)] = values.astype(np.int8)
     return out
 
@@ -161,10 +179,14 @@ def read_labels_file(path: str | Path) -> pd.DataFrame:
 # =========================================================================================
 # Reading predictions
 # =========================================================================================
-def _check_class_order(found: Sequence[str], classes: Sequence[str], where: str, labels_name: str) -> None:
+def _check_class_order(
+    found: Sequence[str], classes: Sequence[str], where: str, labels_name: str
+) -> None:
     missing = [c for c in classes if c not in found]
     if missing:
-        raise InterchangeError(f"{where} has no predictions for the classes {missing} of {labels_name}")
+        raise InterchangeError(
+            f"{where} has no predictions for the classes {missing} of {labels_name}"
+        )
     if list(found) != list(classes):
         raise InterchangeError(
             f"{where} lists the classes in the order {list(found)}, but {labels_name} in the order "
@@ -191,25 +213,37 @@ def _read_long(path: Path, labels: pd.DataFrame, level_name: str, labels_name: s
     bad = np.flatnonzero(np.isnan(seeds) | (seeds < 0) | (seeds != np.floor(seeds)))
     if bad.size:
         i = int(bad[0])
-        raise InterchangeError(f"{path}: {_row(i)} has seed {_show(frame['seed'].iloc[i])}; seeds are non-negative integers")
+        raise InterchangeError(
+            f"{path}: {_row(i)} has seed {_show(frame['seed'].iloc[i])}; seeds are non-negative integers"
+        )
     level_values = _numbers(frame, "level", path)
-    for value in pd.unique(level_values):  # each distinct level once; the first row that holds a bad one
+    for value in pd.unique(
+        level_values
+    ):  # each distinct level once; the first row that holds a bad one
         try:
             axis.check_level(float(value), name="level")
         except ValueError as err:
-            i = int(np.flatnonzero((level_values == value) | (np.isnan(level_values) & np.isnan(value)))[0])
+            i = int(
+                np.flatnonzero(
+                    (level_values == value) | (np.isnan(level_values) & np.isnan(value))
+                )[0]
+            )
             raise InterchangeError(f"{path}: {_row(i)}: {err}") from None
     prob = _numbers(frame, "prob", path)
     bad = np.flatnonzero(~((prob >= 0) & (prob <= 1)))  # NaN fails both
     if bad.size:
         i = int(bad[0])
-        raise InterchangeError(f"{path}: {_row(i)} has prob {_show(frame['prob'].iloc[i])}; a probability is a number in [0, 1]")
+        raise InterchangeError(
+            f"{path}: {_row(i)} has prob {_show(frame['prob'].iloc[i])}; a probability is a number in [0, 1]"
+        )
     image = frame["image_id"].astype(str)
     cls = frame["class"].astype(str)
     unknown = np.flatnonzero(~cls.isin(classes).to_numpy())
     if unknown.size:
         i = int(unknown[0])
-        raise InterchangeError(f"{path}: {_row(i)} names the class {_show(cls.iloc[i])}, which {labels_name} does not have ({classes})")
+        raise InterchangeError(
+            f"{path}: {_row(i)} names the class {_show(cls.iloc[i])}, which {labels_name} does not have ({classes})"
+        )
     outside = np.flatnonzero(~image.isin(test_ids).to_numpy())
     if outside.size:
         i = int(outside[0])
@@ -218,7 +252,9 @@ def _read_long(path: Path, labels: pd.DataFrame, level_name: str, labels_name: s
         raise InterchangeError(
             f"{path}: {_row(i)} has image_id {_show(image.iloc[i])}, which is not a test image of {labels_name} ({why})"
         )
-    key = pd.DataFrame({"seed": seeds.astype(np.int64), "level": level_values, "image_id": image, "class": cls})
+    key = pd.DataFrame(
+        {"seed": seeds.astype(np.int64), "level": level_values, "image_id": image, "class": cls}
+    )
     dup = key.duplicated(keep=False).to_numpy()
     if dup.any():
         first = int(np.flatnonzero(dup)[0])
@@ -256,7 +292,9 @@ def _read_long(path: Path, labels: pd.DataFrame, level_name: str, labels_name: s
                     f"{path}: seed {s} at {level_name} {lv:g} has {n} rows of {len(test_ids) * len(classes)} "
                     f"(test images × classes); it lacks image {lack[0]!r}, class {lack[1]!r}"
                 )
-    probs = np.empty((len(seed_list), len(level_list), len(test_ids), len(classes)), dtype=np.float32)
+    probs = np.empty(
+        (len(seed_list), len(level_list), len(test_ids), len(classes)), dtype=np.float32
+    )
     si = pd.Index(seed_list).get_indexer(key["seed"])
     ki = pd.Index(level_list).get_indexer(key["level"])
     ni = pd.Index(test_ids).get_indexer(key["image_id"])
@@ -269,14 +307,18 @@ def _duplicate(values: Sequence[Any], what: str, where: str) -> None:
     seen: dict[Any, int] = {}
     for i, v in enumerate(values):
         if v in seen:
-            raise InterchangeError(f"{where}: {what}[{seen[v]}] and {what}[{i}] are both {v!r}; each must appear once")
+            raise InterchangeError(
+                f"{where}: {what}[{seen[v]}] and {what}[{i}] are both {v!r}; each must appear once"
+            )
         seen[v] = i
 
 
 def _read_array(path: Path, labels: pd.DataFrame, labels_name: str) -> Predictions:
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
-        raise FileNotFoundError(f"{path} needs its sidecar {sidecar} naming its axes (docs/extending.md)")
+        raise FileNotFoundError(
+            f"{path} needs its sidecar {sidecar} naming its axes (docs/extending.md)"
+        )
     try:
         meta = artifacts.read_json(sidecar)
     except ValueError as err:
@@ -285,22 +327,30 @@ def _read_array(path: Path, labels: pd.DataFrame, labels_name: str) -> Predictio
         raise InterchangeError(f"{sidecar} holds a {type(meta).__name__}, not an object")
     missing = [k for k in SIDECAR_KEYS if k not in meta]
     if missing:
-        raise InterchangeError(f"{sidecar} lacks the keys {missing} (it needs {list(SIDECAR_KEYS)})")
+        raise InterchangeError(
+            f"{sidecar} lacks the keys {missing} (it needs {list(SIDECAR_KEYS)})"
+        )
     if list(meta["axes"]) != list(ARRAY_AXES):
-        raise InterchangeError(f"{sidecar}: axes is {meta['axes']!r}; the array layout's axes are {list(ARRAY_AXES)}")
+        raise InterchangeError(
+            f"{sidecar}: axes is {meta['axes']!r}; the array layout's axes are {list(ARRAY_AXES)}"
+        )
     try:
         axis = levels.axis(meta["level_name"])
     except ValueError as err:
         raise InterchangeError(f"{sidecar}: {err}") from None
     if "level_unit" in meta and meta["level_unit"] != axis.unit:
-        raise InterchangeError(f"{sidecar}: level_unit {meta['level_unit']!r} is not the unit of {axis.name} ({axis.unit!r})")
+        raise InterchangeError(
+            f"{sidecar}: level_unit {meta['level_unit']!r} is not the unit of {axis.name} ({axis.unit!r})"
+        )
     for key in ("seeds", "levels", "classes", "image_ids"):
         if not isinstance(meta[key], list):
             raise InterchangeError(f"{sidecar}: {key} must be a list, got {meta[key]!r}")
         _duplicate(meta[key], key, str(sidecar))
     for i, s in enumerate(meta["seeds"]):
         if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
-            raise InterchangeError(f"{sidecar}: seeds[{i}] is {s!r}; seeds are non-negative integers")
+            raise InterchangeError(
+                f"{sidecar}: seeds[{i}] is {s!r}; seeds are non-negative integers"
+            )
     for i, v in enumerate(meta["levels"]):
         try:
             axis.check_level(v, name=f"levels[{i}]")
@@ -326,10 +376,14 @@ def _read_array(path: Path, labels: pd.DataFrame, labels_name: str) -> Predictio
     test_set = set(test_ids)
     for i, image in enumerate(ids):
         if image not in test_set:
-            raise InterchangeError(f"{sidecar}: image_ids[{i}] is {image!r}, which is not a test image of {labels_name}")
+            raise InterchangeError(
+                f"{sidecar}: image_ids[{i}] is {image!r}, which is not a test image of {labels_name}"
+            )
     if len(ids) != len(test_ids):
         lack = next(i for i in test_ids if i not in set(ids))
-        raise InterchangeError(f"{sidecar} has no predictions for the test image {lack!r} of {labels_name}")
+        raise InterchangeError(
+            f"{sidecar} has no predictions for the test image {lack!r} of {labels_name}"
+        )
     values = np.asarray(array, dtype=np.float32)
     bad = ~((values >= 0) & (values <= 1))
     if bad.any():
@@ -342,16 +396,29 @@ def _read_array(path: Path, labels: pd.DataFrame, labels_name: str) -> Predictio
     order = sorted(range(len(level_values)), key=lambda j: axis.compression_rank(level_values[j]))
     level_list = axis.check_levels([level_values[j] for j in order], name="levels")
     if not axis.is_dense(level_list[0]):
-        raise InterchangeError(f"{sidecar}: levels {level_values} lack the dense level ({axis.name} {axis.dense:g})")
+        raise InterchangeError(
+            f"{sidecar}: levels {level_values} lack the dense level ({axis.name} {axis.dense:g})"
+        )
     seed_order = sorted(range(len(meta["seeds"])), key=lambda j: meta["seeds"][j])
     image_order = pd.Index(ids).get_indexer(test_ids)
     probs = values[seed_order][:, order][:, :, image_order]
-    return Predictions(np.ascontiguousarray(probs), [int(meta["seeds"][j]) for j in seed_order], level_list,
-                       axis.name, classes, test_ids, str(path))
+    return Predictions(
+        np.ascontiguousarray(probs),
+        [int(meta["seeds"][j]) for j in seed_order],
+        level_list,
+        axis.name,
+        classes,
+        test_ids,
+        str(path),
+    )
 
 
 def read_predictions(
-    path: str | Path, labels: pd.DataFrame, *, level_name: str = "sparsity", labels_name: str = "the labels"
+    path: str | Path,
+    labels: pd.DataFrame,
+    *,
+    level_name: str = "sparsity",
+    labels_name: str = "the labels",
 ) -> Predictions:
     """Read and check predictions in the interchange layout against ``labels``.
 
@@ -436,13 +503,22 @@ def import_predictions(
     elif existing is not None:
         table, labels_name = existing, str(rp.labels)
     else:
-        raise InterchangeError(f"run {run!r} has no labels.parquet: give the labels file (--labels)")
+        raise InterchangeError(
+            f"run {run!r} has no labels.parquet: give the labels file (--labels)"
+        )
     found = read_predictions(predictions, table, level_name=level_name, labels_name=labels_name)
 
     source = f"imported from {Path(predictions).expanduser().resolve()}"
     probs_path = artifacts.write_store(
-        run, method, seeds=found.seeds, levels=found.levels, level_name=found.level_name,
-        classes=found.classes, n_test=len(found.image_ids), blocks=iter(found.probs), origin=source,
+        run,
+        method,
+        seeds=found.seeds,
+        levels=found.levels,
+        level_name=found.level_name,
+        classes=found.classes,
+        n_test=len(found.image_ids),
+        blocks=iter(found.probs),
+        origin=source,
     )
     work = rp.prune_work(method)
     for stale in list(work.glob("seed-*")) if work.is_dir() else []:
@@ -451,13 +527,16 @@ def import_predictions(
         artifacts.write_labels(run, table)
     if "data" not in (artifacts.read_json(rp.run_json) if rp.run_json.exists() else {}):
         counts = table["split"].value_counts()
-        config.record_data(run, {
-            "dataset": dataset,
-            "synthetic": False,
-            "classes": found.classes,
-            "source": "import",
-            "labels_file": labels_name,
-            "n_images": {s: int(counts.get(s, 0)) for s in SPLITS if counts.get(s, 0)},
-        })
+        config.record_data(
+            run,
+            {
+                "dataset": dataset,
+                "synthetic": False,
+                "classes": found.classes,
+                "source": "import",
+                "labels_file": labels_name,
+                "n_images": {s: int(counts.get(s, 0)) for s in SPLITS if counts.get(s, 0)},
+            },
+        )
     evaluate.write_method_metrics(run, method)
     return probs_path

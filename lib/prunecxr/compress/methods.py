@@ -139,7 +139,9 @@ def _flat_magnitudes(params: Sequence[torch.Tensor], names: Sequence[str]) -> np
         bounds = np.cumsum([0, *sizes])
         for name, a, b in zip(names, bounds[:-1], bounds[1:]):
             if not np.isfinite(out[a:b]).all():
-                raise ValueError(f"weight {name!r} holds NaN or infinite values; cannot rank magnitudes")
+                raise ValueError(
+                    f"weight {name!r} holds NaN or infinite values; cannot rank magnitudes"
+                )
     return out
 
 
@@ -197,7 +199,9 @@ class _Selector:
 class _GlobalL1:
     """Global magnitude pruning: the ``round(s·n)`` smallest ``|w|`` over all layers at once."""
 
-    def __init__(self, magnitudes: np.ndarray, sizes: Sequence[int], *, seed: int, device: torch.device):
+    def __init__(
+        self, magnitudes: np.ndarray, sizes: Sequence[int], *, seed: int, device: torch.device
+    ):
         self.n = magnitudes.size
         self.select = _Selector(magnitudes, device)  # one sort serves every sparsity
 
@@ -238,7 +242,9 @@ class _LayerwiseL1:
     breaks them — so the pruned set's sparsity is exactly that of the other methods.
     """
 
-    def __init__(self, magnitudes: np.ndarray, sizes: Sequence[int], *, seed: int, device: torch.device):
+    def __init__(
+        self, magnitudes: np.ndarray, sizes: Sequence[int], *, seed: int, device: torch.device
+    ):
         self.sizes = [int(s) for s in sizes]
         self.n = magnitudes.size
         bounds = np.cumsum([0, *self.sizes])
@@ -264,7 +270,9 @@ class _Random:
     depends on (model seed, sparsity) only.
     """
 
-    def __init__(self, magnitudes: np.ndarray, sizes: Sequence[int], *, seed: int, device: torch.device):
+    def __init__(
+        self, magnitudes: np.ndarray, sizes: Sequence[int], *, seed: int, device: torch.device
+    ):
         self.n = magnitudes.size
         self.seed = int(seed)
 
@@ -308,21 +316,26 @@ class PruningMethod:
         """The sparsities this method computes: all of ``requested``, checked (0.0 first)."""
         return self.axis.check_levels(requested, dense_first=True, name="sparsities")
 
-    def create(self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> Pruner:
+    def create(
+        self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None
+    ) -> Pruner:
         return Pruner(self.name, model, seed=seed)
 
 
 METHODS: dict[str, PruningMethod | CompressionMethod] = {
     "global_l1": PruningMethod(
-        "global_l1", _GlobalL1,
+        "global_l1",
+        _GlobalL1,
         "global unstructured magnitude (L1) pruning over all Conv2d and Linear weights (the paper's)",
     ),
     "layerwise_l1": PruningMethod(
-        "layerwise_l1", _LayerwiseL1,
+        "layerwise_l1",
+        _LayerwiseL1,
         "unstructured magnitude (L1) pruning of the same fraction inside each layer",
     ),
     "random": PruningMethod(
-        "random", _Random,
+        "random",
+        _Random,
         "unstructured random pruning of the same weights (control), seeded by (seed, sparsity)",
     ),
     **quantize.METHODS,
@@ -368,9 +381,13 @@ def register_method(entry: PruningMethod | CompressionMethod, *, origin: str) ->
     except ValueError as err:
         raise ValueError(f"{origin}: {err}") from None
     if entry.name in BUILT_IN:
-        raise ValueError(f"{origin} names its method {entry.name!r}, a built-in method's name; choose another")
+        raise ValueError(
+            f"{origin} names its method {entry.name!r}, a built-in method's name; choose another"
+        )
     if entry.name in ORIGINS and ORIGINS[entry.name] != origin:
-        raise ValueError(f"{origin} names its method {entry.name!r}, which {ORIGINS[entry.name]} registered already")
+        raise ValueError(
+            f"{origin} names its method {entry.name!r}, which {ORIGINS[entry.name]} registered already"
+        )
     METHODS[entry.name] = entry
     ORIGINS[entry.name] = origin
     return entry.name
@@ -402,7 +419,9 @@ def load_method(spec: str) -> str:
             for part in attr.split("."):
                 target = getattr(target, part)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"method {spec!r}: cannot import {attr!r} from {module!r}: {err}") from None
+            raise ValueError(
+                f"method {spec!r}: cannot import {attr!r} from {module!r}: {err}"
+            ) from None
         return _load(target, f"module:function {spec}")
     found = _entry_points()
     if spec not in found:
@@ -416,8 +435,10 @@ def load_method(spec: str) -> str:
     if name != spec:
         METHODS.pop(name)
         ORIGINS.pop(name)
-        raise ValueError(f"entry point {spec!r} of group {ENTRY_POINT_GROUP} gives a method named {name!r}; "
-                         "the two names must agree")
+        raise ValueError(
+            f"entry point {spec!r} of group {ENTRY_POINT_GROUP} gives a method named {name!r}; "
+            "the two names must agree"
+        )
     return name
 
 
@@ -446,7 +467,7 @@ def portable_name(method: str) -> str:
     package's entry point, found by name)."""
     origin = ORIGINS.get(method, "")
     prefix = "module:function "
-    return origin[len(prefix):] if origin.startswith(prefix) else method
+    return origin[len(prefix) :] if origin.startswith(prefix) else method
 
 
 def available_methods() -> dict[str, str]:
@@ -475,12 +496,18 @@ def create_compressor(
 
 
 def compress_model(
-    model: nn.Module, level: float, *, method: str = PAPER_METHOD, seed: int = 0,
+    model: nn.Module,
+    level: float,
+    *,
+    method: str = PAPER_METHOD,
+    seed: int = 0,
     calibration: CalibrationSet | None = None,
 ) -> nn.Module:
     """A compressed copy of ``model``: ``method`` at ``level`` (its axis: sparsity, bits or
     channel fraction). ``model`` is left untouched."""
-    return create_compressor(method, copy.deepcopy(model), seed=seed, calibration=calibration).compress(level)
+    return create_compressor(
+        method, copy.deepcopy(model), seed=seed, calibration=calibration
+    ).compress(level)
 
 
 class Pruner:
@@ -558,7 +585,9 @@ class Pruner:
         modules = dict(model.named_modules())
         for name, mask in masks.items():
             module = modules[name.rsplit(".", 1)[0]] if "." in name else model
-            parametrize.register_parametrization(module, "weight", _Mask(~mask.to(module.weight.device)))
+            parametrize.register_parametrization(
+                module, "weight", _Mask(~mask.to(module.weight.device))
+            )
 
         def finish(trained: nn.Module) -> nn.Module:
             for module in trained.modules():
@@ -607,5 +636,3 @@ def prune_model(
     pruned = copy.deepcopy(model)
     create_pruner(method, pruned, seed=seed).apply(sparsity)
     return pruned
-
-

@@ -107,7 +107,9 @@ class WeightQuantizer:
     :class:`prunecxr.compress.methods.Pruner`) and returns it in eval mode.
     """
 
-    def __init__(self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None):
+    def __init__(
+        self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None
+    ):
         self.model = model
         self.layers = quantized_layers(model)
         self.dense = [m.weight.detach().clone() for _, m in self.layers]
@@ -145,12 +147,16 @@ class WeightQuantizer:
         return model, finish
 
 
-def _weight_quant(model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> WeightQuantizer:
+def _weight_quant(
+    model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None
+) -> WeightQuantizer:
     return WeightQuantizer(model, seed=seed, calibration=calibration)
 
 
 WEIGHT_QUANT = CompressionMethod(
-    "weight_quant", "bits", _weight_quant,
+    "weight_quant",
+    "bits",
+    _weight_quant,
     "symmetric per-output-channel weight quantization (round to nearest) of every Conv2d and Linear",
 )
 
@@ -174,7 +180,9 @@ def int8_engine() -> Iterator[None]:
         )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"torch\.ao\..*")
-        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
+        warnings.filterwarnings(
+            "ignore", message=r".*quantized tensor creation functions.*deprecated.*"
+        )
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
         warnings.filterwarnings("ignore", message=r".*reduce_range will be deprecated.*")
         torch.backends.quantized.engine = INT8_ENGINE
@@ -219,8 +227,15 @@ class Int8Quantizer:
     the model's seed.
     """
 
-    def __init__(self, model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None,
-                 draw: str = "random", method: str = "int8_ptq"):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        seed: int = 0,
+        calibration: CalibrationSet | None = None,
+        draw: str = "random",
+        method: str = "int8_ptq",
+    ):
         check_traceable(model, method)
         self.model = model.eval()
         self.seed = int(seed)
@@ -242,7 +257,9 @@ class Int8Quantizer:
             return model
         batches = self.calibration_batches()
         with int8_engine():
-            prepared = prepare_fx(model, get_default_qconfig_mapping(INT8_ENGINE), example_inputs=(batches[0][:1],))
+            prepared = prepare_fx(
+                model, get_default_qconfig_mapping(INT8_ENGINE), example_inputs=(batches[0][:1],)
+            )
             with torch.inference_mode():
                 for batch in batches:
                     prepared(batch)
@@ -262,7 +279,9 @@ class Int8Quantizer:
         batches = self.calibration_batches()
         with int8_engine():
             prepared = prepare_qat_fx(
-                model.train(), get_default_qat_qconfig_mapping(INT8_ENGINE), example_inputs=(batches[0][:1],)
+                model.train(),
+                get_default_qat_qconfig_mapping(INT8_ENGINE),
+                example_inputs=(batches[0][:1],),
             )
             prepared.eval()
             with torch.no_grad():
@@ -277,23 +296,41 @@ class Int8Quantizer:
         return prepared, finish
 
 
-def _int8(model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> Int8Quantizer:
-    return Int8Quantizer(model, seed=seed, calibration=calibration, draw="random", method="int8_ptq")
+def _int8(
+    model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None
+) -> Int8Quantizer:
+    return Int8Quantizer(
+        model, seed=seed, calibration=calibration, draw="random", method="int8_ptq"
+    )
 
 
-def _int8_rare(model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> Int8Quantizer:
-    return Int8Quantizer(model, seed=seed, calibration=calibration, draw="rare", method="int8_ptq_rare")
+def _int8_rare(
+    model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None
+) -> Int8Quantizer:
+    return Int8Quantizer(
+        model, seed=seed, calibration=calibration, draw="rare", method="int8_ptq_rare"
+    )
 
 
 INT8_PTQ = CompressionMethod(
-    "int8_ptq", "bits", _int8,
+    "int8_ptq",
+    "bits",
+    _int8,
     "int8 static post-training quantization for x86 CPUs (FX graph mode), calibrated on random training images",
-    supported=(8.0,), needs_calibration=True, options={"calibration": "random"}, cpu_only=True,
+    supported=(8.0,),
+    needs_calibration=True,
+    options={"calibration": "random"},
+    cpu_only=True,
 )
 INT8_PTQ_RARE = CompressionMethod(
-    "int8_ptq_rare", "bits", _int8_rare,
+    "int8_ptq_rare",
+    "bits",
+    _int8_rare,
     "int8 static post-training quantization for x86 CPUs, calibrated on training images enriched with rare classes",
-    supported=(8.0,), needs_calibration=True, options={"calibration": "rare"}, cpu_only=True,
+    supported=(8.0,),
+    needs_calibration=True,
+    options={"calibration": "rare"},
+    cpu_only=True,
 )
 
 #: the entries of this module, for the registry (:data:`prunecxr.compress.methods.METHODS`)

@@ -23,10 +23,23 @@ from .. import cluster, inference, paths, runtime
 __all__ = ["RaySweep", "sweep_seed_task"]
 
 
-def sweep_seed_task(unit: Callable[..., np.ndarray], run: str, method: str, seed: int, images: np.ndarray, *,
-                    levels: Sequence[float], n_classes: int, batch_size: int, device: str,
-                    threads: int | None, calibration, recovery, shared: cluster.SharedPaths,
-                    relay) -> tuple[np.ndarray, str]:
+def sweep_seed_task(
+    unit: Callable[..., np.ndarray],
+    run: str,
+    method: str,
+    seed: int,
+    images: np.ndarray,
+    *,
+    levels: Sequence[float],
+    n_classes: int,
+    batch_size: int,
+    device: str,
+    threads: int | None,
+    calibration,
+    recovery,
+    shared: cluster.SharedPaths,
+    relay,
+) -> tuple[np.ndarray, str]:
     """One seed's sweep inside a Ray task: ``(probabilities [K, N, C], node id)``, where
     ``unit`` is :func:`prunecxr.compress.sweep.sweep_seed`."""
     dev = torch.device(device)
@@ -36,9 +49,19 @@ def sweep_seed_task(unit: Callable[..., np.ndarray], run: str, method: str, seed
         report = cluster.RelayReport(relay)
         with runtime.num_threads(threads):
             x = inference.preprocessed(torch.from_numpy(np.array(images)).to(dev))
-            block = unit(method, seed, load_model=inference.model_loader(run, dev), images=x,
-                         levels=levels, n_classes=n_classes, batch_size=batch_size,
-                         calibration=calibration, recovery=recovery, device=dev, step=report.step)
+            block = unit(
+                method,
+                seed,
+                load_model=inference.model_loader(run, dev),
+                images=x,
+                levels=levels,
+                n_classes=n_classes,
+                batch_size=batch_size,
+                calibration=calibration,
+                recovery=recovery,
+                device=dev,
+                step=report.step,
+            )
         report.flush()
     return block, cluster.node_id()
 
@@ -50,15 +73,32 @@ class RaySweep:
     :func:`prunecxr.compress.sweep.sweep_method` (``on_ray``) for each method.
     """
 
-    def __init__(self, run: str, images_ref, *, device: torch.device, threads: int | None,
-                 options: dict[str, Any], shared: cluster.SharedPaths, relay):
+    def __init__(
+        self,
+        run: str,
+        images_ref,
+        *,
+        device: torch.device,
+        threads: int | None,
+        options: dict[str, Any],
+        shared: cluster.SharedPaths,
+        relay,
+    ):
         self.run, self.images_ref, self.device = run, images_ref, device
         self.threads, self.options, self.shared, self.relay = threads, options, shared, relay
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, run: str, images: torch.Tensor, *, device: str, threads: int, gpus_per_model: float,
-              address: str) -> Iterator["RaySweep"]:
+    def start(
+        cls,
+        run: str,
+        images: torch.Tensor,
+        *,
+        device: str,
+        threads: int,
+        gpus_per_model: float,
+        address: str,
+    ) -> Iterator[RaySweep]:
         """Join (or start) the cluster, check that its nodes see the run, share ``images``."""
         import ray
 
@@ -68,15 +108,33 @@ class RaySweep:
             n_threads = runtime.check_threads(threads) if dev.type == "cpu" else None
             options = cluster.task_options(dev, threads=n_threads, gpus_per_model=gpus_per_model)
             rp = paths.run_paths(run)
-            with cluster.shared_paths([("the run directory, under PRUNECXR_HOME", rp.root)],
-                                      owner=str(rp.root)) as shared:
+            with cluster.shared_paths(
+                [("the run directory, under PRUNECXR_HOME", rp.root)], owner=str(rp.root)
+            ) as shared:
                 ref = ray.put(images.cpu().numpy())
-                yield cls(run, ref, device=dev, threads=n_threads, options=options, shared=shared,
-                          relay=cluster.relay())
+                yield cls(
+                    run,
+                    ref,
+                    device=dev,
+                    threads=n_threads,
+                    options=options,
+                    shared=shared,
+                    relay=cluster.relay(),
+                )
 
-    def blocks(self, unit: Callable[..., np.ndarray], method: str, seeds: Sequence[int], *,
-               levels: Sequence[float], n_classes: int, batch_size: int, calibration=None,
-               recovery=None, step: Callable[[], None]) -> Iterator[tuple[int, np.ndarray, str]]:
+    def blocks(
+        self,
+        unit: Callable[..., np.ndarray],
+        method: str,
+        seeds: Sequence[int],
+        *,
+        levels: Sequence[float],
+        n_classes: int,
+        batch_size: int,
+        calibration=None,
+        recovery=None,
+        step: Callable[[], None],
+    ) -> Iterator[tuple[int, np.ndarray, str]]:
         """``(seed, probabilities, node id)`` of each seed as its task of ``unit`` (the
         sweep's per-seed function) finishes."""
         import ray
@@ -86,11 +144,24 @@ class RaySweep:
         task = ray.remote(sweep_seed_task).options(**self.options)
 
         def submit(seed):
-            return task.remote(unit, self.run, method, seed, self.images_ref, levels=list(levels),
-                               n_classes=n_classes, batch_size=batch_size, device=str(self.device),
-                               threads=self.threads, calibration=calibration, recovery=recovery,
-                               shared=self.shared, relay=self.relay)
+            return task.remote(
+                unit,
+                self.run,
+                method,
+                seed,
+                self.images_ref,
+                levels=list(levels),
+                n_classes=n_classes,
+                batch_size=batch_size,
+                device=str(self.device),
+                threads=self.threads,
+                calibration=calibration,
+                recovery=recovery,
+                shared=self.shared,
+                relay=self.relay,
+            )
 
-        for seed, (block, node) in cluster.completed(seeds, submit, self.relay, lambda name, args: step(),
-                                                     options=self.options):
+        for seed, (block, node) in cluster.completed(
+            seeds, submit, self.relay, lambda name, args: step(), options=self.options
+        ):
             yield seed, block, node

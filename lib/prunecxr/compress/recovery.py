@@ -92,7 +92,9 @@ def reestimate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> nn.Mo
     return model.eval()
 
 
-def finetune(model: nn.Module, calibration: CalibrationSet, *, epochs: int, lr: float, seed: int) -> nn.Module:
+def finetune(
+    model: nn.Module, calibration: CalibrationSet, *, epochs: int, lr: float, seed: int
+) -> nn.Module:
     """``epochs`` passes of Adam over the training split (binary cross-entropy, batches of
     ``calibration.batch_size`` in an order seeded by ``seed``); returns ``model`` in eval mode."""
     images, labels = calibration.labelled()

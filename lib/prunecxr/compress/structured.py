@@ -41,7 +41,9 @@ def check_fraction(fraction) -> float:
     """``fraction`` in [0, 1), or a ValueError naming it (removing every channel leaves no network)."""
     value = CHANNELS.check_level(fraction, name="channel_fraction")
     if value >= 1.0:
-        raise ValueError(f"channel_fraction must be below 1 (some channels must stay), got {fraction!r}")
+        raise ValueError(
+            f"channel_fraction must be below 1 (some channels must stay), got {fraction!r}"
+        )
     return value
 
 
@@ -69,8 +71,12 @@ def prune_channels(model: nn.Module, fraction: float, *, global_pruning: bool = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Torch-Pruning's notes on unwrapped parameters
         pruner = tp.pruner.MetaPruner(
-            pruned, example, importance=tp.importance.MagnitudeImportance(p=1),
-            pruning_ratio=fraction, global_pruning=global_pruning, max_pruning_ratio=MAX_LAYER_FRACTION,
+            pruned,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=fraction,
+            global_pruning=global_pruning,
+            max_pruning_ratio=MAX_LAYER_FRACTION,
             ignored_layers=classifier_layers(pruned),
         )
         pruner.step()
@@ -91,8 +97,14 @@ def check_prunable(model: nn.Module) -> None:
 class ChannelPruner:
     """``channel_l1`` for one dense model: each level prunes a fresh copy of the dense model."""
 
-    def __init__(self, model: nn.Module, *, global_pruning: bool, seed: int = 0,
-                 calibration: CalibrationSet | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        global_pruning: bool,
+        seed: int = 0,
+        calibration: CalibrationSet | None = None,
+    ):
         check_prunable(model)
         self.model = model.eval()
         self.global_pruning = global_pruning
@@ -105,21 +117,29 @@ class ChannelPruner:
         return self.compress(level), lambda trained: trained.eval()
 
 
-def _uniform(model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> ChannelPruner:
+def _uniform(
+    model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None
+) -> ChannelPruner:
     return ChannelPruner(model, global_pruning=False, seed=seed, calibration=calibration)
 
 
-def _global(model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None) -> ChannelPruner:
+def _global(
+    model: nn.Module, *, seed: int = 0, calibration: CalibrationSet | None = None
+) -> ChannelPruner:
     return ChannelPruner(model, global_pruning=True, seed=seed, calibration=calibration)
 
 
 CHANNEL_L1 = CompressionMethod(
-    "channel_l1", "channel_fraction", _uniform,
+    "channel_l1",
+    "channel_fraction",
+    _uniform,
     "structured L1 filter pruning (Torch-Pruning), the same fraction of channels in every layer",
     options={"scope": "uniform"},
 )
 CHANNEL_L1_GLOBAL = CompressionMethod(
-    "channel_l1_global", "channel_fraction", _global,
+    "channel_l1_global",
+    "channel_fraction",
+    _global,
     "structured L1 filter pruning (Torch-Pruning), channels ranked across all layers at once",
     options={"scope": "global"},
 )

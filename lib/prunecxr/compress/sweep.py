@@ -117,13 +117,19 @@ def store_summary(run: str, methods: Sequence[str]) -> pd.DataFrame:
         if all(METHODS[m].level_name == "sparsity" for m in methods if m in METHODS):
             row["sparsities"] = len(meta["levels"])  # the paper's table, unchanged
         else:
-            row["levels"] = ", ".join(level_axis(meta["level_name"]).format(v) for v in meta["levels"])
+            row["levels"] = ", ".join(
+                level_axis(meta["level_name"]).format(v) for v in meta["levels"]
+            )
             row["recover"] = meta["recover"]
-        row.update({
-            "test images": probs.shape[2],
-            "classes": len(meta["classes"]),
-            "description": METHODS[method].description if method in METHODS else meta.get("origin", ""),
-        })
+        row.update(
+            {
+                "test images": probs.shape[2],
+                "classes": len(meta["classes"]),
+                "description": METHODS[method].description
+                if method in METHODS
+                else meta.get("origin", ""),
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -220,11 +226,18 @@ def sweep_seed(
     block = np.empty((len(levels), images.shape[0], n_classes), dtype=np.float32)
     for j, level in enumerate(levels):
         compressed = recovered_model(
-            compressor, level, recovery, level_name=entry.level_name, calibration=calibration, seed=seed
+            compressor,
+            level,
+            recovery,
+            level_name=entry.level_name,
+            calibration=calibration,
+            seed=seed,
         )
         probs = inference.predict(compressed, images, batch_size=batch_size, device=device)
         if probs.shape != block.shape[1:]:
-            raise ValueError(f"seed {seed}'s model emits {probs.shape[1]} outputs for {n_classes} classes")
+            raise ValueError(
+                f"seed {seed}'s model emits {probs.shape[1]} outputs for {n_classes} classes"
+            )
         block[j] = probs
         del compressed
         step()
@@ -235,7 +248,13 @@ def _blocks_here(method, seeds, *, load_model, images, device, threads, **unit) 
     """``(seed, block, None)`` of each seed, computed in this process one after another."""
     with runtime.num_threads(threads):
         for seed in seeds:
-            yield seed, sweep_seed(method, seed, load_model=load_model, images=images, device=device, **unit), None
+            yield (
+                seed,
+                sweep_seed(
+                    method, seed, load_model=load_model, images=images, device=device, **unit
+                ),
+                None,
+            )
 
 
 def sweep_method(
@@ -296,7 +315,9 @@ def sweep_method(
 
     entry = METHODS[check_method(method)]
     if (levels is None) == (sparsities is None):
-        raise ValueError("sweep_method needs the levels (or, for a pruning method, the sparsities), once")
+        raise ValueError(
+            "sweep_method needs the levels (or, for a pruning method, the sparsities), once"
+        )
     level_list = entry.axis.check_levels(levels if levels is not None else sparsities)
     recovery = recovery or Recovery()
     dev = on_ray.device if on_ray is not None else runtime.resolve_device(device)
@@ -329,32 +350,74 @@ def sweep_method(
         for seed in seeds
     }
     n_test, k = images.shape[0], len(level_list)
-    pending = [seed for seed in seeds if _finished_block(run, method, seed, records[seed], final) is None]
+    pending = [
+        seed for seed in seeds if _finished_block(run, method, seed, records[seed], final) is None
+    ]
     computed = 0
-    bar = tqdm(total=len(seeds) * k, initial=(len(seeds) - len(pending)) * k, desc=method, unit="model",
-               disable=not progress, mininterval=5)
-    step = _SweepProgress(method, bar, seeds=seeds, pending=pending, levels=level_list,
-                          axis=entry.axis, in_order=on_ray is None)
-    unit = dict(levels=level_list, n_classes=len(classes), batch_size=batch_size, calibration=calibration,
-                recovery=recovery, step=step)
+    bar = tqdm(
+        total=len(seeds) * k,
+        initial=(len(seeds) - len(pending)) * k,
+        desc=method,
+        unit="model",
+        disable=not progress,
+        mininterval=5,
+    )
+    step = _SweepProgress(
+        method,
+        bar,
+        seeds=seeds,
+        pending=pending,
+        levels=level_list,
+        axis=entry.axis,
+        in_order=on_ray is None,
+    )
+    unit = dict(
+        levels=level_list,
+        n_classes=len(classes),
+        batch_size=batch_size,
+        calibration=calibration,
+        recovery=recovery,
+        step=step,
+    )
     if on_ray is not None:
         blocks = on_ray.blocks(sweep_seed, portable_name(method), pending, **unit)
     else:
-        blocks = _blocks_here(method, pending, load_model=load_model, images=images, device=dev,
-                              threads=n_threads, **unit)
+        blocks = _blocks_here(
+            method,
+            pending,
+            load_model=load_model,
+            images=images,
+            device=dev,
+            threads=n_threads,
+            **unit,
+        )
     for seed, block, node in blocks:
         artifacts.save_npy(work / f"seed-{seed}.npy", block)
-        artifacts.write_json(work / f"seed-{seed}.json",
-                             records[seed] if node is None else {**records[seed], "node": node})
+        artifacts.write_json(
+            work / f"seed-{seed}.json",
+            records[seed] if node is None else {**records[seed], "node": node},
+        )
         computed += 1
     bar.close()
 
     partials = any(work.glob("seed-*.npy"))  # a partial is newer than probs.npy
-    if computed or partials or not _up_to_date(final, method, seeds, level_list, classes, n_test, recovery.kind):
+    if (
+        computed
+        or partials
+        or not _up_to_date(final, method, seeds, level_list, classes, n_test, recovery.kind)
+    ):
         blocks = (_finished_block(run, method, s, records[s], final) for s in seeds)
         artifacts.write_store(
-            run, method, seeds=seeds, levels=level_list, level_name=entry.level_name, classes=classes,
-            n_test=n_test, blocks=blocks, recover=recovery.kind, origin=ORIGINS.get(method),
+            run,
+            method,
+            seeds=seeds,
+            levels=level_list,
+            level_name=entry.level_name,
+            classes=classes,
+            n_test=n_test,
+            blocks=blocks,
+            recover=recovery.kind,
+            origin=ORIGINS.get(method),
         )
     for partial in work.glob("seed-*.npy"):
         partial.unlink()
@@ -381,11 +444,18 @@ class _SweepProgress:
         if self.in_order and self.count < len(self.pending) * k:
             i, j = divmod(self.count, k)
             seed_no = self.before // k + i + 1  # the seeds already swept come first
-            detail = (f"seed {self.pending[i]} ({seed_no}/{self.total // k}), "
-                      f"{self.axis.name} {self.levels[j]:g} ({j + 1}/{k})")
+            detail = (
+                f"seed {self.pending[i]} ({seed_no}/{self.total // k}), "
+                f"{self.axis.name} {self.levels[j]:g} ({j + 1}/{k})"
+            )
         # a Ray task retried after its worker died steps again: the count never passes the total
-        events.emit(self.task, done=min(self.before + self.count, self.total), total=self.total,
-                    unit="model", detail=detail)
+        events.emit(
+            self.task,
+            done=min(self.before + self.count, self.total),
+            total=self.total,
+            unit="model",
+            detail=detail,
+        )
 
     def __call__(self) -> None:
         self.bar.update(1)
@@ -400,7 +470,9 @@ def calibration_set(run: str, *, images: int = 256, batch_size: int = 32) -> Cal
     """The training split of ``run`` as a :class:`~prunecxr.compress.compressor.CalibrationSet`
     (``images`` drawn per calibration, in batches of ``batch_size``)."""
     split = data.open_split(run, "train")
-    return CalibrationSet(np.asarray(split.images), np.asarray(split.labels), batch_size=batch_size, n_images=images)
+    return CalibrationSet(
+        np.asarray(split.images), np.asarray(split.labels), batch_size=batch_size, n_images=images
+    )
 
 
 def method_levels(method: str, axes: dict[str, Sequence[float] | None]) -> list[float]:
@@ -497,7 +569,9 @@ def run_sweep(
         raise FileNotFoundError(f"run {run!r} has no trained model: run notebook 02_train first")
     missing = sorted(set(seeds) - set(trained))
     if missing:
-        raise FileNotFoundError(f"run {run!r} has no trained model for seeds {missing} (trained: {trained})")
+        raise FileNotFoundError(
+            f"run {run!r} has no trained model for seeds {missing} (trained: {trained})"
+        )
     _, classes, image_ids = artifacts.read_test_labels(run)
     test_images = load_test_images(run, classes, len(image_ids))
     check_models_fit_data(run, classes, tuple(test_images.shape[1:]))
@@ -507,7 +581,10 @@ def run_sweep(
 
     def on(device: torch.device):  # test images and models on a device, prepared once
         if device not in inputs:
-            inputs[device] = (inference.preprocessed(test_images.to(device)), inference.model_loader(run, device))
+            inputs[device] = (
+                inference.preprocessed(test_images.to(device)),
+                inference.model_loader(run, device),
+            )
         return inputs[device]
 
     out = {}
@@ -516,19 +593,41 @@ def run_sweep(
         if population == "ray":
             from .ray_tasks import RaySweep
 
-            on_ray = stack.enter_context(RaySweep.start(run, test_images, device=device, threads=threads,
-                                                        gpus_per_model=gpus_per_model, address=ray_address))
+            on_ray = stack.enter_context(
+                RaySweep.start(
+                    run,
+                    test_images,
+                    device=device,
+                    threads=threads,
+                    gpus_per_model=gpus_per_model,
+                    address=ray_address,
+                )
+            )
             dev = on_ray.device
         else:
             dev = runtime.resolve_device(device)
         for method in methods:
-            where = torch.device("cpu") if METHODS[method].cpu_only else dev  # int8 kernels are the CPU's
+            where = (
+                torch.device("cpu") if METHODS[method].cpu_only else dev
+            )  # int8 kernels are the CPU's
             ray_here = on_ray if on_ray is not None and where.type == on_ray.device.type else None
             images, load = (test_images, None) if ray_here is not None else on(where)
             out[method] = sweep_method(
-                run, method, seeds=seeds, levels=plan[method], load_model=load, images=images,
-                classes=classes, image_ids=image_ids, device=where, batch_size=batch_size, threads=threads,
-                progress=progress, calibration=calibration, recovery=recovery, on_ray=ray_here,
+                run,
+                method,
+                seeds=seeds,
+                levels=plan[method],
+                load_model=load,
+                images=images,
+                classes=classes,
+                image_ids=image_ids,
+                device=where,
+                batch_size=batch_size,
+                threads=threads,
+                progress=progress,
+                calibration=calibration,
+                recovery=recovery,
+                on_ray=ray_here,
             )
     return out
 
@@ -551,19 +650,38 @@ def run_prune_stage(run: str, *, progress: bool = True) -> dict[str, Path]:
     from . import interchange
 
     p = config.stage_parameters("03_prune", run=run)
-    stores = check_import_methods(p["methods"], import_dir=p["import_dir"], predictions=p["predictions"])
+    stores = check_import_methods(
+        p["methods"], import_dir=p["import_dir"], predictions=p["predictions"]
+    )
     if p["predictions"]:
-        path = interchange.import_predictions(run, p["predictions"], labels=p["labels_file"] or None,
-                                              method=stores[0], level_name=p["level_name"])
+        path = interchange.import_predictions(
+            run,
+            p["predictions"],
+            labels=p["labels_file"] or None,
+            method=stores[0],
+            level_name=p["level_name"],
+        )
         return {stores[0]: path}
     if p["import_dir"]:
-        path = import_predictions(run, p["import_dir"], allow_pickle=p["allow_pickle"],
-                                  sparsities=p["sparsities"], progress=progress)
+        path = import_predictions(
+            run,
+            p["import_dir"],
+            allow_pickle=p["allow_pickle"],
+            sparsities=p["sparsities"],
+            progress=progress,
+        )
         return {stores[0]: path}
     return run_sweep(
-        run, methods=p["methods"], sparsities=p["sparsities"], device=p["device"],
-        batch_size=p["eval_batch_size"], threads=p["threads"], population=p["population"],
-        ray_address=p["ray_address"], gpus_per_model=p["gpus_per_model"], progress=progress,
+        run,
+        methods=p["methods"],
+        sparsities=p["sparsities"],
+        device=p["device"],
+        batch_size=p["eval_batch_size"],
+        threads=p["threads"],
+        population=p["population"],
+        ray_address=p["ray_address"],
+        gpus_per_model=p["gpus_per_model"],
+        progress=progress,
     )
 
 
@@ -574,9 +692,17 @@ def run_compression_stage(run: str, *, progress: bool = True) -> dict[str, Path]
     recovery (:func:`run_sweep`; ``eval_batch_size`` is its ``batch_size``)."""
     p = config.stage_parameters("08_compression", run=run)
     return run_sweep(
-        run, methods=p["compression_methods"], bits=p["bits"], channel_fractions=p["channel_fractions"],
-        device=p["device"], batch_size=p["eval_batch_size"], threads=p["threads"],
-        calibration_images=p["calibration_images"], recover=p["recover"],
-        recover_batches=p["recover_batches"], finetune_epochs=p["finetune_epochs"],
-        finetune_lr=p["finetune_lr"], progress=progress,
+        run,
+        methods=p["compression_methods"],
+        bits=p["bits"],
+        channel_fractions=p["channel_fractions"],
+        device=p["device"],
+        batch_size=p["eval_batch_size"],
+        threads=p["threads"],
+        calibration_images=p["calibration_images"],
+        recover=p["recover"],
+        recover_batches=p["recover_batches"],
+        finetune_epochs=p["finetune_epochs"],
+        finetune_lr=p["finetune_lr"],
+        progress=progress,
     )

@@ -166,21 +166,26 @@ def build_cache(
     """
     resolution = check_resolution(resolution)
     ids = [str(i) for i in image_ids]
-    manifest = _manifest(dataset=dataset, split=split, resolution=resolution, image_ids=ids,
-                         source=source)
+    manifest = _manifest(
+        dataset=dataset, split=split, resolution=resolution, image_ids=ids, source=source
+    )
     key = manifest_key(manifest)
     rel = f"{dataset}/{resolution}px/{split}-{key}.npy"
     entry = CacheEntry(rel, key, len(ids), resolution)
     remove_stale_cache_temporaries()
     locates = callable(getattr(source, "locate", None))
-    if entry.path.exists() and entry.manifest_path.exists() and (
-            not locates or entry.locations_path.exists()):
+    if (
+        entry.path.exists()
+        and entry.manifest_path.exists()
+        and (not locates or entry.locations_path.exists())
+    ):
         return CacheEntry(rel, key, len(ids), resolution, reused=True)
     start = time.perf_counter()
     with _build_lock(exclusive=False):
         with artifacts.atomic_path(entry.path) as tmp:
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                            shape=(len(ids), resolution, resolution))
+            arr = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(ids), resolution, resolution)
+            )
             try:
                 source.read_into(arr, resolution)
                 arr.flush()
@@ -213,7 +218,9 @@ def open_cache(record: dict, image_ids=None) -> np.ndarray:
     arr = artifacts.load_npy(path, mmap=True)
     expected = (int(record["n"]), int(record["resolution"]), int(record["resolution"]))
     if arr.dtype != np.uint8 or arr.shape != expected:
-        raise ValueError(f"image cache {path} holds {arr.dtype} {arr.shape}, expected uint8 {expected}")
+        raise ValueError(
+            f"image cache {path} holds {arr.dtype} {arr.shape}, expected uint8 {expected}"
+        )
     if image_ids is not None:
         cached = artifacts.read_json(manifest_path).get("image_ids", [])
         if [str(i) for i in image_ids] != cached:

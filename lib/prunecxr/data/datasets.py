@@ -86,7 +86,9 @@ def _phantom_table() -> pd.DataFrame:
             f"image {missing!r} of the phantom's label table is not in NIH-CXR-LT's split "
             f"({reference.SPLIT_FILE}, package data); reinstall the project"
         )
-    out = pd.DataFrame({"image_id": meta["image_id"], "patient_id": meta["patient_id"], "split": split})
+    out = pd.DataFrame(
+        {"image_id": meta["image_id"], "patient_id": meta["patient_id"], "split": split}
+    )
     for c in phantom.CLASSES:
         out[c] = meta[c].to_numpy(np.int8)
     return out
@@ -151,10 +153,14 @@ class FileDataset(Dataset):
 
     def _csv_columns(self, df: pd.DataFrame, path: Path):
         o = self.options
-        return tables.csv_columns(df, path, image_column=o.get("image_column", ""),
-                                  patient_column=o.get("patient_column", ""),
-                                  split_column=o.get("split_column", ""),
-                                  class_columns=o.get("class_columns", ()))
+        return tables.csv_columns(
+            df,
+            path,
+            image_column=o.get("image_column", ""),
+            patient_column=o.get("patient_column", ""),
+            split_column=o.get("split_column", ""),
+            class_columns=o.get("class_columns", ()),
+        )
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -163,18 +169,32 @@ class FileDataset(Dataset):
         path = self.label_paths[0]
         return tuple(self._csv_columns(tables.read_label_file(path), path)[3])
 
-    def _frame(self, df: pd.DataFrame, path: Path, *, image_column: str, classes,
-               patient_columns, split, note: str = "") -> pd.DataFrame:
+    def _frame(
+        self,
+        df: pd.DataFrame,
+        path: Path,
+        *,
+        image_column: str,
+        classes,
+        patient_columns,
+        split,
+        note: str = "",
+    ) -> pd.DataFrame:
         for pos, value in enumerate(df[image_column]):
             tables.check_relative_path(value, path=path, pos=pos)
-        y = tables.labels_to_int8(df, classes, path=path, uncertain=self.uncertain,
-                                  image_column=image_column, note=note)
-        patients = tables.patient_ids(df, patient_columns, self.spec.patient_pattern, image_column, path)
-        out = pd.DataFrame({
-            "image_id": df[image_column].astype(str).to_numpy(),
-            "patient_id": patients,
-            "split": split,
-        })
+        y = tables.labels_to_int8(
+            df, classes, path=path, uncertain=self.uncertain, image_column=image_column, note=note
+        )
+        patients = tables.patient_ids(
+            df, patient_columns, self.spec.patient_pattern, image_column, path
+        )
+        out = pd.DataFrame(
+            {
+                "image_id": df[image_column].astype(str).to_numpy(),
+                "patient_id": patients,
+                "split": split,
+            }
+        )
         for k, c in enumerate(classes):
             out[c] = y[:, k]
         return out
@@ -188,11 +208,20 @@ class FileDataset(Dataset):
             tables.require_columns(df, path, [self.spec.image_column], "image path")
             tables.require_columns(df, path, self.classes, "class")
             if df.empty:
-                raise ValueError(f"label file {path} has no rows: split {split!r} has no image; "
-                                 "every split needs images")
-            frames.append(self._frame(df, path, image_column=self.spec.image_column,
-                                      classes=self.classes, patient_columns=self.spec.patient_columns,
-                                      split=split))
+                raise ValueError(
+                    f"label file {path} has no rows: split {split!r} has no image; "
+                    "every split needs images"
+                )
+            frames.append(
+                self._frame(
+                    df,
+                    path,
+                    image_column=self.spec.image_column,
+                    classes=self.classes,
+                    patient_columns=self.spec.patient_columns,
+                    split=split,
+                )
+            )
             sources += [f"{path.name} {tables.csv_line(k)}" for k in range(len(df))]
         table = pd.concat(frames, ignore_index=True)
         tables.check_table(table, sources=pd.Series(sources))
@@ -205,22 +234,33 @@ class FileDataset(Dataset):
         patient_columns = (patient_column,) if patient_column else PATIENT_COLUMN_CANDIDATES
         split = tables.split_values(df, split_column, path) if split_column else "train"
         note = "" if self.options.get("class_columns") else tables.INFERRED_NOTE
-        table = self._frame(df, path, image_column=image_column, classes=classes,
-                            patient_columns=patient_columns, split=split, note=note)
+        table = self._frame(
+            df,
+            path,
+            image_column=image_column,
+            classes=classes,
+            patient_columns=patient_columns,
+            split=split,
+            note=note,
+        )
         if split_column:
             how = f"column {split_column!r}"
         else:
             assign = patient_split(table["patient_id"].unique(), seed=self.split_seed)
             table["split"] = table["patient_id"].map(assign)
             how = f"a 70/10/20 split of its {table['patient_id'].nunique()} patient(s)"
-        tables.check_table(table, sources=pd.Series([f"{path.name} {tables.csv_line(k)}"
-                                                     for k in range(len(table))]))
+        tables.check_table(
+            table,
+            sources=pd.Series([f"{path.name} {tables.csv_line(k)}" for k in range(len(table))]),
+        )
         check_splits_nonempty(table, f" in label file {path} ({how})")
         return table
 
     def _check_hint(self) -> str:
-        return (f"see data_access.md; check with python -m prunecxr check-data --dataset "
-                f"{self.name} --data-root {self.folder}")
+        return (
+            f"see data_access.md; check with python -m prunecxr check-data --dataset "
+            f"{self.name} --data-root {self.folder}"
+        )
 
     def missing_images(self, table: pd.DataFrame) -> list[str]:
         """The image paths of ``table`` (relative to :attr:`image_dir`) that are no file."""
@@ -279,16 +319,22 @@ def create_dataset(
         raise ValueError(f"parameter split_seed must be an int, got {split_seed!r}")
     if isinstance(class_columns, str):
         class_columns = [class_columns] if class_columns else []
-    options = {"labels_csv": labels_csv, "image_column": image_column,
-               "class_columns": list(class_columns), "patient_column": patient_column,
-               "split_column": split_column}
+    options = {
+        "labels_csv": labels_csv,
+        "image_column": image_column,
+        "class_columns": list(class_columns),
+        "patient_column": patient_column,
+        "split_column": split_column,
+    }
     if name != "csv":
         given = [k for k in CSV_OPTIONS if options[k]]
         if given:
             raise ValueError(f"parameter(s) {given} apply only to dataset 'csv', not {name!r}")
     if spec.synthetic:
         if data_root:
-            raise ValueError(f"dataset {name!r} reads no files: leave data_root empty (got {data_root!r})")
+            raise ValueError(
+                f"dataset {name!r} reads no files: leave data_root empty (got {data_root!r})"
+            )
         phantom.strengths(phantom_difficulty)  # a bad condition or table fails here, naming it
         options["phantom_difficulty"] = phantom_difficulty
         return PhantomDataset(spec, "", uncertain, int(split_seed), options)
@@ -335,8 +381,14 @@ def prepare_run(
     """
     paths.check_run_name(run)
     resolution = images.check_resolution(resolution)
-    ds = create_dataset(dataset, data_root=data_root, uncertain=uncertain, split_seed=split_seed,
-                        phantom_difficulty=phantom_difficulty, **options)
+    ds = create_dataset(
+        dataset,
+        data_root=data_root,
+        uncertain=uncertain,
+        split_seed=split_seed,
+        phantom_difficulty=phantom_difficulty,
+        **options,
+    )
     full = ds.table()
     table = subsample_patients(full, max_patients, seed=split_seed)
     check_splits_nonempty(table, f" (dataset {dataset!r}, max_patients={max_patients})")
@@ -345,15 +397,23 @@ def prepare_run(
 
     parts = {split: table[table["split"] == split] for split in SPLITS}
     sources = {split: ds.source(part) for split, part in parts.items()}  # every image exists
-    entries = {split: cache.build_cache(sources[split], parts[split]["image_id"].tolist(),
-                                        dataset=dataset, split=split, resolution=resolution)
-               for split in SPLITS}
+    entries = {
+        split: cache.build_cache(
+            sources[split],
+            parts[split]["image_id"].tolist(),
+            dataset=dataset,
+            split=split,
+            resolution=resolution,
+        )
+        for split in SPLITS
+    }
 
     artifacts.write_labels(run, table)
     drawn = {split: cache.read_locations(e.record()) for split, e in entries.items()}
     if all(d is not None for d in drawn.values()):
-        artifacts.write_locations(run, pd.concat(
-            [d.assign(split=split) for split, d in drawn.items()], ignore_index=True))
+        artifacts.write_locations(
+            run, pd.concat([d.assign(split=split) for split, d in drawn.items()], ignore_index=True)
+        )
     else:
         paths.run_paths(run).locations.unlink(missing_ok=True)  # a former phantom run's
     record = {
@@ -362,7 +422,9 @@ def prepare_run(
         "classes": classes,
         "resolution": resolution,
         "n_images": {s: int((table["split"] == s).sum()) for s in SPLITS},
-        "n_patients": {s: int(table.loc[table["split"] == s, "patient_id"].nunique()) for s in SPLITS},
+        "n_patients": {
+            s: int(table.loc[table["split"] == s, "patient_id"].nunique()) for s in SPLITS
+        },
         "n_images_available": int(len(full)),
         "cache_root": str(paths.cache_root()),
         "cache": {s: e.record() for s, e in entries.items()},
@@ -371,8 +433,10 @@ def prepare_run(
     }
     if ds.synthetic:
         condition = phantom_difficulty if isinstance(phantom_difficulty, str) else "table"
-        record["phantom_difficulty"] = {"condition": condition,
-                                        "strength": phantom.strengths(phantom_difficulty)}
+        record["phantom_difficulty"] = {
+            "condition": condition,
+            "strength": phantom.strengths(phantom_difficulty),
+        }
     config.record_data(run, record)
     # the table returned is the file just written: what the stage draws from it, it read there
     artifacts.note_read(paths.run_paths(run).labels)
@@ -411,7 +475,9 @@ def open_split(run: str, split: str) -> Split:
     info = config.run_data(run)
     classes = artifacts.class_names(labels)
     if classes != list(info["classes"]):
-        raise ValueError(f"labels.parquet of run {run!r} does not match its run.json: re-run notebook 01_data")
+        raise ValueError(
+            f"labels.parquet of run {run!r} does not match its run.json: re-run notebook 01_data"
+        )
     part = labels[labels["split"] == split]
     ids = part["image_id"].astype(str).to_numpy()
     arr = cache.open_cache(info["cache"][split], ids)
@@ -423,4 +489,3 @@ def open_split(run: str, split: str) -> Split:
         patient_ids=part["patient_id"].astype(str).to_numpy(),
         classes=classes,
     )
-

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -76,10 +77,18 @@ def load_image(path: str | os.PathLike, resolution: int) -> np.ndarray:
             if im.format == "JPEG":
                 im.draft("L", (resolution, resolution))
             gray, wide = to_grayscale(im)
-            small = gray.resize((resolution, resolution), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            small = gray.resize(
+                (resolution, resolution), Image.Resampling.BILINEAR, reducing_gap=3.0
+            )
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from None
     arr = np.asarray(small)
     if wide:
@@ -119,7 +128,13 @@ def check_image(path: str | os.PathLike) -> None:
             return
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as err:
         if fmt == "PNG":
             load_image(path, _CHECK_SIDE)  # the verdict of a real decode
             return
@@ -203,8 +218,11 @@ class PhantomImages:
     def fingerprint(self) -> dict:
         cols = list(phantom.META_COLUMNS + phantom.FINDINGS)
         rows = pd.util.hash_pandas_object(self.meta[cols], index=False).to_numpy()
-        return {"kind": "phantom", **phantom.fingerprint(self.difficulty),
-                "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest()}
+        return {
+            "kind": "phantom",
+            **phantom.fingerprint(self.difficulty),
+            "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest(),
+        }
 
     def read_into(self, out: np.ndarray, resolution: int) -> None:
         phantom.render(self.meta, resolution=resolution, difficulty=self.difficulty, out=out)

@@ -9,7 +9,7 @@ image id renders the same phantom pixels in any batch.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -24,7 +24,9 @@ def id_seeds(ids: Sequence, salt: str) -> np.ndarray:
     key = salt.encode()
     return np.fromiter(
         (
-            int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8, key=key).digest(), "little")
+            int.from_bytes(
+                hashlib.blake2b(str(i).encode(), digest_size=8, key=key).digest(), "little"
+            )
             for i in ids
         ),
         dtype=np.uint64,

@@ -60,15 +60,18 @@ def check_layout(dataset: str, data_root: str = "", **options) -> list[str]:
     return problems
 
 
-def format_layout_report(dataset: str, data_root: str = "", problems: list[str] | None = None,
-                         **options) -> str:
+def format_layout_report(
+    dataset: str, data_root: str = "", problems: list[str] | None = None, **options
+) -> str:
     """A human-readable verdict of :func:`check_layout` (run it when ``problems`` is None)."""
     if problems is None:
         problems = check_layout(dataset, data_root, **options)
     if dataset_spec(dataset).synthetic:
         where = "(embedded: the torchxrayvision wheel's label table, rendered images)"
     else:
-        where = data_root or os.environ.get(paths.DATA_ENV, "") or "(data_root and PRUNECXR_DATA unset)"
+        where = (
+            data_root or os.environ.get(paths.DATA_ENV, "") or "(data_root and PRUNECXR_DATA unset)"
+        )
     if not problems:
         return f"OK: dataset {dataset!r} at {where} is complete."
     lines = [f"Dataset {dataset!r} at {where}: {len(problems)} problem(s):"]
@@ -77,9 +80,13 @@ def format_layout_report(dataset: str, data_root: str = "", problems: list[str] 
     return "\n".join(lines)
 
 
-def check_with_warnings(dataset: str, data_root: str = "", **options) -> tuple[list[str], list[str]]:
+def check_with_warnings(
+    dataset: str, data_root: str = "", **options
+) -> tuple[list[str], list[str]]:
     """:func:`check_layout`'s problems and the warnings notebook 01 would show, as text."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", tables.EmptyClassWarning)
         problems = check_layout(dataset, data_root, **options)
-    return problems, [str(w.message) for w in caught if issubclass(w.category, tables.EmptyClassWarning)]
+    return problems, [
+        str(w.message) for w in caught if issubclass(w.category, tables.EmptyClassWarning)
+    ]

@@ -31,16 +31,46 @@ from . import phantom
 UNCERTAIN_POLICIES = ("error", "zero", "one")
 
 NIH_CXR_LT_CLASSES = (
-    "No Finding", "Infiltration", "Effusion", "Atelectasis", "Nodule", "Mass",
-    "Consolidation", "Pneumothorax", "Pleural Thickening", "Cardiomegaly", "Emphysema",
-    "Edema", "Fibrosis", "Subcutaneous Emphysema", "Pneumonia", "Tortuous Aorta",
-    "Calcification of the Aorta", "Pneumoperitoneum", "Hernia", "Pneumomediastinum",
+    "No Finding",
+    "Infiltration",
+    "Effusion",
+    "Atelectasis",
+    "Nodule",
+    "Mass",
+    "Consolidation",
+    "Pneumothorax",
+    "Pleural Thickening",
+    "Cardiomegaly",
+    "Emphysema",
+    "Edema",
+    "Fibrosis",
+    "Subcutaneous Emphysema",
+    "Pneumonia",
+    "Tortuous Aorta",
+    "Calcification of the Aorta",
+    "Pneumoperitoneum",
+    "Hernia",
+    "Pneumomediastinum",
 )
 MIMIC_CXR_LT_CLASSES = (
-    "Support Devices", "Lung Opacity", "Cardiomegaly", "Pleural Effusion", "Atelectasis",
-    "Pneumonia", "Edema", "No Finding", "Enlarged Cardiomediastinum", "Consolidation",
-    "Pneumothorax", "Fracture", "Calcification of the Aorta", "Tortuous Aorta",
-    "Subcutaneous Emphysema", "Lung Lesion", "Pneumomediastinum", "Pneumoperitoneum",
+    "Support Devices",
+    "Lung Opacity",
+    "Cardiomegaly",
+    "Pleural Effusion",
+    "Atelectasis",
+    "Pneumonia",
+    "Edema",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Consolidation",
+    "Pneumothorax",
+    "Fracture",
+    "Calcification of the Aorta",
+    "Tortuous Aorta",
+    "Subcutaneous Emphysema",
+    "Lung Lesion",
+    "Pneumomediastinum",
+    "Pneumoperitoneum",
     "Pleural Other",
 )
 
@@ -136,5 +166,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 def check_uncertain(uncertain: str) -> str:
     """Validate the ``uncertain`` parameter (one of :data:`UNCERTAIN_POLICIES`)."""
     if uncertain not in UNCERTAIN_POLICIES:
-        raise ValueError(f"unknown uncertain={uncertain!r}; choose one of {list(UNCERTAIN_POLICIES)}")
+        raise ValueError(
+            f"unknown uncertain={uncertain!r}; choose one of {list(UNCERTAIN_POLICIES)}"
+        )
     return uncertain

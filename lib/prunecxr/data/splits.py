@@ -8,7 +8,7 @@ depends on row order. ``max_patients`` keeps a subsample of patients chosen the 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,9 @@ from .keys import hash_rank
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 
 
-def patient_split(patients: Sequence[str], *, seed: int = 0,
-                  fractions: Sequence[float] = SPLIT_FRACTIONS) -> dict[str, str]:
+def patient_split(
+    patients: Sequence[str], *, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTIONS
+) -> dict[str, str]:
     """Assign each patient to train/val/test in proportions ``fractions``.
 
     Patients are ranked by a hash of their id keyed with ``seed``; the first
@@ -49,8 +50,14 @@ def subsample_patients(table: pd.DataFrame, max_patients: int, *, seed: int = 0)
     remainder, at least one per split), taking those first in a hash ranking keyed with
     ``seed``, so a smaller subsample is part of any larger one.
     """
-    if isinstance(max_patients, bool) or not isinstance(max_patients, (int, np.integer)) or max_patients < 0:
-        raise ValueError(f"parameter max_patients must be an int >= 0 (0 = all), got {max_patients!r}")
+    if (
+        isinstance(max_patients, bool)
+        or not isinstance(max_patients, (int, np.integer))
+        or max_patients < 0
+    ):
+        raise ValueError(
+            f"parameter max_patients must be an int >= 0 (0 = all), got {max_patients!r}"
+        )
     per_split = table.groupby("split", sort=False)["patient_id"].unique()
     total = sum(len(v) for v in per_split)
     if max_patients == 0 or max_patients >= total:

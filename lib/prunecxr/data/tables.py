@@ -63,9 +63,15 @@ def require_columns(df: pd.DataFrame, path: Path, columns: Sequence[str], role: 
         )
 
 
-def labels_to_int8(df: pd.DataFrame, classes: Sequence[str], *, path: Path,
-                   uncertain: str = "error", image_column: str | None = None,
-                   note: str = "") -> np.ndarray:
+def labels_to_int8(
+    df: pd.DataFrame,
+    classes: Sequence[str],
+    *,
+    path: Path,
+    uncertain: str = "error",
+    image_column: str | None = None,
+    note: str = "",
+) -> np.ndarray:
     """The class columns of ``df`` (strings as read) as int8 0/1 ``[N, C]``.
 
     Parameters
@@ -93,10 +99,14 @@ def labels_to_int8(df: pd.DataFrame, classes: Sequence[str], *, path: Path,
     if not allowed.all():
         r, c = np.argwhere(~allowed)[0]
         shown = raw.iat[r, c]
-        image = f" (image {df[image_column].iat[r]!r})" if image_column and image_column in df else ""
+        image = (
+            f" (image {df[image_column].iat[r]!r})" if image_column and image_column in df else ""
+        )
         if blank[r, c] or minus[r, c]:
-            hint = ("; blank and -1 (uncertain) labels need a policy: set uncertain='zero' or "
-                    "'one' (see data_access.md)")
+            hint = (
+                "; blank and -1 (uncertain) labels need a policy: set uncertain='zero' or "
+                "'one' (see data_access.md)"
+            )
         else:
             hint = "; labels must be 0 or 1" + note
         raise ValueError(
@@ -114,7 +124,12 @@ def check_relative_path(value: str, *, path: Path, pos: int) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"label file {path}, {csv_line(pos)}: the image path is empty")
     norm = os.path.normpath(value.replace("\\", "/"))
-    if os.path.isabs(norm) or norm == ".." or norm.startswith("../") or re.match(r"^[A-Za-z]:", norm):
+    if (
+        os.path.isabs(norm)
+        or norm == ".."
+        or norm.startswith("../")
+        or re.match(r"^[A-Za-z]:", norm)
+    ):
         raise ValueError(
             f"label file {path}, {csv_line(pos)}: image path {value!r} escapes the image root "
             "(paths must be relative to it, without '..')"
@@ -122,8 +137,9 @@ def check_relative_path(value: str, *, path: Path, pos: int) -> str:
     return value
 
 
-def patient_ids(df: pd.DataFrame, columns: Sequence[str], pattern: str | None,
-                image_column: str, path: Path) -> list[str]:
+def patient_ids(
+    df: pd.DataFrame, columns: Sequence[str], pattern: str | None, image_column: str, path: Path
+) -> list[str]:
     """The patient id of each row: the first of ``columns`` present, else the first group
     of ``pattern`` in the image path, else the image path itself (one patient per image).
 
@@ -134,7 +150,9 @@ def patient_ids(df: pd.DataFrame, columns: Sequence[str], pattern: str | None,
             ids = df[col]
             if ids.isna().any():
                 pos = int(np.flatnonzero(ids.isna().to_numpy())[0])
-                raise ValueError(f"label file {path}, {csv_line(pos)}: column {col!r} (patient id) is blank")
+                raise ValueError(
+                    f"label file {path}, {csv_line(pos)}: column {col!r} (patient id) is blank"
+                )
             num = pd.to_numeric(ids, errors="coerce")
             if num.notna().all() and (num == np.round(num)).all():
                 return [str(int(v)) for v in num]
@@ -178,13 +196,22 @@ def infer_class_columns(df: pd.DataFrame, skip: Sequence[str]) -> list[str]:
 
 
 #: appended to the error for a bad value in an inferred class column
-INFERRED_NOTE = (f" (the column is taken as a class because at least {CLASS_COLUMN_SHARE:.0%} of "
-                 "its values are 0/1; if it is not a class, name the classes with the "
-                 "parameter class_columns)")
+INFERRED_NOTE = (
+    f" (the column is taken as a class because at least {CLASS_COLUMN_SHARE:.0%} of "
+    "its values are 0/1; if it is not a class, name the classes with the "
+    "parameter class_columns)"
+)
 
 
-def csv_columns(df: pd.DataFrame, path: Path, *, image_column: str = "", patient_column: str = "",
-                split_column: str = "", class_columns: Sequence[str] = ()):
+def csv_columns(
+    df: pd.DataFrame,
+    path: Path,
+    *,
+    image_column: str = "",
+    patient_column: str = "",
+    split_column: str = "",
+    class_columns: Sequence[str] = (),
+):
     """The columns of a user's table: ``(image, patient, split, classes)``.
 
     Named columns must exist; empty names are inferred (image and split column from

@@ -45,7 +45,6 @@ These files are part of the run-directory contract, ``docs/artifacts.md``.
 from .answers import ResponseError, SimulationModel, collect_responses, coverage, read_responses
 from .design import assign_images, load_pies, read_key
 from .packets import write_study
-from .stratified import stratified_display, stratified_tests, write_stratified
 from .results import (
     compare_groups,
     figure_6,
@@ -54,6 +53,7 @@ from .results import (
     tests_table,
     write_results,
 )
+from .stratified import stratified_display, stratified_tests, write_stratified
 
 __all__ = [
     "ResponseError",

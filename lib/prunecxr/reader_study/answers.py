@@ -209,7 +209,9 @@ def _cell(record: Mapping[str, Any], column: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def read_responses(files: Iterable[str | Path], key: pd.DataFrame, *, source: str = "readers") -> pd.DataFrame:
+def read_responses(
+    files: Iterable[str | Path], key: pd.DataFrame, *, source: str = "readers"
+) -> pd.DataFrame:
     """Read, check and join readers' CSVs with the key, by code.
 
     Parameters
@@ -316,7 +318,17 @@ def read_responses(files: Iterable[str | Path], key: pd.DataFrame, *, source: st
     joined["group"] = np.where(joined["is_pie"], PIE, NON_PIE)
     joined["source"] = source
     joined = joined.sort_values(["reader", "position"], key=_reader_order)
-    cols = ["reader", "code", "image_id", "is_pie", "group", *QUESTION_NAMES, "file", "row", "source"]
+    cols = [
+        "reader",
+        "code",
+        "image_id",
+        "is_pie",
+        "group",
+        *QUESTION_NAMES,
+        "file",
+        "row",
+        "source",
+    ]
     return joined[cols].reset_index(drop=True)
 
 
@@ -325,7 +337,9 @@ def coverage(answers: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
     key = check_key(key, where="key")
     shown = key.groupby("reader").size().rename("n_images")
     returned = answers.groupby("reader").size().rename("n_returned")
-    complete = answers.dropna(subset=list(QUESTION_NAMES)).groupby("reader").size().rename("n_complete")
+    complete = (
+        answers.dropna(subset=list(QUESTION_NAMES)).groupby("reader").size().rename("n_complete")
+    )
     out = pd.concat([shown, returned, complete], axis=1).fillna(0).astype(int).reset_index()
     out = out.rename(columns={"index": "reader"})
     return out.sort_values("reader", key=_reader_order).reset_index(drop=True)

@@ -78,7 +78,9 @@ def _check_pies(pies: pd.DataFrame, *, where: str) -> pd.DataFrame:
         )
     values = set(pd.unique(out["is_pie"]))
     if not values <= {True, False}:
-        raise ValueError(f"{where}: is_pie must be boolean; found values {sorted(map(str, values))}")
+        raise ValueError(
+            f"{where}: is_pie must be boolean; found values {sorted(map(str, values))}"
+        )
     out["is_pie"] = out["is_pie"].astype(bool)
     return out.reset_index(drop=True)
 
@@ -194,9 +196,8 @@ def assign_images(
     # codes are drawn after the order is fixed, from their own stream: they carry no information
     key.insert(0, "code", _codes(len(key), np.random.default_rng([seed, 1])))
     packet_ids = {
-        reader: f"{study}:{reader}:" + hashlib.sha256(
-            "|".join(group["code"]).encode()
-        ).hexdigest()[:10]
+        reader: f"{study}:{reader}:"
+        + hashlib.sha256("|".join(group["code"]).encode()).hexdigest()[:10]
         for reader, group in key.groupby("reader", sort=False)
     }
     key.insert(2, "packet_id", key["reader"].map(packet_ids))
@@ -229,7 +230,9 @@ def check_key(key: pd.DataFrame, *, where: str) -> pd.DataFrame:
         bad = ~text.isin(["true", "false"])
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{where}, row {i + 2}: is_pie = {key['is_pie'].iloc[i]!r} is not true/false")
+            raise ValueError(
+                f"{where}, row {i + 2}: is_pie = {key['is_pie'].iloc[i]!r} is not true/false"
+            )
         key["is_pie"] = text == "true"
     key["position"] = key["position"].astype(int)
     dup = key["code"].duplicated()

@@ -61,14 +61,17 @@ def _item_html(item: PacketItem, number: int, total: int) -> str:
         f'<section class="item" id="item-{code}" data-code="{code}">',
         f'<h2>Image {number} of {total}<span class="code">code {code}</span></h2>',
         '<div class="body">',
-        f'<img{small} src="data:image/png;base64,{item.png}" alt="Chest X-ray {number}">' if item.png else
-        f'<p class="missing">Open image <code>{html.escape(item.image_id)}</code> of your dataset: this run '
+        f'<img{small} src="data:image/png;base64,{item.png}" alt="Chest X-ray {number}">'
+        if item.png
+        else f'<p class="missing">Open image <code>{html.escape(item.image_id)}</code> of your dataset: this run '
         "holds its predictions only, not its pixels.</p>",
         '<div class="questions">',
         f'<p class="labels"><b>Given label(s):</b> {labels}</p>',
     ]
     for k, q in enumerate(QUESTIONS, start=1):
-        parts.append(f'<fieldset data-question="{q.name}"><legend>{k}. {html.escape(q.prompt)}</legend>')
+        parts.append(
+            f'<fieldset data-question="{q.name}"><legend>{k}. {html.escape(q.prompt)}</legend>'
+        )
         for value, text in q.choices:
             parts.append(
                 f'<label><input type="radio" name="{code}:{q.name}" value="{html.escape(value)}">'
@@ -212,11 +215,18 @@ def write_study(
     for reader, group in key.groupby("reader", sort=False):
         group = group.sort_values("position")
         items = [
-            PacketItem(code=c, labels=labels[i], png=pngs.get(i, ""),
-                       size=images[i].shape[:2] if i in images else (0, 0), image_id=i)
+            PacketItem(
+                code=c,
+                labels=labels[i],
+                png=pngs.get(i, ""),
+                size=images[i].shape[:2] if i in images else (0, 0),
+                image_id=i,
+            )
             for c, i in zip(group["code"], group["image_id"])
         ]
-        text = render_packet(items, reader=reader, packet_id=group["packet_id"].iloc[0], title=title)
+        text = render_packet(
+            items, reader=reader, packet_id=group["packet_id"].iloc[0], title=title
+        )
         written[reader] = artifacts.write_text(rp.reader_packet(reader), text)
     # packets of readers that are no longer in the design would be mistaken for current ones
     for old in rp.reader_packet("x").parent.glob("reader-*.html"):

@@ -52,8 +52,10 @@ class Question:
 
 
 def _scale(low: str, high: str) -> tuple[tuple[str, str], ...]:
-    return tuple((str(v), f"{v}" + (f" ({low})" if v == 1 else f" ({high})" if v == 5 else ""))
-                 for v in range(1, 6))
+    return tuple(
+        (str(v), f"{v}" + (f" ({low})" if v == 1 else f" ({high})" if v == 5 else ""))
+        for v in range(1, 6)
+    )
 
 
 #: The three questions of the paper's form (wording and anchors of the authors' script).

@@ -129,8 +129,13 @@ def published() -> pd.DataFrame:
         missing = [c for c in ("pie", "non_pie", "p_kruskal") if c not in entry]
         if missing:
             raise ValueError(f"{PUBLISHED_FILE}: [{q.name}] lacks {missing}")
-        rows.append({"question": q.name, **{c: float(entry[c]) for c in ("pie", "non_pie", "p_kruskal")},
-                     "source": source})
+        rows.append(
+            {
+                "question": q.name,
+                **{c: float(entry[c]) for c in ("pie", "non_pie", "p_kruskal")},
+                "source": source,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -231,34 +236,48 @@ def figure_6(tests: pd.DataFrame, *, simulated: bool) -> tuple[go.Figure, pd.Dat
         f"{q.title}<br><sup>Kruskal–Wallis {fmt.pvalue(by_q[q.name]['kw_p'].iloc[0])}</sup>"
         for q in QUESTIONS
     ]
-    fig = make_subplots(rows=1, cols=len(QUESTIONS), subplot_titles=subtitles, horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1, cols=len(QUESTIONS), subplot_titles=subtitles, horizontal_spacing=0.08
+    )
     groups = [PIE, NON_PIE]
     ours = "simulated" if simulated else "this study"
     for col, q in enumerate(QUESTIONS, start=1):
         g = by_q[q.name].loc[groups]
         fig.add_trace(
             go.Scatter(
-                x=g["mean"], y=groups, mode="markers", name=f"{ours} (mean ± SD)",
+                x=g["mean"],
+                y=groups,
+                mode="markers",
+                name=f"{ours} (mean ± SD)",
                 marker=dict(size=12, color="#1f4e79"),
                 error_x=dict(type="data", array=g["sd"].fillna(0), thickness=2, width=6),
                 customdata=np.stack([g["n"], g["sd"]], axis=-1),
                 hovertemplate="%{y}: mean %{x:.2f}, SD %{customdata[1]:.2f}, n = %{customdata[0]}<extra></extra>",
-                showlegend=col == 1, legendgroup="ours",
+                showlegend=col == 1,
+                legendgroup="ours",
             ),
-            row=1, col=col,
+            row=1,
+            col=col,
         )
         fig.add_trace(
             go.Scatter(
-                x=g["paper_mean"], y=groups, mode="markers", name="Holste et al. 2023 (mean)",
+                x=g["paper_mean"],
+                y=groups,
+                mode="markers",
+                name="Holste et al. 2023 (mean)",
                 marker=dict(size=12, symbol="diamond-open", color="#c0392b", line=dict(width=2)),
                 hovertemplate="%{y}: paper mean %{x}<extra></extra>",
-                showlegend=col == 1, legendgroup="paper",
+                showlegend=col == 1,
+                legendgroup="paper",
             ),
-            row=1, col=col,
+            row=1,
+            col=col,
         )
         # the whole answer scale, widened where mean ± SD reaches beyond it
         low, high = (-0.05, 1.05) if q.name == "agree" else (0.8, 5.2)
-        reach = pd.concat([g["mean"] - g["sd"].fillna(0), g["mean"] + g["sd"].fillna(0), g["paper_mean"]])
+        reach = pd.concat(
+            [g["mean"] - g["sd"].fillna(0), g["mean"] + g["sd"].fillna(0), g["paper_mean"]]
+        )
         pad = 0.05 * (high - low)
         rng = [min(low, float(reach.min()) - pad), max(high, float(reach.max()) + pad)]
         fig.update_xaxes(title_text=q.axis, range=rng, row=1, col=col)

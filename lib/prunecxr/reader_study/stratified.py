@@ -33,8 +33,18 @@ from .. import fmt
 from .questions import QUESTIONS
 
 STRATIFIED_COLUMNS = [
-    "question", "test", "effect", "estimate", "ci_low", "ci_high", "statistic", "p_value", "p_holm", "n_readers",
-    "n_answers", "note",
+    "question",
+    "test",
+    "effect",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "statistic",
+    "p_value",
+    "p_holm",
+    "n_readers",
+    "n_answers",
+    "note",
 ]
 
 
@@ -58,22 +68,40 @@ def cmh_agree(answers: pd.DataFrame, *, confidence: float = 0.95) -> dict:
     for _, g in ok.groupby("reader", sort=True):
         pie = g["is_pie"].astype(bool).to_numpy()
         yes = g["agree"].to_numpy() == 1
-        t = np.array([[np.sum(pie & yes), np.sum(pie & ~yes)], [np.sum(~pie & yes), np.sum(~pie & ~yes)]], float)
+        t = np.array(
+            [[np.sum(pie & yes), np.sum(pie & ~yes)], [np.sum(~pie & yes), np.sum(~pie & ~yes)]],
+            float,
+        )
         if (t.sum(axis=0) > 0).all() and (t.sum(axis=1) > 0).all():
             tables.append(t)
-    row = {"question": "agree", "test": "Cochran–Mantel–Haenszel (by reader)",
-           "effect": "odds ratio of yes, PIE vs non-PIE", "n_readers": len(tables), "n_answers": int(len(ok)),
-           "note": _note(answers)}
+    row = {
+        "question": "agree",
+        "test": "Cochran–Mantel–Haenszel (by reader)",
+        "effect": "odds ratio of yes, PIE vs non-PIE",
+        "n_readers": len(tables),
+        "n_answers": int(len(ok)),
+        "note": _note(answers),
+    }
     if not tables:
-        return row | dict(estimate=math.nan, ci_low=math.nan, ci_high=math.nan, statistic=math.nan,
-                          p_value=math.nan)
+        return row | dict(
+            estimate=math.nan,
+            ci_low=math.nan,
+            ci_high=math.nan,
+            statistic=math.nan,
+            p_value=math.nan,
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         st = StratifiedTable(tables)
         test = st.test_null_odds(correction=False)
         lo, hi = st.oddsratio_pooled_confint(alpha=1 - confidence)
-    return row | dict(estimate=float(st.oddsratio_pooled), ci_low=float(lo), ci_high=float(hi),
-                      statistic=float(test.statistic), p_value=float(test.pvalue))
+    return row | dict(
+        estimate=float(st.oddsratio_pooled),
+        ci_low=float(lo),
+        ci_high=float(hi),
+        statistic=float(test.statistic),
+        p_value=float(test.pvalue),
+    )
 
 
 def ordinal_by_reader(answers: pd.DataFrame, question: str, *, confidence: float = 0.95) -> dict:
@@ -86,10 +114,17 @@ def ordinal_by_reader(answers: pd.DataFrame, question: str, *, confidence: float
     from statsmodels.miscmodels.ordinal_model import OrderedModel
 
     ok = answers.dropna(subset=[question])
-    row = {"question": question, "test": "proportional odds with reader terms",
-           "effect": "odds ratio of a higher answer, PIE vs non-PIE", "n_readers": int(ok["reader"].nunique()),
-           "n_answers": int(len(ok)), "note": _note(answers)}
-    nan = dict(estimate=math.nan, ci_low=math.nan, ci_high=math.nan, statistic=math.nan, p_value=math.nan)
+    row = {
+        "question": question,
+        "test": "proportional odds with reader terms",
+        "effect": "odds ratio of a higher answer, PIE vs non-PIE",
+        "n_readers": int(ok["reader"].nunique()),
+        "n_answers": int(len(ok)),
+        "note": _note(answers),
+    }
+    nan = dict(
+        estimate=math.nan, ci_low=math.nan, ci_high=math.nan, statistic=math.nan, p_value=math.nan
+    )
     levels = np.sort(ok[question].unique())
     if len(levels) < 2 or ok["is_pie"].nunique() < 2 or len(ok) < 10:
         return row | nan
@@ -100,45 +135,74 @@ def ordinal_by_reader(answers: pd.DataFrame, question: str, *, confidence: float
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = OrderedModel(endog, exog, distr="logit").fit(method="bfgs", disp=False, maxiter=500)
+            fit = OrderedModel(endog, exog, distr="logit").fit(
+                method="bfgs", disp=False, maxiter=500
+            )
         ci = fit.conf_int(alpha=1 - confidence).loc["is_pie"]
-        beta, z, p = float(fit.params["is_pie"]), float(fit.tvalues["is_pie"]), float(fit.pvalues["is_pie"])
+        beta, z, p = (
+            float(fit.params["is_pie"]),
+            float(fit.tvalues["is_pie"]),
+            float(fit.pvalues["is_pie"]),
+        )
     except (ValueError, np.linalg.LinAlgError) as err:
         return row | nan | {"note": f"not fitted: {err}"}
     if not np.isfinite(z):
         return row | nan | {"note": "not fitted: singular information matrix"}
-    return row | dict(estimate=math.exp(beta), ci_low=math.exp(float(ci.iloc[0])), ci_high=math.exp(float(ci.iloc[1])),
-                      statistic=z, p_value=p)
+    return row | dict(
+        estimate=math.exp(beta),
+        ci_low=math.exp(float(ci.iloc[0])),
+        ci_high=math.exp(float(ci.iloc[1])),
+        statistic=z,
+        p_value=p,
+    )
 
 
 def stratified_tests(answers: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
     """One reader-adjusted test per question (:func:`cmh_agree`, :func:`ordinal_by_reader`)."""
-    missing = [c for c in ("reader", "image_id", "is_pie", *(q.name for q in QUESTIONS)) if c not in answers.columns]
+    missing = [
+        c
+        for c in ("reader", "image_id", "is_pie", *(q.name for q in QUESTIONS))
+        if c not in answers.columns
+    ]
     if missing:
         raise ValueError(f"answers lack column(s) {missing}; use read_responses()")
     from ..analysis.paired import adjust
 
-    rows = [cmh_agree(answers, confidence=confidence) if q.name == "agree"
-            else ordinal_by_reader(answers, q.name, confidence=confidence) for q in QUESTIONS]
+    rows = [
+        cmh_agree(answers, confidence=confidence)
+        if q.name == "agree"
+        else ordinal_by_reader(answers, q.name, confidence=confidence)
+        for q in QUESTIONS
+    ]
     table = pd.DataFrame(rows, columns=[c for c in STRATIFIED_COLUMNS if c != "p_holm"])
-    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", adjust(table["p_value"].to_numpy(), "holm"))
+    table.insert(
+        table.columns.get_loc("p_value") + 1, "p_holm", adjust(table["p_value"].to_numpy(), "holm")
+    )
     return table
 
 
 def stratified_display(stratified: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
     """The reader-adjusted tests beside the paper's Kruskal–Wallis P (from ``tests``), as text."""
     kw = tests.set_index("question")["kw_p"]
-    return pd.DataFrame({
-        "question": stratified["question"],
-        "Kruskal–Wallis (answers pooled)": [fmt.pvalue(kw.get(q, math.nan)) for q in stratified["question"]],
-        "reader-adjusted test": stratified["test"],
-        "effect [CI]": [f"{fmt.num(e)} [{fmt.num(lo)}, {fmt.num(hi)}]"
-                        for e, lo, hi in zip(stratified["estimate"], stratified["ci_low"], stratified["ci_high"])],
-        "reader-adjusted P": [fmt.pvalue(p) for p in stratified["p_value"]],
-        "Holm over the questions": [fmt.pvalue(p) for p in stratified["p_holm"]],
-        "readers": stratified["n_readers"],
-        "note": stratified["note"],
-    })
+    return pd.DataFrame(
+        {
+            "question": stratified["question"],
+            "Kruskal–Wallis (answers pooled)": [
+                fmt.pvalue(kw.get(q, math.nan)) for q in stratified["question"]
+            ],
+            "reader-adjusted test": stratified["test"],
+            "effect [CI]": [
+                f"{fmt.num(e)} [{fmt.num(lo)}, {fmt.num(hi)}]"
+                for e, lo, hi in zip(
+                    stratified["estimate"], stratified["ci_low"], stratified["ci_high"]
+                )
+            ],
+            "reader-adjusted P": [fmt.pvalue(p) for p in stratified["p_value"]],
+            "Holm over the questions": [fmt.pvalue(p) for p in stratified["p_holm"]],
+            "readers": stratified["n_readers"],
+            "note": stratified["note"],
+        }
+    )
 
 
 def write_stratified(run: str, table: pd.DataFrame):

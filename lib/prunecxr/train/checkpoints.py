@@ -102,14 +102,22 @@ def to_cpu(obj):
 # -- what a population is --------------------------------------------------------------------
 
 
-def train_meta(config: TrainConfig, num_classes: int, image_shape: tuple[int, int]) -> dict[str, Any]:
+def train_meta(
+    config: TrainConfig, num_classes: int, image_shape: tuple[int, int]
+) -> dict[str, Any]:
     """The facts every checkpoint of one population shares (saved in train.json and last.pt)."""
-    return {"config": config.to_dict(), "num_classes": int(num_classes), "image_shape": list(image_shape)}
+    return {
+        "config": config.to_dict(),
+        "num_classes": int(num_classes),
+        "image_shape": list(image_shape),
+    }
 
 
 def check_meta(found: dict[str, Any], expected: dict[str, Any], where) -> None:
     """Refuse to continue ``where``'s population with another recipe or other data."""
-    keys = ("config", "num_classes", "image_shape") + (("attention",) if "attention" in {*found, *expected} else ())
+    keys = ("config", "num_classes", "image_shape") + (
+        ("attention",) if "attention" in {*found, *expected} else ()
+    )
     for key in keys:
         old, new = found.get(key), expected.get(key)
         if key == "config" and isinstance(old, dict):
@@ -121,7 +129,9 @@ def check_meta(found: dict[str, Any], expected: dict[str, Any], where) -> None:
                     f"configuration. {_START_OVER}"
                 )
         elif old != new:
-            raise ValueError(f"{where} was trained with {key}={old!r}, this data has {new!r}. {_START_OVER}")
+            raise ValueError(
+                f"{where} was trained with {key}={old!r}, this data has {new!r}. {_START_OVER}"
+            )
 
 
 def check_execution(record: dict[str, Any], execution: dict[str, Any], where) -> None:
@@ -145,7 +155,9 @@ def check_execution(record: dict[str, Any], execution: dict[str, Any], where) ->
             f"{execution['device']!r}, which rounds differently. Set device = {old['device']!r}. "
             f"{_START_OVER}"
         )
-    old_precision = old.get("precision", "bf16" if old_type == "cuda" else "fp32")  # before it was recorded
+    old_precision = old.get(
+        "precision", "bf16" if old_type == "cuda" else "fp32"
+    )  # before it was recorded
     if old_precision != execution["precision"]:
         raise ValueError(
             f"{where}: the population was trained in {old_precision}, this call would train in "
@@ -165,7 +177,11 @@ def check_execution(record: dict[str, Any], execution: dict[str, Any], where) ->
 def started_seeds(run: str) -> list[int]:
     """The seeds of ``run`` with a final checkpoint or a resume point, sorted."""
     rp = paths.run_paths(run)
-    return [s for s in artifacts.seed_dirs(run) if rp.checkpoint(s).exists() or rp.train_state(s).exists()]
+    return [
+        s
+        for s in artifacts.seed_dirs(run)
+        if rp.checkpoint(s).exists() or rp.train_state(s).exists()
+    ]
 
 
 def read_record(run: str) -> dict[str, Any] | None:
@@ -175,11 +191,13 @@ def read_record(run: str) -> dict[str, Any] | None:
     return artifacts.read_train_record(run)
 
 
-def write_record(run: str, meta: dict[str, Any], *, classes: list[str] | None,
-                 execution: dict[str, Any]) -> None:
+def write_record(
+    run: str, meta: dict[str, Any], *, classes: list[str] | None, execution: dict[str, Any]
+) -> None:
     """Write ``models/train.json``: ``meta`` (:func:`train_meta`), ``classes``, ``execution``."""
-    artifacts.write_json(paths.run_paths(run).train_config,
-                         {**meta, "classes": classes, "execution": execution})
+    artifacts.write_json(
+        paths.run_paths(run).train_config, {**meta, "classes": classes, "execution": execution}
+    )
 
 
 # -- one seed's files ------------------------------------------------------------------------
@@ -191,37 +209,60 @@ def start_seed(seed: int, rp: paths.RunPaths, meta: dict[str, Any], config: Trai
     artifacts.remove_stale_temporaries(rp.seed_dir(seed))
     if state_path.exists():
         saved = inference.load_checkpoint(state_path)
-        if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT or saved.get("seed") != seed:
-            raise ValueError(f"{state_path} is not a training state of seed {seed} (format {STATE_FORMAT})")
+        if (
+            not isinstance(saved, dict)
+            or saved.get("format") != STATE_FORMAT
+            or saved.get("seed") != seed
+        ):
+            raise ValueError(
+                f"{state_path} is not a training state of seed {seed} (format {STATE_FORMAT})"
+            )
         check_meta(saved, meta, state_path)
         gen = torch.Generator()
         gen.set_state(saved["generator"])
         stopper = EarlyStopping(config.patience)
         stopper.load_state_dict(saved["early_stopping"])
-        record = SeedState(seed=seed, epoch=int(saved["epoch"]), generator=gen, stopper=stopper,
-                           best_state=saved["best_model"], history=list(saved["history"]))
+        record = SeedState(
+            seed=seed,
+            epoch=int(saved["epoch"]),
+            generator=gen,
+            stopper=stopper,
+            best_state=saved["best_model"],
+            history=list(saved["history"]),
+        )
         return record, saved["model"], saved["optimizer"]
     state = initial_state(config, meta["num_classes"], seed)
     gen = torch.Generator().manual_seed(derived_seed(seed, "data"))
-    record = SeedState(seed=seed, epoch=0, generator=gen, stopper=EarlyStopping(config.patience),
-                       best_state=None, history=[])
+    record = SeedState(
+        seed=seed,
+        epoch=0,
+        generator=gen,
+        stopper=EarlyStopping(config.patience),
+        best_state=None,
+        history=[],
+    )
     return record, state, None
 
 
-def save_progress(rp: paths.RunPaths, rec: SeedState, model_state, optim_state, meta: dict[str, Any]) -> None:
+def save_progress(
+    rp: paths.RunPaths, rec: SeedState, model_state, optim_state, meta: dict[str, Any]
+) -> None:
     """Write the seed's resume point ``last.pt`` and its ``history.csv`` so far."""
-    inference.save_checkpoint(rp.train_state(rec.seed), {
-        "format": STATE_FORMAT,
-        "seed": rec.seed,
-        "epoch": rec.epoch,
-        **meta,
-        "model": model_state,
-        "optimizer": optim_state,
-        "generator": rec.generator.get_state(),
-        "early_stopping": rec.stopper.state_dict(),
-        "best_model": rec.best_state,
-        "history": rec.history,
-    })
+    inference.save_checkpoint(
+        rp.train_state(rec.seed),
+        {
+            "format": STATE_FORMAT,
+            "seed": rec.seed,
+            "epoch": rec.epoch,
+            **meta,
+            "model": model_state,
+            "optimizer": optim_state,
+            "generator": rec.generator.get_state(),
+            "early_stopping": rec.stopper.state_dict(),
+            "best_model": rec.best_state,
+            "history": rec.history,
+        },
+    )
     artifacts.write_history(rp.history(rec.seed), rec.history)
 
 

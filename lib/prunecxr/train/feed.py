@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -21,9 +21,13 @@ def check_split(images: np.ndarray, labels: np.ndarray, what: str) -> None:
         )
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{what} labels must be [N, C] with N = {images.shape[0]}, got {labels.shape}")
+        raise ValueError(
+            f"{what} labels must be [N, C] with N = {images.shape[0]}, got {labels.shape}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() > 1):
-        raise ValueError(f"{what} labels must be 0/1, found values in [{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"{what} labels must be 0/1, found values in [{labels.min()}, {labels.max()}]"
+        )
     if images.shape[0] == 0:
         raise ValueError(f"{what} split is empty")
 
@@ -37,8 +41,9 @@ class DeviceSplit:
     way a batch holds the same numbers.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, *,
-                 processes: int = 1):
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, device: torch.device, *, processes: int = 1
+    ):
         self.n, self.h, self.w = images.shape
         self.device = device
         self.labels = torch.as_tensor(np.asarray(labels, dtype=np.float32), device=device)
@@ -57,7 +62,9 @@ class DeviceSplit:
     def __len__(self) -> int:
         return self.n
 
-    def take(self, idx: torch.Tensor, dev_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(
+        self, idx: torch.Tensor, dev_idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images ``[len(idx), H, W]`` and float labels ``[len(idx), C]`` on the device.
 
         ``idx`` is a CPU index tensor; ``dev_idx``, if given, the same on the device.

@@ -89,11 +89,25 @@ def train_seed(
             t0 = time.perf_counter()
             weights = None if weigher is None else weigher(net, seed, rec.epoch)
             net.train(not (config.bn_eval_compat and rec.epoch >= 1))
-            train_loss = train_epoch(net, optimizer, train, rec.generator, config=config, device=device,
-                                     progress=progress, desc=f"{label} epoch {rec.epoch + 1}", epoch=rec.epoch,
-                                     weights=weights)
-            val_loss, val_ap = validate(net, val, batch_size=config.batch_size, device=device,
-                                        precision=resolve_precision(config.precision, device))
+            train_loss = train_epoch(
+                net,
+                optimizer,
+                train,
+                rec.generator,
+                config=config,
+                device=device,
+                progress=progress,
+                desc=f"{label} epoch {rec.epoch + 1}",
+                epoch=rec.epoch,
+                weights=weights,
+            )
+            val_loss, val_ap = validate(
+                net,
+                val,
+                batch_size=config.batch_size,
+                device=device,
+                precision=resolve_precision(config.precision, device),
+            )
             seconds = time.perf_counter() - t0
             if not (math.isfinite(val_loss) and math.isfinite(train_loss)):
                 raise FloatingPointError(
@@ -103,8 +117,15 @@ def train_seed(
                 )
             rec.epoch += 1
             weights = checkpoints.to_cpu(net.state_dict())
-            rec.history.append({"epoch": rec.epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                "val_mean_ap": val_ap, "seconds": seconds})
+            rec.history.append(
+                {
+                    "epoch": rec.epoch,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "val_mean_ap": val_ap,
+                    "seconds": seconds,
+                }
+            )
             if rec.stopper.update(rec.epoch, val_loss):
                 rec.best_state = weights
             done = rec.stopper.should_stop or rec.epoch >= config.max_epochs
@@ -112,7 +133,9 @@ def train_seed(
                 checkpoints.finalize(rp, rec)
                 report.final(seed, rec.stopper.best_loss, rec.stopper.best_epoch)
             else:
-                checkpoints.save_progress(rp, rec, weights, checkpoints.to_cpu(optimizer.state_dict()), meta)
+                checkpoints.save_progress(
+                    rp, rec, weights, checkpoints.to_cpu(optimizer.state_dict()), meta
+                )
             report.epoch(label, train_loss, val_loss, val_ap)
             if done:
                 return rec
@@ -129,13 +152,27 @@ def _match_layouts(optimizer) -> None:
     """
     for param, state in optimizer.state.items():
         for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+            if (
+                isinstance(value, torch.Tensor)
+                and value.shape == param.shape
+                and value.stride() != param.stride()
+            ):
                 state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
-def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.Generator, *,
-                config: TrainConfig, device: torch.device, progress: bool, desc: str, epoch: int = 0,
-                weights: torch.Tensor | None = None) -> float:
+def train_epoch(
+    net: nn.Module,
+    optimizer,
+    train: DeviceSplit,
+    generator: torch.Generator,
+    *,
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+    epoch: int = 0,
+    weights: torch.Tensor | None = None,
+) -> float:
     """Epoch ``epoch`` (0-based) over ``train`` in the order and with the augmentation
     ``generator`` draws, each step at the schedule's learning rate.
 
@@ -161,8 +198,13 @@ def train_epoch(net: nn.Module, optimizer, train: DeviceSplit, generator: torch.
     steps = math.ceil(size / bsz)
     total_steps = steps * config.max_epochs
     # batches: in a terminal only (a notebook would store every redraw)
-    batches = bar(progress and steps > 1 and interactive(), total=steps, desc=desc, unit="batch",
-                  transient=True)
+    batches = bar(
+        progress and steps > 1 and interactive(),
+        total=steps,
+        desc=desc,
+        unit="batch",
+        transient=True,
+    )
     try:
         for step in range(steps):
             sl = slice(step * bsz, min((step + 1) * bsz, size))
@@ -195,8 +237,10 @@ def check_weights(weights, n_images: int, n_classes: int) -> torch.Tensor:
     non-negative; a clear error naming the shape or value otherwise."""
     w = torch.as_tensor(weights, dtype=torch.float32)
     if w.shape not in ((n_images,), (n_images, n_classes)):
-        raise ValueError(f"loss weights must have shape ({n_images},) or ({n_images}, {n_classes}); "
-                         f"got {tuple(w.shape)}")
+        raise ValueError(
+            f"loss weights must have shape ({n_images},) or ({n_images}, {n_classes}); "
+            f"got {tuple(w.shape)}"
+        )
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
         raise ValueError(f"loss weights must be finite and non-negative; got min {float(w.min())}")
     return w
@@ -211,8 +255,14 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
 
 
 @torch.no_grad()
-def validate(net: nn.Module, val: DeviceSplit, *, batch_size: int, device: torch.device,
-             precision: str = "fp32") -> tuple[float, float]:
+def validate(
+    net: nn.Module,
+    val: DeviceSplit,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> tuple[float, float]:
     """Mean binary cross-entropy over all validation images and classes, and the mean AP
     over classes with a positive (:func:`prunecxr.metrics.mean_average_precision`; NaN when
     a probability is not finite)."""
@@ -224,7 +274,9 @@ def validate(net: nn.Module, val: DeviceSplit, *, batch_size: int, device: torch
         with autocast(device, precision):
             logits = net(models.preprocess(images, channels_last=cl))
         logits = logits.float()
-        loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum").to(loss_sum.dtype)
+        loss_sum += F.binary_cross_entropy_with_logits(logits, y, reduction="sum").to(
+            loss_sum.dtype
+        )
         probs.append(torch.sigmoid(logits))
         labels.append(y)
     p = torch.cat(probs).cpu().numpy()

@@ -34,7 +34,14 @@ from .loop import train_seed
 from .progress import Report
 from .recipe import TrainConfig, deterministic, resolve_precision
 
-__all__ = ["POPULATION_MODES", "STAGE", "check_seeds", "fit_population", "run_stage", "train_population"]
+__all__ = [
+    "POPULATION_MODES",
+    "STAGE",
+    "check_seeds",
+    "fit_population",
+    "run_stage",
+    "train_population",
+]
 
 #: the notebook whose step :func:`run_stage` is
 STAGE = "02_train"
@@ -118,7 +125,10 @@ def fit_population(
         cluster.check_gpus_per_model(gpus_per_model)
     check_split(train_images, train_labels, "train")
     check_split(val_images, val_labels, "val")
-    if train_images.shape[1:] != val_images.shape[1:] or train_labels.shape[1] != val_labels.shape[1]:
+    if (
+        train_images.shape[1:] != val_images.shape[1:]
+        or train_labels.shape[1] != val_labels.shape[1]
+    ):
         raise ValueError(
             f"train and val differ in shape: images {train_images.shape[1:]} vs {val_images.shape[1:]}, "
             f"classes {train_labels.shape[1]} vs {val_labels.shape[1]}"
@@ -126,11 +136,14 @@ def fit_population(
     if classes is not None and len(classes) != train_labels.shape[1]:
         raise ValueError(f"{len(classes)} class names for {train_labels.shape[1]} label columns")
     if weigher is not None and population != "sequential":
-        raise ValueError(f"population={population!r}: weighted (attended) training runs its seeds one "
-                         "after another in this process; set population = 'sequential'")
+        raise ValueError(
+            f"population={population!r}: weighted (attended) training runs its seeds one "
+            "after another in this process; set population = 'sequential'"
+        )
     rp = paths.run_paths(run)
-    meta = checkpoints.train_meta(config, int(train_labels.shape[1]),
-                                  (int(train_images.shape[1]), int(train_images.shape[2])))
+    meta = checkpoints.train_meta(
+        config, int(train_labels.shape[1]), (int(train_images.shape[1]), int(train_images.shape[2]))
+    )
     if attention is not None:
         meta["attention"] = attention
     final_before = {s for s in seeds if rp.checkpoint(s).exists()}
@@ -156,22 +169,39 @@ def fit_population(
                 dev = runtime.resolve_device(device)
             n_threads = runtime.check_threads(threads) if dev.type == "cpu" else None
             precision = resolve_precision(config.precision, dev)
-            execution = {"population": population, "threads": n_threads, "workers": 1, "device": str(dev),
-                         "precision": precision}
-            config = dataclasses.replace(config, precision=precision)  # "auto" as resolved here, on every node
+            execution = {
+                "population": population,
+                "threads": n_threads,
+                "workers": 1,
+                "device": str(dev),
+                "precision": precision,
+            }
+            config = dataclasses.replace(
+                config, precision=precision
+            )  # "auto" as resolved here, on every node
             if population == "ray":
-                options = cluster.task_options(dev, threads=n_threads, gpus_per_model=gpus_per_model)
+                options = cluster.task_options(
+                    dev, threads=n_threads, gpus_per_model=gpus_per_model
+                )
                 workers, _ = cluster.capacity(options)
-                execution.update(workers=max(1, min(workers, len(pending))),
-                                 gpus_per_model=options["num_gpus"] or None, nodes={})
+                execution.update(
+                    workers=max(1, min(workers, len(pending))),
+                    gpus_per_model=options["num_gpus"] or None,
+                    nodes={},
+                )
             if started:
                 checkpoints.check_execution(record, execution, rp.train_config)
             classes = list(classes) if classes is not None else (record or {}).get("classes")
             checkpoints.write_record(run, meta, classes=classes, execution=execution)
             if dev.type == "cpu":
                 runtime.keep_freed_memory()
-        report = stack.enter_context(contextlib.closing(
-            Report(progress, total=len(seeds), done=len(final_before), max_epochs=config.max_epochs)))
+        report = stack.enter_context(
+            contextlib.closing(
+                Report(
+                    progress, total=len(seeds), done=len(final_before), max_epochs=config.max_epochs
+                )
+            )
+        )
         if pending and population == "ray":
             from . import ray_tasks
 
@@ -180,28 +210,54 @@ def fit_population(
                 execution["nodes"] = {k: nodes[k] for k in sorted(nodes, key=int)}
                 checkpoints.write_record(run, meta, classes=classes, execution=execution)
 
-            ray_tasks.train_on_ray(pending, (train_images, train_labels, val_images, val_labels),
-                                   config=config, meta=meta, rp=rp, device=dev, options=options,
-                                   threads=n_threads, processes=execution["workers"], report=report,
-                                   on_final=on_final)
+            ray_tasks.train_on_ray(
+                pending,
+                (train_images, train_labels, val_images, val_labels),
+                config=config,
+                meta=meta,
+                rp=rp,
+                device=dev,
+                options=options,
+                threads=n_threads,
+                processes=execution["workers"],
+                report=report,
+                on_final=on_final,
+            )
         elif pending:
             train = DeviceSplit(train_images, train_labels, dev)
             val = DeviceSplit(val_images, val_labels, dev)
             with deterministic(dev), runtime.num_threads(n_threads):
                 for seed in pending:
-                    train_seed(seed, train, val, config=config, meta=meta, rp=rp, device=dev,
-                               progress=progress, report=report, weigher=weigher)
+                    train_seed(
+                        seed,
+                        train,
+                        val,
+                        config=config,
+                        meta=meta,
+                        rp=rp,
+                        device=dev,
+                        progress=progress,
+                        report=report,
+                        weigher=weigher,
+                    )
 
     rows = []
     for s in seeds:
         hist = artifacts.read_history(run, s)
         best = hist.loc[hist["val_loss"].idxmin()]
-        status = "already trained" if s in final_before else ("resumed" if s in resumed else "trained")
-        rows.append({
-            "seed": s, "status": status, "epochs": int(hist["epoch"].max()),
-            "best_epoch": int(best["epoch"]), "best_val_loss": float(best["val_loss"]),
-            "best_val_mean_ap": float(best["val_mean_ap"]),
-        })
+        status = (
+            "already trained" if s in final_before else ("resumed" if s in resumed else "trained")
+        )
+        rows.append(
+            {
+                "seed": s,
+                "status": status,
+                "epochs": int(hist["epoch"].max()),
+                "best_epoch": int(best["epoch"]),
+                "best_val_loss": float(best["val_loss"]),
+                "best_val_mean_ap": float(best["val_mean_ap"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -234,17 +290,35 @@ def train_population(
     from .. import data
 
     config = TrainConfig(
-        model=model, pretrained=pretrained, max_epochs=max_epochs, patience=patience,
-        batch_size=batch_size, lr=lr, bn_eval_compat=bn_eval_compat, schedule=schedule, precision=precision,
+        model=model,
+        pretrained=pretrained,
+        max_epochs=max_epochs,
+        patience=patience,
+        batch_size=batch_size,
+        lr=lr,
+        bn_eval_compat=bn_eval_compat,
+        schedule=schedule,
+        precision=precision,
     )
     tr = data.open_split(run, "train")
     va = data.open_split(run, "val")
     if list(tr.classes) != list(va.classes):
         raise ValueError(f"run {run!r}: train and val splits have different classes")
     return fit_population(
-        tr.images, tr.labels, va.images, va.labels, seeds=seeds, config=config, run=run,
-        classes=list(tr.classes), device=device, population=population, threads=threads,
-        ray_address=ray_address, gpus_per_model=gpus_per_model, progress=progress,
+        tr.images,
+        tr.labels,
+        va.images,
+        va.labels,
+        seeds=seeds,
+        config=config,
+        run=run,
+        classes=list(tr.classes),
+        device=device,
+        population=population,
+        threads=threads,
+        ray_address=ray_address,
+        gpus_per_model=gpus_per_model,
+        progress=progress,
     )
 
 
@@ -254,9 +328,21 @@ def run_stage(run: str, *, progress: bool = True) -> pd.DataFrame:
     the seeds ``0 .. n_seeds-1``, every other parameter its namesake."""
     p = config.stage_parameters(STAGE, run=run)
     return train_population(
-        run, seeds=p["n_seeds"], model=p["model"], pretrained=p["pretrained"], max_epochs=p["max_epochs"],
-        patience=p["patience"], batch_size=p["batch_size"], lr=p["lr"], bn_eval_compat=p["bn_eval_compat"],
-        schedule=p["schedule"], precision=p["precision"], device=p["device"], population=p["population"],
-        threads=p["threads"], ray_address=p["ray_address"], gpus_per_model=p["gpus_per_model"],
+        run,
+        seeds=p["n_seeds"],
+        model=p["model"],
+        pretrained=p["pretrained"],
+        max_epochs=p["max_epochs"],
+        patience=p["patience"],
+        batch_size=p["batch_size"],
+        lr=p["lr"],
+        bn_eval_compat=p["bn_eval_compat"],
+        schedule=p["schedule"],
+        precision=p["precision"],
+        device=p["device"],
+        population=p["population"],
+        threads=p["threads"],
+        ray_address=p["ray_address"],
+        gpus_per_model=p["gpus_per_model"],
         progress=progress,
     )

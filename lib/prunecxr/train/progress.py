@@ -33,8 +33,13 @@ def bar(progress: bool, *, transient: bool = False, **kwargs):
         warnings.filterwarnings("ignore", message="IProgress not found")
         from tqdm.auto import tqdm
 
-        return tqdm(disable=not progress, mininterval=0.5 if tty else 5.0, dynamic_ncols=True,
-                    leave=not (transient and tty), **kwargs)
+        return tqdm(
+            disable=not progress,
+            mininterval=0.5 if tty else 5.0,
+            dynamic_ncols=True,
+            leave=not (transient and tty),
+            **kwargs,
+        )
 
 
 class Report:
@@ -57,31 +62,48 @@ class Report:
 
     def _emit(self) -> None:
         partial = sum(min(e, self.max_epochs) / self.max_epochs for e in self.epochs.values())
-        detail = ", ".join(f"{label} epoch {min(e + 1, self.max_epochs)}/{self.max_epochs}"
-                           for label, e in self.epochs.items())
-        events.emit("train", done=min(self.done + partial, self.total), total=self.total, unit="seed",
-                    detail=detail)
+        detail = ", ".join(
+            f"{label} epoch {min(e + 1, self.max_epochs)}/{self.max_epochs}"
+            for label, e in self.epochs.items()
+        )
+        events.emit(
+            "train",
+            done=min(self.done + partial, self.total),
+            total=self.total,
+            unit="seed",
+            detail=detail,
+        )
 
     def start(self, label: str, epoch: int) -> None:
         self.stop(label)  # a seed started again (a Ray task retried after its worker died)
-        self.running[label] = bar(self.progress, total=self.max_epochs, initial=epoch, desc=label,
-                                  unit="epoch", transient=True)
+        self.running[label] = bar(
+            self.progress,
+            total=self.max_epochs,
+            initial=epoch,
+            desc=label,
+            unit="epoch",
+            transient=True,
+        )
         self.epochs[label] = epoch
         self._emit()
 
     def epoch(self, label: str, train_loss: float, val_loss: float, val_ap: float) -> None:
         b = self.running[label]
         b.update(1)
-        b.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
-                      val_mAP="n/a" if math.isnan(val_ap) else f"{val_ap:.3f}")
+        b.set_postfix(
+            train_loss=f"{train_loss:.4f}",
+            val_loss=f"{val_loss:.4f}",
+            val_mAP="n/a" if math.isnan(val_ap) else f"{val_ap:.3f}",
+        )
         if label in self.epochs:
             self.epochs[label] += 1
             self._emit()
 
     def final(self, seed: int, best_loss: float, best_epoch: int) -> None:
         self.seeds.update(1)
-        self.seeds.set_postfix(seed=seed, best_val_loss=f"{best_loss:.4f}", best_epoch=best_epoch,
-                               refresh=False)
+        self.seeds.set_postfix(
+            seed=seed, best_val_loss=f"{best_loss:.4f}", best_epoch=best_epoch, refresh=False
+        )
         self.done += 1
         self.epochs.pop(seed_label(seed), None)
         self._emit()

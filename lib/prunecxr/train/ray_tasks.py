@@ -27,9 +27,19 @@ from .recipe import TrainConfig, deterministic
 __all__ = ["train_on_ray", "train_seed_task"]
 
 
-def train_seed_task(seed: int, arrays: Sequence[tuple], *, config: TrainConfig, meta: dict[str, Any],
-                    rp: paths.RunPaths, device: str, threads: int | None, processes: int,
-                    shared: cluster.SharedPaths, relay) -> dict[str, Any]:
+def train_seed_task(
+    seed: int,
+    arrays: Sequence[tuple],
+    *,
+    config: TrainConfig,
+    meta: dict[str, Any],
+    rp: paths.RunPaths,
+    device: str,
+    threads: int | None,
+    processes: int,
+    shared: cluster.SharedPaths,
+    relay,
+) -> dict[str, Any]:
     """One seed's training inside a Ray task; returns the seed and the node that trained it."""
     dev = torch.device(device)
     with cluster.task_paths(shared):
@@ -40,16 +50,35 @@ def train_seed_task(seed: int, arrays: Sequence[tuple], *, config: TrainConfig, 
         with deterministic(dev), runtime.num_threads(threads):
             train = DeviceSplit(tx, ty, dev, processes=processes)
             val = DeviceSplit(vx, vy, dev, processes=processes)
-            train_seed(seed, train, val, config=config, meta=meta, rp=rp, device=dev, progress=False,
-                       report=report)
+            train_seed(
+                seed,
+                train,
+                val,
+                config=config,
+                meta=meta,
+                rp=rp,
+                device=dev,
+                progress=False,
+                report=report,
+            )
         report.flush()
     return {"seed": seed, "node": cluster.node_id()}
 
 
-def train_on_ray(seeds: Sequence[int], arrays: Sequence[np.ndarray], *, config: TrainConfig,
-                 meta: dict[str, Any], rp: paths.RunPaths, device: torch.device, options: dict[str, Any],
-                 threads: int | None, processes: int, report: Report,
-                 on_final: Callable[[int, str], None]) -> None:
+def train_on_ray(
+    seeds: Sequence[int],
+    arrays: Sequence[np.ndarray],
+    *,
+    config: TrainConfig,
+    meta: dict[str, Any],
+    rp: paths.RunPaths,
+    device: torch.device,
+    options: dict[str, Any],
+    threads: int | None,
+    processes: int,
+    report: Report,
+    on_final: Callable[[int, str], None],
+) -> None:
     """Train ``seeds`` as Ray tasks of ``options`` (:func:`prunecxr.cluster.task_options`).
 
     ``arrays`` are the train images, train labels, val images and val labels; ``on_final``
@@ -60,16 +89,30 @@ def train_on_ray(seeds: Sequence[int], arrays: Sequence[np.ndarray], *, config: 
 
     handles = [cluster.share_array(a) for a in arrays]
     folders = [("the run directory, under PRUNECXR_HOME", rp.root)]
-    folders += [("the image cache, PRUNECXR_CACHE", Path(value[0]).parent)
-                for kind, value in handles if kind == "memmap"]
+    folders += [
+        ("the image cache, PRUNECXR_CACHE", Path(value[0]).parent)
+        for kind, value in handles
+        if kind == "memmap"
+    ]
     with cluster.shared_paths(folders, owner=str(rp.root)) as shared:
         relay = cluster.relay()
         task = ray.remote(train_seed_task).options(**options)
 
         def submit(seed):
-            return task.remote(seed, handles, config=config, meta=meta, rp=rp, device=str(device), threads=threads,
-                               processes=processes, shared=shared, relay=relay)
+            return task.remote(
+                seed,
+                handles,
+                config=config,
+                meta=meta,
+                rp=rp,
+                device=str(device),
+                threads=threads,
+                processes=processes,
+                shared=shared,
+                relay=relay,
+            )
 
-        for seed, result in cluster.completed(seeds, submit, relay, lambda name, args: getattr(report, name)(*args),
-                                              options=options):
+        for seed, result in cluster.completed(
+            seeds, submit, relay, lambda name, args: getattr(report, name)(*args), options=options
+        ):
             on_final(seed, result["node"])

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,9 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
+            raise ValueError(
+                f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}"
+            )
         models.check_model(self.model)
         for name in ("pretrained", "augment", "bn_eval_compat"):
             if not isinstance(getattr(self, name), bool):
@@ -114,8 +117,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
-            math.isfinite(self.lr) and self.lr > 0
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, (int, float))
+            or not (math.isfinite(self.lr) and self.lr > 0)
         ):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))
@@ -156,7 +161,11 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+        return {
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_loss = float(state["best_loss"])
@@ -199,7 +208,9 @@ def augment(images: torch.Tensor, *, flip: torch.Tensor, angle: torch.Tensor) ->
     uint8 tensor shaped like ``images``.
     """
     if images.dtype != torch.uint8 or images.ndim < 3:
-        raise ValueError(f"expected uint8 images [..., H, W], got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"expected uint8 images [..., H, W], got {images.dtype} {tuple(images.shape)}"
+        )
     lead = images.shape[:-2]
     if flip.shape != lead or angle.shape != lead:
         raise ValueError(

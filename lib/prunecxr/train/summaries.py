@@ -35,12 +35,17 @@ def read_histories(run: str, seeds: Iterable[int] | None = None) -> pd.DataFrame
     if not seeds:
         raise FileNotFoundError(f"run {run!r} has no trained seeds; run notebook 02_train")
     columns = ["seed", *artifacts.HISTORY_COLUMNS]
-    return pd.concat([artifacts.read_history(run, s).assign(seed=s)[columns] for s in seeds],
-                     ignore_index=True)
+    return pd.concat(
+        [artifacts.read_history(run, s).assign(seed=s)[columns] for s in seeds], ignore_index=True
+    )
 
 
 def test_average_precision(
-    run: str, *, seeds: Iterable[int] | None = None, batch_size: int = 256, device: str = "auto",
+    run: str,
+    *,
+    seeds: Iterable[int] | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
     threads: int = 0,
 ) -> pd.DataFrame:
     """Per-class test AP of the dense (unpruned) models.
@@ -72,12 +77,23 @@ def test_average_precision(
     rows = []
     with runtime.num_threads(runtime.check_threads(threads) if dev.type == "cpu" else None):
         for s in seeds:
-            probs = inference.predict(inference.load_model(run, s, device=dev), test.images,
-                                      batch_size=batch_size, device=dev)
+            probs = inference.predict(
+                inference.load_model(run, s, device=dev),
+                test.images,
+                batch_size=batch_size,
+                device=dev,
+            )
             ap = ranking_metrics(labels, probs)[0]
             for c, name in enumerate(test.classes):
-                rows.append({"seed": s, "class": name, "ap": ap[c], "n_pos": int(labels[:, c].sum()),
-                             "train_count": int(train_counts[c])})
+                rows.append(
+                    {
+                        "seed": s,
+                        "class": name,
+                        "ap": ap[c],
+                        "n_pos": int(labels[:, c].sum()),
+                        "train_count": int(train_counts[c]),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -90,14 +106,20 @@ def summarize_test_ap(ap: pd.DataFrame) -> dict[str, Any]:
     with its ``train_count`` and mean AP over seeds.
     """
     per_seed = ap.groupby("seed")["ap"].mean()
-    per_class = ap.dropna(subset=["ap"]).groupby("class").agg(
-        ap=("ap", "mean"), train_count=("train_count", "first")
+    per_class = (
+        ap.dropna(subset=["ap"])
+        .groupby("class")
+        .agg(ap=("ap", "mean"), train_count=("train_count", "first"))
     )
     ordered = per_class.sort_values("train_count")
 
     def row(name):
-        return {"class": name, "train_count": int(ordered.loc[name, "train_count"]),
-                "ap": float(ordered.loc[name, "ap"])}
+        return {
+            "class": name,
+            "train_count": int(ordered.loc[name, "train_count"]),
+            "ap": float(ordered.loc[name, "ap"]),
+        }
+
     return {
         "n_seeds": int(per_seed.size),
         "mean_ap": float(per_seed.mean()),
@@ -154,15 +176,32 @@ def learning_curves_figure(history: pd.DataFrame):
         df = df.sort_values("epoch")
         best = df.loc[df["val_loss"].idxmin()]
         for col, key in ((1, "val_loss"), (2, "val_mean_ap")):
-            fig.add_trace(go.Scatter(
-                x=df["epoch"], y=df[key], mode="lines", name=f"seed {seed}", legendgroup=str(seed),
-                showlegend=col == 1, line=dict(color=color, width=1.5),
-            ), row=1, col=col)
-            fig.add_trace(go.Scatter(
-                x=[best["epoch"]], y=[best[key]], mode="markers", legendgroup=str(seed), showlegend=False,
-                marker=dict(color=color, size=8, symbol="circle-open", line=dict(width=2)),
-                hovertext=f"seed {seed}: selected epoch {int(best['epoch'])}",
-            ), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=df["epoch"],
+                    y=df[key],
+                    mode="lines",
+                    name=f"seed {seed}",
+                    legendgroup=str(seed),
+                    showlegend=col == 1,
+                    line=dict(color=color, width=1.5),
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=[best["epoch"]],
+                    y=[best[key]],
+                    mode="markers",
+                    legendgroup=str(seed),
+                    showlegend=False,
+                    marker=dict(color=color, size=8, symbol="circle-open", line=dict(width=2)),
+                    hovertext=f"seed {seed}: selected epoch {int(best['epoch'])}",
+                ),
+                row=1,
+                col=col,
+            )
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="BCE loss", row=1, col=1)
     fig.update_yaxes(title_text="mean AP", row=1, col=2)
@@ -183,14 +222,24 @@ def class_ap_figure(ap: pd.DataFrame):
     fig = go.Figure()
     for c in order.index:
         df = ap[ap["class"] == c]
-        fig.add_trace(go.Box(
-            x=[labels[c]] * len(df), y=df["ap"], name=labels[c], boxpoints="all", jitter=0.4,
-            pointpos=0, marker=dict(size=4, color="#1f77b4"), line=dict(color="#1f77b4"),
-            showlegend=False, hovertext=[f"seed {s}" for s in df["seed"]],
-        ))
+        fig.add_trace(
+            go.Box(
+                x=[labels[c]] * len(df),
+                y=df["ap"],
+                name=labels[c],
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker=dict(size=4, color="#1f77b4"),
+                line=dict(color="#1f77b4"),
+                showlegend=False,
+                hovertext=[f"seed {s}" for s in df["seed"]],
+            )
+        )
     fig.update_layout(
         title="Test AP of the dense models per class, across seeds (classes by training frequency)",
-        xaxis_title="class (positive training images)", yaxis_title="average precision",
+        xaxis_title="class (positive training images)",
+        yaxis_title="average precision",
         yaxis_range=[0, 1],
     )
     fig.update_xaxes(tickangle=-40)

@@ -27,7 +27,7 @@ class BlockPlan:
         strengths = []
         start, first = 0, 0
         for size in sizes:
-            layer = magnitudes[start:start + size]
+            layer = magnitudes[start : start + size]
             count = -(-size // BLOCK)  # the last block of a layer may be shorter
             index = np.arange(size) // BLOCK
             sums = np.bincount(index, weights=layer, minlength=count)
@@ -49,7 +49,8 @@ class BlockPlan:
 
 
 method = PruningMethod(
-    "blockwise_l1", BlockPlan,
+    "blockwise_l1",
+    BlockPlan,
     f"block-wise magnitude pruning: 1×{BLOCK} blocks of weights ranked by mean |w| across all layers "
     "(example package prunecxr-blockprune)",
 )

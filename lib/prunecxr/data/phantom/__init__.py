@@ -56,15 +56,40 @@ real chest X-rays, and every figure and table made from them says so
 
 from .difficulty import strengths
 from .draw import HERNIA_SIZE, NOISE_LEVEL, RENDERER_VERSION, UNCALIBRATED_STRENGTH
-from .labels import (BBOX_FILE, CLASSES, FINDINGS, META_COLUMNS, TABLE_FILE, WHEEL, bbox_priors,
-                     load_table, wheel_file)
-from .locations import (LOCATION_COLUMNS, LOCATION_MIN_CHANGE, LOCATION_RELATIVE, drawn_mask,
-                        locate)
+from .labels import (
+    BBOX_FILE,
+    CLASSES,
+    FINDINGS,
+    META_COLUMNS,
+    TABLE_FILE,
+    WHEEL,
+    bbox_priors,
+    load_table,
+    wheel_file,
+)
+from .locations import LOCATION_COLUMNS, LOCATION_MIN_CHANGE, LOCATION_RELATIVE, drawn_mask, locate
 from .render import fingerprint, render
 
 __all__ = [
-    "BBOX_FILE", "CLASSES", "FINDINGS", "HERNIA_SIZE", "LOCATION_COLUMNS", "LOCATION_MIN_CHANGE",
-    "LOCATION_RELATIVE", "META_COLUMNS", "NOISE_LEVEL", "RENDERER_VERSION", "TABLE_FILE",
-    "UNCALIBRATED_STRENGTH", "WHEEL", "bbox_priors", "drawn_mask", "fingerprint", "load_table",
-    "locate", "render", "strengths", "wheel_file",
+    "BBOX_FILE",
+    "CLASSES",
+    "FINDINGS",
+    "HERNIA_SIZE",
+    "LOCATION_COLUMNS",
+    "LOCATION_MIN_CHANGE",
+    "LOCATION_RELATIVE",
+    "META_COLUMNS",
+    "NOISE_LEVEL",
+    "RENDERER_VERSION",
+    "TABLE_FILE",
+    "UNCALIBRATED_STRENGTH",
+    "WHEEL",
+    "bbox_priors",
+    "drawn_mask",
+    "fingerprint",
+    "load_table",
+    "locate",
+    "render",
+    "strengths",
+    "wheel_file",
 ]

@@ -9,6 +9,7 @@ import numpy as np
 from .. import reference
 from .labels import FINDINGS
 
+
 def strengths(difficulty: str | Mapping[str, float] = "calibrated") -> dict[str, float]:
     """Every finding's signature strength: a shipped condition or an explicit table.
 
@@ -39,8 +40,14 @@ def strengths(difficulty: str | Mapping[str, float] = "calibrated") -> dict[str,
     out = {}
     for f in FINDINGS:
         value = table[f]
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
-                or not np.isfinite(value) or not 0 < value <= 50:
-            raise ValueError(f"{where}: the strength of {f!r} must be a number in (0, 50], got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.floating))
+            or not np.isfinite(value)
+            or not 0 < value <= 50
+        ):
+            raise ValueError(
+                f"{where}: the strength of {f!r} must be a number in (0, 50], got {value!r}"
+            )
         out[f] = float(value)
     return out

@@ -171,7 +171,7 @@ def _apply_anatomical_findings(s: Scene) -> None:
 def _grid(s: Scene, idx=slice(None)):
     """Patient coordinates ``X, Y`` ``[B, R, R]`` of every pixel after the image's pose."""
     r = s.res
-    g = ((np.arange(r, dtype=np.float32) + 0.5) / r - 0.5)
+    g = (np.arange(r, dtype=np.float32) + 0.5) / r - 0.5
     cos, sin = _col(np.cos(s.angle[idx])), _col(np.sin(s.angle[idx]))
     inv = _col(1.0 / s.scale[idx])
     gx, gy = g[None, None, :], g[None, :, None]
@@ -200,7 +200,9 @@ def _lung(s, X, Y, idx, side: int, *, shrink=0.0):
     half_y = half * np.sqrt(1 - t * t * t)
     dist_x = half_y - np.abs(X - centre)
     rel = (X - centre) / half * side  # -1 medial … +1 lateral
-    diaphragm = dome + dome_h * np.clip(rel, -1, 1.2) ** 2 * 0.5 + dome_h * 0.5 * np.clip(rel, 0, 1.2)
+    diaphragm = (
+        dome + dome_h * np.clip(rel, -1, 1.2) ** 2 * 0.5 + dome_h * 0.5 * np.clip(rel, 0, 1.2)
+    )
     e = s.edge
     return _ramp(dist_x, e) * _ramp(diaphragm - Y, e) * _ramp(Y - apex, e), diaphragm
 
@@ -223,7 +225,8 @@ def render_batch(s: Scene, out: np.ndarray) -> None:
     # body, shoulders and neck
     neck = np.clip((Y - 0.01) * 9, 0, 1)
     body_half = (tw + 0.08) * (0.3 + 0.7 * np.sqrt(1 - (1 - neck) ** 2)) + 0.015 * np.sin(
-        np.float32(np.pi) * np.clip(Y, 0, 1))
+        np.float32(np.pi) * np.clip(Y, 0, 1)
+    )
     body = _ramp(body_half - ax, 0.025)
     img = 0.05 + 0.42 * body
 
@@ -370,8 +373,10 @@ def render_batch(s: Scene, out: np.ndarray) -> None:
         sev = s.severity("Infiltration", i)
         box = _pick_box("Infiltration", u[:, 3])
         Xi, Yi = X[i], Y[i]
-        focal = _gauss(((Xi - _col(box[:, 0])) / _col(0.5 * box[:, 2] + 0.03)) ** 2
-                       + ((Yi - _col(box[:, 1])) / _col(0.5 * box[:, 3] + 0.03)) ** 2)
+        focal = _gauss(
+            ((Xi - _col(box[:, 0])) / _col(0.5 * box[:, 2] + 0.03)) ** 2
+            + ((Yi - _col(box[:, 1])) / _col(0.5 * box[:, 3] + 0.03)) ** 2
+        )
         basal = _ramp(Yi - _col(s.dome_r[i]) + 0.22, 0.1)
         where = np.where(_col(u[:, 2] < 0.4), basal, focal)
         patches = _ramp(noise_field(s.img_seed[i], s.res, 12, stream=5) - 0.2, 1.0)
@@ -400,7 +405,9 @@ def render_batch(s: Scene, out: np.ndarray) -> None:
         bat = _gauss(((axi - _col(s.mw[i]) - 0.06) / 0.09) ** 2 + ((Yi - hy) / 0.12) ** 2)
         img[i] += _col(0.13 * sev) * bat * lungs[i]
         kerley = _ramp(np.cos(np.float32(2 * np.pi * 24) * Yi) - 0.6, 0.4)
-        periph = _ramp(axi - _col(s.tw[i]) + 0.09, 0.03) * _ramp(Yi - _col(s.dome_r[i]) + 0.12, 0.03)
+        periph = _ramp(axi - _col(s.tw[i]) + 0.09, 0.03) * _ramp(
+            Yi - _col(s.dome_r[i]) + 0.12, 0.03
+        )
         img[i] += _col(0.08 * sev) * kerley * periph * lungs[i]
         vessels[i] *= 1 + 0.6 * sev.reshape(-1, 1, 1)
 
@@ -442,8 +449,11 @@ def render_batch(s: Scene, out: np.ndarray) -> None:
         x0, y0 = _col(box[:, 0]), _col(box[:, 1])
         Xi, Yi = X[i], Y[i]
         theta = np.arctan2(Yi - y0, Xi - x0)
-        lobes = 1 + 0.12 * np.cos(3 * theta + _col(2 * np.pi * u[:, 5])) + 0.06 * np.cos(
-            5 * theta + _col(2 * np.pi * u[:, 6]))
+        lobes = (
+            1
+            + 0.12 * np.cos(3 * theta + _col(2 * np.pi * u[:, 5]))
+            + 0.06 * np.cos(5 * theta + _col(2 * np.pi * u[:, 6]))
+        )
         d = np.sqrt((Xi - x0) ** 2 + (Yi - y0) ** 2)
         mass = _ramp(_col(r) * lobes - d, 0.012)
         img[i] += _col(0.22 * sev) * mass * (0.5 + 0.5 * lungs[i])

@@ -72,8 +72,14 @@ def _load_table_cached() -> pd.DataFrame:
     note_read(path)  # read once per process (cached): the first stage to read it names it
     raw = pd.read_csv(
         path,
-        usecols=["Image Index", "Finding Labels", "Patient ID", "Patient Age",
-                 "Patient Gender", "View Position"],
+        usecols=[
+            "Image Index",
+            "Finding Labels",
+            "Patient ID",
+            "Patient Age",
+            "Patient Gender",
+            "View Position",
+        ],
     )
     spelling = {v: k for k, v in _TABLE_NAMES.items()}
     names = {c: spelling.get(c, c) for c in CLASSES}  # canonical name → the table's spelling

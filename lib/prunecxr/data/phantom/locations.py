@@ -68,8 +68,10 @@ def locate(
     resolution = check_resolution(resolution)
     strength = strengths(difficulty)
     if images.shape != (len(meta), resolution, resolution) or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 {(len(meta), resolution, resolution)}, "
-                         f"got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"images must be uint8 {(len(meta), resolution, resolution)}, "
+            f"got {images.dtype} {images.shape}"
+        )
     meta = meta.reset_index(drop=True)
     flags = meta[list(FINDINGS)].to_numpy(bool)
     batch = max(1, batch_pixels // (resolution * resolution))
@@ -102,13 +104,15 @@ def locate(
         row = fk = count = peak = np.zeros(0, np.int64)
         box = np.zeros((0, 4), np.int64)
     order = np.lexsort((fk, row))
-    return pd.DataFrame({
-        "image_id": meta["image_id"].to_numpy(str)[row[order]],
-        "class": np.asarray(FINDINGS, dtype=object)[fk[order]],
-        "x0": box[order, 0].astype(np.int16),
-        "y0": box[order, 1].astype(np.int16),
-        "x1": box[order, 2].astype(np.int16),
-        "y1": box[order, 3].astype(np.int16),
-        "pixels": count[order].astype(np.int32),
-        "max_change": peak[order].astype(np.int16),
-    })
+    return pd.DataFrame(
+        {
+            "image_id": meta["image_id"].to_numpy(str)[row[order]],
+            "class": np.asarray(FINDINGS, dtype=object)[fk[order]],
+            "x0": box[order, 0].astype(np.int16),
+            "y0": box[order, 1].astype(np.int16),
+            "x1": box[order, 2].astype(np.int16),
+            "y1": box[order, 3].astype(np.int16),
+            "pixels": count[order].astype(np.int32),
+            "max_change": peak[order].astype(np.int16),
+        }
+    )

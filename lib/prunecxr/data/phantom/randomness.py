@@ -74,7 +74,7 @@ def pixel_noise(seeds: np.ndarray, resolution: int) -> np.ndarray:
     flips = (u[:, 2] * 4).astype(np.int64)
     out = np.empty((len(seeds), resolution, resolution), np.float32)
     for k in range(len(seeds)):
-        win = bank[offs[k, 0]:offs[k, 0] + resolution, offs[k, 1]:offs[k, 1] + resolution]
+        win = bank[offs[k, 0] : offs[k, 0] + resolution, offs[k, 1] : offs[k, 1] + resolution]
         f = flips[k]
         out[k] = win.T if f & 2 else win
         if f & 1:

@@ -12,6 +12,7 @@ from .difficulty import strengths
 from .draw import HERNIA_SIZE, NOISE_LEVEL, RENDERER_VERSION, Scene, render_batch
 from .labels import FINDINGS, META_COLUMNS, TABLE_FILE, WHEEL
 
+
 def check_meta(meta: pd.DataFrame) -> None:
     missing = [c for c in META_COLUMNS + FINDINGS if c not in meta.columns]
     if missing:
@@ -19,8 +20,11 @@ def check_meta(meta: pd.DataFrame) -> None:
 
 
 def check_resolution(resolution) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) \
-            or not 8 <= resolution <= 2048:
+    if (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, (int, np.integer))
+        or not 8 <= resolution <= 2048
+    ):
         raise ValueError(f"resolution must be an int from 8 to 2048, got {resolution!r}")
     return int(resolution)
 
@@ -58,7 +62,9 @@ def render(
     if out is None:
         out = np.empty((n, resolution, resolution), np.uint8)
     elif out.shape != (n, resolution, resolution) or out.dtype != np.uint8:
-        raise ValueError(f"out must be uint8 {(n, resolution, resolution)}, got {out.dtype} {out.shape}")
+        raise ValueError(
+            f"out must be uint8 {(n, resolution, resolution)}, got {out.dtype} {out.shape}"
+        )
     batch = max(1, batch_pixels // (resolution * resolution))
     meta = meta.reset_index(drop=True)
     for start in range(0, n, batch):

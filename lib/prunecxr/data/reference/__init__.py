@@ -23,8 +23,19 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["CHEXNET_FILE", "CONDITIONS", "COUNTS_FILE", "DATASETS", "SPLIT_FILE", "chexnet_auroc",
-           "class_counts", "difficulty_file", "image_totals", "nih_cxr_lt_split", "phantom_difficulty"]
+__all__ = [
+    "CHEXNET_FILE",
+    "CONDITIONS",
+    "COUNTS_FILE",
+    "DATASETS",
+    "SPLIT_FILE",
+    "chexnet_auroc",
+    "class_counts",
+    "difficulty_file",
+    "image_totals",
+    "nih_cxr_lt_split",
+    "phantom_difficulty",
+]
 
 SPLIT_FILE = "nih-cxr-lt_split.csv.gz"
 COUNTS_FILE = "cxr-lt_class_counts.csv"
@@ -53,7 +64,9 @@ def _split_table() -> pd.Series:
     bad = ~table["split"].isin(_SPLITS)
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
-        raise ValueError(f"{file}, line {row + 2}: split {table['split'].iloc[row]!r} is not one of {list(_SPLITS)}")
+        raise ValueError(
+            f"{file}, line {row + 2}: split {table['split'].iloc[row]!r} is not one of {list(_SPLITS)}"
+        )
     if table["image_id"].duplicated().any():
         dup = table.loc[table["image_id"].duplicated(), "image_id"].iloc[0]
         raise ValueError(f"{file}: image {dup!r} is listed twice")
@@ -71,7 +84,9 @@ def _counts_table() -> pd.DataFrame:
         table = pd.read_csv(file).set_index("label")
     expected = [f"{p}_{s}" for p in DATASETS.values() for s in (*_SPLITS, "total")]
     if list(table.columns) != expected or _TOTAL_ROW not in table.index:
-        raise ValueError(f"{file}: expected the columns label,{','.join(expected)} and a row {_TOTAL_ROW}")
+        raise ValueError(
+            f"{file}: expected the columns label,{','.join(expected)} and a row {_TOTAL_ROW}"
+        )
     return table
 
 
@@ -102,14 +117,20 @@ def _chexnet_table() -> pd.Series:
     with resources.as_file(_path(CHEXNET_FILE)) as file:
         table = pd.read_csv(file)
         if list(table.columns) != ["finding", "auroc"]:
-            raise ValueError(f"{file}: expected the columns finding,auroc, got {list(table.columns)}")
+            raise ValueError(
+                f"{file}: expected the columns finding,auroc, got {list(table.columns)}"
+            )
         values = pd.to_numeric(table["auroc"], errors="coerce")
         bad = ~values.between(0.5, 1.0)
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
-            raise ValueError(f"{file}, line {row + 2}: AUROC {table['auroc'].iloc[row]!r} is not in [0.5, 1]")
+            raise ValueError(
+                f"{file}, line {row + 2}: AUROC {table['auroc'].iloc[row]!r} is not in [0.5, 1]"
+            )
         if table["finding"].duplicated().any():
-            raise ValueError(f"{file}: finding {table.loc[table['finding'].duplicated(), 'finding'].iloc[0]!r} twice")
+            raise ValueError(
+                f"{file}: finding {table.loc[table['finding'].duplicated(), 'finding'].iloc[0]!r} twice"
+            )
     return pd.Series(values.to_numpy(float), index=table["finding"].to_numpy(str), name="auroc")
 
 
@@ -125,7 +146,9 @@ def chexnet_auroc() -> pd.Series:
 def difficulty_file(condition: str):
     """The package-data file of difficulty ``condition`` (a :mod:`importlib.resources` path)."""
     if condition not in CONDITIONS:
-        raise ValueError(f"unknown phantom difficulty {condition!r}; choose one of {list(CONDITIONS)}")
+        raise ValueError(
+            f"unknown phantom difficulty {condition!r}; choose one of {list(CONDITIONS)}"
+        )
     return _path(f"phantom_difficulty_{condition}.json")
 
 
@@ -135,13 +158,17 @@ def _difficulty(condition: str) -> dict:
         try:
             record = json.loads(file.read_text())
         except (OSError, ValueError) as err:
-            raise ValueError(f"{file}: not a readable difficulty table ({err}); reinstall the project") from None
+            raise ValueError(
+                f"{file}: not a readable difficulty table ({err}); reinstall the project"
+            ) from None
         strength = record.get("strength")
         if record.get("condition") != condition or not isinstance(strength, dict) or not strength:
             raise ValueError(f"{file}: expected condition {condition!r} and a 'strength' table")
         for name, value in strength.items():
             if not isinstance(value, (int, float)) or not 0 < value < 100:
-                raise ValueError(f"{file}: strength of {name!r} must be a number in (0, 100), got {value!r}")
+                raise ValueError(
+                    f"{file}: strength of {name!r} must be a number in (0, 100), got {value!r}"
+                )
     return record
 
 
