@@ -168,7 +168,7 @@ def test_pair_table_permuting_classes_permutes_results():
     perm = ["C", "A", "D", "B"]
     labels = labels_frame(Y_TEST)[["image_id", "patient_id", "split", *perm]]
     permuted = cooccurrence.pair_table(curves_frame(), labels)
-    key = lambda df: {
+    key = lambda df: {  # noqa: E731 (a one-use key function, read where it is used)
         frozenset((a, b)): (f, d, i)
         for a, b, f, d, i in zip(
             df["class_a"], df["class_b"], df["fcd"], df["abs_log_freq_diff"], df["iou"]

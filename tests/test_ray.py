@@ -326,6 +326,7 @@ def test_a_started_cluster_gets_only_the_tasks_it_can_run(two_nodes, monkeypatch
         monkeypatch.setattr(cluster, "_started_here", started_here)
         submitted, finished, refs, peak = [], [], [], [0]
 
+        # submit runs only inside this iteration, so its loop variables are this iteration's
         def submit(key):  # tasks in flight: the unfinished ones and this one
             unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)[1] if refs else []
             peak[0] = max(peak[0], len(unfinished) + 1)
