@@ -613,7 +613,7 @@ def test_notebook_follows_the_conventions():
         if cell.cell_type == "code" and cell is not params and "finish_stage" not in cell.source:
             assert before.cell_type == "markdown" or before is params, cell.source[:40]
     text = "\n".join(c.source for c in code)
-    assert 'save_figure(fig6, "fig6_reader_study", run=run' in text
+    assert 'publish(fig6, "fig6_reader_study", run=run' in text
     assert text.count("png_status()") == 1
 
 

@@ -62,7 +62,10 @@ def pie_ratio_intervals(
     pie = np.asarray(is_pie, dtype=bool)
     if pie.shape != (len(test_labels),):
         raise ValueError(f"is_pie has shape {pie.shape}; expected ({len(test_labels)},)")
-    patient = pd.factorize(test_labels["patient_id"])[0]
+    ids = test_labels["patient_id"].astype(str)
+    if (ids == "").all():  # imported labels name no patients: each image is its own cluster
+        ids = test_labels["image_id"].astype(str)
+    patient = pd.factorize(ids)[0]
     n_p = int(patient.max()) + 1
     y = test_labels[list(classes)].to_numpy(dtype=np.float64)
     four = (

@@ -425,11 +425,17 @@ def forgetting_intervals(
     axis = changes.axis
     log_freq = _log(train_counts)
     learned = ~np.asarray(is_unlearned, dtype=bool)
-    extreme = int(np.flatnonzero(np.isclose(changes.levels, axis.extreme(changes.levels)))[0])
+    at = np.flatnonzero(np.isclose(changes.levels, axis.extreme(changes.levels)))
+    extreme = int(at[0]) if len(at) else None  # a store without 95%: its change is undefined
 
     def per_class(curves):
         first, censored = first_drop_values(curves, changes.levels, axis, drop_threshold)
-        return {"first_drop": first, "censored": censored, "change": curves[..., extreme, :]}
+        change = (
+            curves[..., extreme, :]
+            if extreme is not None
+            else np.full_like(curves[..., 0, :], np.nan)
+        )
+        return {"first_drop": first, "censored": censored, "change": change}
 
     full = per_class(changes.curves())
     estimates = _fig3_statistics(full, log_freq, learned)
@@ -544,17 +550,27 @@ def unit_counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount((idx + offsets).ravel(), minlength=idx.shape[0] * n).reshape(idx.shape[0], n)
 
 
-def patient_data(run: str, method: str, classes: list[str]) -> PatientData:
-    """The test labels, patients and the dense and extreme levels' probabilities of ``method``."""
+def patient_data(run: str, method: str, classes: list[str]) -> PatientData | None:
+    """The test labels, patients and the dense and extreme levels' probabilities of ``method``;
+    None when the store lacks either level (imported predictions at levels of their own: the
+    change at 95% is then undefined, and so is its patient interval)."""
     probs, meta = artifacts.read_store(run, method)
     axis = levels.axis(meta["level_name"])
     lv = np.asarray(meta["levels"], dtype=float)
     labels = artifacts.read_labels(run, classes)
     test = labels[(labels["split"] == "test").to_numpy()]
     order = [list(meta["classes"]).index(c) for c in classes]
-    dense_k = int(np.flatnonzero(axis.is_dense(lv))[0])
-    extreme_k = int(np.flatnonzero(np.isclose(lv, axis.extreme(lv)))[0])
-    patient = pd.factorize(test["patient_id"])[0]
+    dense, extreme = (
+        np.flatnonzero(axis.is_dense(lv)),
+        np.flatnonzero(np.isclose(lv, axis.extreme(lv))),
+    )
+    if not len(dense) or not len(extreme):
+        return None
+    dense_k, extreme_k = int(dense[0]), int(extreme[0])
+    ids = test["patient_id"].astype(str)
+    if (ids == "").all():  # imported labels name no patients: each image is its own cluster
+        ids = test["image_id"].astype(str)
+    patient = pd.factorize(ids)[0]
     return PatientData(
         y=test[classes].to_numpy(dtype=np.int64),
         dense=np.asarray(probs[:, dense_k][..., order], dtype=np.float32),
