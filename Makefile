@@ -11,6 +11,8 @@ PROFILE ?= default
 RUN ?=
 PARAMS ?=
 NOTEBOOKS ?=
+# test processes (pytest-xdist): one per CPU; TEST_JOBS=0 runs the suite in this one process
+TEST_JOBS ?= auto
 
 .PHONY: reproduce test lint install bench readme-figures clean-venv
 
@@ -27,7 +29,7 @@ reproduce: $(VENV)/.installed
 		$(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS)) $(foreach p,$(PARAMS),-p "$(p)")
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

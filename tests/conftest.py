@@ -1,15 +1,25 @@
 """Every test writes under a temporary PRUNECXR_HOME, never into the checkout."""
 
+import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(2)
+#: test processes running side by side (pytest-xdist sets this in its workers; ``make test``)
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+# Two intra-op threads for a serial run; one per worker when the workers fill the cores, since
+# OpenMP's threads spin at their barriers and a second thread then stalls on a busy core. For
+# the same reason the processes the tests start (notebook kernels, scripts) let idle OpenMP
+# threads sleep rather than spin.
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True)
@@ -30,15 +40,73 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+#: the modules whose tests start Ray clusters (one group: one cluster at a time)
+RAY_MODULES = {"test_ray", "test_reproducible"}
+#: the groups that take longest (minutes each, measured), handed out first
+LONGEST = ["smoke-run", "ray", "test_extending", "test_failures", "test_failures_data"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group the tests for pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``): the
+    tests that read the smoke run share one group, so one worker makes the run once and the
+    others never wait for it; every other test is grouped with its module, whose module-scoped
+    fixtures (a Ray cluster, trained arrays) are then built once, as in a serial run.
+    The modules that start Ray clusters share one group, so that no two clusters run at once
+    (test_ray kills task processes by name); test_reproducible, one of them, repeats the smoke
+    run in another home and reads the session's run only after its own."""
+    groups = {}
+    for item in items:
+        module = item.module.__name__
+        if module in RAY_MODULES:
+            group = "ray"
+        elif "smoke_run" in item.fixturenames:
+            group = "smoke-run"
+        else:
+            group = module
+        item.add_marker(pytest.mark.xdist_group(group))
+        groups[item] = group
+    # xdist hands the groups out in the order of their first test: the longest first, so that
+    # no worker starts one of them when the others are nearly done
+    items.sort(
+        key=lambda item: LONGEST.index(groups[item]) if groups[item] in LONGEST else len(LONGEST)
+    )
+
+
+def without_png(env: dict) -> dict:
+    """``env`` for a notebook run whose figures' PNGs no test reads: no Chrome is found
+    (``prunecxr.figures.chrome_path`` honours ``BROWSER_PATH``), so no kernel starts one, which
+    took 3 to 4 s per notebook here. The smoke run keeps its PNGs; test_end_to_end checks them."""
+    return {**env, "BROWSER_PATH": "/nonexistent/no-chrome-for-this-run"}
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """Run `python -m prunecxr run --profile smoke` once per session into a fresh PRUNECXR_HOME.
+    """Run `python -m prunecxr run --profile smoke` once per test session into a fresh
+    PRUNECXR_HOME; tests only read it.
 
-    Shared by test_end_to_end.py and test_artifacts_contract.py; tests only read it.
+    Once per session, not per process: under pytest-xdist the workers share a temporary root,
+    and the first worker to ask makes the run there under a file lock while any other waits
+    for it (the grouping above keeps that to test_reproducible, which asks after its own runs).
     """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if WORKERS > 1:
+        root = root.parent  # shared by the workers of this session
+    record = root / "smoke-run.json"
+    with FileLock(str(root / "smoke-run.lock")):
+        if record.exists():
+            made = json.loads(record.read_text())
+            return {**made, "home": Path(made["home"])}
+        made = _make_smoke_run(root / "e2e-home")
+        record.write_text(json.dumps({**made, "home": str(made["home"])}))
+        return made
+
+
+def _make_smoke_run(home: Path) -> dict:
     from prunecxr import paths
 
-    home = tmp_path_factory.mktemp("e2e-home")
+    home.mkdir(parents=True)
     env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
     assert any(paths.notebooks_dir().glob("[0-9][0-9]_*.ipynb")), (
         f"no notebooks in {paths.notebooks_dir()}"

@@ -228,21 +228,6 @@ def test_an_attended_population_resumes_to_the_uninterrupted_weights(arrays):
             threads=1,
             progress=False,
         )
-    with pytest.raises(ValueError, match="population = 'sequential'"):
-        T.fit_population(
-            tr_x,
-            tr_y,
-            va_x,
-            va_y,
-            seeds=[1],
-            config=_config(),
-            run="x",
-            population="ray",
-            threads=1,
-            progress=False,
-            weigher=w,
-            attention=attention,
-        )
 
 
 # -- class activation maps -----------------------------------------------------------------
@@ -304,6 +289,167 @@ def test_pointing_game_and_iou_against_hand_drawn_boxes():
     assert scores["iou"].tolist()[:2] == [1.0, 0.0]
     with pytest.raises(ValueError, match="cam_threshold must be in"):
         cam.localization_scores(_Identity(), img, ["a", "b"], boxes, ["one", "two"], threshold=1.0)
+
+
+class _Functional(nn.Module):
+    """Like :class:`_Identity` but pooled functionally (no ``avgpool``/``fc`` pair, as
+    DenseNet-121): CAM is not exact for it, Grad-CAM is what it gets."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Identity()
+        self.head = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+            self.head.bias.zero_()
+
+    def forward(self, x):
+        a = torch.relu(self.features(x[:, :1] - 0.25))
+        return self.head(a.mean(dim=(2, 3)))
+
+
+def test_grad_cam_of_a_pooling_linear_head_is_the_rectified_cam():
+    torch.manual_seed(0)
+    net = models.create_model("small_resnet", 3).eval()
+    x = torch.randn(4, 3, 32, 32)
+    classes = [2, 0, 2, 1]
+    maps, logits = cam.grad_cams(net, x, classes)
+    with torch.no_grad():
+        cams, expected = cam.class_activation_maps(net, x)
+    hw = cams.shape[2] * cams.shape[3]
+    hand = torch.relu(cams[torch.arange(4), torch.tensor(classes)]) / hw
+    torch.testing.assert_close(maps, hand, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, expected)
+    assert cam.feature_layer(net, x) == "layers"  # what enters avgpool
+    assert all(p.requires_grad for p in net.parameters())  # given back as they were
+    assert cam.cam_method(net) == "cam" and cam.cam_method(net, "gradcam") == "gradcam"
+
+
+def test_grad_cam_weighs_a_functional_heads_feature_map_by_its_mean_gradient():
+    net = _Functional().eval()
+    x = torch.rand(3, 3, 6, 6)
+    maps, _ = cam.grad_cams(net, x, [0, 1, 0])
+    a = (x[:, :1] - 0.25)[:, 0]  # what `features` returns
+    # y_c = w_c · mean(ReLU(a)), so ∂y_c/∂a = w_c · 1[a > 0] / (h·w), and α_c is its mean
+    sign = torch.tensor([1.0, -1.0, 1.0])[:, None, None]  # w of the class asked of each image
+    alpha = sign * (a > 0).float().mean(dim=(1, 2), keepdim=True) / 36
+    torch.testing.assert_close(maps, torch.relu(alpha * a))
+    assert cam.cam_method(_Functional()) == "gradcam"
+    with pytest.raises(ValueError, match="use Grad-CAM"):
+        cam.cam_method(_Functional(), "cam")
+    with pytest.raises(ValueError, match="cam_layer 'nope' is not a module"):
+        cam.grad_cams(net, x, [0, 0, 0], layer="nope")
+    with pytest.raises(ValueError, match="cam_method must be one of"):
+        cam.cam_method(net, "saliency")
+
+
+def test_localization_scores_take_grad_cam_where_cam_is_not_exact():
+    img = np.zeros((2, 8, 8), dtype=np.uint8)
+    img[0, 2:4, 2:4] = 200
+    img[1, 6, 6] = 255
+    boxes = pd.DataFrame(
+        {
+            "image_id": ["a", "a", "b"],
+            "class": ["one", "one", "one"],
+            "x0": [2, 5, 0],
+            "y0": [2, 5, 0],
+            "x1": [4, 8, 3],
+            "y1": [4, 8, 3],
+        }
+    )  # no pixels column: every box is scored (NIH's boxes)
+    both = dict(threshold=0.5, batch_size=1)
+    exact = cam.localization_scores(_Identity(), img, ["a", "b"], boxes, ["one", "two"], **both)
+    graded = cam.localization_scores(_Functional(), img, ["a", "b"], boxes, ["one", "two"], **both)
+    pd.testing.assert_frame_equal(exact, graded)
+    assert graded["pointing"].tolist() == [True, False, False]
+
+
+def test_notebook_09s_late_options_are_checked_at_its_start(tmp_path):
+    from prunecxr import attend
+
+    ok = dict(cam_method="auto", cam_threshold=0.5, population="sequential")
+    attend.check_options(**ok)
+    with pytest.raises(ValueError, match="cam_method must be one of"):
+        attend.check_options(**{**ok, "cam_method": "gradcam++"})
+    with pytest.raises(ValueError, match=r"cam_threshold must be in \(0, 1\)"):
+        attend.check_options(**{**ok, "cam_threshold": 1})
+    with pytest.raises(ValueError, match="unknown population mode"):
+        attend.check_options(**{**ok, "population": "parallel"})
+    with pytest.raises(FileNotFoundError, match="bbox_file .* does not exist"):
+        attend.check_options(**ok, bbox_file=str(tmp_path / "BBox_List_2017.csv"))
+
+
+# -- NIH's boxes -----------------------------------------------------------------------------
+
+NIH_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+
+
+def test_nih_boxes_scale_to_the_run_and_name_bad_rows(tmp_path):
+    from prunecxr.data import boxes as nih
+
+    f = tmp_path / "BBox_List_2017.csv"
+    f.write_text(
+        NIH_HEADER
+        + "00000001_000.png,Infiltrate,100.5,0,50,1024\n"
+        + "00000002_000.png,Mass,0,0,1024,1024\n"
+        + "00000099_000.png,Nodule,10,10,5,5\n"
+    )
+    raw = nih.read_nih_boxes(f, classes=["Infiltration", "Mass", "Nodule"])
+    assert raw["class"].tolist() == ["Infiltration", "Mass", "Nodule"]
+    table = pd.DataFrame(
+        {
+            "image_id": ["images/00000001_000.png", "images/00000002_000.png"],
+            "split": ["test", "val"],
+        }
+    )
+    out = nih.boxes_at_resolution(raw, table, 48)
+    assert out.columns.tolist() == nih.BOX_COLUMNS
+    # x 100.5 → 4.71 → 4; x + w 150.5 → 7.05 → 8 (the smallest whole-pixel box holding it)
+    assert out[["x0", "y0", "x1", "y1", "pixels"]].values.tolist() == [
+        [4, 0, 8, 48, 192],
+        [0, 0, 48, 48, 2304],
+    ]
+    assert out["image_id"].tolist() == table["image_id"].tolist()
+    assert out.attrs["unmatched"] == 1  # the image the run does not hold
+    with pytest.raises(ValueError, match="line 3: finding 'Mass' is not a class"):
+        nih.read_nih_boxes(f, classes=["Infiltration", "Nodule"])
+    f.write_text(NIH_HEADER + "00000001_000.png,Mass,1,2,0,4\n")
+    with pytest.raises(ValueError, match=r"line 2: box w must be a positive number; got '0'"):
+        nih.read_nih_boxes(f)
+    f.write_text("Image Index,Finding Label\nx.png,Mass\n")
+    with pytest.raises(ValueError, match="expected NIH's columns"):
+        nih.read_nih_boxes(f)
+    # where the file is looked for: given, the dataset folder, the wheel's copy
+    with pytest.raises(FileNotFoundError, match="bbox_file .*missing.csv does not exist"):
+        nih.find_box_file(tmp_path / "missing.csv")
+    (tmp_path / "ds").mkdir()
+    assert nih.find_box_file("", tmp_path / "ds").name == "BBox_List_2017.csv.gz"  # the wheel's
+    (tmp_path / "ds" / nih.NIH_BOX_FILE).write_text(NIH_HEADER)
+    assert nih.find_box_file("", tmp_path / "ds") == tmp_path / "ds" / nih.NIH_BOX_FILE
+    wheel = nih.read_nih_boxes(nih.find_box_file())
+    assert len(wheel) == 984 and wheel["class"].nunique() == 8  # NIH's release
+
+
+def test_a_real_nih_run_is_scored_against_nihs_boxes(tmp_path):
+    from prunecxr import data
+    from prunecxr.attend import evaluate
+    from test_data import RES, make_nih
+
+    make_nih(tmp_path)
+    data.prepare_run("nih", dataset="nih-cxr-lt", resolution=RES, data_root=str(tmp_path))
+    test = data.open_split("nih", "test")
+    name = test.image_ids[0].split("/")[-1]
+    (tmp_path / "nih-cxr-lt" / "BBox_List_2017.csv").write_text(
+        NIH_HEADER + f"{name},Effusion,512,0,512,512\n00000001_000.png,Mass,0,0,10,10\n"
+    )
+    boxes = evaluate.localization_boxes("nih", data_root=str(tmp_path))
+    assert boxes.attrs["source"] == "BBox_List_2017.csv"
+    # the test image's box, at the run's 8 px; the training image's box is not a test box
+    assert boxes[["image_id", "class", "x0", "y0", "x1", "y1"]].values.tolist() == [
+        [test.image_ids[0], "Effusion", RES // 2, 0, RES, RES // 2]
+    ]
+    with pytest.raises(FileNotFoundError, match="bbox_file"):
+        evaluate.localization_boxes("nih", bbox_file=str(tmp_path / "nope.csv"))
 
 
 # -- paired statistics ---------------------------------------------------------------------

@@ -97,9 +97,23 @@ def test_a_new_task_restarts_the_estimate(progress_file):
     events.emit("sweep b", done=0, total=6, unit="model")
     live.poll()
     assert live.first.task == "sweep b" and live.last.task == "sweep b"
+    # the same task started again from 0 (notebook 09 trains one population per arm):
+    # the rate of the first run no longer applies
+    for k in range(4):
+        events.emit("train", done=k, total=3, unit="seed")
+    live.poll()
+    clock.t += 100
+    events.emit("train", done=0, total=3, unit="seed")
+    live.poll()
+    assert live.first.done == 0 and live.first_at == clock.t
+    clock.t += 10
+    events.emit("train", done=1, total=3, unit="seed")
+    live.poll()
+    assert live.seconds_left(clock.t) == pytest.approx(20.0)  # 1 seed in 10 s, 2 left
 
 
-def test_line_mode_redraws_in_place_and_clears(progress_file):
+def test_line_mode_redraws_in_place_and_clears(progress_file, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the line is cut at the terminal's width
     out = Tty()
     live = console.LiveProgress(
         "[3/8] 03_prune", progress_file, mode="auto", stream=out, clock=Clock()

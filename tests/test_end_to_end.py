@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import without_png
 from prunecxr import artifacts, config, console, figures, fmt, paths, provenance, report
 
 NOTEBOOKS = [
@@ -278,7 +279,7 @@ def test_notebooks_04_to_06_on_a_weight_quant_store(smoke_run, tmp_path):
         if folder.name != "weight_quant":
             shutil.rmtree(folder)
     shutil.rmtree(home / "runs" / RUN / "analysis")
-    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
+    env = without_png(dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache")))
     proc = subprocess.run(
         [
             sys.executable,
@@ -413,3 +414,17 @@ def test_attend_artifacts(rp):
     ).all()
     for name in ("attend_differences", "attend_localization", "attend_forgetting"):
         assert (rp.figures / f"{name}.csv").exists(), name
+    loc = pd.read_parquet(rp.attend_table("localization"))
+    assert set(loc["map"]) == {"cam"} and set(loc["boxes"]) == {"drawn"}  # small ResNets: exact CAM
+    drawn = pd.read_parquet(rp.locations)
+    drawn = drawn[(drawn["split"] == "test") & (drawn["pixels"] > 0)]
+    side = PROFILE["resolution"]
+    share = ((drawn["x1"] - drawn["x0"]) * (drawn["y1"] - drawn["y0"]) / side**2).mean()
+    overall = loc[loc["class"] == "(all classes)"]
+    assert np.allclose(overall["box_share"], share) and (overall["n_boxes"] == len(drawn)).all()
+    # the report's section, from these files
+    index = (rp.reports / "index.html").read_text(encoding="utf-8")
+    section = index[index.index('id="attend"') :]
+    assert "Each arm minus the dense models" in section and "(5 rarest)" in section
+    assert "Fig. 3&#x27;s correlations" in section or "Fig. 3's correlations" in section
+    assert "could not be read" not in section

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import without_png
 from prunecxr import artifacts, compress, data, paths, train
 from prunecxr.analysis import forgetting
 
@@ -385,7 +386,7 @@ def test_predictions_of_a_model_we_did_not_train_go_through_notebooks_04_to_07(
 ):
     classes = logistic_regression_predictions(tmp_path)
     home = tmp_path / "home"
-    env = dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache"))
+    env = without_png(dict(os.environ, PRUNECXR_HOME=str(home), PRUNECXR_CACHE=str(home / "cache")))
 
     def cli(*args):
         proc = subprocess.run(

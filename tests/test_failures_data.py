@@ -19,6 +19,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -234,12 +235,15 @@ def test_check_data_refuses_what_notebook_01_refuses(case, tmp_path):
 
 #: a notebook-01 build that blocks while decoding, to be killed there
 _BLOCKED_BUILD = """
-import sys, time
+import sys, threading, time
 from prunecxr import data
 from prunecxr.data import images
 
+first = threading.Lock()
+
 def blocked(path, resolution):
-    print("decoding", flush=True)
+    if first.acquire(blocking=False):  # the decoding threads all block; one says so
+        print("decoding", flush=True)
     time.sleep(600)
 
 images.load_image = blocked
@@ -249,6 +253,25 @@ data.prepare_run("killed", dataset="nih-cxr-lt", data_root=sys.argv[1], resoluti
 
 def _temporaries() -> list[Path]:
     return sorted(paths.cache_root().rglob(".*.tmp"))
+
+
+def _wait_for_line(child: subprocess.Popen, line: str, *, seconds: float) -> None:
+    """Read ``child``'s output until ``line``; else kill it and fail with what it printed (never
+    block on a live child's stderr: it would hold the test until the child ends)."""
+    seen, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([child.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        got = child.stdout.readline()
+        if got == line:
+            return
+        if not got:  # the child closed its output: it ended
+            break
+        seen.append(got)
+    child.kill()
+    out, err = child.communicate()
+    pytest.fail(f"no {line!r} from the child; it printed {''.join(seen) + out!r}, stderr:\n{err}")
 
 
 def test_killed_cache_build_leaves_no_temporary_after_a_rerun(tmp_path):
@@ -267,8 +290,7 @@ def test_killed_cache_build_leaves_no_temporary_after_a_rerun(tmp_path):
         text=True,
     )
     try:
-        ready, _, _ = select.select([child.stdout], [], [], 120)
-        assert ready and child.stdout.readline() == "decoding\n", child.stderr.read()
+        _wait_for_line(child, "decoding\n", seconds=120)
         writing = _temporaries()
         assert [t.name.startswith(".train-") and ".npy." in t.name for t in writing] == [True]
 

@@ -165,6 +165,36 @@ def test_ray_trains_and_sweeps_on_both_nodes_with_the_sequential_bits(two_nodes)
     assert _snapshot(paths.run_paths("ray").root / "prune") == before
 
 
+def test_an_attended_population_trains_on_ray_with_the_sequential_bits(two_nodes, arrays):
+    """Notebook 09's arms as Ray tasks: the adaptive HTL weigher travels without its images,
+    scores the ones its task opened, and gives the weights and HTL sets of the sequential run."""
+    from prunecxr.attend import weights
+
+    ids = [str(k) for k in range(len(arrays[0]))]
+    for run, population in (("att-seq", "sequential"), ("att-ray", "ray")):
+        w, attention = weights.create_weigher(
+            "htl",
+            run=run,
+            images=arrays[0],
+            labels=arrays[1],
+            image_ids=ids,
+            weight=3.0,
+            sparsity=0.5,
+            fraction=0.1,
+            beta=0.99,
+            batch_size=32,
+        )
+        _fit(arrays, run, seeds=2, population=population, epochs=2, weigher=w, attention=attention)
+    assert _same_weights("att-seq", "att-ray", range(2))
+    for s in range(2):
+        seq, on_ray = (
+            artifacts.read_parquet(paths.run_paths(r).attend_epoch(s, 1))
+            for r in ("att-seq", "att-ray")
+        )
+        assert seq.equals(on_ray) and seq["htl"].any()
+    assert artifacts.read_train_record("att-ray")["attention"]["arm"] == "htl"
+
+
 # -- faults --------------------------------------------------------------------------------
 def test_a_killed_worker_is_retried_and_resumes_to_the_same_weights(two_nodes, arrays, monkeypatch):
     starts = []

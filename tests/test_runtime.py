@@ -14,7 +14,8 @@ from prunecxr import runtime
 LIB = str(Path(runtime.__file__).resolve().parents[1])
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# training steps of a small model, counting the page faults of the last ones
+# training steps of a small model: the median page faults of a step after two warm-up steps (the
+# median, since a one-time allocation, such as a library's lazily built cache, can land in any step)
 STEPS = """
 import json, resource, sys, torch
 import torch.nn.functional as F
@@ -29,10 +30,12 @@ def step():
     net.zero_grad(set_to_none=True)
     F.binary_cross_entropy_with_logits(net(x), y).backward()
 step(); step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+faults = []
+for _ in range(7):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(json.dumps({"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"tuned": tuned, "faults": sorted(faults)[len(faults) // 2]}))
 """
 
 
@@ -64,7 +67,7 @@ def test_tuned_steps_stop_faulting_memory_back_in():
     assert not default["tuned"] and tuned["tuned"]
     # glibc's defaults unmap and re-fault a step's activations every step (thousands of
     # faults); tuned, the memory of the warm-up steps is reused
-    assert default["faults"] > 1000
+    assert default["faults"] > 200
     assert tuned["faults"] < default["faults"] / 10
 
 

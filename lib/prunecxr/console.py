@@ -128,7 +128,10 @@ class LiveProgress:
         events, self.offset = read_events(self.path, self.offset)
         now = self.clock()
         for e in events:
-            if self.first is None or e.task != self.first.task or e.done < self.first.done:
+            # a task started again (notebook 09 trains one population per arm, each a "train"
+            # from 0) goes back below where it was: its rate so far no longer applies
+            again = self.last is not None and e.task == self.last.task and e.done < self.last.done
+            if self.first is None or e.task != self.first.task or again:
                 self.first, self.first_at = (
                     e,
                     now,

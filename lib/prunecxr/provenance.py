@@ -150,9 +150,12 @@ def _cell(stage: str) -> tuple[int | None, int | None]:
     source = raw[-1]
     index = None
     try:
-        import nbformat
+        from .stages import NotebookError, read_cells
 
-        cells = nbformat.read(paths.notebooks_dir() / f"{stage}.ipynb", as_version=4).cells
+        try:
+            cells = read_cells(paths.notebooks_dir() / f"{stage}.ipynb")
+        except NotebookError:
+            cells = []
         matches = [i for i, c in enumerate(cells) if c.cell_type == "code" and c.source == source]
         index = matches[0] if len(matches) == 1 else None
     except (OSError, ValueError):

@@ -492,6 +492,54 @@ def _controlled_section(run: str, record: dict[str, Any]) -> str:
         )
 
 
+def _attend_section(record: dict[str, Any], run: str) -> str:
+    """Notebook 09's results, when the run has them: the HTL identifications, the paired
+    differences of the aggregates (AP; localization where scored) and Fig. 3's correlations per
+    arm. Every number is read from ``attend/*.parquet``."""
+    if not record.get("stages", {}).get("09_attend"):
+        return ""
+    head = '<h2 id="attend">Attend who is weak: the hard-to-learn images attended in training</h2>'
+    try:
+        attend = importlib.import_module(f"{__package__}.attend")
+        s, ev = attend.summaries, attend.evaluate
+        htl = s.htl_summary(s.read_table(run, "htl"))
+        by_source = (
+            htl.groupby("source", sort=False)
+            .agg(
+                identifications=("htl", "size"),
+                images=("images", "max"),
+                htl_per_identification=("htl", "median"),
+                jaccard_with_posthoc=("jaccard_with_posthoc", "median"),
+            )
+            .reset_index()
+        )
+        by_source["jaccard_with_posthoc"] = [
+            fmt.num(v, 3) for v in by_source["jaccard_with_posthoc"]
+        ]
+        for column in ("images", "htl_per_identification"):
+            by_source[column] = [fmt.count(v) for v in by_source[column]]
+        diff = s.read_table(run, "differences")
+        shown = s.differences_display(diff[diff["class"].isin([ev.ALL_CLASSES, ev.RAREST])])
+        corr = s.correlations_display(ev.forgetting_correlations(s.read_table(run, "forgetting")))
+        return (
+            head
+            + "<h3>The hard-to-learn (HTL) training images</h3>"
+            + _table(by_source)
+            + "<h3>Each arm minus the dense models, paired by seed (95% bootstrap CI, Wilcoxon)</h3>"
+            + _table(shown)
+            + "<h3>Forgetting under pruning: Fig. 3's correlations with log training frequency, per arm</h3>"
+            + _table(corr)
+            + '<p class="note">Per class, the figures <code>attend_differences</code>, '
+            "<code>attend_localization</code> and <code>attend_forgetting</code> (linked below) "
+            "and notebook 09's export.</p>"
+        )
+    except Exception as err:  # the report still shows everything else; the reason is shown
+        return (
+            head
+            + f'<p class="note">{_esc(f"The results could not be read: {type(err).__name__}: {err}")}</p>'
+        )
+
+
 def build_report(
     run: str,
     *,
@@ -555,6 +603,7 @@ Medical Image Classifiers?” — reproduced. {" · ".join(meta)}</p>
 <a href="#notebooks">notebooks</a> · <a href="#parameters">parameters</a></p>
 {_paper_section(run)}
 {_controlled_section(run, record)}
+{_attend_section(record, run)}
 {figures_html}
 {_notebooks_section(run, names, timings, reports)}
 {_parameters_section(record)}

@@ -21,7 +21,7 @@ multi-label classifiers (docs/attend.md). Rooms, each with one job:
 """
 
 from . import arms, cam, compare, evaluate, htl, summaries, weights
-from .arms import arm_run, check_arms, check_seeds_of, prepare_arm, train_arm
+from .arms import arm_run, check_arms, check_options, check_seeds_of, prepare_arm, train_arm
 from .weights import ARMS
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "arms",
     "cam",
     "check_arms",
+    "check_options",
     "check_seeds_of",
     "compare",
     "evaluate",

@@ -25,6 +25,7 @@ from .weights import ARMS, create_weigher
 __all__ = [
     "arm_run",
     "check_arms",
+    "check_options",
     "check_seeds_of",
     "parent_config",
     "prepare_arm",
@@ -46,6 +47,29 @@ def check_arms(arms: Sequence[str]) -> list[str]:
     if len(set(arms)) != len(arms):
         raise ValueError(f"attend_arms repeats an arm: {list(arms)}")
     return list(arms)
+
+
+def check_options(
+    *, cam_method: str, cam_threshold: float, population: str, bbox_file: str = ""
+) -> None:
+    """Notebook 09's options that are used late (after the arms have trained), checked at its
+    start: a typo fails in seconds, not after the training."""
+    from pathlib import Path
+
+    from .. import cluster
+    from .cam import CAM_METHODS
+
+    if cam_method not in CAM_METHODS:
+        raise ValueError(f"cam_method must be one of {list(CAM_METHODS)}; got {cam_method!r}")
+    if (
+        isinstance(cam_threshold, bool)
+        or not isinstance(cam_threshold, (int, float))
+        or not 0 < cam_threshold < 1
+    ):
+        raise ValueError(f"cam_threshold must be in (0, 1); got {cam_threshold!r}")
+    cluster.check_population(population)
+    if bbox_file and not Path(bbox_file).expanduser().is_file():
+        raise FileNotFoundError(f"bbox_file {bbox_file} does not exist")
 
 
 def arm_run(run: str, arm: str) -> str:
@@ -114,8 +138,13 @@ def train_arm(
     batch_size: int = 256,
     posthoc_flags=None,
     progress: bool = False,
+    population: str = "sequential",
+    ray_address: str = "",
 ) -> pd.DataFrame:
-    """Train (or resume) arm ``arm`` of ``run`` for ``seeds``; :func:`prunecxr.train.fit_population`'s table."""
+    """Train (or resume) arm ``arm`` of ``run`` for ``seeds``; :func:`prunecxr.train.fit_population`'s table.
+
+    ``population="ray"`` trains the seeds as Ray tasks (the bits of one seed after another).
+    """
     from .. import data
 
     name = prepare_arm(run, arm)
@@ -148,6 +177,8 @@ def train_arm(
         progress=progress,
         weigher=weigher,
         attention=attention,
+        population=population,
+        ray_address=ray_address,
     )
 
 
@@ -186,9 +217,12 @@ def sweep_arms(
     device: str = "auto",
     batch_size: int = 128,
     threads: int = 0,
+    population: str = "sequential",
+    ray_address: str = "",
 ) -> list[str]:
     """Notebook 03's sweep and notebook 04's analysis of ``method`` on every arm's run (resumable
-    like them); the arms' run names."""
+    like them; ``population="ray"``: the seeds as Ray tasks, as in notebook 03); the arms' run
+    names."""
     from ..analysis import forgetting
     from ..compress import run_sweep, write_all_metrics
 
@@ -203,6 +237,8 @@ def sweep_arms(
             batch_size=batch_size,
             seeds=list(seeds),
             threads=threads,
+            population=population,
+            ray_address=ray_address,
             progress=False,
         )
         write_all_metrics(name, [method])

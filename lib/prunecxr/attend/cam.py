@@ -4,9 +4,22 @@ The project's networks end in global average pooling and a linear layer (``avgpo
 :class:`prunecxr.models.SmallResNet`, torchvision's ResNets), so the class activation map of
 Zhou et al. (CVPR 2016) is exact: with ``A_k`` the ``K`` feature maps that enter the pooling and
 ``w_ck`` the linear layer's weights, ``CAM_c = Σ_k w_ck A_k`` and the logit of class ``c`` is
-``mean_{x,y} CAM_c(x, y) + b_c``. A network without that head (DenseNet-121's functional
-pooling) would need Grad-CAM, which this module does not implement: it refuses such a model
-by name.
+``mean_{x,y} CAM_c(x, y) + b_c``.
+
+A network without that head (torchvision's DenseNet-121 pools functionally; timm's models pool in
+``global_pool``) gets Grad-CAM (Selvaraju et al., ICCV 2017) instead: with ``A`` the feature maps
+of a layer (by default the last one whose output is a spatial map, i.e. what enters the
+pooling), ``α_ck = mean_{x,y} ∂y_c/∂A_k`` and ``GradCAM_c = ReLU(Σ_k α_ck A_k)``. On a pooling +
+linear head ``α_ck = w_ck / (h·w)``, so Grad-CAM is ``ReLU(CAM_c) / (h·w)`` (tested): where
+both apply they peak at the same place whenever the map has a positive part, and differ in the
+IoU's threshold, which Grad-CAM takes over the rectified range.
+:func:`localization_scores` takes ``method="auto"``: CAM where it is exact, else Grad-CAM.
+
+Grad-CAM is written here rather than taken from the ``grad-cam`` package (pytorch-grad-cam
+1.5.7): that package is a source distribution that pulls OpenCV and matplotlib into an install
+CI must finish in minutes, and it computes one target per image, resized and min-max scaled
+with OpenCV; the scores below need the raw maps of many (image, class) pairs in one batch, one
+backward pass per class through the head only.
 
 Localization is scored, per positive (image, finding) whose drawn signature is visible
 (``locations.parquet``, ``pixels > 0``), on the map of the finding's class upsampled
@@ -30,7 +43,20 @@ from torch import nn
 
 from .. import models, runtime
 
-__all__ = ["LOCALIZATION_COLUMNS", "class_activation_maps", "check_cam_head", "localization_scores"]
+__all__ = [
+    "CAM_METHODS",
+    "LOCALIZATION_COLUMNS",
+    "cam_method",
+    "check_cam_head",
+    "class_activation_maps",
+    "feature_layer",
+    "grad_cams",
+    "localization_scores",
+]
+
+#: the map of :func:`localization_scores`: CAM (exact for a pooling + linear head), Grad-CAM,
+#: or ``auto`` (CAM where it is exact, else Grad-CAM)
+CAM_METHODS = ("auto", "cam", "gradcam")
 
 #: the per-box scores of :func:`localization_scores`
 LOCALIZATION_COLUMNS = ["image_id", "class", "pointing", "iou"]
@@ -42,7 +68,7 @@ def check_cam_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     if not isinstance(pool, nn.AdaptiveAvgPool2d) or not isinstance(fc, nn.Linear):
         raise ValueError(
             f"{type(model).__name__} does not end in avgpool (AdaptiveAvgPool2d) and fc (Linear), so its "
-            "class activation maps are not exact; Grad-CAM, which such a model needs, is not implemented"
+            "class activation maps are not exact; use Grad-CAM (method='gradcam' or 'auto')"
         )
     return pool, fc
 
@@ -66,6 +92,106 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tens
     return cams, logits.float()
 
 
+def cam_method(model: nn.Module, method: str = "auto") -> str:
+    """``"cam"`` or ``"gradcam"``: what ``method`` (one of :data:`CAM_METHODS`) means for ``model``."""
+    if method not in CAM_METHODS:
+        raise ValueError(f"cam_method must be one of {list(CAM_METHODS)}; got {method!r}")
+    if method == "cam":
+        check_cam_head(model)
+        return "cam"
+    if method == "gradcam":
+        return "gradcam"
+    try:
+        check_cam_head(model)
+    except ValueError:
+        return "gradcam"
+    return "cam"
+
+
+def feature_layer(model: nn.Module, x: torch.Tensor, layer: str = "") -> str:
+    """The name of the module whose output Grad-CAM weighs: ``layer`` if given (checked), else the
+    last module to return a spatial map (a 4-D output larger than 1 × 1) on input ``x``."""
+    named = dict(model.named_modules())
+    if layer:
+        if layer not in named:
+            raise ValueError(
+                f"cam_layer {layer!r} is not a module of {type(model).__name__}; e.g. "
+                f"{[n for n in named if n][-3:]}"
+            )
+        return layer
+    order: list[str] = []
+
+    def record(name):
+        def hook(_m, _inputs, out):
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
+                order.append(name)
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in named.items() if n]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not order:
+        raise ValueError(
+            f"{type(model).__name__} has no layer with a spatial output on {tuple(x.shape[1:])} "
+            "inputs, so there is no map to draw"
+        )
+    return order[-1]
+
+
+def grad_cams(
+    model: nn.Module, x: torch.Tensor, classes, *, layer: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM ``[N, h, w]`` of class ``classes[i]`` on image ``i``, and the logits ``[N, C]``.
+
+    ``x`` is preprocessed ``[N, 3, H, W]``; ``classes`` an int per image; ``layer`` the module
+    whose output is weighed (:func:`feature_layer`). The model is run in eval mode as given
+    (batch norm with its running statistics, so the images do not interact) and the gradient
+    reaches back to ``layer`` only: the parameters are excluded for the call, one backward
+    pass per distinct class.
+    """
+    name = feature_layer(model, x, layer)
+    target = dict(model.named_modules())[name]
+    seen = {}
+
+    def hook(_m, _inputs, out):
+        leaf = out.detach().requires_grad_(True)
+        seen["a"] = leaf
+        return leaf
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    handle = target.register_forward_hook(hook)
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            logits = model(x)
+            features = seen["a"]
+            cls = torch.as_tensor(classes, device=logits.device, dtype=torch.long)
+            maps = torch.zeros(
+                (len(x), features.shape[2], features.shape[3]), device=features.device
+            )
+            wanted = cls.unique().tolist()
+            for k, c in enumerate(wanted):
+                (grad,) = torch.autograd.grad(
+                    logits[:, c].sum(), features, retain_graph=k < len(wanted) - 1
+                )
+                rows = cls == c
+                alpha = grad[rows].float().mean(dim=(2, 3))
+                maps[rows] = torch.relu(
+                    torch.einsum("nk,nkhw->nhw", alpha, features[rows].detach().float())
+                )
+    finally:
+        handle.remove()
+        for p in params:
+            p.requires_grad_(True)
+    return maps, logits.detach().float()
+
+
 @torch.no_grad()
 def localization_scores(
     model: nn.Module,
@@ -77,8 +203,10 @@ def localization_scores(
     threshold: float = 0.5,
     batch_size: int = 128,
     device="cpu",
+    method: str = "auto",
+    layer: str = "",
 ) -> pd.DataFrame:
-    """Pointing game and IoU of ``model``'s CAMs against ``boxes``.
+    """Pointing game and IoU of ``model``'s class activation maps against ``boxes``.
 
     Parameters
     ----------
@@ -89,6 +217,8 @@ def localization_scores(
         ``y1``, ``pixels``); rows with ``pixels == 0`` (nothing visible drawn) are left out.
     classes : the model's output classes, in order.
     threshold : the share of the normalized map's range above which a pixel is "on", in (0, 1).
+    method : one of :data:`CAM_METHODS` (:func:`cam_method`); ``layer`` names Grad-CAM's layer
+        (empty: :func:`feature_layer`'s choice).
 
     Returns
     -------
@@ -97,8 +227,10 @@ def localization_scores(
     """
     if not 0 < threshold < 1:
         raise ValueError(f"cam_threshold must be in (0, 1); got {threshold!r}")
+    kind = cam_method(model, method)
     classes = list(classes)
-    boxes = boxes[boxes["pixels"] > 0]
+    if "pixels" in boxes:
+        boxes = boxes[boxes["pixels"] > 0]
     unknown = sorted(set(boxes["class"]) - set(classes))
     if unknown:
         raise ValueError(f"locations name classes the model does not predict: {unknown[:3]}")
@@ -120,17 +252,21 @@ def localization_scores(
     pointing = np.zeros(len(pos), dtype=bool)
     iou = np.zeros(len(pos), dtype=np.float64)
     order = np.argsort(pos, kind="stable")
+    if kind == "gradcam" and len(pos):
+        first = torch.from_numpy(np.array(images[:1])).to(dev)
+        layer = feature_layer(model, models.preprocess(first), layer)
     try:
         for start in range(0, n, batch_size):
             rows = order[(pos[order] >= start) & (pos[order] < start + batch_size)]
             if not len(rows):
                 continue
             x = torch.from_numpy(np.array(images[start : start + batch_size])).to(dev)
-            cams, _ = class_activation_maps(model, models.preprocess(x))
-            maps = cams[
-                torch.as_tensor(pos[rows] - start, device=dev),
-                torch.as_tensor(cls[rows], device=dev),
-            ]
+            which = torch.as_tensor(pos[rows] - start, device=dev)
+            if kind == "cam":
+                cams, _ = class_activation_maps(model, models.preprocess(x))
+                maps = cams[which, torch.as_tensor(cls[rows], device=dev)]
+            else:
+                maps, _ = grad_cams(model, models.preprocess(x[which]), cls[rows], layer=layer)
             maps = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False)[
                 :, 0
             ]

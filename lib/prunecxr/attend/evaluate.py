@@ -7,11 +7,12 @@ Each is written as ``runs/<run>/attend/<name>.parquet`` (``docs/artifacts.md``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import artifacts, inference, paths, published
+from .. import artifacts, data, events, inference, paths, published
 from ..analysis import forgetting
 from .arms import arm_run
 from .cam import localization_scores
@@ -23,10 +24,10 @@ __all__ = [
     "all_differences",
     "classification_table",
     "forgetting_table",
-    "has_locations",
     "htl_table",
     "shown_classes",
     "forgetting_correlations",
+    "localization_boxes",
     "localization_table",
     "rarest_classes",
     "write_table",
@@ -129,33 +130,82 @@ def classification_table(
     return out[["arm", "seed", "class", "ap"]].astype({"seed": "int64", "ap": "float64"})
 
 
+def localization_boxes(
+    run: str, *, data_root: str = "", bbox_file: str = ""
+) -> pd.DataFrame | None:
+    """The test boxes that ``run``'s maps are scored against, or None when it has none.
+
+    A phantom run: where the renderer drew each finding (``locations.parquet``; ``attrs["source"]``
+    ``"drawn"``). A run on real NIH images (dataset ``nih-cxr-lt``): NIH's public boxes
+    (:func:`prunecxr.data.boxes.find_box_file`: ``bbox_file``, else ``BBox_List_2017.csv`` in the
+    dataset folder under ``data_root``, else the copy in the installed ``torchxrayvision``
+    wheel), scaled to the run's images (``attrs["source"]`` the file's name). Other datasets
+    have no boxes.
+    """
+    from .. import config
+    from ..data import boxes as nih
+
+    rp = paths.run_paths(run)
+    if rp.locations.exists():
+        drawn = artifacts.read_locations(run)
+        drawn = drawn[drawn["split"] == "test"].reset_index(drop=True)
+        drawn.attrs["source"] = "drawn"
+        return drawn
+    if bbox_file and not Path(bbox_file).expanduser().is_file():
+        raise FileNotFoundError(f"bbox_file {bbox_file} does not exist")
+    record = config.run_data(run)
+    if record.get("dataset") != "nih-cxr-lt" and not bbox_file:
+        return None
+    folder = None
+    if record.get("dataset") == "nih-cxr-lt":
+        from ..data import create_dataset
+
+        try:
+            folder = create_dataset("nih-cxr-lt", data_root=data_root).folder
+        except (FileNotFoundError, ValueError):
+            folder = None  # no data root set: the wheel's copy
+    path = nih.find_box_file(bbox_file, folder)
+    labels = artifacts.read_labels(run)
+    table = nih.read_nih_boxes(path, classes=artifacts.class_names(labels))
+    resolution = int(data.open_split(run, "test").images.shape[1])
+    scaled = nih.boxes_at_resolution(table, labels, resolution)
+    unmatched = scaled.attrs["unmatched"]
+    scaled = scaled[scaled["split"] == "test"].reset_index(drop=True)
+    scaled.attrs.update(source=path.name, unmatched=unmatched)
+    return scaled
+
+
 def localization_table(
     run: str,
     arms: Sequence[str],
     seeds: Sequence[int],
     *,
+    boxes: pd.DataFrame,
     threshold: float,
     batch_size: int,
     device="cpu",
+    method: str = "auto",
+    layer: str = "",
 ) -> pd.DataFrame:
-    """Pointing game and IoU of each arm's CAMs against the drawn test findings, per seed and class.
+    """Pointing game and IoU of each arm's class activation maps against ``boxes``
+    (:func:`localization_boxes`), per seed and class.
 
     Rows ``arm``, ``seed``, ``class``, ``n_boxes``, ``pointing`` (share of hits) and ``iou``
     (mean), plus per arm and seed the row ``class`` = :data:`ALL_CLASSES` over every scored
-    box. Phantom runs only (``locations.parquet``).
+    box; ``box_share`` is the boxes' mean share of the image, which is the pointing game of a
+    point drawn uniformly at random (its chance level); ``map`` says which map scored it (``cam`` or ``gradcam``, :func:`prunecxr.attend.cam.cam_method`)
+    and ``boxes`` what it was scored against (``boxes.attrs["source"]``).
     """
-    from .. import data
+    from .cam import cam_method
 
-    if not paths.run_paths(run).locations.exists():
-        raise FileNotFoundError(
-            f"run {run!r} has no locations.parquet: localization is scored against the "
-            "phantom's drawn findings (notebook 01 on a phantom dataset)"
-        )
-    boxes = artifacts.read_locations(run)
-    boxes = boxes[boxes["split"] == "test"]
     test = data.open_split(run, "test")
+    scored = boxes[boxes["pixels"] > 0] if "pixels" in boxes else boxes
+    share = (scored["x1"] - scored["x0"]) * (scored["y1"] - scored["y0"]) / test.images[0].size
+    chance = share.groupby(scored["class"].to_numpy()).mean()  # a uniformly random point's hit rate
     frames = []
-    for arm, source in [(BASELINE, run)] + [(a, arm_run(run, a)) for a in arms]:
+    pairs = [(BASELINE, run)] + [(a, arm_run(run, a)) for a in arms]
+    for k, (arm, source) in enumerate(pairs):
+        events.emit("localization", done=k, total=len(pairs), unit="arm", detail=arm)
         for seed in seeds:
             model = inference.load_model(source, int(seed), device=device)
             scores = localization_scores(
@@ -167,12 +217,15 @@ def localization_table(
                 threshold=threshold,
                 batch_size=batch_size,
                 device=device,
+                method=method,
+                layer=layer,
             )
             per = (
                 scores.groupby("class", sort=False)
                 .agg(n_boxes=("iou", "size"), pointing=("pointing", "mean"), iou=("iou", "mean"))
                 .reset_index()
             )
+            per["box_share"] = per["class"].map(chance).to_numpy()
             total = pd.DataFrame(
                 [
                     {
@@ -180,14 +233,19 @@ def localization_table(
                         "n_boxes": len(scores),
                         "pointing": scores["pointing"].mean(),
                         "iou": scores["iou"].mean(),
+                        "box_share": float(share.mean()),
                     }
                 ]
             )
             frames.append(
-                pd.concat([per, total], ignore_index=True).assign(arm=arm, seed=int(seed))
+                pd.concat([per, total], ignore_index=True).assign(
+                    arm=arm, seed=int(seed), map=cam_method(model, method)
+                )
             )
-    out = pd.concat(frames, ignore_index=True)
-    return out[["arm", "seed", "class", "n_boxes", "pointing", "iou"]].astype(
+    events.emit("localization", done=len(pairs), total=len(pairs), unit="arm")
+    out = pd.concat(frames, ignore_index=True).assign(boxes=boxes.attrs.get("source", "given"))
+    columns = ["arm", "seed", "class", "n_boxes", "pointing", "iou", "box_share", "map", "boxes"]
+    return out[columns].astype(
         {"seed": "int64", "n_boxes": "int64", "pointing": "float64", "iou": "float64"}
     )
 
@@ -231,15 +289,6 @@ def forgetting_correlations(table: pd.DataFrame) -> pd.DataFrame:
     ]
     out = pd.concat(frames, ignore_index=True)
     return out[["arm", *[c for c in out.columns if c != "arm"]]]
-
-
-def has_locations(run: str) -> bool:
-    """Whether ``run`` knows where its findings are drawn (``locations.parquet``: phantom runs).
-
-    Real NIH images would be scored against NIH's public boxes (``BBox_List_2017.csv``); that
-    reader is not implemented yet, so localization is scored on phantom runs only.
-    """
-    return paths.run_paths(run).locations.exists()
 
 
 def all_differences(*parts: pd.DataFrame | None) -> pd.DataFrame:

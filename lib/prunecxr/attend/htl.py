@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import inference, stats
+from .. import events, inference, stats
 from ..analysis.pies import select_pies
 from ..compress.methods import check_sparsity, prune_model
 
@@ -132,13 +132,15 @@ def posthoc_scores(
         raise ValueError("posthoc_scores needs at least one seed")
     split = data.open_split(run, "train")
     dense_sum = pruned_sum = None
-    for seed in seeds:
+    for k, seed in enumerate(seeds):
+        events.emit("post hoc HTL", done=k, total=len(seeds), unit="seed", detail=f"seed {seed}")
         model = inference.load_model(run, int(seed), device=device)
         d, p = _dense_and_pruned(
             model, split.images, sparsity=sparsity, batch_size=batch_size, device=device
         )
         dense_sum = d.astype(np.float64) if dense_sum is None else dense_sum + d
         pruned_sum = p.astype(np.float64) if pruned_sum is None else pruned_sum + p
+    events.emit("post hoc HTL", done=len(seeds), total=len(seeds), unit="seed")
     dense, pruned = dense_sum / len(seeds), pruned_sum / len(seeds)
     table = disagreement(dense, pruned, split.image_ids, fraction=fraction)
     table.attrs.update(dense=dense, pruned=pruned, classes=list(split.classes))

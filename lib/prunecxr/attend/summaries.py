@@ -169,11 +169,8 @@ def differences_figure(diff: pd.DataFrame, classes: list[str]) -> tuple[go.Figur
 
 def localization_figure(loc: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
     """Pointing-game accuracy and IoU per class (mean over seeds), one bar per arm; the plotted means."""
-    data = (
-        loc.groupby(["arm", "class"], sort=False)[["pointing", "iou", "n_boxes"]]
-        .mean()
-        .reset_index()
-    )
+    shown = [c for c in ("pointing", "iou", "n_boxes", "box_share") if c in loc]
+    data = loc.groupby(["arm", "class"], sort=False)[shown].mean().reset_index()
     fig = make_subplots(rows=2, cols=1, subplot_titles=[QUANTITIES["pointing"], QUANTITIES["iou"]])
     for arm, rows in data.groupby("arm", sort=False):
         for r, q in enumerate(("pointing", "iou"), start=1):
@@ -182,10 +179,27 @@ def localization_figure(loc: pd.DataFrame) -> tuple[go.Figure, pd.DataFrame]:
                 row=r,
                 col=1,
             )
+    if "box_share" in data:  # the pointing game of a point drawn uniformly at random
+        chance = data.drop_duplicates("class")
+        fig.add_trace(
+            go.Scatter(
+                x=chance["class"],
+                y=chance["box_share"],
+                mode="markers",
+                marker={"symbol": "line-ew-open", "size": 24, "color": "black"},
+                name="chance (a random point)",
+            ),
+            row=1,
+            col=1,
+        )
+    source = loc["boxes"].iloc[0] if "boxes" in loc and len(loc) else "drawn"
+    against = "the drawn findings" if source == "drawn" else f"NIH's boxes ({source})"
+    maps = (
+        "Grad-CAM" if "map" in loc and (loc["map"] == "gradcam").all() else "class activation maps"
+    )
     fig.update_layout(
         barmode="group",
-        title="Localization of the drawn findings by class activation maps "
-        "(test split, mean over seeds)",
+        title=f"Localization of {against} by {maps} (test split, mean over seeds)",
     )
     return fig, data
 

@@ -36,6 +36,7 @@ Arms (:data:`ARMS`):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,7 +107,7 @@ class AdaptiveHTL:
     ``run``'s ``attend/work/`` (the arm's run)."""
 
     run: str
-    images: np.ndarray
+    images: np.ndarray | None
     image_ids: Sequence[str]
     weight: float
     sparsity: float
@@ -114,9 +115,24 @@ class AdaptiveHTL:
     batch_size: int
     device: str = "cpu"
 
+    def for_task(self) -> AdaptiveHTL:
+        """This weigher without its images, to travel to a Ray task (:meth:`bind` there)."""
+        return dataclasses.replace(self, images=None)
+
+    def bind(self, images: np.ndarray) -> AdaptiveHTL:
+        """This weigher scoring ``images``, the training images a task opened."""
+        if len(images) != len(self.image_ids):
+            raise ValueError(
+                f"{len(images)} training images for {len(self.image_ids)} image ids: the task "
+                "opened other images than the weigher was made for"
+            )
+        return dataclasses.replace(self, images=images)
+
     def __call__(self, net, seed: int, epoch: int):
         if epoch < FIRST_ATTENDED_EPOCH:
             return None
+        if self.images is None:
+            raise RuntimeError("the weigher travelled without its images and was never bound")
         table = adaptive_scores(
             net,
             self.images,

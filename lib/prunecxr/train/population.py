@@ -108,7 +108,8 @@ def fit_population(
     gpus_per_model : with Ray on GPUs, the GPU share of each task (0.25: four models per GPU).
     progress : show tqdm bars (seeds, epochs, batches) with the losses.
     weigher : optional per-epoch loss weights of the training images
-        (:func:`prunecxr.train.loop.train_seed`); sequential populations only.
+        (:func:`prunecxr.train.loop.train_seed`); with Ray it travels to every task
+        (:mod:`prunecxr.train.ray_tasks`).
     attention : what ``weigher`` does, as a JSON-able dict; recorded in ``train.json``
         (``attention``), and a population continues only with the same one.
 
@@ -135,11 +136,6 @@ def fit_population(
         )
     if classes is not None and len(classes) != train_labels.shape[1]:
         raise ValueError(f"{len(classes)} class names for {train_labels.shape[1]} label columns")
-    if weigher is not None and population != "sequential":
-        raise ValueError(
-            f"population={population!r}: weighted (attended) training runs its seeds one "
-            "after another in this process; set population = 'sequential'"
-        )
     rp = paths.run_paths(run)
     meta = checkpoints.train_meta(
         config, int(train_labels.shape[1]), (int(train_images.shape[1]), int(train_images.shape[2]))
@@ -222,6 +218,7 @@ def fit_population(
                 processes=execution["workers"],
                 report=report,
                 on_final=on_final,
+                weigher=weigher,
             )
         elif pending:
             train = DeviceSplit(train_images, train_labels, dev)

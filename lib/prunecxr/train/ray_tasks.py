@@ -7,6 +7,11 @@ cache by path (or, for arrays that are not a memory-mapped file, from Ray's obje
 and writes the seed's checkpoints into the run directory, both on a filesystem every node
 sees. A task whose worker or node dies is run again by Ray and resumes from the seed's last
 epoch checkpoint. Its progress goes to the driver's bars through a relay actor.
+
+An attended population's weigher (:mod:`prunecxr.attend.weights`) travels with each task. One
+that scores the training images (``AdaptiveHTL``) is sent without them (``for_task()``) and
+bound in the task to the images the task opened (``bind(images)``), so the image cache is
+read by path there too rather than copied through the object store with every task.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def train_seed_task(
     processes: int,
     shared: cluster.SharedPaths,
     relay,
+    weigher=None,
 ) -> dict[str, Any]:
     """One seed's training inside a Ray task; returns the seed and the node that trained it."""
     dev = torch.device(device)
@@ -46,6 +52,8 @@ def train_seed_task(
         if dev.type == "cpu":
             runtime.keep_freed_memory()
         tx, ty, vx, vy = (cluster.open_array(h) for h in arrays)
+        if hasattr(weigher, "bind"):
+            weigher = weigher.bind(tx)
         report = cluster.RelayReport(relay)
         with deterministic(dev), runtime.num_threads(threads):
             train = DeviceSplit(tx, ty, dev, processes=processes)
@@ -60,6 +68,7 @@ def train_seed_task(
                 device=dev,
                 progress=False,
                 report=report,
+                weigher=weigher,
             )
         report.flush()
     return {"seed": seed, "node": cluster.node_id()}
@@ -78,14 +87,19 @@ def train_on_ray(
     processes: int,
     report: Report,
     on_final: Callable[[int, str], None],
+    weigher=None,
 ) -> None:
     """Train ``seeds`` as Ray tasks of ``options`` (:func:`prunecxr.cluster.task_options`).
 
     ``arrays`` are the train images, train labels, val images and val labels; ``on_final``
-    is called with each seed and its node as its task finishes. Needs a Ray connection
+    is called with each seed and its node as its task finishes; ``weigher`` is an attended
+    population's (see the module's docstring). Needs a Ray connection
     (:func:`prunecxr.cluster.connect`).
     """
     import ray
+
+    if hasattr(weigher, "for_task"):
+        weigher = weigher.for_task()
 
     handles = [cluster.share_array(a) for a in arrays]
     folders = [("the run directory, under PRUNECXR_HOME", rp.root)]
@@ -110,6 +124,7 @@ def train_on_ray(
                 processes=processes,
                 shared=shared,
                 relay=relay,
+                weigher=weigher,
             )
 
         for seed, result in cluster.completed(
