@@ -29,7 +29,7 @@ reproduce: $(VENV)/.installed
 		$(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS)) $(foreach p,$(PARAMS),-p "$(p)")
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

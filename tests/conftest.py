@@ -40,36 +40,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-#: the modules whose tests start Ray clusters (one group: one cluster at a time)
-RAY_MODULES = {"test_ray", "test_reproducible"}
-#: the groups that take longest (minutes each, measured), handed out first
-LONGEST = ["smoke-run", "ray", "test_extending", "test_failures", "test_failures_data"]
+#: the modules handed out first, longest first (minutes each, measured): ``make test`` runs
+#: ``pytest -n auto --dist loadfile --no-loadscope-reorder``, so each module goes whole to one
+#: worker, in this order, the first four two by two in turn (xdist gives each worker two modules
+#: to start with). test_end_to_end makes the smoke run, which test_reproducible, on the other
+#: worker, reads after its own run (a file lock shares it, see ``smoke_run``); the two modules
+#: that start Ray clusters, test_reproducible and test_ray, are second and fourth, so they run
+#: one after the other on one worker (test_ray kills task processes by name). Grouping with
+#: ``xdist_group`` marks (``--dist loadgroup``) would say this directly, but pytest-xdist 3.8.0
+#: cannot apply the marks with pytest 9.2 (it sets a node id attribute pytest no longer reads),
+#: so the groups are files.
+FIRST = ["test_end_to_end", "test_reproducible", "test_extending", "test_ray", "test_failures"]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Group the tests for pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``): the
-    tests that read the smoke run share one group, so one worker makes the run once and the
-    others never wait for it; every other test is grouped with its module, whose module-scoped
-    fixtures (a Ray cluster, trained arrays) are then built once, as in a serial run.
-    The modules that start Ray clusters share one group, so that no two clusters run at once
-    (test_ray kills task processes by name); test_reproducible, one of them, repeats the smoke
-    run in another home and reads the session's run only after its own."""
-    groups = {}
-    for item in items:
+    """The order in which xdist hands out the modules (see :data:`FIRST`)."""
+
+    def rank(item):
         module = item.module.__name__
-        if module in RAY_MODULES:
-            group = "ray"
-        elif "smoke_run" in item.fixturenames:
-            group = "smoke-run"
-        else:
-            group = module
-        item.add_marker(pytest.mark.xdist_group(group))
-        groups[item] = group
-    # xdist hands the groups out in the order of their first test: the longest first, so that
-    # no worker starts one of them when the others are nearly done
-    items.sort(
-        key=lambda item: LONGEST.index(groups[item]) if groups[item] in LONGEST else len(LONGEST)
-    )
+        return FIRST.index(module) if module in FIRST else len(FIRST)
+
+    items.sort(key=rank)
 
 
 def without_png(env: dict) -> dict:
@@ -86,7 +78,7 @@ def smoke_run(tmp_path_factory):
 
     Once per session, not per process: under pytest-xdist the workers share a temporary root,
     and the first worker to ask makes the run there under a file lock while any other waits
-    for it (the grouping above keeps that to test_reproducible, which asks after its own runs).
+    for it (only test_reproducible, which asks after its own run: see :data:`FIRST`).
     """
     from filelock import FileLock
 

@@ -494,18 +494,3 @@ def test_real_document_is_not_a_catch_all(tmp_path):
         "runs/r1/prune/global_l1/meta.json: undocumented key 'dtype'",
         "runs/r1/prune/global_l1/work/seed-0.npy: a transient file, left behind by a completed run",
     ]
-
-
-# -- a smoke run -------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_smoke_run_writes_only_documented_files_and_columns(smoke_run):
-    home = Path(smoke_run["home"])
-    for top in ("runs", "figures", "reports", "cache"):
-        assert any(p.is_file() for p in (home / top).rglob("*")), f"the smoke run wrote no {top}/"
-    classes = run_classes(home)
-    assert classes, "run.json records no classes"
-    problems = check_tree(home, read_contract(), classes=classes)
-    assert not problems, (
-        "files, columns or keys of a smoke run that docs/artifacts.md does not document "
-        "(document them, or stop writing them):\n  " + "\n  ".join(problems)
-    )

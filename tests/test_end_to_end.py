@@ -4,10 +4,12 @@ Checks every artifact of docs/artifacts.md for the smoke run, the figures (HTML 
 where a Chrome exists), the executed notebooks and their offline HTML exports, the run
 record, the timings and the report index. The wall time is printed, never asserted (machines
 are noisy); benchmarks and the README report it. The run itself is the session fixture
-``smoke_run`` of conftest.py, shared with test_artifacts_contract.py.
+``smoke_run`` of conftest.py (test_reproducible.py compares its own run with it); the check of
+every file against docs/artifacts.md uses test_artifacts_contract.py's checker.
 """
 
 import re
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -428,3 +430,20 @@ def test_attend_artifacts(rp):
     assert "Each arm minus the dense models" in section and "(5 rarest)" in section
     assert "Fig. 3&#x27;s correlations" in section or "Fig. 3's correlations" in section
     assert "could not be read" not in section
+
+
+# -- the contract of docs/artifacts.md, on this run (the checker: test_artifacts_contract.py) --
+@pytest.mark.slow
+def test_smoke_run_writes_only_documented_files_and_columns(smoke_run):
+    from test_artifacts_contract import check_tree, read_contract, run_classes
+
+    home = Path(smoke_run["home"])
+    for top in ("runs", "figures", "reports", "cache"):
+        assert any(p.is_file() for p in (home / top).rglob("*")), f"the smoke run wrote no {top}/"
+    classes = run_classes(home)
+    assert classes, "run.json records no classes"
+    problems = check_tree(home, read_contract(), classes=classes)
+    assert not problems, (
+        "files, columns or keys of a smoke run that docs/artifacts.md does not document "
+        "(document them, or stop writing them):\n  " + "\n  ".join(problems)
+    )
