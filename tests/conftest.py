@@ -40,16 +40,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-#: the modules handed out first, longest first (minutes each, measured): ``make test`` runs
-#: ``pytest -n auto --dist loadfile --no-loadscope-reorder``, so each module goes whole to one
-#: worker, in this order, the first four two by two in turn (xdist gives each worker two modules
-#: to start with). test_end_to_end makes the smoke run, which test_reproducible, on the other
-#: worker, reads after its own run (a file lock shares it, see ``smoke_run``); the two modules
-#: that start Ray clusters, test_reproducible and test_ray, are second and fourth, so they run
-#: one after the other on one worker (test_ray kills task processes by name). Grouping with
-#: ``xdist_group`` marks (``--dist loadgroup``) would say this directly, but pytest-xdist 3.8.0
-#: cannot apply the marks with pytest 9.2 (it sets a node id attribute pytest no longer reads),
-#: so the groups are files.
+#: the modules run first, longest first (minutes each, measured). With ``make test
+#: TEST_JOBS=auto`` (``pytest -n auto --dist loadfile --no-loadscope-reorder``) each module goes
+#: whole to one worker in this order: test_end_to_end makes the smoke run while
+#: test_reproducible, on another worker, makes its own and then reads the smoke run (a file lock
+#: shares it, see ``smoke_run``). Grouping with ``xdist_group`` marks (``--dist loadgroup``) does
+#: nothing with pytest 9.2: pytest-xdist 3.8.0 sets a node id attribute pytest no longer reads.
+#: Two processes are not the default (Makefile): notebook kernels started at the same instant can
+#: draw the same port, and test_ray, which kills Ray task processes by name, can then run beside
+#: test_reproducible's Ray run.
 FIRST = ["test_end_to_end", "test_reproducible", "test_extending", "test_ray", "test_failures"]
 
 
