@@ -211,17 +211,7 @@ def _forgetting_values(run: str, method: str) -> dict[str, _Measured]:
 
 
 def _cooccurrence_values(run: str, method: str) -> dict[str, _Measured]:
-    keys = (
-        "rho_fcd_freq_diff",
-        "r_fcd_freq_diff",
-        "rho_fcd_iou",
-        "r_fcd_iou_quarter",
-        "eq2_intercept",
-        "eq2_abs_log_freq_diff",
-        "eq2_iou_quarter",
-        "eq2_interaction",
-        "eq2_interaction_p",
-    )
+    keys = tuple(SECTIONS["05_cooccurrence"])  # notebook 05's rows are exactly these values
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
