@@ -230,6 +230,86 @@ def test_an_attended_population_resumes_to_the_uninterrupted_weights(arrays):
         )
 
 
+def test_arms_share_their_plain_first_epoch_through_a_branch_point(arrays):
+    """Every arm's first epoch is the plain one: trained once per seed, the others start from
+    its branch point, and end with the weights they reach training it themselves."""
+    tr_x, tr_y, va_x, va_y = arrays
+    ids = [str(k) for k in range(len(tr_x))]
+    shared = paths.home() / "shared-branch"
+
+    def fit(run, arm, branch, threads=1):
+        w, attention = weights.create_weigher(
+            arm,
+            run=run,
+            images=tr_x,
+            labels=tr_y,
+            image_ids=ids,
+            weight=3.0,
+            sparsity=0.5,
+            fraction=0.1,
+            beta=0.99,
+            batch_size=32,
+        )
+        return T.fit_population(
+            tr_x,
+            tr_y,
+            va_x,
+            va_y,
+            seeds=[0, 1],
+            config=_config(),
+            run=run,
+            device="cpu",
+            threads=threads,
+            progress=False,
+            weigher=w,
+            attention=attention,
+            branch=None if branch is None else T.checkpoints.Branch(branch),
+        )
+
+    assert list(fit("first", "htl", shared)["status"]) == ["trained", "trained"]
+    points = sorted(p.name for p in shared.iterdir() if p.suffix == ".pt")
+    assert points == ["seed-0-epoch-1.pt", "seed-1-epoch-1.pt"]
+    for arm in ("random", "balanced"):
+        assert list(fit(f"{arm}-branched", arm, shared)["status"]) == ["branched"] * 2
+        assert list(fit(f"{arm}-alone", arm, None)["status"]) == ["trained"] * 2
+        for s in (0, 1):
+            a, b = (
+                torch.load(paths.run_paths(r).checkpoint(s), weights_only=True)
+                for r in (f"{arm}-branched", f"{arm}-alone")
+            )
+            assert all(torch.equal(a[k], b[k]) for k in a)
+            assert artifacts.read_history(f"{arm}-branched", s).equals(
+                artifacts.read_history(f"{arm}-alone", s).assign(
+                    seconds=artifacts.read_history(f"{arm}-branched", s)["seconds"]
+                )
+            )
+    # the balanced arm's first epoch is the plain one too: its epoch-1 loss is the htl arm's
+    first_loss = artifacts.read_history("first", 0)["train_loss"][0]
+    assert artifacts.read_history("balanced-alone", 0)["train_loss"][0] == first_loss
+    # a branch point made with another thread count rounds differently: not used, and remade
+    assert list(fit("two-threads", "random", shared, threads=2)["status"]) == ["trained"] * 2
+    point = torch.load(shared / "seed-0-epoch-1.pt", weights_only=True)
+    assert point["execution"][1] == 2 and "attention" not in point
+    # a population whose first epoch is weighted is not plain training: it writes no branch point
+    weighted = paths.home() / "weighted-branch"
+    T.fit_population(
+        tr_x,
+        tr_y,
+        va_x,
+        va_y,
+        seeds=[0],
+        config=_config(max_epochs=2),
+        run="weighted",
+        device="cpu",
+        threads=1,
+        progress=False,
+        weigher=lambda net, seed, epoch: torch.ones(len(tr_x)),
+        attention={"arm": "ones"},
+        branch=T.checkpoints.Branch(weighted),
+    )
+    assert not list(weighted.glob("*.pt"))
+
+
 # -- class activation maps -----------------------------------------------------------------
 
 
@@ -377,6 +457,51 @@ def test_notebook_09s_late_options_are_checked_at_its_start(tmp_path):
         attend.check_options(**{**ok, "population": "parallel"})
     with pytest.raises(FileNotFoundError, match="bbox_file .* does not exist"):
         attend.check_options(**ok, bbox_file=str(tmp_path / "BBox_List_2017.csv"))
+    # the arms' sweep levels: the dense run's own sweep must have each (the comparison's other side)
+    with pytest.raises(ValueError, match="run 'swept' has no sweep of 'global_l1'"):
+        attend.check_options(**ok, run="swept", sparsities=[0.0, 0.5])
+    levels = [0.0, 0.25, 0.5, 0.75]
+    artifacts.write_json(
+        paths.run_paths("swept").prune_meta("global_l1"),
+        {"method": "global_l1", "seeds": [0], "classes": ["a"], "sparsities": levels},
+    )
+    attend.check_options(**ok, run="swept", sparsities=[0.0, 0.5, 0.75])
+    with pytest.raises(ValueError, match=r"sparsities \[0.1\] are not among the levels"):
+        attend.check_options(**ok, run="swept", sparsities=[0.0, 0.1, 0.5])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        attend.check_options(**ok, run="swept", sparsities=[0.0, 0.5, 0.25])
+
+
+def test_forgetting_compares_dense_and_arms_on_the_arms_levels(monkeypatch):
+    """The dense sweep has more levels than the arms': its first drop is found on the arms' grid
+    (here the drop at 0.1 is not on it, so the first drop of the same curve is 0.3)."""
+    from prunecxr.attend import evaluate
+
+    ap = {0.0: 0.5, 0.1: 0.35, 0.2: 0.45, 0.3: 0.3, 0.95: 0.1}  # rel. change −0.3 at 0.1
+    grids = {"r": [0.0, 0.1, 0.2, 0.3, 0.95], "r.attend-htl": [0.0, 0.2, 0.3, 0.95]}
+
+    def metrics(run, method):
+        rows = [
+            {"seed": s, "sparsity": k, "class": c, "ap": ap[k], "auroc": 0.7, "n_pos": 5}
+            for s in (0, 1)
+            for k in grids[run]
+            for c in ("a", "b")
+        ]
+        return pd.DataFrame(rows)
+
+    def meta(run, method):
+        return {"classes": ["a", "b"], "levels": grids[run], "level_name": "sparsity"}
+
+    labels = pd.DataFrame({"split": ["train", "test"] * 2, "a": [1, 1, 0, 0], "b": [1, 1, 1, 1]})
+    monkeypatch.setattr(artifacts, "read_metrics", metrics)
+    monkeypatch.setattr(artifacts, "read_meta", meta)
+    monkeypatch.setattr(artifacts, "read_labels", lambda run, classes=None: labels)
+    monkeypatch.setattr(paths.RunPaths, "prune_meta", lambda self, m: paths.home())  # exists
+    table = evaluate.forgetting_table("r", ["htl"], [0, 1], method="global_l1")
+    assert table.groupby("arm")["first_drop"].apply(set).to_dict() == {"dense": {0.3}, "htl": {0.3}}
+    grids["r.attend-htl"] = [0.0, 0.15, 0.95]  # a level the dense sweep lacks
+    with pytest.raises(ValueError, match=r"sparsities \[0.15\] are not among the levels"):
+        evaluate.forgetting_table("r", ["htl"], [0, 1], method="global_l1")
 
 
 # -- NIH's boxes -----------------------------------------------------------------------------

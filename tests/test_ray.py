@@ -81,14 +81,32 @@ def _same_weights(run_a, run_b, seeds) -> bool:
     return True
 
 
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:  # "pid (comm) state ppid ...", comm may hold spaces
+        return int(fh.read().rsplit(b")", 1)[1].split()[1])
+
+
+def _descends_from_here(pid: int) -> bool:
+    me = os.getpid()
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == me:
+            return True
+    return False
+
+
 def _task_pids(name: str) -> list[int]:
-    """Processes running a Ray task of function ``name`` (Ray titles them ``ray::<name>``)."""
+    """Processes of this test's clusters running a Ray task of function ``name`` (Ray titles
+    them ``ray::<name>``). Only this process's descendants: another test process (``make test
+    TEST_JOBS=auto``) may be running Ray tasks of the same function at the same time."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if fh.read().startswith(f"ray::{name}".encode()):
+                    if fh.read().startswith(f"ray::{name}".encode()) and _descends_from_here(
+                        int(entry)
+                    ):
                         pids.append(int(entry))
             except OSError:
                 pass
@@ -167,10 +185,13 @@ def test_ray_trains_and_sweeps_on_both_nodes_with_the_sequential_bits(two_nodes)
 
 def test_an_attended_population_trains_on_ray_with_the_sequential_bits(two_nodes, arrays):
     """Notebook 09's arms as Ray tasks: the adaptive HTL weigher travels without its images,
-    scores the ones its task opened, and gives the weights and HTL sets of the sequential run."""
+    scores the ones its task opened, and gives the weights and HTL sets of the sequential run;
+    the tasks start from the branch points the sequential run wrote."""
     from prunecxr.attend import weights
 
     ids = [str(k) for k in range(len(arrays[0]))]
+    branch = T.checkpoints.Branch(paths.home() / "att-branch")
+    status = {}
     for run, population in (("att-seq", "sequential"), ("att-ray", "ray")):
         w, attention = weights.create_weigher(
             "htl",
@@ -184,7 +205,17 @@ def test_an_attended_population_trains_on_ray_with_the_sequential_bits(two_nodes
             beta=0.99,
             batch_size=32,
         )
-        _fit(arrays, run, seeds=2, population=population, epochs=2, weigher=w, attention=attention)
+        status[run] = _fit(
+            arrays,
+            run,
+            seeds=2,
+            population=population,
+            epochs=2,
+            weigher=w,
+            attention=attention,
+            branch=branch,
+        )["status"].tolist()
+    assert status == {"att-seq": ["trained"] * 2, "att-ray": ["branched"] * 2}
     assert _same_weights("att-seq", "att-ray", range(2))
     for s in range(2):
         seq, on_ray = (

@@ -215,6 +215,12 @@ class RunPaths:
         ``forgetting``."""
         return self.attend_dir / f"{check_method_name(name)}.parquet"
 
+    @property
+    def attend_branch(self) -> Path:
+        """The arms' shared branch points: each seed's state after its plain first epoch
+        (``attend/branch/seed-<s>-epoch-1.pt``, :class:`prunecxr.train.checkpoints.Branch`)."""
+        return self.attend_dir / "branch"
+
     def attend_epoch(self, seed: int, epoch: int) -> Path:
         """An attended arm's record of the images it weighed in one epoch (0-based) of one seed."""
         return self.attend_dir / "work" / f"seed-{int(seed)}-epoch-{int(epoch)}.parquet"

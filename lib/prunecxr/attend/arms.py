@@ -10,6 +10,10 @@ names the parent and the arm). Being a run, it goes through the very functions o
 epoch by epoch. It belongs to its parent: notebook 09 of ``r`` writes it under ``r``'s lock.
 
 The recipe is the parent's own (``models/train.json``), the seeds a subset of its seeds.
+Every arm's first epoch is the same plain epoch (:data:`prunecxr.attend.weights.FIRST_ATTENDED_EPOCH`),
+so it is trained once per seed: the first arm to reach it writes the seed's state after it to
+``r``'s ``attend/branch/`` and the other arms start from there
+(:class:`prunecxr.train.checkpoints.Branch`), to the bit as if each had trained it itself.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ import pandas as pd
 
 from .. import artifacts, config, paths
 from ..train import TrainConfig, fit_population
-from .weights import ARMS, create_weigher
+from ..train.checkpoints import Branch
+from .weights import ARMS, FIRST_ATTENDED_EPOCH, create_weigher
 
 __all__ = [
     "arm_run",
     "check_arms",
+    "check_levels_swept",
     "check_options",
     "check_seeds_of",
     "parent_config",
     "prepare_arm",
+    "swept_levels",
     "sweep_arms",
     "train_arm",
     "train_arms",
@@ -50,14 +57,25 @@ def check_arms(arms: Sequence[str]) -> list[str]:
 
 
 def check_options(
-    *, cam_method: str, cam_threshold: float, population: str, bbox_file: str = ""
+    *,
+    cam_method: str,
+    cam_threshold: float,
+    population: str,
+    bbox_file: str = "",
+    run: str | None = None,
+    method: str = "global_l1",
+    sparsities: Sequence[float] | None = None,
 ) -> None:
     """Notebook 09's options that are used late (after the arms have trained), checked at its
-    start: a typo fails in seconds, not after the training."""
+    start: a typo fails in seconds, not after the training. With ``run`` and ``sparsities``,
+    also that ``run``'s sweep of ``method`` has every level the arms will be swept at."""
     from pathlib import Path
 
     from .. import cluster
     from .cam import CAM_METHODS
+
+    if run is not None and sparsities is not None:
+        check_levels_swept(run, method, sparsities)
 
     if cam_method not in CAM_METHODS:
         raise ValueError(f"cam_method must be one of {list(CAM_METHODS)}; got {cam_method!r}")
@@ -70,6 +88,32 @@ def check_options(
     cluster.check_population(population)
     if bbox_file and not Path(bbox_file).expanduser().is_file():
         raise FileNotFoundError(f"bbox_file {bbox_file} does not exist")
+
+
+def swept_levels(run: str, method: str) -> list[float]:
+    """The levels ``run``'s sweep of ``method`` holds (rounded to 9 decimals, for comparing)."""
+    return [round(float(v), 9) for v in artifacts.read_meta(run, method)["levels"]]
+
+
+def check_levels_swept(run: str, method: str, sparsities: Sequence[float]) -> None:
+    """Refuse ``sparsities`` for the arms' sweep unless ``run``'s own sweep of ``method``
+    (notebook 03) has every one of them: the dense side of each comparison is read from it."""
+    from ..compress.methods import check_sparsities
+
+    wanted = [round(v, 9) for v in check_sparsities(sparsities)]
+    if not paths.run_paths(run).prune_meta(method).exists():
+        raise ValueError(
+            f"run {run!r} has no sweep of {method!r} to compare the arms with: run notebook 03 "
+            f"with {method!r} among its methods first"
+        )
+    have = set(swept_levels(run, method))
+    missing = [v for v in wanted if v not in have]
+    if missing:
+        raise ValueError(
+            f"sparsities {missing} are not among the levels run {run!r} was swept at "
+            f"({sorted(have)}): the arms are compared with the dense models at the same levels, "
+            "so choose sparsities from those"
+        )
 
 
 def arm_run(run: str, arm: str) -> str:
@@ -179,6 +223,7 @@ def train_arm(
         attention=attention,
         population=population,
         ray_address=ray_address,
+        branch=Branch(paths.run_paths(run).attend_branch, epoch=FIRST_ATTENDED_EPOCH),
     )
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import artifacts, data, events, inference, paths, published
 from ..analysis import forgetting
-from .arms import arm_run
+from .arms import arm_run, check_levels_swept, swept_levels
 from .cam import localization_scores
 from .compare import BASELINE, DIFFERENCE_COLUMNS
 
@@ -259,19 +259,34 @@ def forgetting_table(
     drop_threshold: float = published.DROP_THRESHOLD,
 ) -> pd.DataFrame:
     """Notebook 04's class summary (Eq. 1 curves → ``first_drop``, ``rel_change_at_095``) of the
-    dense population and of every arm, over the same ``seeds``, one row per (arm, class).
+    dense population and of every arm, over the same ``seeds`` and levels, one row per (arm,
+    class).
 
-    The dense run's own ``analysis/`` files are over all its seeds; here its curves are
-    recomputed over the attended seeds only
+    The dense run's own ``analysis/`` files are over all its seeds and levels; here its curves
+    are recomputed over the attended seeds and the arms' levels only
     (:func:`prunecxr.analysis.forgetting.forgettability_curves`,
     :func:`~prunecxr.analysis.forgetting.class_summary`), so both sides are medians over the
-    same seeds.
+    same seeds, and a first drop is found on the same grid (profile ``attend`` sweeps the arms
+    at every other level of notebook 03's).
     """
+    sources = [(BASELINE, run)] + [(a, arm_run(run, a)) for a in arms]
+    grids = {arm: swept_levels(source, method) for arm, source in sources}
+    arm_grid = grids[arms[0]] if arms else grids[BASELINE]
+    for arm in arms:
+        if grids[arm] != arm_grid:
+            raise ValueError(
+                f"the arms were swept at different levels ({arms[0]}: {arm_grid}, {arm}: "
+                f"{grids[arm]}): sweep them again with one list of sparsities"
+            )
+    check_levels_swept(run, method, arm_grid)
     frames = []
-    for arm, source in [(BASELINE, run)] + [(a, arm_run(run, a)) for a in arms]:
+    for arm, source in sources:
         classes = list(artifacts.read_meta(source, method)["classes"])
         metrics = artifacts.read_metrics(source, method)
-        metrics = metrics[metrics["seed"].isin(list(seeds))]
+        level = artifacts.read_meta(source, method).get("level_name", "sparsity")
+        metrics = metrics[
+            metrics["seed"].isin(list(seeds)) & metrics[level].round(9).isin(arm_grid)
+        ]
         curves = forgetting.forgettability_curves(metrics, classes=classes)
         summary = forgetting.class_summary(
             curves, artifacts.read_labels(source, classes), drop_threshold=drop_threshold

@@ -31,7 +31,12 @@ Arms (:data:`ARMS`):
     ``α_c = (1 − β) / (1 − β^{n_c})``, normalized to mean 1 over the classes, on its positive
     labels; negative labels keep 1. Cui et al. define it for single-label softmax and sigmoid
     losses (the weight of the image's one class on all its outputs); with several labels per
-    image this version weighs each positive label by its own class. Every epoch, from the first.
+    image this version weighs each positive label by its own class. From the second epoch on,
+    like the other arms: Cao et al.'s deferred re-weighting (LDAM-DRW, NeurIPS 2019) found
+    class re-weighting works better after a first phase of plain training than from the
+    start, and with every arm's first epoch the plain one, each arm differs from the dense
+    seed only in the epochs it attends (and that epoch is trained once for all arms,
+    :mod:`prunecxr.attend.arms`).
 """
 
 from __future__ import annotations
@@ -210,12 +215,12 @@ class RandomHTL:
 
 @dataclass
 class Balanced:
-    """Class-balanced weighting (arm ``balanced``), the same weights every epoch."""
+    """Class-balanced weighting (arm ``balanced``), the same weights every epoch from the second."""
 
     weights: torch.Tensor
 
     def __call__(self, net, seed: int, epoch: int):
-        return self.weights
+        return None if epoch < FIRST_ATTENDED_EPOCH else self.weights
 
 
 def create_weigher(
@@ -242,6 +247,7 @@ def create_weigher(
         return Balanced(class_balanced_weights(labels, beta=beta)), {
             "arm": arm,
             "beta": float(beta),
+            "first_epoch": FIRST_ATTENDED_EPOCH,
         }
     record = {
         "arm": arm,

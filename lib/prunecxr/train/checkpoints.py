@@ -14,6 +14,12 @@ Files (``docs/artifacts.md``), per seed ``s`` under ``runs/<run>/models/seed-<s>
     generator, early-stopping state, best weights so far and the history; removed once the
     seed is final.
 
+A population trained beside another of the same seeds and recipe can start from a **branch
+point** (:class:`Branch`): the resume point of a seed after its first ``epoch`` epochs, written
+once to a shared folder by whichever population reaches it first and read by the others
+(notebook 09's arms, whose first epoch is the same plain epoch, :mod:`prunecxr.attend.weights`).
+A seed started from it continues exactly as a seed resumed from its own ``last.pt`` does.
+
 ``models/train.json`` (:func:`write_record`) records the recipe, the number of classes, the
 image size, the class names and how the population was executed (``execution``:
 ``population``, ``threads``, ``workers``, ``device``, and with Ray ``gpus_per_model`` and
@@ -29,8 +35,10 @@ weights_only=True)`` (:func:`prunecxr.inference.save_checkpoint`,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,13 +48,16 @@ from .recipe import EarlyStopping, TrainConfig
 
 __all__ = [
     "STATE_FORMAT",
+    "Branch",
     "SeedState",
     "check_execution",
     "check_meta",
     "derived_seed",
     "finalize",
     "initial_state",
+    "read_branch",
     "read_record",
+    "save_branch",
     "save_progress",
     "start_seed",
     "started_seeds",
@@ -203,8 +214,16 @@ def write_record(
 # -- one seed's files ------------------------------------------------------------------------
 
 
-def start_seed(seed: int, rp: paths.RunPaths, meta: dict[str, Any], config: TrainConfig):
-    """``(SeedState, model state, optimizer state or None)`` from ``last.pt`` or a fresh start."""
+def start_seed(
+    seed: int,
+    rp: paths.RunPaths,
+    meta: dict[str, Any],
+    config: TrainConfig,
+    *,
+    branch_state: dict[str, Any] | None = None,
+):
+    """``(SeedState, model state, optimizer state or None)`` from ``last.pt``, else from
+    ``branch_state`` (:func:`read_branch`), else a fresh start."""
     state_path = rp.train_state(seed)
     artifacts.remove_stale_temporaries(rp.seed_dir(seed))
     if state_path.exists():
@@ -218,19 +237,9 @@ def start_seed(seed: int, rp: paths.RunPaths, meta: dict[str, Any], config: Trai
                 f"{state_path} is not a training state of seed {seed} (format {STATE_FORMAT})"
             )
         check_meta(saved, meta, state_path)
-        gen = torch.Generator()
-        gen.set_state(saved["generator"])
-        stopper = EarlyStopping(config.patience)
-        stopper.load_state_dict(saved["early_stopping"])
-        record = SeedState(
-            seed=seed,
-            epoch=int(saved["epoch"]),
-            generator=gen,
-            stopper=stopper,
-            best_state=saved["best_model"],
-            history=list(saved["history"]),
-        )
-        return record, saved["model"], saved["optimizer"]
+        return _continued(saved, config)
+    if branch_state is not None:
+        return _continued(branch_state, config)
     state = initial_state(config, meta["num_classes"], seed)
     gen = torch.Generator().manual_seed(derived_seed(seed, "data"))
     record = SeedState(
@@ -244,24 +253,43 @@ def start_seed(seed: int, rp: paths.RunPaths, meta: dict[str, Any], config: Trai
     return record, state, None
 
 
+def _continued(saved: dict[str, Any], config: TrainConfig):
+    gen = torch.Generator()
+    gen.set_state(saved["generator"])
+    stopper = EarlyStopping(config.patience)
+    stopper.load_state_dict(saved["early_stopping"])
+    record = SeedState(
+        seed=int(saved["seed"]),
+        epoch=int(saved["epoch"]),
+        generator=gen,
+        stopper=stopper,
+        best_state=saved["best_model"],
+        history=list(saved["history"]),
+    )
+    return record, saved["model"], saved["optimizer"]
+
+
+def _resume_point(rec: SeedState, model_state, optim_state, meta: dict[str, Any]) -> dict:
+    return {
+        "format": STATE_FORMAT,
+        "seed": rec.seed,
+        "epoch": rec.epoch,
+        **meta,
+        "model": model_state,
+        "optimizer": optim_state,
+        "generator": rec.generator.get_state(),
+        "early_stopping": rec.stopper.state_dict(),
+        "best_model": rec.best_state,
+        "history": rec.history,
+    }
+
+
 def save_progress(
     rp: paths.RunPaths, rec: SeedState, model_state, optim_state, meta: dict[str, Any]
 ) -> None:
     """Write the seed's resume point ``last.pt`` and its ``history.csv`` so far."""
     inference.save_checkpoint(
-        rp.train_state(rec.seed),
-        {
-            "format": STATE_FORMAT,
-            "seed": rec.seed,
-            "epoch": rec.epoch,
-            **meta,
-            "model": model_state,
-            "optimizer": optim_state,
-            "generator": rec.generator.get_state(),
-            "early_stopping": rec.stopper.state_dict(),
-            "best_model": rec.best_state,
-            "history": rec.history,
-        },
+        rp.train_state(rec.seed), _resume_point(rec, model_state, optim_state, meta)
     )
     artifacts.write_history(rp.history(rec.seed), rec.history)
 
@@ -276,3 +304,79 @@ def finalize(rp: paths.RunPaths, rec: SeedState) -> None:
     artifacts.write_history(rp.history(rec.seed), rec.history)
     inference.save_checkpoint(rp.checkpoint(rec.seed), rec.best_state)
     rp.train_state(rec.seed).unlink(missing_ok=True)
+
+
+# -- branch points ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Branch:
+    """Where populations of the same seeds share the resume point after epoch ``epoch``.
+
+    ``folder`` holds one file per seed (:meth:`path`). ``execution`` is set by
+    :func:`prunecxr.train.fit_population` to the device type, thread count and precision of
+    the call: a branch point made another way rounds differently, so it is not used (the
+    seed trains its first epochs itself and writes the branch point anew).
+    """
+
+    folder: Path
+    epoch: int = 1
+    execution: tuple = ()
+
+    def __post_init__(self):
+        if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 1:
+            raise ValueError(f"a branch point's epoch must be a positive int; got {self.epoch!r}")
+
+    def path(self, seed: int) -> Path:
+        return Path(self.folder) / f"seed-{int(seed)}-epoch-{self.epoch}.pt"
+
+    def made_by(self, execution: dict[str, Any]) -> Branch:
+        """This branch for a call that trains as ``execution`` (``train.json``'s record)."""
+        key = (
+            torch.device(execution["device"]).type,
+            execution["threads"],
+            execution["precision"],
+        )
+        return dataclasses.replace(self, execution=key)
+
+
+def _shared_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """What every population sharing a branch point has in common: ``meta`` without its
+    ``attention`` (the arms differ in it, from the branch point on)."""
+    return {k: v for k, v in meta.items() if k != "attention"}
+
+
+def read_branch(branch: Branch, seed: int, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The branch point of ``seed``, or None when there is none or it was made with another
+    recipe, data or execution than ``meta`` and ``branch.execution`` say."""
+    path = branch.path(seed)
+    if not path.exists():
+        return None
+    saved = inference.load_checkpoint(path)
+    if (
+        not isinstance(saved, dict)
+        or saved.get("format") != STATE_FORMAT
+        or saved.get("seed") != seed
+        or saved.get("epoch") != branch.epoch
+        or tuple(saved.get("execution", ())) != tuple(branch.execution)
+    ):
+        return None
+    try:
+        check_meta(saved, _shared_meta(meta), path)
+    except ValueError:
+        return None
+    return saved
+
+
+def save_branch(
+    branch: Branch, rec: SeedState, model_state, optim_state, meta: dict[str, Any]
+) -> None:
+    """Write ``rec``'s resume point (after epoch ``branch.epoch``) as the branch point of its seed."""
+    if rec.epoch != branch.epoch or not branch.execution:
+        raise ValueError(
+            f"seed {rec.seed}: a branch point is the state after epoch {branch.epoch} of a call "
+            f"whose execution is known; got epoch {rec.epoch}"
+        )
+    point = _resume_point(rec, model_state, optim_state, _shared_meta(meta))
+    point["execution"] = list(branch.execution)
+    inference.save_checkpoint(branch.path(rec.seed), point)

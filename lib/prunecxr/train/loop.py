@@ -53,6 +53,7 @@ def train_seed(
     progress: bool,
     report,
     weigher=None,
+    branch: checkpoints.Branch | None = None,
 ) -> checkpoints.SeedState:
     """Train (or resume) seed ``seed`` until it is final; return its record.
 
@@ -68,8 +69,17 @@ def train_seed(
     ``config.max_epochs`` is reached, its best weights become ``model.pt``
     (:func:`prunecxr.train.checkpoints.finalize`). ``report`` receives the progress (a
     :class:`prunecxr.train.progress.Report` or a stand-in with its methods).
+
+    ``branch`` (a :class:`prunecxr.train.checkpoints.Branch` with its execution set): a seed
+    without a resume point of its own starts from the branch point when one fits; a seed that
+    does not, writes it after epoch ``branch.epoch`` for the populations that follow, provided
+    its loss was unweighted until then (a branch point is plain training: ``weigher`` must return
+    None before ``branch.epoch`` in every population that shares it).
     """
-    rec, state, opt_state = checkpoints.start_seed(seed, rp, meta, config)
+    branched = None
+    if branch is not None and not rp.train_state(seed).exists():
+        branched = checkpoints.read_branch(branch, seed, meta)
+    rec, state, opt_state = checkpoints.start_seed(seed, rp, meta, config, branch_state=branched)
     net = models.create_model(config.model, meta["num_classes"], pretrained=False)
     net.load_state_dict(state)
     net = net.to(device)
@@ -84,10 +94,12 @@ def train_seed(
 
     label = seed_label(seed)
     report.start(label, rec.epoch)
+    plain = rec.epoch == 0  # every epoch so far trained without loss weights (known from 0 only)
     try:
         while True:
             t0 = time.perf_counter()
             weights = None if weigher is None else weigher(net, seed, rec.epoch)
+            plain = plain and weights is None
             net.train(not (config.bn_eval_compat and rec.epoch >= 1))
             train_loss = train_epoch(
                 net,
@@ -133,9 +145,10 @@ def train_seed(
                 checkpoints.finalize(rp, rec)
                 report.final(seed, rec.stopper.best_loss, rec.stopper.best_epoch)
             else:
-                checkpoints.save_progress(
-                    rp, rec, weights, checkpoints.to_cpu(optimizer.state_dict()), meta
-                )
+                optim_state = checkpoints.to_cpu(optimizer.state_dict())
+                checkpoints.save_progress(rp, rec, weights, optim_state, meta)
+                if branch is not None and plain and branched is None and rec.epoch == branch.epoch:
+                    checkpoints.save_branch(branch, rec, weights, optim_state, meta)
             report.epoch(label, train_loss, val_loss, val_ap)
             if done:
                 return rec

@@ -84,6 +84,7 @@ def fit_population(
     progress: bool = True,
     weigher=None,
     attention: dict | None = None,
+    branch: checkpoints.Branch | None = None,
 ) -> pd.DataFrame:
     """Train (or resume) one model per seed on in-memory or memory-mapped arrays.
 
@@ -112,12 +113,15 @@ def fit_population(
         (:mod:`prunecxr.train.ray_tasks`).
     attention : what ``weigher`` does, as a JSON-able dict; recorded in ``train.json``
         (``attention``), and a population continues only with the same one.
+    branch : a folder of branch points shared with populations of the same seeds and recipe
+        (:class:`prunecxr.train.checkpoints.Branch`): a seed not yet started begins from its
+        branch point when one was made with the same execution, and otherwise writes it.
 
     Returns
     -------
-    DataFrame, one row per seed: ``seed``, ``status`` (``trained``, ``resumed`` or
-    ``already trained``), ``epochs``, ``best_epoch``, ``best_val_loss``,
-    ``best_val_mean_ap``.
+    DataFrame, one row per seed: ``seed``, ``status`` (``trained``, ``resumed``, ``branched``
+    (started from its branch point) or ``already trained``), ``epochs``, ``best_epoch``,
+    ``best_val_loss``, ``best_val_mean_ap``.
     """
     seeds = check_seeds(seeds)
     cluster.check_population(population)
@@ -155,6 +159,7 @@ def fit_population(
     for s in final_before:  # a kill between writing model.pt and removing last.pt
         rp.train_state(s).unlink(missing_ok=True)
     resumed = {s for s in pending if rp.train_state(s).exists()}
+    branched: set[int] = set()
 
     with contextlib.ExitStack() as stack:
         if pending:
@@ -187,6 +192,13 @@ def fit_population(
                 )
             if started:
                 checkpoints.check_execution(record, execution, rp.train_config)
+            if branch is not None:
+                branch = branch.made_by(execution)
+                branched = {
+                    s
+                    for s in pending
+                    if s not in resumed and checkpoints.read_branch(branch, s, meta) is not None
+                }
             classes = list(classes) if classes is not None else (record or {}).get("classes")
             checkpoints.write_record(run, meta, classes=classes, execution=execution)
             if dev.type == "cpu":
@@ -219,6 +231,7 @@ def fit_population(
                 report=report,
                 on_final=on_final,
                 weigher=weigher,
+                branch=branch,
             )
         elif pending:
             train = DeviceSplit(train_images, train_labels, dev)
@@ -236,6 +249,7 @@ def fit_population(
                         progress=progress,
                         report=report,
                         weigher=weigher,
+                        branch=branch,
                     )
 
     rows = []
@@ -243,7 +257,13 @@ def fit_population(
         hist = artifacts.read_history(run, s)
         best = hist.loc[hist["val_loss"].idxmin()]
         status = (
-            "already trained" if s in final_before else ("resumed" if s in resumed else "trained")
+            "already trained"
+            if s in final_before
+            else "resumed"
+            if s in resumed
+            else "branched"
+            if s in branched
+            else "trained"
         )
         rows.append(
             {

@@ -45,6 +45,7 @@ def train_seed_task(
     shared: cluster.SharedPaths,
     relay,
     weigher=None,
+    branch=None,
 ) -> dict[str, Any]:
     """One seed's training inside a Ray task; returns the seed and the node that trained it."""
     dev = torch.device(device)
@@ -69,6 +70,7 @@ def train_seed_task(
                 progress=False,
                 report=report,
                 weigher=weigher,
+                branch=branch,
             )
         report.flush()
     return {"seed": seed, "node": cluster.node_id()}
@@ -88,6 +90,7 @@ def train_on_ray(
     report: Report,
     on_final: Callable[[int, str], None],
     weigher=None,
+    branch=None,
 ) -> None:
     """Train ``seeds`` as Ray tasks of ``options`` (:func:`prunecxr.cluster.task_options`).
 
@@ -108,6 +111,8 @@ def train_on_ray(
         for kind, value in handles
         if kind == "memmap"
     ]
+    if branch is not None:
+        folders.append(("the branch points, under PRUNECXR_HOME", Path(branch.folder)))
     with cluster.shared_paths(folders, owner=str(rp.root)) as shared:
         relay = cluster.relay()
         task = ray.remote(train_seed_task).options(**options)
@@ -125,6 +130,7 @@ def train_on_ray(
                 shared=shared,
                 relay=relay,
                 weigher=weigher,
+                branch=branch,
             )
 
         for seed, result in cluster.completed(
