@@ -11,10 +11,9 @@ PROFILE ?= default
 RUN ?=
 PARAMS ?=
 NOTEBOOKS ?=
-# test processes (pytest-xdist). One by default: with two, notebook kernels that start at the
-# same instant can draw the same TCP port (jupyter_client), and a run fails with "Invalid
-# Signature" (seen in a CI run here). TEST_JOBS=auto: one per CPU, faster, for local use.
-TEST_JOBS ?= 0
+# test processes (pytest-xdist): one per CPU by default, each test module whole in one process;
+# TEST_JOBS=0 runs the suite in this one process.
+TEST_JOBS ?= auto
 
 .PHONY: reproduce test lint install bench readme-figures clean-venv
 

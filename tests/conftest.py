@@ -40,15 +40,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-#: the modules run first, longest first (minutes each, measured). With ``make test
-#: TEST_JOBS=auto`` (``pytest -n auto --dist loadfile --no-loadscope-reorder``) each module goes
-#: whole to one worker in this order: test_end_to_end makes the smoke run while
-#: test_reproducible, on another worker, makes its own and then reads the smoke run (a file lock
-#: shares it, see ``smoke_run``). Grouping with ``xdist_group`` marks (``--dist loadgroup``) does
-#: nothing with pytest 9.2: pytest-xdist 3.8.0 sets a node id attribute pytest no longer reads.
-#: Two processes are not the default (Makefile): notebook kernels started at the same instant can
-#: draw the same port, and test_ray, which kills Ray task processes by name, can then run beside
-#: test_reproducible's Ray run.
+#: the modules run first, longest first (minutes each, measured). ``make test`` (``pytest -n
+#: auto --dist loadfile --no-loadscope-reorder``) gives each module whole to one worker in this
+#: order: test_end_to_end makes the smoke run while test_reproducible, on another worker, makes
+#: its own and then reads the smoke run (a file lock shares it, see ``smoke_run``). Grouping with
+#: ``xdist_group`` marks (``--dist loadgroup``) does nothing with pytest 9.2: pytest-xdist 3.8.0
+#: sets a node id attribute pytest no longer reads. Two things once made two processes unsafe,
+#: and no longer do: notebook kernels started at the same instant took the same socket files
+#: (each execution now has a folder of its own, ``prunecxr.runner.kernel_config``), and
+#: test_ray killed every Ray task process of a name, test_reproducible's too (now only its own).
 FIRST = ["test_end_to_end", "test_reproducible", "test_extending", "test_ray", "test_failures"]
 
 

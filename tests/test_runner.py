@@ -590,7 +590,9 @@ def test_the_live_line_follows_the_events_a_stage_emits(
     tmp_path, prunecxr_home, monkeypatch, capfd
 ):
     """Not a terminal: a line every interval, from the kernel's own events, and no kernel
-    transport warning; the progress file is gone afterwards."""
+    transport warning; the progress file is gone afterwards. The kernel's sockets are files
+    in a folder of this execution's own, removed after it (two kernels started at the same
+    moment cannot take the same ones)."""
     from prunecxr import console
 
     monkeypatch.setattr(console, "LOG_INTERVAL", 0.4)
@@ -600,11 +602,16 @@ def test_the_live_line_follows_the_events_a_stage_emits(
         "    events.emit('sweep m', done=i, total=8, unit='model', detail=f'level {i}')\n"
         "    time.sleep(0.25)\n"
     )
+    where = tmp_path / "ip.txt"
+    sockets = (
+        "import json\nfrom ipykernel.connect import get_connection_info\n"
+        f"open({str(where)!r}, 'w').write(json.loads(get_connection_info())['ip'])\n"
+    )
     nb = stages.read_notebook(
         write_notebook(
             tmp_path / "nb" / "01_emit.ipynb",
             'run: str = "p"  # run\nsize: int = 1  # unused',
-            [emitting],
+            [emitting, sockets],
         )
     )
     out = []
@@ -631,3 +638,6 @@ def test_the_live_line_follows_the_events_a_stage_emits(
     assert any("sweep m: " in line and "/8 models (level " in line for line in lines), lines
     assert not list(paths.run_paths("p").reports.glob(".*progress*"))
     assert "without encryption" not in capfd.readouterr().err
+    ip = Path(where.read_text())
+    assert ip.is_absolute() and ip.parent.name.startswith("prunecxr-kernel-"), ip
+    assert not ip.parent.exists() and not list((tmp_path / "nb").glob("kernel-ipc*"))

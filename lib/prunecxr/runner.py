@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -347,13 +348,17 @@ def _kernel_env(values: Mapping[str, str]):
         yield
 
 
-def kernel_config(*, kernel_log: bool = False):
+def kernel_config(*, sockets: Path, kernel_log: bool = False):
     """The configuration of papermill's notebook client and kernel manager (papermill
     passes it to nbclient, which passes it to the manager it creates).
 
     - IPC transport: the kernel's sockets are files only this user can open, instead of TCP
       ports that carry code and outputs unencrypted (ipykernel warns about those on every
-      start).
+      start). They are ``<sockets>/kernel-<n>``, in a folder of this execution's own
+      (:func:`execute_notebook` makes it): jupyter_client's default, ``kernel-ipc-<n>`` in the
+      working directory, numbers the files by which exist, so two kernels started at the same
+      moment in one folder (two runs, or two test processes) could take the same sockets and
+      read each other's messages ("Invalid Signature").
     - Unless ``kernel_log``, the kernel application's own log is kept to critical messages:
       it writes to the runner's console, and what it says there asks nothing of the user
       (a ``KeyboardInterrupt caught in kernel`` when jupyter_client interrupts the kernel
@@ -362,7 +367,7 @@ def kernel_config(*, kernel_log: bool = False):
     """
     from traitlets.config import Config
 
-    config = {"KernelManager": {"transport": "ipc"}}
+    config = {"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}}
     if not kernel_log:
         config["NotebookClient"] = {"extra_arguments": ["--IPKernelApp.log_level=CRITICAL"]}
     return Config(config)
@@ -450,7 +455,12 @@ def execute_notebook(
             mode=progress,
             stream=stream if stream is not None else sys.stdout,
         )
-        with _quiet_papermill_inspection(), _kernel_env(kernel_env), live:
+        with (
+            _quiet_papermill_inspection(),
+            _kernel_env(kernel_env),
+            live,
+            tempfile.TemporaryDirectory(prefix="prunecxr-kernel-") as sockets,
+        ):
             papermill.execute_notebook(
                 str(nb.path),
                 str(partial),
@@ -460,7 +470,7 @@ def execute_notebook(
                 progress_bar=False,
                 stdout_file=sys.stdout if log_output else None,
                 stderr_file=sys.stderr if log_output else None,
-                config=kernel_config(kernel_log=log_output),
+                config=kernel_config(sockets=Path(sockets), kernel_log=log_output),
             )
     except BaseException as err:
         seconds = time.perf_counter() - t0
