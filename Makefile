@@ -30,7 +30,7 @@ reproduce: $(VENV)/.installed
 		$(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS)) $(foreach p,$(PARAMS),-p "$(p)")
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=25
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
