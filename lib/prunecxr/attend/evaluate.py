@@ -281,11 +281,12 @@ def forgetting_table(
     check_levels_swept(run, method, arm_grid)
     frames = []
     for arm, source in sources:
-        classes = list(artifacts.read_meta(source, method)["classes"])
+        meta = artifacts.read_meta(source, method)
+        classes = list(meta["classes"])
         metrics = artifacts.read_metrics(source, method)
-        level = artifacts.read_meta(source, method).get("level_name", "sparsity")
         metrics = metrics[
-            metrics["seed"].isin(list(seeds)) & metrics[level].round(9).isin(arm_grid)
+            metrics["seed"].isin(list(seeds))
+            & metrics[meta.get("level_name", "sparsity")].round(9).isin(arm_grid)
         ]
         curves = forgetting.forgettability_curves(metrics, classes=classes)
         summary = forgetting.class_summary(
