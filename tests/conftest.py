@@ -134,6 +134,26 @@ def arrays():
     return images[:96], labels[:96], images[96:], labels[96:]
 
 
+def tiny_weigher(arm: str, run: str, arrays):
+    """Notebook 09's weigher of ``arm`` on the training half of :func:`arrays` (attention of
+    weight 3 on 10% of the images; HTL by pruning to 50%), and its ``attention`` record."""
+    from prunecxr.attend import weights
+
+    images, labels = arrays[0], arrays[1]
+    return weights.create_weigher(
+        arm,
+        run=run,
+        images=images,
+        labels=labels,
+        image_ids=[str(k) for k in range(len(images))],
+        weight=3.0,
+        sparsity=0.5,
+        fraction=0.1,
+        beta=0.99,
+        batch_size=32,
+    )
+
+
 @pytest.fixture
 def started_stage():
     """Start notebook ``stage`` of ``run`` as the notebook would (``px.start_stage``), with its

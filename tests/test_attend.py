@@ -9,6 +9,7 @@ import scipy.stats
 import torch
 from torch import nn
 
+from conftest import tiny_weigher
 from prunecxr import artifacts, models, paths, stats
 from prunecxr import train as T
 from prunecxr.analysis.pies import n_pies
@@ -159,7 +160,6 @@ def test_adaptive_htl_prunes_a_copy_and_leaves_the_model_alone(arrays):
 
 def test_an_attended_population_resumes_to_the_uninterrupted_weights(arrays):
     tr_x, tr_y, va_x, va_y = arrays
-    ids = [str(k) for k in range(len(tr_x))]
 
     def fit(run, weigher):
         w, attention = weigher
@@ -179,18 +179,7 @@ def test_an_attended_population_resumes_to_the_uninterrupted_weights(arrays):
         )
 
     def make(run):
-        return weights.create_weigher(
-            "htl",
-            run=run,
-            images=tr_x,
-            labels=tr_y,
-            image_ids=ids,
-            weight=3.0,
-            sparsity=0.5,
-            fraction=0.1,
-            beta=0.99,
-            batch_size=32,
-        )
+        return tiny_weigher("htl", run, arrays)
 
     fit("whole", make("whole"))
     w, attention = make("cut")
@@ -234,22 +223,10 @@ def test_arms_share_their_plain_first_epoch_through_a_branch_point(arrays):
     """Every arm's first epoch is the plain one: trained once per seed, the others start from
     its branch point, and end with the weights they reach training it themselves."""
     tr_x, tr_y, va_x, va_y = arrays
-    ids = [str(k) for k in range(len(tr_x))]
     shared = paths.home() / "shared-branch"
 
     def fit(run, arm, branch, threads=1):
-        w, attention = weights.create_weigher(
-            arm,
-            run=run,
-            images=tr_x,
-            labels=tr_y,
-            image_ids=ids,
-            weight=3.0,
-            sparsity=0.5,
-            fraction=0.1,
-            beta=0.99,
-            batch_size=32,
-        )
+        w, attention = tiny_weigher(arm, run, arrays)
         return T.fit_population(
             tr_x,
             tr_y,

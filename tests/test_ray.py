@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_weigher
 from prunecxr import artifacts, cluster, compress, data, paths
 from prunecxr import train as T
 from prunecxr.train import progress
@@ -187,24 +188,10 @@ def test_an_attended_population_trains_on_ray_with_the_sequential_bits(two_nodes
     """Notebook 09's arms as Ray tasks: the adaptive HTL weigher travels without its images,
     scores the ones its task opened, and gives the weights and HTL sets of the sequential run;
     the tasks start from the branch points the sequential run wrote."""
-    from prunecxr.attend import weights
-
-    ids = [str(k) for k in range(len(arrays[0]))]
     branch = T.checkpoints.Branch(paths.home() / "att-branch")
     status = {}
     for run, population in (("att-seq", "sequential"), ("att-ray", "ray")):
-        w, attention = weights.create_weigher(
-            "htl",
-            run=run,
-            images=arrays[0],
-            labels=arrays[1],
-            image_ids=ids,
-            weight=3.0,
-            sparsity=0.5,
-            fraction=0.1,
-            beta=0.99,
-            batch_size=32,
-        )
+        w, attention = tiny_weigher("htl", run, arrays)
         status[run] = _fit(
             arrays,
             run,
